@@ -1,0 +1,943 @@
+"""The engine: accepts runs, executes them, and records every step in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from pydantic_core import to_jsonable_python
+
+from .. import context as context_module
+from ..exceptions import (
+    EngineClosedError,
+    FieldError,
+    InputValidationError,
+    Retry,
+    RunNotFoundError,
+    TaskTimeoutError,
+    WaitTimeoutError,
+    WorkerLostError,
+)
+from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
+from ..store import Store, open_store
+from ..tasks.definition import FunctionTask, TaskDefinition
+from ..tasks.registry import Registry, as_task, default_registry
+from ..tasks.signature import dump_special, validate_special
+from .live import LiveRun, TaskReportedFailure
+from .scheduler import ReadyQueue
+from .writer import BatchWriter
+
+__all__ = ["Engine", "RunEvent"]
+
+logger = logging.getLogger("taskloom.engine")
+T = TypeVar("T")
+
+_JSON_SCALARS = (int, float, str, bool, type(None))
+FINISHED_CACHE_SIZE = 50_000
+_PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """What listeners hear: `kind` is `submitted`, `started`, `progress`, `log`, `retrying`
+    or `finished`; `line` is set for `log`."""
+
+    kind: str
+    run: Run
+    line: LogLine | None = None
+
+
+Listener = Callable[[RunEvent], None]
+
+
+class Engine:
+    """Accepts runs, executes them on this process, and keeps them in the store.
+
+    Use it as `async with Engine() as engine:`. `database_url` defaults to a SQLite file
+    at `.taskloom/taskloom.db` under the working directory.
+
+    - `concurrency`: runs executing at once in this engine.
+    - `threads`: threads for sync functions marked `thread_safe`.
+    - `recover`: take over the unfinished runs of registered tasks whose engine died.
+    - `shutdown_grace`: seconds `close()` lets executing runs finish; runs still executing
+      then are interrupted and queued again for the next engine, without using a retry.
+    - `cancel_grace`: seconds a class task whose `cancel()` was called may take to return
+      before it is stopped.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        store: Store | None = None,
+        concurrency: int = 1000,
+        threads: int | None = None,
+        recover: bool = True,
+        heartbeat_interval: float = 1.0,
+        shutdown_grace: float = 5.0,
+        cancel_grace: float = 5.0,
+        tasks: Iterable[Any] = (),
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.database_url = database_url
+        self._store_given = store
+        self.store: Store | None = store
+        self.registry = Registry()
+        self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.concurrency = concurrency
+        self._threads = threads or min(32, (os.cpu_count() or 1) + 4)
+        self._recover_enabled = recover
+        self._heartbeat_interval = heartbeat_interval
+        self.shutdown_grace = shutdown_grace
+        self.cancel_grace = cancel_grace
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: BatchWriter | None = None
+        self._queue = ReadyQueue(concurrency, self._start)  # type: ignore[arg-type]
+        self._live: dict[str, LiveRun] = {}
+        self._keys: dict[str, LiveRun] = {}
+        self._states: dict[str, Any] = {}
+        self._resolved: dict[Any, TaskDefinition] = {}
+        # Runs that finished lately, as committed: `wait` right after the end of a run
+        # needs no read from the store. Bounded; the store stays the source of truth.
+        self._finished: OrderedDict[str, Run] = OrderedDict()
+        self._listeners: list[Listener] = []
+        self._io: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._serial: dict[str, ThreadPoolExecutor] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._recovered: set[str] = set()
+        self._started = False
+        self._closing = False
+        for item in tasks:
+            self.register(item)
+
+    # lifecycle -----------------------------------------------------------------------------
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._io = ThreadPoolExecutor(4, thread_name_prefix="taskloom-store")
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="taskloom-run")
+        if self.store is None:
+            self.store = await self._in_thread(open_store, self.database_url)
+        store = self.store
+        await self._in_thread(
+            functools.partial(store.register_worker, self.worker_id, hostname=socket.gethostname(), pid=os.getpid())
+        )
+        self._writer = BatchWriter(store, self._loop)
+        self._writer.start_thread()
+        context_module.install_log_capture()
+        self._started = True
+        self._spawn(self._heartbeat())
+        if self._recover_enabled and len(self.registry):
+            await self._recover(self.registry.names)
+
+    async def close(self) -> None:
+        """Stop accepting runs, let executing ones finish (up to `shutdown_grace`), flush."""
+        if not self._started or self._closing:
+            return
+        self._closing = True
+        for task in list(self._background):
+            task.cancel()
+        executing = [live for live in self._live.values() if live.run.status == _RUNNING]
+        waiters = [self._waiter(live) for live in executing]
+        if waiters:
+            await asyncio.wait(waiters, timeout=self.shutdown_grace)
+        for live in list(self._live.values()):
+            if live.timer is not None:
+                live.timer.cancel()
+            if live.run.status == _RUNNING and not live.settled:
+                self._interrupt(live)
+        assert self._writer is not None and self.store is not None and self._io is not None
+        await self._in_thread(self._writer.close)
+        store = self.store
+        await self._in_thread(store.unregister_worker, self.worker_id)
+        if self._store_given is None:
+            await self._in_thread(store.close)
+        context_module.uninstall_log_capture()
+        for pool in (self._pool, *self._serial.values()):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._io.shutdown(wait=False)
+        for live in self._live.values():
+            for waiter in live.waiters or ():
+                _settle(waiter, EngineClosedError("the engine closed before the run finished"))
+        self._live.clear()
+        self._started = False
+
+    # registration --------------------------------------------------------------------------
+    def register(self, obj: Any) -> list[TaskDefinition]:
+        """Register a task, a `Task` subclass, a module (its tasks) or a list of them.
+
+        With `recover`, unfinished runs of these tasks left by a dead engine are taken over.
+        """
+        added = self.registry.register(obj)
+        if self._started and self._recover_enabled:
+            names = [d.name for d in added if d.name not in self._recovered]
+            if names:
+                self._spawn(self._recover(names))
+        return added
+
+    def register_entry_points(self) -> list[TaskDefinition]:
+        """Register the tasks installed packages declare (entry point group `taskloom.tasks`)."""
+        added = self.registry.register_entry_points()
+        if self._started and self._recover_enabled:
+            self._spawn(self._recover([d.name for d in added]))
+        return added
+
+    def task(self, name: str) -> TaskDefinition:
+        """The task registered under `name` (also looking at `executor_register`ed classes)."""
+        found = self.registry.find(name) or default_registry.find(name)
+        if found is None:
+            self.registry.get(name)  # raises UnknownTaskError listing the known names
+        assert found is not None
+        return self.registry.add(found)
+
+    def task_limit(self, task: TaskDefinition) -> int | None:
+        """How many runs of `task` may execute at once (a non-thread-safe sync function: 1)."""
+        limit = task.options.concurrency
+        if isinstance(task, FunctionTask) and not task.is_async and not task.is_async_generator:
+            if not task.options.thread_safe and not task.options.inline:
+                return 1
+        return limit
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(event)` on the event loop for each run event; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # submitting ----------------------------------------------------------------------------
+    async def submit(
+        self,
+        task: Any,
+        inputs: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        config: Any = None,
+        parent_id: str | None = None,
+    ) -> Run:
+        """Validate and record a run; returns once it is committed to the store.
+
+        Raises `InputValidationError` (nothing is recorded) when the inputs are invalid.
+        With `idempotency_key`, a run already recorded under the key is returned instead.
+        """
+        if not self._started or self._closing:
+            raise EngineClosedError()
+        definition = self._definition(task)
+        call, stored = definition.validate_inputs({} if inputs is None else inputs)
+        config_value, config_json = self._config_for(definition, config)
+        loop = self._loop
+        assert loop is not None and self._writer is not None
+        run = Run(
+            id=new_run_id(),
+            task=definition.name,
+            inputs=stored,
+            priority=definition.options.priority if priority is None else int(priority),
+            max_attempts=definition.options.retries + 1,
+            parent_id=parent_id,
+            idempotency_key=idempotency_key,
+            worker_id=self.worker_id,
+            created_at=time.time(),
+            config=config_json,
+        )
+        live = LiveRun(self, run, definition, call, config_value)
+        if idempotency_key is not None:
+            return await self._submit_idempotent(live, idempotency_key)
+        committed: asyncio.Future[None] = loop.create_future()
+        self._writer.new_run(run, functools.partial(self._on_inserted, live, committed))
+        await committed
+        return run
+
+    async def submit_many(
+        self,
+        task: Any,
+        inputs: Iterable[dict[str, Any] | None],
+        *,
+        priority: int | None = None,
+        config: Any = None,
+        parent_id: str | None = None,
+    ) -> list[Run]:
+        """Submit one run per item of `inputs` in one commit; returns them in order.
+
+        Every item is validated before anything is recorded: one invalid item raises
+        `InputValidationError` (naming the item's index) and no run is recorded.
+        """
+        if not self._started or self._closing:
+            raise EngineClosedError()
+        definition = self._definition(task)
+        config_value, config_json = self._config_for(definition, config)
+        lives: list[LiveRun] = []
+        now = time.time()
+        prio = definition.options.priority if priority is None else int(priority)
+        for index, item in enumerate(inputs):
+            try:
+                call, stored = definition.validate_inputs({} if item is None else item)
+            except InputValidationError as exc:
+                errors = [FieldError(f"[{index}].{e.field}", e.message, e.value) for e in exc.errors]
+                raise InputValidationError(definition.name, errors) from None
+            run = Run(
+                id=new_run_id(),
+                task=definition.name,
+                inputs=stored,
+                priority=prio,
+                max_attempts=definition.options.retries + 1,
+                parent_id=parent_id,
+                worker_id=self.worker_id,
+                created_at=now,
+                config=config_json,
+            )
+            lives.append(LiveRun(self, run, definition, call, config_value))
+        if not lives:
+            return []
+        assert self._loop is not None and self._writer is not None
+        committed: asyncio.Future[None] = self._loop.create_future()
+        self._writer.new_runs([live.run for live in lives], functools.partial(self._on_many_inserted, lives, committed))
+        await committed
+        return [live.run for live in lives]
+
+    def _on_many_inserted(
+        self, lives: list[LiveRun], committed: asyncio.Future[None], error: BaseException | None
+    ) -> None:
+        if error is None:
+            for live in lives:
+                self._on_inserted(live, None, None)
+        _settle(committed, error)
+
+    async def wait_many(self, run_ids: Iterable[str], timeout: float | None = None) -> list[Run]:
+        """Wait for several runs; returns them in the order of `run_ids`."""
+        self._check_started()
+        waits: list[asyncio.Future[Run]] = []
+        for run_id in run_ids:
+            live = self._live.get(run_id)
+            if live is not None:
+                waits.append(self._waiter(live))
+            else:
+                waits.append(asyncio.ensure_future(self.wait(run_id)))
+        try:
+            async with asyncio.timeout(timeout):
+                return list(await asyncio.gather(*waits))
+        except TimeoutError:
+            for waiter in waits:
+                waiter.cancel()
+            raise WaitTimeoutError(f"{len(waits)} runs did not all finish within {timeout:g} s") from None
+
+    def _definition(self, task: Any) -> TaskDefinition:
+        definition = self._resolved.get(task)
+        if definition is None:
+            definition = self.task(task) if isinstance(task, str) else self.registry.add(as_task(task))
+            self._resolved[task] = definition
+        return definition
+
+    def _on_inserted(
+        self, live: LiveRun, committed: asyncio.Future[None] | None, error: BaseException | None
+    ) -> None:
+        if error is not None:
+            if committed is not None:
+                _settle(committed, error)
+            return
+        self._live[live.run.id] = live
+        if self._listeners:
+            self._emit("submitted", live.run)
+        self._queue.push(live)
+        if committed is not None and not committed.done():
+            committed.set_result(None)
+
+    async def _submit_idempotent(self, live: LiveRun, key: str) -> Run:
+        pending = self._keys.get(key)
+        if pending is not None:
+            return pending.run
+        assert self._loop is not None and self._writer is not None
+        self._keys[key] = live
+        kept: asyncio.Future[Run] = self._loop.create_future()
+        self._writer.insert_idempotent(live.run, lambda value: _settle(kept, value))
+        try:
+            run = await kept
+        finally:
+            self._keys.pop(key, None)
+        if run.id != live.run.id:
+            existing = self._live.get(run.id)
+            return existing.run if existing is not None else run
+        self._live[run.id] = live
+        self._queue.push(live)
+        return live.run
+
+    def _config_for(self, task: TaskDefinition, config: Any) -> tuple[Any, dict[str, Any] | None]:
+        kind = task.specials.config
+        if kind is None:
+            if config is not None:
+                raise InputValidationError(
+                    task.name, [FieldError("config", "this task takes no config")], what="config"
+                )
+            return None, None
+        value = validate_special(task.name, "config", kind, config)
+        return value, dump_special(value)
+
+    def _state_of(self, task: TaskDefinition) -> Any:
+        state = self._states.get(task.name)
+        if state is None:
+            kind = task.specials.state
+            assert kind is not None
+            state = self._states[task.name] = kind()
+        return state
+
+    # executing -----------------------------------------------------------------------------
+    def _start(self, live: LiveRun) -> None:
+        run = live.run
+        now = time.time()
+        run.attempts += 1
+        run.status = _RUNNING
+        run.scheduled_at = None
+        if run.started_at is None:
+            run.started_at = now
+        live.settled = False
+        live.attempt_open = True
+        writer = self._writer
+        assert writer is not None
+        writer.start(
+            run.id,
+            {"status": _RUNNING, "attempts": run.attempts, "started_at": run.started_at,
+             "worker_id": self.worker_id, "scheduled_at": None},
+            Attempt(run.id, run.attempts, now, worker_id=self.worker_id),
+        )
+        if self._listeners:
+            self._emit("started", run)
+        context = live.new_context()
+        task = live.task
+        if task.is_async or task.is_async_generator or not isinstance(task, FunctionTask):
+            live.execution = asyncio.ensure_future(self._execute_async(live, context))
+        elif task.options.inline:
+            token = context_module.set_current(context)
+            try:
+                result = live.sync_callable(context)()
+            except BaseException as exc:
+                self._attempt_failed(live, exc)
+            else:
+                self._attempt_succeeded(live, result)
+            finally:
+                context_module.reset_current(token)
+        else:
+            self._execute_in_thread(live, context)
+
+    async def _execute_async(self, live: LiveRun, context: context_module.Context) -> None:
+        context_module.set_current(context)  # this asyncio task's own context copy
+        timeout = live.task.options.timeout
+        try:
+            if timeout is None:
+                result = await live.invoke_async(context)
+            else:
+                try:
+                    async with asyncio.timeout(timeout) as scope:
+                        result = await live.invoke_async(context)
+                except TimeoutError as exc:
+                    if scope.expired():
+                        raise self._timeout_error(live, timeout) from exc
+                    raise
+        except asyncio.CancelledError:
+            if live.interrupting or live.cancelling:
+                self._attempt_stopped(live)
+                return
+            raise
+        except BaseException as exc:
+            self._attempt_failed(live, exc)
+        else:
+            self._attempt_succeeded(live, result)
+
+    def _execute_in_thread(self, live: LiveRun, context: context_module.Context) -> None:
+        task = live.task
+        pool = self._pool if task.options.thread_safe else self._serial_pool(task.name)
+        call = live.sync_callable(context)
+        attempt = live.run.attempts
+
+        def in_thread() -> Any:
+            token = context_module.set_current(context)
+            try:
+                return call()
+            finally:
+                context_module.reset_current(token)
+
+        assert self._loop is not None and pool is not None
+        future = self._loop.run_in_executor(pool, in_thread)
+        live.execution = future
+        future.add_done_callback(functools.partial(self._thread_done, live, attempt))
+        timeout = task.options.timeout
+        if timeout is not None:
+            live.timer = self._loop.call_later(timeout, self._thread_timeout, live, attempt, timeout)
+
+    def _serial_pool(self, name: str) -> ThreadPoolExecutor:
+        pool = self._serial.get(name)
+        if pool is None:
+            pool = self._serial[name] = ThreadPoolExecutor(1, thread_name_prefix=f"taskloom-{name[:20]}")
+        return pool
+
+    def _thread_done(self, live: LiveRun, attempt: int, future: asyncio.Future[Any]) -> None:
+        if live.settled or live.run.attempts != attempt:
+            return  # timed out or cancelled already: a late result is discarded
+        if live.timer is not None:
+            live.timer.cancel()
+            live.timer = None
+        if future.cancelled():
+            self._attempt_stopped(live)
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._attempt_failed(live, exc)
+        else:
+            self._attempt_succeeded(live, future.result())
+
+    def _thread_timeout(self, live: LiveRun, attempt: int, timeout: float) -> None:
+        live.timer = None
+        if live.settled or live.run.attempts != attempt:
+            return
+        if live.context is not None:
+            live.context._cancel()  # the thread cannot be killed; tell it to stop
+        self._attempt_failed(live, self._timeout_error(live, timeout))
+
+    def _timeout_error(self, live: LiveRun, timeout: float) -> TaskTimeoutError:
+        run = live.run
+        return TaskTimeoutError(
+            f"task {run.task!r}: run {run.id} attempt {run.attempts} timed out after {timeout:g} s"
+        )
+
+    # outcomes --------------------------------------------------------------------------------
+    def _attempt_succeeded(self, live: LiveRun, result: Any) -> None:
+        if live.settled:
+            return
+        if live.cancelling:  # a result arriving after cancel is discarded
+            self._attempt_stopped(live)
+            return
+        if type(result) not in _JSON_SCALARS:
+            try:
+                result = to_jsonable_python(result)
+            except Exception as exc:
+                self._attempt_failed(live, TypeError(f"task {live.task_name!r} returned a value that cannot be stored as JSON: {exc}"))
+                return
+        self._finish(live, RunStatus.COMPLETED, result=result)
+
+    def _attempt_failed(self, live: LiveRun, exc: BaseException) -> None:
+        if live.settled:
+            return
+        if live.cancelling:
+            self._attempt_stopped(live)
+            return
+        run = live.run
+        policy = live.task.options.retry_policy
+        if isinstance(exc, Retry):
+            retry = run.attempts < run.max_attempts
+        else:
+            retry = run.attempts < run.max_attempts and isinstance(exc, policy.retry_on)
+        if isinstance(exc, TaskReportedFailure):
+            error = ErrorInfo(exc.error_type, str(exc), None, False)
+        else:
+            error = ErrorInfo.from_exception(exc, retryable=retry)
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit inside a task
+            retry = False
+        if not retry:
+            self._finish(live, RunStatus.FAILED, error=error)
+            return
+        now = time.time()
+        live.settled = True
+        live.attempt_open = False
+        delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else policy.delay(run.attempts)
+        run.status = _PENDING
+        run.error = error
+        run.scheduled_at = now + delay
+        writer = self._writer
+        assert writer is not None and self._loop is not None
+        writer.update_attempt(run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error})
+        writer.update_run(run.id, {"status": _PENDING, "error": error, "scheduled_at": run.scheduled_at})
+        if self._listeners:
+            self._emit("retrying", run)
+        self._queue.release(live)
+        live.timer = self._loop.call_later(delay, self._requeue, live)
+
+    def _requeue(self, live: LiveRun) -> None:
+        live.timer = None
+        if not live.dropped and not self._closing:
+            self._queue.push(live)
+
+    def _attempt_stopped(self, live: LiveRun) -> None:
+        """The attempt ended because we stopped it: cancelled, or interrupted by shutdown."""
+        if live.settled:
+            return
+        if live.interrupting:
+            self._interrupt(live)
+            return
+        self._finish(live, RunStatus.CANCELLED, error=ErrorInfo("Cancelled", f"run {live.run.id} was cancelled"))
+
+    def _interrupt(self, live: LiveRun) -> None:
+        """Shutdown stopped the attempt: queue the run again without using up a retry."""
+        if live.settled:
+            return
+        live.settled = True
+        run = live.run
+        now = time.time()
+        run.status = _PENDING
+        run.max_attempts += 1
+        writer = self._writer
+        assert writer is not None
+        error = ErrorInfo("Interrupted", f"the engine {self.worker_id} shut down during attempt {run.attempts}")
+        writer.update_attempt(run.id, run.attempts, {"finished_at": now, "status": "interrupted", "error": error})
+        writer.update_run(run.id, {"status": _PENDING, "scheduled_at": None, "max_attempts": run.max_attempts})
+        live.interrupting = True
+        if live.execution is not None and not live.execution.done():
+            live.execution.cancel()
+
+    def _finish(
+        self, live: LiveRun, status: RunStatus, *, result: Any = None, error: ErrorInfo | None = None
+    ) -> None:
+        run = live.run
+        now = time.time()
+        was_executing = not live.settled and live.attempt_open
+        live.settled = True
+        live.dropped = True
+        run.status = status
+        run.result = result
+        run.error = error
+        run.finished_at = now
+        writer = self._writer
+        assert writer is not None
+        attempt: int | None = None
+        attempt_fields: dict[str, Any] | None = None
+        if live.attempt_open:
+            live.attempt_open = False
+            attempt = run.attempts
+            attempt_fields = {"finished_at": now, "status": status.value, "error": error}
+        writer.finish(
+            run.id,
+            {"status": status, "result": result, "error": error, "finished_at": now},
+            attempt,
+            attempt_fields,
+            live.on_final_commit,
+        )
+        if live.timer is not None:
+            live.timer.cancel()
+            live.timer = None
+        if was_executing:
+            self._queue.release(live)
+
+    def _on_final_commit(self, live: LiveRun, error: BaseException | None) -> None:
+        run_id = live.run.id
+        self._live.pop(run_id, None)
+        if error is None:
+            finished = self._finished
+            finished[run_id] = live.run
+            if len(finished) > FINISHED_CACHE_SIZE:
+                finished.popitem(last=False)
+        waiters = live.waiters
+        if waiters:
+            value = live.run if error is None else error
+            for waiter in waiters:
+                _settle(waiter, value)
+        if self._listeners:
+            self._emit("finished", live.run)
+
+    # progress, logs, events ----------------------------------------------------------------
+    def _on_progress(self, live: LiveRun, fields: dict[str, Any]) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.update_run(live.run.id, fields)
+        if self._listeners:
+            self._emit_threadsafe("progress", live.run)
+
+    def _on_log(self, live: LiveRun, line: LogLine) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.log(line)
+        if self._listeners:
+            self._emit_threadsafe("log", live.run, line)
+
+    def _emit_threadsafe(self, kind: str, run: Run, line: LogLine | None = None) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._emit(kind, run, line)
+        else:
+            loop.call_soon_threadsafe(self._emit, kind, run, line)
+
+    def _emit(self, kind: str, run: Run, line: LogLine | None = None) -> None:
+        event = RunEvent(kind, replace(run), line)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("taskloom: a run listener failed")
+
+    # reading and controlling -----------------------------------------------------------------
+    async def get_run(self, run_id: str) -> Run:
+        """The run with this id (raises `RunNotFoundError`)."""
+        live = self._live.get(run_id) or self._finished.get(run_id)
+        if live is not None:
+            return replace(live if isinstance(live, Run) else live.run)
+        self._check_started()
+        assert self.store is not None
+        run = await self._in_thread(self.store.get_run, run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> Run:
+        """Wait until the run is finished and return it (raises `WaitTimeoutError`)."""
+        self._check_started()
+        live = self._live.get(run_id)
+        if live is not None and timeout is None:
+            return await self._waiter(live)
+        finished = self._finished.get(run_id)
+        if finished is not None:
+            return replace(finished)
+        try:
+            async with asyncio.timeout(timeout):
+                if live is not None:
+                    return await self._waiter(live)
+                return await self._poll_until_finished(run_id)
+        except TimeoutError:
+            raise WaitTimeoutError(f"run {run_id} did not finish within {timeout:g} s") from None
+
+    def _waiter(self, live: LiveRun) -> asyncio.Future[Run]:
+        """A future of its own for each waiter: one waiter cancelled leaves the others be."""
+        assert self._loop is not None
+        waiter: asyncio.Future[Run] = self._loop.create_future()
+        if live.waiters is None:
+            live.waiters = [waiter]
+        else:
+            live.waiters.append(waiter)
+        return waiter
+
+    async def _poll_until_finished(self, run_id: str) -> Run:
+        """A run executing elsewhere (another process): read the store until it ends."""
+        assert self.store is not None
+        delay = 0.01
+        while True:
+            live = self._live.get(run_id)
+            if live is not None:  # taken over by this engine meanwhile
+                return await self._waiter(live)
+            run = await self._in_thread(self.store.get_run, run_id)
+            if run is None:
+                raise RunNotFoundError(run_id)
+            if run.is_finished:
+                return run
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def list_runs(
+        self,
+        task: str | None = None,
+        status: str | Collection[str] | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+        *,
+        before: str | None = None,
+    ) -> list[Run]:
+        """Runs, newest first; `before` is the id of the last run of the previous page."""
+        self._check_started()
+        await self.flush()
+        assert self.store is not None
+        return await self._in_thread(
+            functools.partial(
+                self.store.list_runs, task=task, status=status, parent_id=parent_id, limit=limit, before=before
+            )
+        )
+
+    async def get_attempts(self, run_id: str) -> list[Attempt]:
+        self._check_started()
+        await self.flush()
+        assert self.store is not None
+        return await self._in_thread(self.store.get_attempts, run_id)
+
+    async def get_logs(self, run_id: str, *, after_id: int = 0, limit: int = 1000) -> list[LogLine]:
+        self._check_started()
+        await self.flush()
+        assert self.store is not None
+        return await self._in_thread(
+            functools.partial(self.store.get_logs, run_id, after_id=after_id, limit=limit)
+        )
+
+    async def flush(self) -> None:
+        """Return once every change made so far is committed."""
+        self._check_started()
+        assert self._loop is not None and self._writer is not None
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._writer.barrier(lambda error: _settle(done, error))
+        await done
+
+    async def cancel(self, run_id: str) -> Run:
+        """Cancel a run: the request is recorded, then the run is stopped.
+
+        A run executing in another process is stopped by that process's engine, which
+        sees the request within a heartbeat; the returned run then still shows it running.
+        """
+        self._check_started()
+        live = self._live.get(run_id)
+        if live is not None:
+            assert self._writer is not None
+            self._writer.update_run(run_id, {"cancel_requested": True})
+            live.run.cancel_requested = True
+            waiter = self._waiter(live)
+            self._cancel_live(live)
+            return await waiter
+        assert self.store is not None
+        store = self.store
+        run = await self._in_thread(store.request_cancel, run_id)
+        if run is None:
+            existing = await self._in_thread(store.get_run, run_id)
+            if existing is None:
+                raise RunNotFoundError(run_id)
+            return existing  # already finished
+        if run.worker_id and run.worker_id != self.worker_id:
+            alive = await self._in_thread(store.is_worker_alive, run.worker_id)
+            if alive:
+                return run
+        await self._in_thread(functools.partial(store.cancel_orphaned_run, run_id, finished_at=time.time()))
+        return await self.get_run(run_id)
+
+    def _cancel_live(self, live: LiveRun) -> None:
+        run = live.run
+        if run.is_finished or live.cancelling:
+            return
+        if run.status == _PENDING:  # queued, or waiting for a retry
+            live.dropped = True
+            self._finish(live, RunStatus.CANCELLED, error=ErrorInfo("Cancelled", f"run {run.id} was cancelled before it ran"))
+            return
+        live.cancelling = True
+        if live.context is not None:
+            live.context._cancel()
+        execution = live.execution
+        if live.has_custom_cancel:
+            self._spawn(self._cancel_class_task(live))
+        elif isinstance(execution, asyncio.Task):
+            execution.cancel()
+        else:  # a sync function in a thread cannot be stopped: it saw the flag; we move on
+            self._attempt_stopped(live)
+
+    async def _cancel_class_task(self, live: LiveRun) -> None:
+        assert live.instance is not None
+        try:
+            await live.instance.cancel()
+        except Exception:
+            logger.exception("taskloom: cancel() of task %r failed", live.task_name)
+        execution = live.execution
+        if execution is None or execution.done():
+            return
+        done, _ = await asyncio.wait([execution], timeout=self.cancel_grace)
+        if not done:
+            execution.cancel()
+
+    # recovery and heartbeat ------------------------------------------------------------------
+    async def _recover(self, names: Collection[str]) -> None:
+        assert self.store is not None
+        self._recovered.update(names)
+        claimed = await self._in_thread(self.store.claim_orphaned_runs, self.worker_id, list(names))
+        for run in claimed:
+            self._adopt(run)
+        if claimed:
+            logger.info("taskloom: took over %d unfinished runs of a stopped engine", len(claimed))
+
+    def _adopt(self, run: Run) -> None:
+        if run.id in self._live:
+            return
+        definition = self.registry.get(run.task)
+        writer = self._writer
+        assert writer is not None and self._loop is not None
+        try:
+            call, _ = definition.validate_inputs(run.inputs)
+            config, _ = self._config_for(definition, run.config)
+        except InputValidationError as exc:
+            live = LiveRun(self, run, definition, {}, None)
+            self._live[run.id] = live
+            self._finish(live, RunStatus.FAILED, error=ErrorInfo.from_exception(exc))
+            return
+        live = LiveRun(self, run, definition, call, config)
+        self._live[run.id] = live
+        now = time.time()
+        if run.status == _RUNNING:
+            lost = WorkerLostError(
+                f"the engine executing attempt {run.attempts} of run {run.id} (task {run.task!r}) "
+                "stopped without finishing it"
+            )
+            error = ErrorInfo.from_exception(lost, retryable=run.attempts < run.max_attempts)
+            error.traceback = None
+            writer.update_attempt(run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error})
+            if run.attempts >= run.max_attempts:
+                run.error = error
+                self._finish(live, RunStatus.FAILED, error=error)
+                return
+            run.status = _PENDING
+            run.error = error
+            writer.update_run(run.id, {"status": _PENDING, "error": error})
+        if run.scheduled_at is not None and run.scheduled_at > now:
+            live.timer = self._loop.call_later(run.scheduled_at - now, self._requeue, live)
+        else:
+            self._queue.push(live)
+
+    async def _heartbeat(self) -> None:
+        assert self.store is not None
+        store = self.store
+        beats = 0
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            try:
+                await self._in_thread(store.heartbeat, self.worker_id)
+                for run_id in await self._in_thread(store.cancel_requests, self.worker_id):
+                    live = self._live.get(run_id)
+                    if live is not None:
+                        live.run.cancel_requested = True
+                        self._cancel_live(live)
+                beats += 1
+                if self._recover_enabled and beats % 5 == 0 and self._recovered:
+                    await self._recover(list(self._recovered))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("taskloom: heartbeat failed")
+
+    # helpers ---------------------------------------------------------------------------------
+    def _check_started(self) -> None:
+        if not self._started:
+            raise EngineClosedError()
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, fn, *args)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def run(self, task: Any, inputs: dict[str, Any] | None = None, **options: Any) -> Run:
+        """Submit a run and wait for it to finish."""
+        run = await self.submit(task, inputs, **options)
+        return await self.wait(run.id)
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if future.done():
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+        future.exception()  # retrieved: no "never retrieved" noise when nobody waits
+    else:
+        future.set_result(value)

@@ -1,0 +1,129 @@
+"""The exceptions taskloom raises: one root, a branch per subsystem.
+
+Each class docstring is its default message. Messages name the task, the run and the
+field involved, and say what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DuplicateTaskError",
+    "EngineClosedError",
+    "FieldError",
+    "InputValidationError",
+    "Retry",
+    "RunNotFoundError",
+    "StoreError",
+    "TaskDefinitionError",
+    "TaskTimeoutError",
+    "TaskloomError",
+    "UnknownTaskError",
+    "WaitTimeoutError",
+    "WorkerLostError",
+]
+
+
+class TaskloomError(Exception):
+    """A taskloom operation failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or type(self).__name__).strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# --- defining and registering tasks -------------------------------------------------------
+
+
+class TaskDefinitionError(TaskloomError, TypeError):
+    """A task is defined incorrectly: check its options and signature."""
+
+
+class DuplicateTaskError(TaskDefinitionError):
+    """Two different tasks were registered under one name; give one of them another `name`."""
+
+
+class UnknownTaskError(TaskloomError, LookupError):
+    """No task is registered under this name."""
+
+    def __init__(self, name: str, known: Sequence[str] = ()) -> None:
+        hint = f"; registered tasks: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"unknown task {name!r}{hint}")
+        self.name = name
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One invalid input field: where it is, what was wrong, what was sent."""
+
+    field: str
+    message: str
+    value: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "message": self.message}
+
+
+class InputValidationError(TaskloomError, ValueError):
+    """The inputs of a task are invalid."""
+
+    def __init__(self, task: str, errors: Sequence[FieldError], *, what: str = "input") -> None:
+        self.task = task
+        self.errors = list(errors)
+        self.what = what
+        lines = [f"task {task!r}: {what} {e.field!r}: {e.message}" for e in self.errors]
+        super().__init__("\n".join(lines) or f"task {task!r}: invalid {what}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "errors": [e.as_dict() for e in self.errors]}
+
+
+# --- runs -------------------------------------------------------------------------------
+
+
+class RunNotFoundError(TaskloomError, LookupError):
+    """No run has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}")
+        self.run_id = run_id
+
+
+class WaitTimeoutError(TaskloomError, TimeoutError):
+    """The run did not finish within the time given to wait for it."""
+
+
+class EngineClosedError(TaskloomError, RuntimeError):
+    """The engine is not running: use it inside `async with Engine(...)`."""
+
+
+class Retry(TaskloomError):  # noqa: N818 - raised by task code, reads as a verb
+    """The task asked to be retried."""
+
+    def __init__(self, message: str | None = None, *, delay: float | None = None) -> None:
+        super().__init__(message or "the task asked to be retried")
+        self.delay = delay
+
+
+class TaskTimeoutError(TaskloomError, TimeoutError):
+    """An attempt ran longer than the task's timeout."""
+
+
+class WorkerLostError(TaskloomError):
+    """The worker that was executing the run stopped without finishing it."""
+
+
+# --- storage ----------------------------------------------------------------------------
+
+
+class StoreError(TaskloomError):
+    """The store (database) could not complete an operation."""

@@ -1,0 +1,162 @@
+"""Runs, their attempts, errors and log lines: the records the store keeps."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "Attempt",
+    "ErrorInfo",
+    "LogLine",
+    "Run",
+    "RunStatus",
+    "new_run_id",
+]
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED})
+TERMINAL_STATUSES: frozenset[str] = frozenset(s.value for s in _TERMINAL)
+
+
+# Seeded from the OS once per process: os.urandom per id costs a system call each time,
+# which is most of the cost of an id on some machines.
+_random = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(16)))
+
+
+def new_run_id() -> str:
+    """A UUIDv7 string: unique, and sorted by creation time."""
+    ms = time.time_ns() // 1_000_000
+    rand = _random.getrandbits(80)
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64 | (0b10 << 62)
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(slots=True)
+class ErrorInfo:
+    """Why an attempt or a run failed."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    retryable: bool = False
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, retryable: bool = False) -> ErrorInfo:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type=type(exc).__name__, message=str(exc), traceback=tb, retryable=retryable)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
+        return cls(
+            type=str(data.get("type", "Error")),
+            message=str(data.get("message", "")),
+            traceback=data.get("traceback"),
+            retryable=bool(data.get("retryable", False)),
+        )
+
+
+@dataclass(slots=True)
+class Run:
+    """One execution of a task with given inputs.
+
+    `attempts` is how many attempts have been made so far. Times are seconds since the
+    epoch (UTC).
+    """
+
+    id: str
+    task: str
+    inputs: dict[str, Any]
+    status: RunStatus = RunStatus.PENDING
+    priority: int = 0
+    result: Any = None
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    parent_id: str | None = None
+    idempotency_key: str | None = None
+    worker_id: str | None = None
+    created_at: float = 0.0
+    scheduled_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    cancel_requested: bool = False
+    config: dict[str, Any] | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in RUN_FIELDS}
+        data["status"] = self.status.value
+        data["error"] = self.error.as_dict() if self.error else None
+        return data
+
+
+RUN_FIELDS: tuple[str, ...] = tuple(Run.__dataclass_fields__)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try inside a run. `status` is `running`, `completed`, `failed` or `cancelled`."""
+
+    run_id: str
+    number: int
+    started_at: float
+    finished_at: float | None = None
+    status: str = "running"
+    error: ErrorInfo | None = None
+    worker_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["error"] = self.error.as_dict() if self.error else None
+        return data
+
+
+@dataclass(slots=True)
+class LogLine:
+    """A line a run logged, through `context.logger` or the standard `logging` module."""
+
+    run_id: str
+    attempt: int
+    created_at: float
+    level: str
+    message: str
+    id: int | None = field(default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,129 @@
+"""The store protocol: the small contract every database backend fulfils.
+
+A store is synchronous. The engine calls it from its own writer and reader threads, so a
+blocking driver never stalls the event loop, and one code path serves SQLite and
+PostgreSQL. Every implementation passes `tests/integration/test_store_conformance.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..runs import Attempt, LogLine, Run
+
+__all__ = ["RUN_UPDATE_COLUMNS", "Store", "WriteBatch"]
+
+#: Columns of a run that `WriteBatch.run_updates` may change. Values are Python values:
+#: `status` a `RunStatus` or its string, `error` an `ErrorInfo` or None, `result` any
+#: JSON-compatible value; the store encodes them.
+RUN_UPDATE_COLUMNS = frozenset(
+    {
+        "status",
+        "attempts",
+        "max_attempts",
+        "result",
+        "error",
+        "worker_id",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "progress",
+        "progress_message",
+        "cancel_requested",
+    }
+)
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Changes the engine commits together, in one transaction.
+
+    The store applies them in this order: new runs, run updates, new attempts, attempt
+    updates, log lines. `attempt_updates` is keyed by `(run_id, attempt_number)` and may
+    change `finished_at`, `status` and `error`.
+    """
+
+    new_runs: list[Run] = field(default_factory=list)
+    run_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_attempts: list[Attempt] = field(default_factory=list)
+    attempt_updates: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    logs: list[LogLine] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.new_runs
+            or self.run_updates
+            or self.new_attempts
+            or self.attempt_updates
+            or self.logs
+        )
+
+
+class Store(Protocol):
+    """Where runs, attempts, log lines and workers are kept.
+
+    Listing is newest first (`created_at` then `id`, both descending); `before` is the id
+    of the last run of the previous page.
+    """
+
+    url: str
+
+    def open(self) -> None:
+        """Connect, and create or upgrade the schema when the store allows it."""
+
+    def close(self) -> None:
+        """Release connections and the worker locks this store holds."""
+
+    # writes -------------------------------------------------------------------------------
+    def write(self, batch: WriteBatch) -> None:
+        """Apply a batch atomically: all of it is committed, or none of it."""
+
+    def insert_run_idempotent(self, run: Run) -> Run:
+        """Insert `run` unless a run with its `idempotency_key` exists; return the one kept."""
+
+    # reads --------------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> Run | None: ...
+
+    def list_runs(
+        self,
+        *,
+        task: str | None = None,
+        status: str | Collection[str] | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Run]: ...
+
+    def get_attempts(self, run_id: str) -> list[Attempt]: ...
+
+    def get_logs(self, run_id: str, *, after_id: int = 0, limit: int = 1000) -> list[LogLine]: ...
+
+    # workers and ownership ----------------------------------------------------------------
+    def register_worker(self, worker_id: str, *, hostname: str, pid: int) -> None:
+        """Record a live worker and take the lock that proves it is alive."""
+
+    def heartbeat(self, worker_id: str) -> None: ...
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove the worker's record and release its lock."""
+
+    def is_worker_alive(self, worker_id: str) -> bool:
+        """True while the worker's process holds its lock (exact, no lease to wait out)."""
+
+    def claim_orphaned_runs(self, worker_id: str, tasks: Collection[str]) -> list[Run]:
+        """Take over the unfinished runs of `tasks` whose worker is gone (or unset).
+
+        Returns the claimed runs as they were before the claim (a run that was `running`
+        is returned as `running`), now owned by `worker_id`.
+        """
+
+    def request_cancel(self, run_id: str) -> Run | None:
+        """Record a cancellation request on an unfinished run; return the run (or None)."""
+
+    def cancel_requests(self, worker_id: str) -> list[str]:
+        """Ids of unfinished runs owned by `worker_id` whose cancellation was requested."""
+
+    def cancel_orphaned_run(self, run_id: str, *, finished_at: float) -> bool:
+        """Mark an unfinished run whose worker is gone as cancelled; True if it was."""

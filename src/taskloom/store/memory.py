@@ -1,0 +1,290 @@
+"""`MemoryStore`: the store protocol in process memory, for fast tests.
+
+It keeps what a database would: values go through JSON on the way in (so a tuple comes
+back a list, as from SQL), records are copied in and out, a batch is checked whole before
+any of it is applied, and unique keys are enforced. Thread-safe with one lock. Workers
+registered on it are alive until unregistered or until the store is closed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic_core import PydanticSerializationError, to_json
+
+from ..exceptions import StoreError
+from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from .base import RUN_UPDATE_COLUMNS, WriteBatch
+
+__all__ = ["MemoryStore"]
+
+_MAX_LIMIT = 10_000
+_ATTEMPT_UPDATE_COLUMNS = frozenset({"finished_at", "status", "error"})
+
+
+def _json(value: Any) -> Any:
+    return None if value is None else json.loads(to_json(value))
+
+
+def _error(value: ErrorInfo | dict[str, Any] | None) -> ErrorInfo | None:
+    if value is None:
+        return None
+    return ErrorInfo.from_dict(_json(value.as_dict() if isinstance(value, ErrorInfo) else value))
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_RUN_CODECS: dict[str, Callable[[Any], Any]] = dict.fromkeys(RUN_UPDATE_COLUMNS, _same)
+_RUN_CODECS.update(
+    status=lambda v: RunStatus(str(v)), result=_json, error=_error, cancel_requested=bool
+)
+_ATTEMPT_CODECS: dict[str, Callable[[Any], Any]] = {
+    "finished_at": _same,
+    "status": str,
+    "error": _error,
+}
+
+
+def _stored_run(run: Run) -> Run:
+    return replace(
+        run,
+        status=RunStatus(str(run.status)),
+        inputs=_json(run.inputs),
+        result=_json(run.result),
+        error=_error(run.error),
+        config=_json(run.config),
+        cancel_requested=bool(run.cancel_requested),
+    )
+
+
+def _encode(kind: str, values: dict[str, Any], codecs: dict[str, Callable[[Any], Any]]) -> Any:
+    unknown = set(values) - set(codecs)
+    if unknown:
+        raise ValueError(f"{kind} cannot change {', '.join(sorted(unknown))}")
+    return {name: codecs[name](value) for name, value in values.items()}
+
+
+@dataclass(slots=True)
+class _Worker:
+    hostname: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+
+
+class MemoryStore:
+    """Runs, attempts, logs and workers in dictionaries."""
+
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self._lock = threading.RLock()
+        self._runs: dict[str, Run] = {}
+        self._keys: dict[str, str] = {}
+        self._attempts: dict[tuple[str, int], Attempt] = {}
+        self._logs: dict[str, list[LogLine]] = {}
+        self._last_log_id = 0
+        self._workers: dict[str, _Worker] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._runs)} runs)"
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._workers.clear()
+
+    # writes -----------------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        if not batch:
+            return
+        try:
+            new_runs = [_stored_run(r) for r in batch.new_runs]
+            run_updates = [
+                (run_id, _encode("a run update", values, _RUN_CODECS))
+                for run_id, values in batch.run_updates.items()
+            ]
+            new_attempts = [
+                replace(a, status=str(a.status), error=_error(a.error)) for a in batch.new_attempts
+            ]
+            attempt_updates = [
+                (key, _encode("an attempt update", values, _ATTEMPT_CODECS))
+                for key, values in batch.attempt_updates.items()
+            ]
+        except PydanticSerializationError as exc:
+            raise StoreError(f"could not write a batch: a value is not JSON: {exc}") from exc
+        with self._lock:
+            # Check every constraint first, so a failing batch changes nothing.
+            staged: dict[str, Run] = {}
+            keys: dict[str, str] = {}
+            for run in new_runs:
+                if run.id in self._runs or run.id in staged:
+                    raise StoreError(f"could not write a batch: run {run.id!r} exists")
+                key = run.idempotency_key
+                if key is not None and (key in self._keys or key in keys):
+                    raise StoreError(f"could not write a batch: idempotency key {key!r} is used")
+                staged[run.id] = run
+                if key is not None:
+                    keys[key] = run.id
+            staged_attempts: dict[tuple[str, int], Attempt] = {}
+            for attempt in new_attempts:
+                akey = (attempt.run_id, attempt.number)
+                if akey in self._attempts or akey in staged_attempts:
+                    raise StoreError(f"could not write a batch: attempt {akey!r} exists")
+                staged_attempts[akey] = attempt
+            for run_id, changes in run_updates:
+                current = staged.get(run_id) or self._runs.get(run_id)
+                if current is not None:
+                    staged[run_id] = replace(current, **changes)
+            for akey, changes in attempt_updates:
+                existing = staged_attempts.get(akey) or self._attempts.get(akey)
+                if existing is not None:
+                    staged_attempts[akey] = replace(existing, **changes)
+            self._runs.update(staged)
+            self._keys.update(keys)
+            self._attempts.update(staged_attempts)
+            for line in batch.logs:
+                self._last_log_id += 1
+                stored = replace(line, id=self._last_log_id)
+                self._logs.setdefault(line.run_id, []).append(stored)
+
+    def insert_run_idempotent(self, run: Run) -> Run:
+        with self._lock:
+            existing = self._keys.get(run.idempotency_key or "")
+            if run.idempotency_key is not None and existing is not None:
+                return copy.deepcopy(self._runs[existing])
+            self.write(WriteBatch(new_runs=[run]))
+            return copy.deepcopy(self._runs[run.id])
+
+    # reads ------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return None if run is None else copy.deepcopy(run)
+
+    def list_runs(
+        self,
+        *,
+        task: str | None = None,
+        status: str | Collection[str] | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Run]:
+        limit = min(limit, _MAX_LIMIT)
+        if limit <= 0:
+            return []
+        statuses = (
+            None
+            if status is None
+            else {str(status)}
+            if isinstance(status, str)
+            else {str(s) for s in status}
+        )
+        with self._lock:
+            selected = [
+                r
+                for r in self._runs.values()
+                if (task is None or r.task == task)
+                and (statuses is None or r.status.value in statuses)
+                and (parent_id is None or r.parent_id == parent_id)
+            ]
+            if before is not None:
+                anchor = self._runs.get(before)
+                if anchor is None:
+                    return []
+                cursor = (anchor.created_at, anchor.id)
+                selected = [r for r in selected if (r.created_at, r.id) < cursor]
+            selected.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+            return copy.deepcopy(selected[:limit])
+
+    def get_attempts(self, run_id: str) -> list[Attempt]:
+        with self._lock:
+            found = [a for (rid, _), a in self._attempts.items() if rid == run_id]
+            return copy.deepcopy(sorted(found, key=lambda a: a.number))
+
+    def get_logs(self, run_id: str, *, after_id: int = 0, limit: int = 1000) -> list[LogLine]:
+        limit = min(limit, _MAX_LIMIT)
+        if limit <= 0:
+            return []
+        with self._lock:
+            lines = [g for g in self._logs.get(run_id, []) if (g.id or 0) > after_id]
+            return copy.deepcopy(lines[:limit])
+
+    # workers and ownership --------------------------------------------------------------
+
+    def register_worker(self, worker_id: str, *, hostname: str, pid: int) -> None:
+        now = time.time()
+        with self._lock:
+            self._workers[worker_id] = _Worker(hostname, pid, now, now)
+
+    def heartbeat(self, worker_id: str) -> None:
+        with self._lock:
+            worker = self._workers.get(worker_id)
+            if worker is not None:
+                worker.heartbeat_at = time.time()
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def is_worker_alive(self, worker_id: str) -> bool:
+        with self._lock:
+            return worker_id in self._workers
+
+    def claim_orphaned_runs(self, worker_id: str, tasks: Collection[str]) -> list[Run]:
+        wanted = set(tasks)
+        claimed: list[Run] = []
+        with self._lock:
+            for run in self._runs.values():
+                if run.is_finished or run.task not in wanted:
+                    continue
+                owner = run.worker_id
+                if owner is None or (owner != worker_id and owner not in self._workers):
+                    run.worker_id = worker_id
+                    claimed.append(copy.deepcopy(run))
+        claimed.sort(key=lambda r: (r.created_at, r.id))
+        return claimed
+
+    def request_cancel(self, run_id: str) -> Run | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            if not run.is_finished:
+                run.cancel_requested = True
+            return copy.deepcopy(run)
+
+    def cancel_requests(self, worker_id: str) -> list[str]:
+        with self._lock:
+            return sorted(
+                r.id
+                for r in self._runs.values()
+                if r.worker_id == worker_id and r.cancel_requested and not r.is_finished
+            )
+
+    def cancel_orphaned_run(self, run_id: str, *, finished_at: float) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.is_finished:
+                return False
+            if run.worker_id is not None and run.worker_id in self._workers:
+                return False
+            run.status = RunStatus.CANCELLED
+            run.finished_at = finished_at
+            for (rid, _), attempt in self._attempts.items():
+                if rid == run_id and attempt.status == "running":
+                    attempt.status = RunStatus.CANCELLED.value
+                    attempt.finished_at = finished_at
+            return True

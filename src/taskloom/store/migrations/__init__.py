@@ -1,0 +1,1 @@
+"""Alembic migrations of the taskloom store (run through `taskloom.store.migrate`)."""

@@ -1,0 +1,268 @@
+"""How runs, attempts and log lines become rows and back, and the SQL that writes them.
+
+JSON values are encoded with `pydantic_core.to_json` (which also takes pydantic models,
+dataclasses and datetimes) and decoded with `json.loads`. The write path is prepared once
+per store (`Statements`) and a batch is encoded into `(sql, rows)` pairs (`plan_batch`)
+before its transaction opens, so the database lock is held for the writes alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from pydantic_core import to_json
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+
+from ..exceptions import StoreError
+from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from .base import RUN_UPDATE_COLUMNS, WriteBatch
+from .schema import attempts, log_lines, runs
+
+__all__ = [
+    "ATTEMPT_READ",
+    "LOG_READ",
+    "MAX_LIMIT",
+    "RUN_READ",
+    "UNFINISHED",
+    "Statements",
+    "attempt_from_row",
+    "log_from_row",
+    "plan_batch",
+    "run_from_row",
+    "run_row",
+]
+
+UNFINISHED = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+MAX_LIMIT = 10_000
+
+# Columns in the order `run_from_row`, `attempt_from_row` and `log_from_row` unpack.
+RUN_READ = tuple(runs.c)
+ATTEMPT_READ = tuple(attempts.c)
+LOG_READ = (log_lines.c.id, *(c for c in log_lines.c if c.name != "id"))
+
+
+def _dumps(value: Any) -> str:
+    return to_json(value).decode()
+
+
+def _dumps_or_none(value: Any) -> str | None:
+    return None if value is None else to_json(value).decode()
+
+
+def _loads_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _encode_error(error: ErrorInfo | dict[str, Any] | None) -> str | None:
+    if error is None:
+        return None
+    return _dumps(error.as_dict() if isinstance(error, ErrorInfo) else error)
+
+
+def _decode_error(text: str | None) -> ErrorInfo | None:
+    return None if text is None else ErrorInfo.from_dict(json.loads(text))
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+# A RunStatus hashes like its string, so one lookup accepts both and yields the plain str.
+_STATUSES: dict[str, str] = {s.value: s.value for s in RunStatus}
+
+
+def _encode_status(value: str) -> str:
+    """The status as stored; an unknown one is refused here, not found later on reading."""
+    try:
+        return _STATUSES[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"{value!r} is not a run status") from None
+
+
+_RUN_ENCODERS: dict[str, Callable[[Any], Any]] = dict.fromkeys(RUN_UPDATE_COLUMNS, _identity)
+_RUN_ENCODERS.update(
+    status=_encode_status, result=_dumps_or_none, error=_encode_error, cancel_requested=bool
+)
+_ATTEMPT_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    "finished_at": _identity,
+    "status": str,
+    "error": _encode_error,
+}
+
+
+def run_row(run: Run) -> tuple[Any, ...]:
+    """A new run as a row, in the column order of `runs`."""
+    return (
+        run.id,
+        run.task,
+        _encode_status(run.status),
+        run.priority,
+        _dumps(run.inputs),
+        _dumps_or_none(run.result),
+        _encode_error(run.error),
+        run.attempts,
+        run.max_attempts,
+        run.parent_id,
+        run.idempotency_key,
+        run.worker_id,
+        run.created_at,
+        run.scheduled_at,
+        run.started_at,
+        run.finished_at,
+        run.progress,
+        run.progress_message,
+        bool(run.cancel_requested),
+        _dumps_or_none(run.config),
+    )
+
+
+def attempt_row(attempt: Attempt) -> tuple[Any, ...]:
+    return (
+        attempt.run_id,
+        attempt.number,
+        attempt.started_at,
+        attempt.finished_at,
+        str(attempt.status),
+        _encode_error(attempt.error),
+        attempt.worker_id,
+    )
+
+
+def run_from_row(row: Sequence[Any]) -> Run:
+    (run_id, task, status, priority, inputs, result, error, n_attempts, max_attempts) = row[:9]
+    (parent_id, key, worker_id, created_at, scheduled_at, started_at, finished_at) = row[9:16]
+    (progress, progress_message, cancel_requested, config) = row[16:]
+    return Run(
+        id=run_id,
+        task=task,
+        inputs=json.loads(inputs),
+        status=RunStatus(status),
+        priority=priority,
+        result=_loads_or_none(result),
+        error=_decode_error(error),
+        attempts=n_attempts,
+        max_attempts=max_attempts,
+        parent_id=parent_id,
+        idempotency_key=key,
+        worker_id=worker_id,
+        created_at=created_at,
+        scheduled_at=scheduled_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        progress=progress,
+        progress_message=progress_message,
+        cancel_requested=bool(cancel_requested),
+        config=_loads_or_none(config),
+    )
+
+
+def attempt_from_row(row: Sequence[Any]) -> Attempt:
+    run_id, number, started_at, finished_at, status, error, worker_id = row
+    return Attempt(run_id, number, started_at, finished_at, status, _decode_error(error), worker_id)
+
+
+def _check_columns(kind: str, names: Collection[str], allowed: Collection[str]) -> None:
+    unknown = set(names) - set(allowed)
+    if unknown:
+        raise ValueError(f"{kind} cannot change {', '.join(sorted(unknown))}")
+
+
+# --- prepared SQL --------------------------------------------------------------------------
+
+
+class Statements:
+    """Driver-level SQL for the hot path, built once per store from the tables.
+
+    Each string is handed straight to the driver's `executemany` with tuples, so the cost
+    per row is the driver's alone. UPDATEs are cached per set of changed columns.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        if dialect.paramstyle == "qmark":
+            self._mark = "?"
+        elif dialect.paramstyle in ("format", "pyformat"):
+            self._mark = "%s"
+        else:  # pragma: no cover - only sqlite3 and psycopg are supported
+            raise StoreError(f"unsupported database driver paramstyle {dialect.paramstyle!r}")
+        self._quote = dialect.identifier_preparer.quote
+        self._updates: dict[tuple[str, tuple[str, ...]], str] = {}
+        self.insert_run = self._insert(runs, [c.name for c in runs.c])
+        self.insert_attempt = self._insert(attempts, [c.name for c in attempts.c])
+        log_columns = [c.name for c in log_lines.c if c.name != "id"]
+        self.insert_log = self._insert(log_lines, log_columns)
+        unfinished = ", ".join(f"'{s}'" for s in UNFINISHED)
+        claim = (
+            f"UPDATE {self._quote('runs')} SET {self._quote('worker_id')} = {self._mark} "
+            f"WHERE {self._quote('id')} = {self._mark} "
+            f"AND {self._quote('status')} IN ({unfinished}) AND {self._quote('worker_id')}"
+        )
+        self.claim_from = f"{claim} = {self._mark}"
+        self.claim_unowned = f"{claim} IS NULL"
+
+    def _insert(self, table: Table, columns: Sequence[str]) -> str:
+        names = ", ".join(self._quote(c) for c in columns)
+        marks = ", ".join([self._mark] * len(columns))
+        return f"INSERT INTO {self._quote(table.name)} ({names}) VALUES ({marks})"
+
+    def update(self, table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> str:
+        """`UPDATE table SET columns... WHERE keys...`, parameters in that order."""
+        sql = self._updates.get((table.name, columns))  # one per column set and order
+        if sql is None:
+            sets = ", ".join(f"{self._quote(c)} = {self._mark}" for c in columns)
+            where = " AND ".join(f"{self._quote(k)} = {self._mark}" for k in keys)
+            sql = f"UPDATE {self._quote(table.name)} SET {sets} WHERE {where}"
+            self._updates[(table.name, columns)] = sql
+        return sql
+
+
+def _group_updates(
+    kind: str,
+    updates: dict[Any, dict[str, Any]],
+    encoders: dict[str, Callable[[Any], Any]],
+) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Rows of updates grouped by the columns they set, each row ending with its key.
+
+    Columns keep the order of each dict (the engine builds its dicts alike), so no sorting
+    per row; a group's columns are checked once, when the group is first seen.
+    """
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for key, values in updates.items():
+        columns = tuple(values)
+        rows = groups.get(columns)
+        if rows is None:
+            if not columns:
+                continue
+            _check_columns(kind, columns, encoders)
+            rows = groups[columns] = []
+        keys = key if isinstance(key, tuple) else (key,)
+        rows.append((*[encoders[c](v) for c, v in values.items()], *keys))
+    return groups
+
+
+def plan_batch(
+    statements: Statements, batch: WriteBatch
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Encode a batch into (sql, rows) pairs, before any transaction is opened."""
+    plan: list[tuple[str, list[tuple[Any, ...]]]] = []
+    if batch.new_runs:
+        plan.append((statements.insert_run, [run_row(r) for r in batch.new_runs]))
+    run_groups = _group_updates("a run update", batch.run_updates, _RUN_ENCODERS)
+    for columns, rows in run_groups.items():
+        plan.append((statements.update(runs, columns, ("id",)), rows))
+    if batch.new_attempts:
+        plan.append((statements.insert_attempt, [attempt_row(a) for a in batch.new_attempts]))
+    attempt_groups = _group_updates("an attempt update", batch.attempt_updates, _ATTEMPT_ENCODERS)
+    for columns, rows in attempt_groups.items():
+        plan.append((statements.update(attempts, columns, ("run_id", "number")), rows))
+    if batch.logs:
+        rows = [(g.run_id, g.attempt, g.created_at, g.level, g.message) for g in batch.logs]
+        plan.append((statements.insert_log, rows))
+    return plan
+
+
+def log_from_row(row: Sequence[Any]) -> LogLine:
+    line_id, run_id, attempt, created_at, level, message = row
+    return LogLine(run_id, attempt, created_at, level, message, id=line_id)

@@ -1,0 +1,130 @@
+"""The tables of the SQL store, as SQLAlchemy Core metadata.
+
+Decisions kept deliberately simple so one schema serves SQLite and PostgreSQL:
+
+* Times are `Double` seconds since the epoch (UTC). Floats are what the engine works with,
+  compare and index fast, and need no time-zone conversion on either database.
+* JSON values (inputs, result, error, config) are `Text` holding JSON. The store encodes
+  and decodes them itself, so both databases hold the same bytes and no dialect-specific
+  JSON type processing runs on the hot write path.
+
+`migrations/versions/0001_initial.py` creates exactly these tables; a test compares the
+two with Alembic's autogenerate, so change both together (with a new revision).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "ATTEMPT_COLUMNS",
+    "LOG_COLUMNS",
+    "RUN_COLUMNS",
+    "attempts",
+    "log_lines",
+    "metadata",
+    "runs",
+    "workers",
+]
+
+#: Constraint names are fixed so migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: 64-bit ids on PostgreSQL; on SQLite an `INTEGER PRIMARY KEY` is an alias of the rowid,
+#: the cheapest key SQLite has (a `BIGINT` key would add a separate index).
+LogId = BigInteger().with_variant(Integer(), "sqlite")
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(36), nullable=False),
+    Column("task", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("inputs", Text, nullable=False),
+    Column("result", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("parent_id", String(36), nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("worker_id", String(64), nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("scheduled_at", Double, nullable=True),
+    Column("started_at", Double, nullable=True),
+    Column("finished_at", Double, nullable=True),
+    Column("progress", Double, nullable=True),
+    Column("progress_message", Text, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("config", Text, nullable=True),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("idempotency_key"),
+    # Listing is newest first, optionally filtered by task or status.
+    Index(None, "task", "created_at"),
+    Index(None, "status", "created_at"),
+    Index(None, "created_at"),
+    Index(None, "parent_id"),
+    # A worker's own unfinished runs: cancellation requests, orphan recovery.
+    Index(None, "worker_id", "status"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("run_id", String(36), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("finished_at", Double, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("worker_id", String(64), nullable=True),
+    PrimaryKeyConstraint("run_id", "number"),
+)
+
+log_lines = Table(
+    "log_lines",
+    metadata,
+    Column("id", LogId, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    # A run's lines in order, paged by id.
+    Index(None, "run_id", "id"),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("heartbeat_at", Double, nullable=False),
+    PrimaryKeyConstraint("id"),
+)
+
+#: Column names in table order; rows read with `select(table)` come back in this order.
+RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in runs.columns)
+ATTEMPT_COLUMNS: tuple[str, ...] = tuple(c.name for c in attempts.columns)
+LOG_COLUMNS: tuple[str, ...] = tuple(c.name for c in log_lines.columns)

@@ -1,0 +1,381 @@
+"""`SqlStore`: the store on SQLite or PostgreSQL, through SQLAlchemy's synchronous engine.
+
+One code path serves both databases; it branches on the dialect only for the idempotent
+insert and for worker liveness (`liveness`). `write()` is the hot path: its SQL is built
+once per store from the table definitions and executed with the driver's `executemany`,
+so no per-row SQLAlchemy processing runs (`rows.Statements`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from types import TracebackType
+from typing import Any
+
+from pydantic_core import PydanticSerializationError
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..exceptions import StoreError
+from ..runs import Attempt, LogLine, Run, RunStatus
+from .base import WriteBatch
+from .connect import create_store_engine, resolve_database_url, sqlite_file
+from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
+from .migrate import HEAD_REVISION, current_revision, upgrade
+from .rows import (
+    ATTEMPT_READ,
+    LOG_READ,
+    MAX_LIMIT,
+    RUN_READ,
+    UNFINISHED,
+    Statements,
+    attempt_from_row,
+    log_from_row,
+    plan_batch,
+    run_from_row,
+    run_row,
+)
+from .schema import attempts, log_lines, runs, workers
+
+__all__ = ["SqlStore"]
+
+
+class SqlStore:
+    """The store on SQLite (a file, or in memory) or PostgreSQL (psycopg 3)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auto_migrate: bool = True,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+    ) -> None:
+        self.url = resolve_database_url(url)
+        self.auto_migrate = auto_migrate
+        self._pool_size = pool_size
+        self._max_overflow = max_overflow
+        self._engine: Engine | None = None
+        self._write_engine: Engine | None = None
+        self._statements: Statements | None = None
+        self._workers: WorkerLocks | None = None
+        self._file = sqlite_file(self.url)
+        self._memory = make_url(self.url).get_backend_name() == "sqlite" and self._file is None
+        # An in-memory database is one connection shared by all threads: take turns.
+        self._lock: AbstractContextManager[Any] = (
+            threading.RLock() if self._memory else nullcontext()
+        )
+
+    def __repr__(self) -> str:
+        return f"SqlStore({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def __enter__(self) -> SqlStore:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # lifecycle --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._engine is not None:
+            return
+        shown = make_url(self.url).render_as_string(hide_password=True)
+        engine = create_store_engine(
+            self.url, pool_size=self._pool_size, max_overflow=self._max_overflow
+        )
+        try:
+            with engine.connect() as conn:
+                revision = current_revision(conn)
+            if revision != HEAD_REVISION:
+                if not self.auto_migrate:
+                    raise StoreError(
+                        f"the database {shown} is at schema revision {revision or 'none'}, "
+                        f"taskloom needs {HEAD_REVISION}: run `taskloom db upgrade`"
+                    )
+                upgrade(engine)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreError(f"could not open the database {shown}: {exc}") from exc
+        except BaseException:
+            engine.dispose()
+            raise
+        self._engine = engine
+        self._write_engine = engine.execution_options(taskloom_write=True)
+        self._statements = Statements(engine.dialect)
+        if engine.dialect.name == "postgresql":
+            self._workers = AdvisoryLocks(engine)
+        elif self._file is not None:
+            self._workers = LockFiles(self._file.with_name(self._file.name + ".workers"))
+        else:
+            self._workers = LocalWorkers()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._workers is not None:
+                self._workers.release_all()
+                self._workers = None
+            if self._engine is not None:
+                self._engine.dispose()
+            self._engine = self._write_engine = self._statements = None
+
+    @contextmanager
+    def _use(self, what: str) -> Iterator[Engine]:
+        """The engine, with the in-memory lock held and database errors as StoreError."""
+        with self._lock:
+            engine = self._engine
+            if engine is None:
+                raise StoreError(f"cannot {what}: the store is not open (call open() first)")
+            try:
+                yield engine
+            except SQLAlchemyError as exc:
+                raise StoreError(f"could not {what}: {exc}") from exc
+
+    def _writer(self) -> Engine:
+        assert self._write_engine is not None
+        return self._write_engine
+
+    def _locks(self) -> WorkerLocks:
+        assert self._workers is not None
+        return self._workers
+
+    # writes -----------------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        if not batch:
+            return
+        with self._use("write a batch") as engine:
+            assert self._statements is not None
+            try:
+                plan = plan_batch(self._statements, batch)
+            except PydanticSerializationError as exc:
+                raise StoreError(f"could not write a batch: a value is not JSON: {exc}") from exc
+            driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+            # SQLAlchemy opens and ends the transaction; inside it the rows go straight to
+            # the driver's executemany, skipping SQLAlchemy's per-statement bookkeeping.
+            with self._writer().begin() as conn:
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    for sql, rows in plan:
+                        cursor.executemany(sql, rows)
+                except driver_error as exc:
+                    raise StoreError(f"could not write a batch: {exc}") from exc
+                finally:
+                    cursor.close()
+
+    def insert_run_idempotent(self, run: Run) -> Run:
+        if run.idempotency_key is None:
+            self.write(WriteBatch(new_runs=[run]))
+            return run
+        with self._use("insert a run") as engine:
+            values = dict(zip((c.name for c in runs.c), run_row(run), strict=True))
+            dialect = pg_dialect if engine.dialect.name == "postgresql" else sqlite_dialect
+            stmt = dialect.insert(runs).values(values)
+            stmt = stmt.on_conflict_do_nothing(index_elements=[runs.c.idempotency_key])
+            with self._writer().begin() as conn:
+                conn.execute(stmt)
+                row = conn.execute(
+                    select(*RUN_READ).where(runs.c.idempotency_key == run.idempotency_key)
+                ).one()
+            return run_from_row(row)
+
+    # reads ------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self._use("read a run") as engine, engine.connect() as conn:
+            row = conn.execute(select(*RUN_READ).where(runs.c.id == run_id)).first()
+        return None if row is None else run_from_row(row)
+
+    def list_runs(
+        self,
+        *,
+        task: str | None = None,
+        status: str | Collection[str] | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Run]:
+        limit = min(limit, MAX_LIMIT)
+        if limit <= 0:
+            return []
+        query = select(*RUN_READ)
+        if task is not None:
+            query = query.where(runs.c.task == task)
+        if isinstance(status, str):
+            query = query.where(runs.c.status == str(status))
+        elif status is not None:
+            query = query.where(runs.c.status.in_([str(s) for s in status]))
+        if parent_id is not None:
+            query = query.where(runs.c.parent_id == parent_id)
+        if before is not None:
+            # An unknown cursor has no created_at: the comparison is NULL, the page empty.
+            anchor = select(runs.c.created_at).where(runs.c.id == before).scalar_subquery()
+            query = query.where(
+                or_(
+                    runs.c.created_at < anchor,
+                    and_(runs.c.created_at == anchor, runs.c.id < before),
+                )
+            )
+        query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        with self._use("list runs") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [run_from_row(r) for r in rows]
+
+    def get_attempts(self, run_id: str) -> list[Attempt]:
+        query = select(*ATTEMPT_READ).where(attempts.c.run_id == run_id)
+        with self._use("read attempts") as engine, engine.connect() as conn:
+            rows = conn.execute(query.order_by(attempts.c.number)).all()
+        return [attempt_from_row(r) for r in rows]
+
+    def get_logs(self, run_id: str, *, after_id: int = 0, limit: int = 1000) -> list[LogLine]:
+        limit = min(limit, MAX_LIMIT)
+        if limit <= 0:
+            return []
+        query = (
+            select(*LOG_READ)
+            .where(log_lines.c.run_id == run_id, log_lines.c.id > after_id)
+            .order_by(log_lines.c.id)
+            .limit(limit)
+        )
+        with self._use("read logs") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [log_from_row(r) for r in rows]
+
+    # workers and ownership --------------------------------------------------------------
+
+    def register_worker(self, worker_id: str, *, hostname: str, pid: int) -> None:
+        with self._use("register a worker"):
+            locks = self._locks()
+            locks.acquire(worker_id)
+            now = time.time()
+            try:
+                with self._writer().begin() as conn:
+                    conn.execute(delete(workers).where(workers.c.id == worker_id))
+                    conn.execute(
+                        insert(workers).values(
+                            id=worker_id,
+                            hostname=hostname,
+                            pid=pid,
+                            started_at=now,
+                            heartbeat_at=now,
+                        )
+                    )
+            except BaseException:
+                locks.release(worker_id)
+                raise
+
+    def heartbeat(self, worker_id: str) -> None:
+        with self._use("record a heartbeat"):
+            self._locks().check(worker_id)
+            with self._writer().begin() as conn:
+                conn.execute(
+                    update(workers)
+                    .where(workers.c.id == worker_id)
+                    .values(heartbeat_at=time.time())
+                )
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._use("unregister a worker"):
+            with self._writer().begin() as conn:
+                conn.execute(delete(workers).where(workers.c.id == worker_id))
+            self._locks().release(worker_id)
+
+    def is_worker_alive(self, worker_id: str) -> bool:
+        with self._use("check a worker"):
+            return self._locks().is_alive(worker_id)
+
+    def claim_orphaned_runs(self, worker_id: str, tasks: Collection[str]) -> list[Run]:
+        tasks = sorted(set(tasks))
+        if not tasks:
+            return []
+        unfinished = and_(runs.c.status.in_(UNFINISHED), runs.c.task.in_(tasks))
+        with self._use("claim orphaned runs") as engine:
+            with engine.connect() as conn:
+                query = select(runs.c.worker_id).distinct().where(unfinished)
+                owners = set(conn.execute(query).scalars())
+            # Each distinct owner is checked once, outside any transaction.
+            locks = self._locks()
+            dead = sorted(
+                w for w in owners if w is not None and w != worker_id and not locks.is_alive(w)
+            )
+            gone = [runs.c.worker_id.in_(dead)] if dead else []
+            if None in owners:
+                gone.append(runs.c.worker_id.is_(None))
+            if not gone:
+                return []
+            query = select(*RUN_READ).where(unfinished, or_(*gone))
+            with engine.connect() as conn:
+                candidates = [run_from_row(r) for r in conn.execute(query)]
+            assert self._statements is not None
+            claimed: list[Run] = []
+            with self._writer().begin() as conn:
+                for run in candidates:
+                    # Compare-and-set on the owner: of two claimers only one update takes.
+                    params: tuple[str, ...]
+                    if run.worker_id is None:
+                        sql, params = self._statements.claim_unowned, (worker_id, run.id)
+                    else:
+                        sql = self._statements.claim_from
+                        params = (worker_id, run.id, run.worker_id)
+                    if conn.exec_driver_sql(sql, params).rowcount == 1:
+                        run.worker_id = worker_id
+                        claimed.append(run)
+        claimed.sort(key=lambda r: (r.created_at, r.id))
+        return claimed
+
+    def request_cancel(self, run_id: str) -> Run | None:
+        with self._use("request a cancellation"):
+            with self._writer().begin() as conn:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id, runs.c.status.in_(UNFINISHED))
+                    .values(cancel_requested=True)
+                )
+            return self.get_run(run_id)
+
+    def cancel_requests(self, worker_id: str) -> list[str]:
+        query = select(runs.c.id).where(
+            runs.c.worker_id == worker_id,
+            runs.c.status.in_(UNFINISHED),
+            runs.c.cancel_requested.is_(True),
+        )
+        with self._use("read cancellation requests") as engine, engine.connect() as conn:
+            return list(conn.execute(query.order_by(runs.c.id)).scalars())
+
+    def cancel_orphaned_run(self, run_id: str, *, finished_at: float) -> bool:
+        with self._use("cancel a run"):
+            run = self.get_run(run_id)
+            if run is None or run.is_finished:
+                return False
+            owner = run.worker_id
+            if owner is not None and self._locks().is_alive(owner):
+                return False
+            same_owner = runs.c.worker_id.is_(None) if owner is None else runs.c.worker_id == owner
+            cancelled = RunStatus.CANCELLED.value
+            with self._writer().begin() as conn:
+                result = conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id, runs.c.status.in_(UNFINISHED), same_owner)
+                    .values(status=cancelled, finished_at=finished_at)
+                )
+                if result.rowcount != 1:
+                    return False
+                # The attempt the dead worker left running ends with the run.
+                conn.execute(
+                    update(attempts)
+                    .where(attempts.c.run_id == run_id, attempts.c.status == "running")
+                    .values(status=cancelled, finished_at=finished_at)
+                )
+            return True

@@ -1,0 +1,211 @@
+"""`TaskDefinition` and the `@task` decorator."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from ..exceptions import FieldError, InputValidationError, TaskDefinitionError
+from .options import DESCRIPTIVE_OPTIONS, TaskOptions, parse_options
+from .signature import Port, Signature, SpecialParams, inspect_function
+from .validation import coerce_cli_value
+
+__all__ = ["FunctionTask", "TaskDefinition", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskDefinition:
+    """What every task offers the engine: a name, schemas, validation and options.
+
+    `FunctionTask` (from `@task`) and `ClassTask` (from a `taskloom.Task` subclass) are the
+    two kinds.
+    """
+
+    kind: str
+    name: str
+    label: str
+    description: str
+    options: TaskOptions
+    module: str | None
+    qualname: str
+    is_async: bool
+    is_async_generator: bool = False
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def inputs(self) -> Mapping[str, Port]:
+        return {}
+
+    @property
+    def outputs(self) -> Mapping[str, Port]:
+        return {}
+
+    @property
+    def specials(self) -> SpecialParams:
+        return _NO_SPECIALS
+
+    def validate_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Validate and coerce inputs: (values for the call, JSON-compatible values to store).
+
+        Raises `InputValidationError` naming the task and each invalid field.
+        """
+        raise NotImplementedError
+
+    def parse_cli_inputs(self, pairs: Mapping[str, str]) -> dict[str, Any]:
+        """Read `key=value` strings from a command line against the input schema."""
+        properties = self.input_schema.get("properties", {})
+        return {key: coerce_cli_value(raw, properties.get(key)) for key, raw in pairs.items()}
+
+    def same_as(self, other: object) -> bool:
+        """True when `other` defines the same task (the same code re-imported counts)."""
+        if other is self:
+            return True
+        return (
+            isinstance(other, TaskDefinition)
+            and type(other) is type(self)
+            and other.module == self.module
+            and other.qualname == self.qualname
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-compatible summary: what listings and manifests show."""
+        return {
+            "name": self.name,
+            "label": self.label,
+            "description": self.description,
+            "kind": self.kind,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+            "tags": list(self.options.tags),
+            "meta": dict(self.options.meta),
+        }
+
+
+_NO_SPECIALS = SpecialParams()
+
+
+class FunctionTask(TaskDefinition, Generic[P, R]):
+    """A task made from a function by `@task`.
+
+    Calling it calls the function unchanged: `adder(1, 2) == 3`.
+    """
+
+    kind = "function"
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        label: str | None = None,
+        description: str | None = None,
+        options: TaskOptions | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TaskDefinitionError(f"@task needs a function, got {fn!r}")
+        self.fn = fn
+        self.name = name or fn.__name__
+        check_name(self.name)
+        self.options = options or TaskOptions()
+        self.signature: Signature = inspect_function(fn, task=self.name)
+        self.label = label or self.name
+        self.description = description or self.signature.docstring.summary or ""
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_async_generator = inspect.isasyncgenfunction(fn)
+        if self.options.inline and (self.is_async or self.is_async_generator):
+            raise TaskDefinitionError(
+                f"task {self.name!r}: 'inline' is for sync functions (async ones already run on the loop)"
+            )
+        self.module = getattr(fn, "__module__", None)
+        self.qualname = getattr(fn, "__qualname__", self.name)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name!r} ({self.module}.{self.qualname})>"
+
+    # schemas and ports -----------------------------------------------------------------
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        return self.signature.input_schema
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        return self.signature.output_schema
+
+    @property
+    def inputs(self) -> Mapping[str, Port]:
+        return self.signature.inputs
+
+    @property
+    def outputs(self) -> Mapping[str, Port]:
+        return self.signature.outputs
+
+    @property
+    def specials(self) -> SpecialParams:
+        return self.signature.specials
+
+    # validation ------------------------------------------------------------------------
+    def validate_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not isinstance(inputs, Mapping):
+            raise InputValidationError(self.name, [not_an_object(inputs)])
+        return self.signature.validate(inputs)
+
+
+def not_an_object(value: Any) -> FieldError:
+    return FieldError("(inputs)", f"expected an object of named inputs, got {type(value).__name__}")
+
+
+def check_name(name: str) -> None:
+    if not name or not isinstance(name, str) or len(name) > 200 or name.strip() != name:
+        raise TaskDefinitionError(f"invalid task name {name!r}: use 1-200 characters, no outer spaces")
+
+
+@overload
+def task(fn: Callable[P, R], /) -> FunctionTask[P, R]: ...
+
+
+@overload
+def task(
+    fn: None = None, /, **options: Any
+) -> Callable[[Callable[P, R]], FunctionTask[P, R]]: ...
+
+
+def task(
+    fn: Callable[P, R] | None = None, /, **options: Any
+) -> FunctionTask[P, R] | Callable[[Callable[P, R]], FunctionTask[P, R]]:
+    """Make a function a task, bare (`@task`) or with options (`@task(retries=3)`).
+
+    Options: `name`, `label`, `description` (default: the docstring summary), and those
+    of `TaskOptions`: `retries`, `retry_backoff`, `retry_backoff_factor`,
+    `retry_backoff_max`, `retry_jitter`, `retry_on`, `timeout`, `concurrency`,
+    `thread_safe`, `inline`, `priority`, `tags`, `meta`. An unknown option fails here.
+    """
+
+    def decorate(func: Callable[P, R]) -> FunctionTask[P, R]:
+        descriptive = {k: options[k] for k in DESCRIPTIVE_OPTIONS if k in options}
+        name = descriptive.get("name") or getattr(func, "__name__", None) or repr(func)
+        rest = {k: v for k, v in options.items() if k not in DESCRIPTIVE_OPTIONS}
+        parsed = parse_options(name, rest)
+        if isinstance(func, TaskDefinition):
+            raise TaskDefinitionError(f"task {name!r} is already a task; apply @task once")
+        return FunctionTask(func, options=parsed, **descriptive)
+
+    if fn is not None:
+        if options:
+            raise TaskDefinitionError("use @task(...) with keyword options, or bare @task")
+        return decorate(fn)
+    return decorate

@@ -1,0 +1,124 @@
+"""The options a task accepts, checked when the task is defined."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..exceptions import TaskDefinitionError
+from ..policies import RetryPolicy
+
+__all__ = ["TaskOptions", "parse_options"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOptions:
+    """How runs of a task are executed.
+
+    - `retries`: extra attempts after a failure (0: none).
+    - `retry_backoff`, `retry_backoff_factor`, `retry_backoff_max`, `retry_jitter`: the
+      delay before a retry (see `RetryPolicy`).
+    - `retry_on`: the exception types that are retried; others fail the run at once.
+    - `timeout`: seconds one attempt may take; an attempt over it fails with a timeout error.
+    - `concurrency`: how many runs of this task may execute at once in one engine.
+    - `thread_safe`: a sync function may run in several threads at once; when False (the
+      default) calls of a sync function never overlap.
+    - `inline`: run a cheap sync function directly on the event loop (no thread hop).
+    - `priority`: default priority of its runs (higher runs first; 0 is ordinary).
+    - `tags`: free labels for listing and filtering.
+    - `meta`: free-form resource hints (cpus, memory, ...), kept in the manifest.
+    """
+
+    retries: int = 0
+    retry_backoff: float = 1.0
+    retry_backoff_factor: float = 2.0
+    retry_backoff_max: float = 60.0
+    retry_jitter: bool = True
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    timeout: float | None = None
+    concurrency: int | None = None
+    thread_safe: bool = False
+    inline: bool = False
+    priority: int = 0
+    tags: tuple[str, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            retries=self.retries,
+            backoff=self.retry_backoff,
+            backoff_factor=self.retry_backoff_factor,
+            backoff_max=self.retry_backoff_max,
+            jitter=self.retry_jitter,
+            retry_on=self.retry_on,
+        )
+
+
+OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(TaskOptions))
+
+# Options that describe the task rather than how it runs; `task()` takes them too.
+DESCRIPTIVE_OPTIONS = frozenset({"name", "label", "description"})
+
+
+def parse_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
+    """Check and normalise task options; an unknown or ill-typed one fails here, at definition."""
+    unknown = [key for key in options if key not in OPTION_NAMES]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(OPTION_NAMES | DESCRIPTIVE_OPTIONS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(sorted(OPTION_NAMES | DESCRIPTIVE_OPTIONS))
+        raise TaskDefinitionError(
+            f"task {task!r}: unknown option {key!r}{hint} (known options: {known})"
+        )
+    values = dict(options)
+    retry_on = values.get("retry_on")
+    if retry_on is not None:
+        values["retry_on"] = _exception_types(task, retry_on)
+    if "tags" in values:
+        tags = values["tags"]
+        values["tags"] = (tags,) if isinstance(tags, str) else tuple(str(t) for t in tags)
+    if "meta" in values:
+        values["meta"] = dict(values["meta"])
+    _check_numbers(task, values)
+    try:
+        parsed = TaskOptions(**values)
+        parsed.retry_policy  # noqa: B018 - validates the retry numbers
+    except (TypeError, ValueError) as exc:
+        raise TaskDefinitionError(f"task {task!r}: {exc}") from exc
+    return parsed
+
+
+def _exception_types(task: str, value: Any) -> tuple[type[BaseException], ...]:
+    items = value if isinstance(value, tuple | list) else (value,)
+    for item in items:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TaskDefinitionError(
+                f"task {task!r}: option 'retry_on' expects exception types, got {item!r}"
+            )
+    return tuple(items)
+
+
+def _check_numbers(task: str, values: Mapping[str, Any]) -> None:
+    checks: dict[str, tuple[type | tuple[type, ...], str]] = {
+        "retries": (int, "an integer >= 0"),
+        "retry_backoff": ((int, float), "a number of seconds >= 0"),
+        "retry_backoff_factor": ((int, float), "a number >= 1"),
+        "retry_backoff_max": ((int, float), "a number of seconds >= 0"),
+        "timeout": ((int, float), "a number of seconds > 0"),
+        "concurrency": (int, "an integer >= 1"),
+        "priority": (int, "an integer"),
+    }
+    for key, (types, expected) in checks.items():
+        value = values.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise TaskDefinitionError(f"task {task!r}: option {key!r} expects {expected}, got {value!r}")
+        if key in {"timeout"} and value <= 0 or key == "concurrency" and value < 1:
+            raise TaskDefinitionError(f"task {task!r}: option {key!r} expects {expected}, got {value!r}")
+        if key in {"retries", "retry_backoff", "retry_backoff_max"} and value < 0:
+            raise TaskDefinitionError(f"task {task!r}: option {key!r} expects {expected}, got {value!r}")

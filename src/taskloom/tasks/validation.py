@@ -1,0 +1,182 @@
+"""Turning validation failures into messages a person can act on.
+
+Both validators taskloom uses (pydantic for typed signatures, `jsonschema` for class tasks
+that hand over a JSON Schema) report here in one form: a `FieldError` naming the field,
+saying what was expected and what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import jsonschema
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from ..exceptions import FieldError
+
+__all__ = [
+    "coerce_cli_value",
+    "field_errors_from_jsonschema",
+    "field_errors_from_pydantic",
+]
+
+_EXPECTED: dict[str, str] = {
+    "int_parsing": "expected an integer",
+    "int_type": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "bool_parsing": "expected a boolean (true/false)",
+    "bool_type": "expected a boolean (true/false)",
+    "string_type": "expected a string",
+    "bytes_type": "expected bytes",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "set_type": "expected a list",
+    "dict_type": "expected an object",
+    "model_type": "expected an object",
+    "dataclass_type": "expected an object",
+    "model_attributes_type": "expected an object",
+    "none_required": "expected null",
+    "datetime_parsing": "expected a date and time (ISO 8601)",
+    "datetime_type": "expected a date and time (ISO 8601)",
+    "date_parsing": "expected a date (YYYY-MM-DD)",
+    "date_from_datetime_parsing": "expected a date (YYYY-MM-DD)",
+    "uuid_parsing": "expected a UUID",
+}
+
+_JSON_TYPE_NAMES = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "a boolean (true/false)",
+    "array": "a list",
+    "object": "an object",
+    "null": "null",
+}
+
+
+def _dotted(loc: Iterable[Any]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif parts:
+            parts.append(f".{item}")
+        else:
+            parts.append(str(item))
+    return "".join(parts) or "(inputs)"
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def field_errors_from_pydantic(
+    exc: ValidationError, *, known_fields: Sequence[str] = (), strip_prefix: int = 0
+) -> list[FieldError]:
+    """Map pydantic's errors to fields; `strip_prefix` drops leading location parts."""
+    errors: list[FieldError] = []
+    for detail in exc.errors(include_url=False):
+        loc = tuple(detail["loc"])[strip_prefix:]
+        errors.append(FieldError(_dotted(loc), _pydantic_message(detail, known_fields), detail.get("input")))
+    return errors
+
+
+def _pydantic_message(detail: ErrorDetails, known_fields: Sequence[str]) -> str:
+    kind = detail["type"]
+    value = detail.get("input")
+    if kind == "missing":
+        return "missing required input"
+    if kind == "extra_forbidden":
+        expected = f"; expected one of: {', '.join(known_fields)}" if known_fields else ""
+        return f"unknown input{expected}"
+    if kind in _EXPECTED:
+        return f"{_EXPECTED[kind]}, got {_got(value)}"
+    if kind in {"literal_error", "enum"}:
+        ctx = detail.get("ctx") or {}
+        return f"expected {ctx.get('expected', 'one of the allowed values')}, got {_got(value)}"
+    # pydantic's own wording is clear for constraints (>=, max length, pattern, ...).
+    msg = detail["msg"]
+    return f"{msg[0].lower()}{msg[1:]}, got {_got(value)}"
+
+
+def field_errors_from_jsonschema(
+    schema: Mapping[str, Any], instance: Mapping[str, Any], validator: jsonschema.protocols.Validator
+) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        path = list(error.absolute_path)
+        kind = error.validator
+        if kind == "required":
+            missing = _missing_property(error.message)
+            errors.append(FieldError(_dotted([*path, missing]), "missing required input"))
+        elif kind == "additionalProperties":
+            known = list((error.schema.get("properties") or {}) if isinstance(error.schema, dict) else [])
+            extra = _extra_properties(error.message)
+            hint = f"; expected one of: {', '.join(known)}" if known else ""
+            for name in extra:
+                errors.append(FieldError(_dotted([*path, name]), f"unknown input{hint}"))
+        elif kind == "type":
+            expected = error.validator_value
+            names = [expected] if isinstance(expected, str) else list(expected)
+            text = " or ".join(_JSON_TYPE_NAMES.get(n, n) for n in names)
+            errors.append(FieldError(_dotted(path), f"expected {text}, got {_got(error.instance)}", error.instance))
+        elif kind == "enum":
+            choices = ", ".join(repr(c) for c in error.validator_value)
+            errors.append(FieldError(_dotted(path), f"expected one of {choices}, got {_got(error.instance)}", error.instance))
+        else:
+            errors.append(FieldError(_dotted(path), f"{error.message}", error.instance))
+    return errors
+
+
+def _missing_property(message: str) -> str:
+    # jsonschema says: "'name' is a required property"
+    if message.startswith("'") and "'" in message[1:]:
+        return message[1 : message.index("'", 1)]
+    return message
+
+
+def _extra_properties(message: str) -> list[str]:
+    # jsonschema says: "Additional properties are not allowed ('x', 'y' were unexpected)"
+    start, end = message.find("("), message.rfind(" were unexpected")
+    if end < 0:
+        end = message.rfind(" was unexpected")
+    if start < 0 or end < 0:
+        return [message]
+    return [part.strip().strip("'") for part in message[start + 1 : end].split(",")]
+
+
+def _accepts_string(schema: Mapping[str, Any]) -> bool:
+    if not schema:
+        return True
+    kind = schema.get("type")
+    if kind == "string" or (isinstance(kind, list) and "string" in kind):
+        return True
+    if "enum" in schema and all(isinstance(v, str) for v in schema["enum"]):
+        return True
+    if "const" in schema:
+        return isinstance(schema["const"], str)
+    for key in ("anyOf", "oneOf"):
+        if any(_accepts_string(sub) for sub in schema.get(key, ())):
+            return True
+    return False
+
+
+def coerce_cli_value(raw: str, property_schema: Mapping[str, Any] | None) -> Any:
+    """Turn a command-line `key=value` value into the input to validate.
+
+    A field that accepts text keeps the text as it was typed. Any other field reads the
+    value as JSON when it parses (`3`, `true`, `[1, 2]`, `{"a": 1}`), else keeps the text,
+    so that validation names the field and quotes what was typed.
+    """
+    if property_schema is not None and _accepts_string(property_schema):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw

@@ -1,0 +1,154 @@
+"""The Alembic migrations build exactly the schema of `taskloom.store.schema`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+import taskloom.store
+from taskloom.exceptions import StoreError
+from taskloom.store import SqlStore
+from taskloom.store.migrate import (
+    HEAD_REVISION,
+    MIGRATIONS_DIR,
+    alembic_config,
+    current_revision,
+    upgrade,
+)
+from taskloom.store.schema import metadata
+
+#: The folder that holds the `taskloom` package, for the Python of a child process.
+PACKAGE_ROOT = str(Path(taskloom.store.__file__).resolve().parents[2])
+
+
+def assert_matches_schema(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+            assert current_revision(conn) == HEAD_REVISION
+    finally:
+        engine.dispose()
+
+
+def test_head_revision_is_alembic_head() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_heads() == [HEAD_REVISION]
+    assert (MIGRATIONS_DIR / "env.py").is_file()
+
+
+def test_empty_sqlite_file_upgrades_to_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new' / 'runs.db'}"
+    upgrade(url)  # creates the missing folder too
+    assert_matches_schema(url)
+    upgrade(url)  # at head already: nothing to do
+    assert_matches_schema(url)
+
+
+def test_bare_path_upgrades(tmp_path: Path) -> None:
+    upgrade(str(tmp_path / "runs.db"))
+    assert_matches_schema(f"sqlite:///{tmp_path / 'runs.db'}")
+
+
+@pytest.mark.postgres
+def test_empty_postgres_database_upgrades_to_the_schema(postgres_database: str) -> None:
+    upgrade(postgres_database)
+    assert_matches_schema(postgres_database)
+    upgrade(postgres_database.replace("postgresql+psycopg://", "postgresql://"))
+    assert_matches_schema(postgres_database)
+
+
+def test_current_revision_of_an_empty_database(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with engine.connect() as conn:
+            assert current_revision(conn) is None
+    finally:
+        engine.dispose()
+
+
+def test_open_without_auto_migrate_asks_for_an_upgrade(tmp_path: Path) -> None:
+    store = SqlStore(str(tmp_path / "runs.db"), auto_migrate=False)
+    with pytest.raises(StoreError, match="taskloom db upgrade"):
+        store.open()
+    upgrade(str(tmp_path / "runs.db"))
+    store.open()  # now at head
+    store.close()
+
+
+def test_stores_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.db")
+    stores = [SqlStore(path) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def open_one(store: SqlStore) -> None:
+        barrier.wait()
+        try:
+            store.open()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for store in stores:
+        store.close()
+    assert errors == []
+    assert_matches_schema(f"sqlite:///{path}")
+
+
+def test_opening_an_up_to_date_database_does_not_import_alembic(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.db")
+    upgrade(path)
+    script = (
+        "import sys\n"
+        "from taskloom.store import open_store\n"
+        "store = open_store(sys.argv[1]); store.close()\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-c", script, path],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=50,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_database_at_an_unknown_revision_is_a_store_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.db")
+    upgrade(path)
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_future'")
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError, match="9999_future"):
+        SqlStore(path).open()
+
+
+def test_offline_mode_renders_the_sql(capsys: pytest.CaptureFixture[str]) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url="postgresql+psycopg://u@h/db"), "head", sql=True)
+    out = capsys.readouterr().out
+    assert "CREATE TABLE runs" in out
+    assert "CREATE INDEX ix_runs_worker_id_status" in out
