@@ -13,8 +13,9 @@ import asyncio
 import statistics
 import time
 
-import taskloom
 from _common import database_file, machine, report
+
+import taskloom
 
 
 @taskloom.task

@@ -15,8 +15,9 @@ import asyncio
 import gc
 import resource
 
-import taskloom
 from _common import database_file, machine, report
+
+import taskloom
 
 release = asyncio.Event()
 

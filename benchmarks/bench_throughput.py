@@ -13,8 +13,9 @@ import argparse
 import asyncio
 import time
 
-import taskloom
 from _common import bare_asyncio_rate, database_file, machine, report
+
+import taskloom
 
 
 @taskloom.task
@@ -49,12 +50,17 @@ async def main(n: int) -> None:
     baseline = await bare_asyncio_rate(n)
     figures = {"machine": machine(), "bare asyncio": f"{baseline:,.0f} no-op tasks/s"}
     for label, task in (("async def", noop_async), ("sync def", noop_sync)):
-        for mode, fn in (("concurrent submit", concurrent_submits), ("submit_many", batched_submit)):
+        for mode, fn in (
+            ("concurrent submit", concurrent_submits),
+            ("submit_many", batched_submit),
+        ):
             with database_file() as path:
                 async with taskloom.Engine(path) as engine:
                     await engine.run(task)  # warm up: schema, first statements
                     rate = await fn(engine, task, n)
-            figures[f"{label}, {mode}"] = f"{rate:,.0f} runs/s  (ratio to bare asyncio {rate / baseline:.3f})"
+            figures[f"{label}, {mode}"] = (
+                f"{rate:,.0f} runs/s  (ratio to bare asyncio {rate / baseline:.3f})"
+            )
     report(f"{n:,} persisted no-op runs on a SQLite file (target >= 25,000 runs/s)", figures)
 
 

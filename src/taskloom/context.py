@@ -45,9 +45,20 @@ def current_context() -> Context | None:
 class Context:
     """The run a task is executing: ids, logger, progress and cancellation."""
 
-    __slots__ = ("_cancelled", "_event", "_logger", "_sink", "attempt", "run_id", "task", "timestamp")
+    __slots__ = (
+        "_cancelled",
+        "_event",
+        "_logger",
+        "_sink",
+        "attempt",
+        "run_id",
+        "task",
+        "timestamp",
+    )
 
-    def __init__(self, *, run_id: str, task: str, attempt: int, timestamp: int, sink: RunSink) -> None:
+    def __init__(
+        self, *, run_id: str, task: str, attempt: int, timestamp: int, sink: RunSink
+    ) -> None:
         self.run_id = run_id
         self.task = task
         self.attempt = attempt

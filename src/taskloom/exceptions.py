@@ -106,7 +106,7 @@ class EngineClosedError(TaskloomError, RuntimeError):
     """The engine is not running: use it inside `async with Engine(...)`."""
 
 
-class Retry(TaskloomError):  # noqa: N818 - raised by task code, reads as a verb
+class Retry(TaskloomError):
     """The task asked to be retried."""
 
     def __init__(self, message: str | None = None, *, delay: float | None = None) -> None:

@@ -20,7 +20,7 @@ __all__ = ["load_module", "load_target", "resolve_task"]
 def load_module(spec: str) -> ModuleType:
     """Import `spec`, a dotted module name or the path of a `.py` file (or a package folder)."""
     path = Path(spec)
-    if spec.endswith(".py") or path.is_dir() and (path / "__init__.py").exists():
+    if spec.endswith(".py") or (path.is_dir() and (path / "__init__.py").exists()):
         return _import_path(path)
     try:
         return importlib.import_module(spec)
@@ -93,7 +93,9 @@ def resolve_task(target: str, registry: Registry | None = None) -> TaskDefinitio
         found = load_target(target)
         if len(found) != 1:
             names = ", ".join(d.name for d in found)
-            raise TaskDefinitionError(f"{target!r} defines several tasks ({names}); name one as {target}:NAME")
+            raise TaskDefinitionError(
+                f"{target!r} defines several tasks ({names}); name one as {target}:NAME"
+            )
         return found[0]
     for source in (registry, default_registry):
         if source is not None and target in source:

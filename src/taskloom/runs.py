@@ -33,7 +33,9 @@ class RunStatus(StrEnum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED})
+_TERMINAL = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED}
+)
 TERMINAL_STATUSES: frozenset[str] = frozenset(s.value for s in _TERMINAL)
 
 

@@ -35,6 +35,7 @@ from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
 from .live import LiveRun, TaskReportedFailure
 from .scheduler import ReadyQueue
+from .serial import Outcome, SerialRunner
 from .writer import BatchWriter
 
 __all__ = ["Engine", "RunEvent"]
@@ -44,6 +45,7 @@ T = TypeVar("T")
 
 _JSON_SCALARS = (int, float, str, bool, type(None))
 FINISHED_CACHE_SIZE = 50_000
+SERIAL_WINDOW = 64
 _PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
 
 
@@ -114,7 +116,7 @@ class Engine:
         self._listeners: list[Listener] = []
         self._io: ThreadPoolExecutor | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._serial: dict[str, ThreadPoolExecutor] = {}
+        self._serial: dict[str, SerialRunner] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._recovered: set[str] = set()
         self._started = False
@@ -140,7 +142,12 @@ class Engine:
             self.store = await self._in_thread(open_store, self.database_url)
         store = self.store
         await self._in_thread(
-            functools.partial(store.register_worker, self.worker_id, hostname=socket.gethostname(), pid=os.getpid())
+            functools.partial(
+                store.register_worker,
+                self.worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+            )
         )
         self._writer = BatchWriter(store, self._loop)
         self._writer.start_thread()
@@ -173,9 +180,10 @@ class Engine:
         if self._store_given is None:
             await self._in_thread(store.close)
         context_module.uninstall_log_capture()
-        for pool in (self._pool, *self._serial.values()):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        for runner in self._serial.values():
+            runner.stop()
         self._io.shutdown(wait=False)
         for live in self._live.values():
             for waiter in live.waiters or ():
@@ -212,12 +220,16 @@ class Engine:
         return self.registry.add(found)
 
     def task_limit(self, task: TaskDefinition) -> int | None:
-        """How many runs of `task` may execute at once (a non-thread-safe sync function: 1)."""
-        limit = task.options.concurrency
-        if isinstance(task, FunctionTask) and not task.is_async and not task.is_async_generator:
-            if not task.options.thread_safe and not task.options.inline:
-                return 1
-        return limit
+        """How many runs of `task` may be handed to its executor at once."""
+        options = task.options
+        is_sync = isinstance(task, FunctionTask) and not (task.is_async or task.is_async_generator)
+        if is_sync and not options.thread_safe and not options.inline:
+            # Calls run one after another in the task's own thread. Without a timeout the
+            # thread may be handed a window of runs at once (fewer wake-ups); with one, a
+            # run is handed over only when it can start, so its clock is its own.
+            window = 1 if options.timeout is not None else SERIAL_WINDOW
+            return window if options.concurrency is None else min(window, options.concurrency)
+        return options.concurrency
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(event)` on the event loop for each run event; returns a remover."""
@@ -292,7 +304,9 @@ class Engine:
             try:
                 call, stored = definition.validate_inputs({} if item is None else item)
             except InputValidationError as exc:
-                errors = [FieldError(f"[{index}].{e.field}", e.message, e.value) for e in exc.errors]
+                errors = [
+                    FieldError(f"[{index}].{e.field}", e.message, e.value) for e in exc.errors
+                ]
                 raise InputValidationError(definition.name, errors) from None
             run = Run(
                 id=new_run_id(),
@@ -310,7 +324,10 @@ class Engine:
             return []
         assert self._loop is not None and self._writer is not None
         committed: asyncio.Future[None] = self._loop.create_future()
-        self._writer.new_runs([live.run for live in lives], functools.partial(self._on_many_inserted, lives, committed))
+        self._writer.new_runs(
+            [live.run for live in lives],
+            functools.partial(self._on_many_inserted, lives, committed),
+        )
         await committed
         return [live.run for live in lives]
 
@@ -338,12 +355,16 @@ class Engine:
         except TimeoutError:
             for waiter in waits:
                 waiter.cancel()
-            raise WaitTimeoutError(f"{len(waits)} runs did not all finish within {timeout:g} s") from None
+            raise WaitTimeoutError(
+                f"{len(waits)} runs did not all finish within {timeout:g} s"
+            ) from None
 
     def _definition(self, task: Any) -> TaskDefinition:
         definition = self._resolved.get(task)
         if definition is None:
-            definition = self.task(task) if isinstance(task, str) else self.registry.add(as_task(task))
+            definition = (
+                self.task(task) if isinstance(task, str) else self.registry.add(as_task(task))
+            )
             self._resolved[task] = definition
         return definition
 
@@ -414,8 +435,13 @@ class Engine:
         assert writer is not None
         writer.start(
             run.id,
-            {"status": _RUNNING, "attempts": run.attempts, "started_at": run.started_at,
-             "worker_id": self.worker_id, "scheduled_at": None},
+            {
+                "status": _RUNNING,
+                "attempts": run.attempts,
+                "started_at": run.started_at,
+                "worker_id": self.worker_id,
+                "scheduled_at": None,
+            },
             Attempt(run.id, run.attempts, now, worker_id=self.worker_id),
         )
         if self._listeners:
@@ -463,9 +489,19 @@ class Engine:
 
     def _execute_in_thread(self, live: LiveRun, context: context_module.Context) -> None:
         task = live.task
-        pool = self._pool if task.options.thread_safe else self._serial_pool(task.name)
         call = live.sync_callable(context)
         attempt = live.run.attempts
+        assert self._loop is not None
+        timeout = task.options.timeout
+        if timeout is not None:
+            live.timer = self._loop.call_later(
+                timeout, self._thread_timeout, live, attempt, timeout
+            )
+        if not task.options.thread_safe:
+            live.execution = None
+            self._serial_runner(task.name).submit(live, context, call)
+            return
+        pool = self._pool
 
         def in_thread() -> Any:
             token = context_module.set_current(context)
@@ -474,19 +510,28 @@ class Engine:
             finally:
                 context_module.reset_current(token)
 
-        assert self._loop is not None and pool is not None
         future = self._loop.run_in_executor(pool, in_thread)
         live.execution = future
         future.add_done_callback(functools.partial(self._thread_done, live, attempt))
-        timeout = task.options.timeout
-        if timeout is not None:
-            live.timer = self._loop.call_later(timeout, self._thread_timeout, live, attempt, timeout)
 
-    def _serial_pool(self, name: str) -> ThreadPoolExecutor:
-        pool = self._serial.get(name)
-        if pool is None:
-            pool = self._serial[name] = ThreadPoolExecutor(1, thread_name_prefix=f"taskloom-{name[:20]}")
-        return pool
+    def _serial_runner(self, name: str) -> SerialRunner:
+        runner = self._serial.get(name)
+        if runner is None:
+            assert self._loop is not None
+            runner = self._serial[name] = SerialRunner(name, self._loop, self._serial_outcomes)
+        return runner
+
+    def _serial_outcomes(self, outcomes: list[Outcome]) -> None:
+        for live, attempt, ok, value in outcomes:
+            if live.settled or live.run.attempts != attempt:
+                continue  # timed out or cancelled meanwhile: a late result is discarded
+            if live.timer is not None:
+                live.timer.cancel()
+                live.timer = None
+            if ok:
+                self._attempt_succeeded(live, value)
+            else:
+                self._attempt_failed(live, value)
 
     def _thread_done(self, live: LiveRun, attempt: int, future: asyncio.Future[Any]) -> None:
         if live.settled or live.run.attempts != attempt:
@@ -528,7 +573,13 @@ class Engine:
             try:
                 result = to_jsonable_python(result)
             except Exception as exc:
-                self._attempt_failed(live, TypeError(f"task {live.task_name!r} returned a value that cannot be stored as JSON: {exc}"))
+                self._attempt_failed(
+                    live,
+                    TypeError(
+                        f"task {live.task_name!r} returned a value that cannot be stored "
+                        f"as JSON: {exc}"
+                    ),
+                )
                 return
         self._finish(live, RunStatus.COMPLETED, result=result)
 
@@ -556,14 +607,22 @@ class Engine:
         now = time.time()
         live.settled = True
         live.attempt_open = False
-        delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else policy.delay(run.attempts)
+        delay = (
+            exc.delay
+            if isinstance(exc, Retry) and exc.delay is not None
+            else policy.delay(run.attempts)
+        )
         run.status = _PENDING
         run.error = error
         run.scheduled_at = now + delay
         writer = self._writer
         assert writer is not None and self._loop is not None
-        writer.update_attempt(run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error})
-        writer.update_run(run.id, {"status": _PENDING, "error": error, "scheduled_at": run.scheduled_at})
+        writer.update_attempt(
+            run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error}
+        )
+        writer.update_run(
+            run.id, {"status": _PENDING, "error": error, "scheduled_at": run.scheduled_at}
+        )
         if self._listeners:
             self._emit("retrying", run)
         self._queue.release(live)
@@ -581,7 +640,11 @@ class Engine:
         if live.interrupting:
             self._interrupt(live)
             return
-        self._finish(live, RunStatus.CANCELLED, error=ErrorInfo("Cancelled", f"run {live.run.id} was cancelled"))
+        self._finish(
+            live,
+            RunStatus.CANCELLED,
+            error=ErrorInfo("Cancelled", f"run {live.run.id} was cancelled"),
+        )
 
     def _interrupt(self, live: LiveRun) -> None:
         """Shutdown stopped the attempt: queue the run again without using up a retry."""
@@ -594,15 +657,26 @@ class Engine:
         run.max_attempts += 1
         writer = self._writer
         assert writer is not None
-        error = ErrorInfo("Interrupted", f"the engine {self.worker_id} shut down during attempt {run.attempts}")
-        writer.update_attempt(run.id, run.attempts, {"finished_at": now, "status": "interrupted", "error": error})
-        writer.update_run(run.id, {"status": _PENDING, "scheduled_at": None, "max_attempts": run.max_attempts})
+        error = ErrorInfo(
+            "Interrupted", f"the engine {self.worker_id} shut down during attempt {run.attempts}"
+        )
+        writer.update_attempt(
+            run.id, run.attempts, {"finished_at": now, "status": "interrupted", "error": error}
+        )
+        writer.update_run(
+            run.id, {"status": _PENDING, "scheduled_at": None, "max_attempts": run.max_attempts}
+        )
         live.interrupting = True
         if live.execution is not None and not live.execution.done():
             live.execution.cancel()
 
     def _finish(
-        self, live: LiveRun, status: RunStatus, *, result: Any = None, error: ErrorInfo | None = None
+        self,
+        live: LiveRun,
+        status: RunStatus,
+        *,
+        result: Any = None,
+        error: ErrorInfo | None = None,
     ) -> None:
         run = live.run
         now = time.time()
@@ -757,7 +831,12 @@ class Engine:
         assert self.store is not None
         return await self._in_thread(
             functools.partial(
-                self.store.list_runs, task=task, status=status, parent_id=parent_id, limit=limit, before=before
+                self.store.list_runs,
+                task=task,
+                status=status,
+                parent_id=parent_id,
+                limit=limit,
+                before=before,
             )
         )
 
@@ -810,7 +889,9 @@ class Engine:
             alive = await self._in_thread(store.is_worker_alive, run.worker_id)
             if alive:
                 return run
-        await self._in_thread(functools.partial(store.cancel_orphaned_run, run_id, finished_at=time.time()))
+        await self._in_thread(
+            functools.partial(store.cancel_orphaned_run, run_id, finished_at=time.time())
+        )
         return await self.get_run(run_id)
 
     def _cancel_live(self, live: LiveRun) -> None:
@@ -819,7 +900,11 @@ class Engine:
             return
         if run.status == _PENDING:  # queued, or waiting for a retry
             live.dropped = True
-            self._finish(live, RunStatus.CANCELLED, error=ErrorInfo("Cancelled", f"run {run.id} was cancelled before it ran"))
+            self._finish(
+                live,
+                RunStatus.CANCELLED,
+                error=ErrorInfo("Cancelled", f"run {run.id} was cancelled before it ran"),
+            )
             return
         live.cancelling = True
         if live.context is not None:
@@ -879,7 +964,9 @@ class Engine:
             )
             error = ErrorInfo.from_exception(lost, retryable=run.attempts < run.max_attempts)
             error.traceback = None
-            writer.update_attempt(run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error})
+            writer.update_attempt(
+                run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error}
+            )
             if run.attempts >= run.max_attempts:
                 run.error = error
                 self._finish(live, RunStatus.FAILED, error=error)

@@ -145,7 +145,9 @@ class LiveRun:
         finally:
             await _maybe_await(instance.teardown())
         if isinstance(result, dict) and result.get("status") == "failed" and "error" in result:
-            raise TaskReportedFailure(str(result["error"]), str(result.get("error_type") or "TaskFailed"))
+            raise TaskReportedFailure(
+                str(result["error"]), str(result.get("error_type") or "TaskFailed")
+            )
         return result
 
     @property

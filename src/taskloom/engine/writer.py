@@ -28,15 +28,25 @@ Callback = Callable[[BaseException | None], None]
 
 # Operation kinds, kept as small ints: the deque holds (kind, key, payload, callback).
 (
-    _NEW_RUN, _NEW_RUNS, _UPDATE_RUN, _NEW_ATTEMPT, _UPDATE_ATTEMPT, _LOG, _BARRIER, _IDEMPOTENT,
-    _START, _FINISH,
+    _NEW_RUN,
+    _NEW_RUNS,
+    _UPDATE_RUN,
+    _NEW_ATTEMPT,
+    _UPDATE_ATTEMPT,
+    _LOG,
+    _BARRIER,
+    _IDEMPOTENT,
+    _START,
+    _FINISH,
 ) = range(10)
 
 
 class BatchWriter:
     """Collects changes from the loop and commits them in batches from its own thread."""
 
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, *, max_batch: int = 50_000) -> None:
+    def __init__(
+        self, store: Store, loop: asyncio.AbstractEventLoop, *, max_batch: int = 50_000
+    ) -> None:
         self._store = store
         self._loop = loop
         self._max_batch = max_batch
@@ -75,7 +85,9 @@ class BatchWriter:
     def insert_idempotent(self, run: Run, callback: Callable[[Run | BaseException], None]) -> None:
         self._push((_IDEMPOTENT, run.id, run, callback))  # type: ignore[arg-type]
 
-    def update_run(self, run_id: str, fields: dict[str, Any], callback: Callback | None = None) -> None:
+    def update_run(
+        self, run_id: str, fields: dict[str, Any], callback: Callback | None = None
+    ) -> None:
         self._push((_UPDATE_RUN, run_id, fields, callback))
 
     def new_attempt(self, attempt: Attempt) -> None:
@@ -189,7 +201,9 @@ class BatchWriter:
             try:
                 results.append((on_done, self._store.insert_run_idempotent(run)))
             except Exception as exc:
-                results.append((on_done, StoreError(f"the store could not insert run {run.id}: {exc}")))
+                results.append(
+                    (on_done, StoreError(f"the store could not insert run {run.id}: {exc}"))
+                )
         if callbacks or results:
             self._loop.call_soon_threadsafe(_deliver, callbacks, error, results)
 

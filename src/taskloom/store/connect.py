@@ -9,6 +9,8 @@ and a connection pool with pre-ping for PostgreSQL.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ __all__ = [
     "resolve_database_url",
     "sqlite_file",
 ]
+
+#: Seconds a SQLite connection waits for another one's lock before giving up.
+BUSY_TIMEOUT = 30.0
 
 
 def default_database_url() -> str:
@@ -59,6 +64,25 @@ def sqlite_file(url: str) -> Path | None:
     return Path(database)
 
 
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode (a setting kept in the file), retrying while busy.
+
+    Two connections switching a new file at once can get SQLITE_BUSY at once: SQLite skips
+    the busy handler there to avoid a deadlock, and may also just keep the old mode.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("could not switch the database to WAL mode: busy")
+        time.sleep(0.01)
+
+
 def create_store_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
     """An engine with the store's connection settings (SQLite pragmas, transactions)."""
     parsed = make_url(url)
@@ -79,7 +103,7 @@ def create_store_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10)
             parsed,
             pool_size=pool_size,
             max_overflow=max_overflow,
-            connect_args={"check_same_thread": False, "timeout": 30.0},
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT},
         )
     file_db = path is not None
 
@@ -89,12 +113,14 @@ def create_store_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10)
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         try:
+            # First, so that switching a new file to WAL waits for a concurrent opener.
+            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
             if file_db:
                 # Readers never block the writer nor each other; NORMAL is durable across
                 # process crashes (only a power loss may drop the last commits).
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            # The store keeps no foreign keys: their checks would cost on every write.
             cursor.execute("PRAGMA foreign_keys=OFF")
         finally:
             cursor.close()

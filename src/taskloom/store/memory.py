@@ -160,9 +160,9 @@ class MemoryStore:
 
     def insert_run_idempotent(self, run: Run) -> Run:
         with self._lock:
-            existing = self._keys.get(run.idempotency_key or "")
-            if run.idempotency_key is not None and existing is not None:
-                return copy.deepcopy(self._runs[existing])
+            key = run.idempotency_key
+            if key is not None and key in self._keys:
+                return copy.deepcopy(self._runs[self._keys[key]])
             self.write(WriteBatch(new_runs=[run]))
             return copy.deepcopy(self._runs[run.id])
 
@@ -185,13 +185,11 @@ class MemoryStore:
         limit = min(limit, _MAX_LIMIT)
         if limit <= 0:
             return []
-        statuses = (
-            None
-            if status is None
-            else {str(status)}
-            if isinstance(status, str)
-            else {str(s) for s in status}
-        )
+        statuses: set[str] | None = None
+        if isinstance(status, str):
+            statuses = {str(status)}
+        elif status is not None:
+            statuses = {str(s) for s in status}
         with self._lock:
             selected = [
                 r

@@ -54,7 +54,9 @@ class Task:
         cls._taskloom_definition = None
 
     async def execute(self, inputs: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must define `async def execute(self, inputs)`")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define `async def execute(self, inputs)`"
+        )
 
     def get_input_schema(self) -> dict[str, Any] | None:
         """A JSON Schema of the inputs; None when `Inputs` (or nothing) describes them."""
@@ -84,7 +86,9 @@ class ClassTask(TaskDefinition):
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise TaskDefinitionError(f"{cls!r} is not a taskloom.Task subclass")
         if cls.execute is Task.execute:
-            raise TaskDefinitionError(f"task class {cls.__name__}: define `async def execute(self, inputs)`")
+            raise TaskDefinitionError(
+                f"task class {cls.__name__}: define `async def execute(self, inputs)`"
+            )
         self.cls = cls
         task_id = cls.id
         self.name = task_id or cls.name or _snake(cls.__name__)
@@ -124,7 +128,9 @@ class ClassTask(TaskDefinition):
         if given is None:
             return {"$schema": JSON_SCHEMA_DIALECT, "title": self.name, "type": "object"}, None
         schema = dict(given)
-        validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        validator_cls = jsonschema.validators.validator_for(
+            schema, default=jsonschema.Draft202012Validator
+        )
         try:
             validator_cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
@@ -158,7 +164,6 @@ class ClassTask(TaskDefinition):
                 raise InputValidationError(self.name, errors)
         return {"inputs": values}, values
 
-
     def _validate_model(
         self, model: type[BaseModel], inputs: Mapping[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -172,7 +177,9 @@ class ClassTask(TaskDefinition):
         except ValidationError as exc:
             reported = {e.field for e in errors}
             errors += [
-                e for e in field_errors_from_pydantic(exc, known_fields=known) if e.field not in reported
+                e
+                for e in field_errors_from_pydantic(exc, known_fields=known)
+                if e.field not in reported
             ]
         if errors:
             raise InputValidationError(self.name, errors)

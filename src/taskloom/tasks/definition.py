@@ -125,11 +125,12 @@ class FunctionTask(TaskDefinition, Generic[P, R]):
         self.is_async_generator = inspect.isasyncgenfunction(fn)
         if self.options.inline and (self.is_async or self.is_async_generator):
             raise TaskDefinitionError(
-                f"task {self.name!r}: 'inline' is for sync functions (async ones already run on the loop)"
+                f"task {self.name!r}: 'inline' is for sync functions "
+                "(async ones already run on the loop)"
             )
         self.module = getattr(fn, "__module__", None)
         self.qualname = getattr(fn, "__qualname__", self.name)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -171,7 +172,9 @@ def not_an_object(value: Any) -> FieldError:
 
 def check_name(name: str) -> None:
     if not name or not isinstance(name, str) or len(name) > 200 or name.strip() != name:
-        raise TaskDefinitionError(f"invalid task name {name!r}: use 1-200 characters, no outer spaces")
+        raise TaskDefinitionError(
+            f"invalid task name {name!r}: use 1-200 characters, no outer spaces"
+        )
 
 
 @overload
@@ -179,9 +182,7 @@ def task(fn: Callable[P, R], /) -> FunctionTask[P, R]: ...
 
 
 @overload
-def task(
-    fn: None = None, /, **options: Any
-) -> Callable[[Callable[P, R]], FunctionTask[P, R]]: ...
+def task(fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], FunctionTask[P, R]]: ...
 
 
 def task(

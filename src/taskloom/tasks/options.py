@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 from ..exceptions import TaskDefinitionError
 from ..policies import RetryPolicy
@@ -113,12 +113,19 @@ def _check_numbers(task: str, values: Mapping[str, Any]) -> None:
         "priority": (int, "an integer"),
     }
     for key, (types, expected) in checks.items():
-        value = values.get(key)
+        value: Any = values.get(key)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, types):
-            raise TaskDefinitionError(f"task {task!r}: option {key!r} expects {expected}, got {value!r}")
-        if key in {"timeout"} and value <= 0 or key == "concurrency" and value < 1:
-            raise TaskDefinitionError(f"task {task!r}: option {key!r} expects {expected}, got {value!r}")
-        if key in {"retries", "retry_backoff", "retry_backoff_max"} and value < 0:
-            raise TaskDefinitionError(f"task {task!r}: option {key!r} expects {expected}, got {value!r}")
+            raise TaskDefinitionError(
+                f"task {task!r}: option {key!r} expects {expected}, got {value!r}"
+            )
+        number = float(cast(float, value))
+        if (key == "timeout" and number <= 0) or (key == "concurrency" and number < 1):
+            raise TaskDefinitionError(
+                f"task {task!r}: option {key!r} expects {expected}, got {value!r}"
+            )
+        if key in {"retries", "retry_backoff", "retry_backoff_max"} and number < 0:
+            raise TaskDefinitionError(
+                f"task {task!r}: option {key!r} expects {expected}, got {value!r}"
+            )

@@ -106,7 +106,11 @@ class Signature:
         self._validate = model.__pydantic_validator__.validate_python
         schema = model.model_json_schema(by_alias=True)
         schema.pop("title", None)
-        self.input_schema: dict[str, Any] = {"$schema": JSON_SCHEMA_DIALECT, "title": task, **schema}
+        self.input_schema: dict[str, Any] = {
+            "$schema": JSON_SCHEMA_DIALECT,
+            "title": task,
+            **schema,
+        }
 
     def validate(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Return (values to call the function with, JSON-compatible values to store)."""
@@ -174,9 +178,11 @@ def inspect_function(fn: Callable[..., Any], *, task: str) -> Signature:
         names.append(param.name)
         ports[param.name] = Port(param.name, base, description, metadata)
         json_native = json_native and base in _JSON_NATIVE
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         f"{_identifier(task)}_inputs",
-        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False, populate_by_name=False),
+        __config__=ConfigDict(
+            extra="forbid", arbitrary_types_allowed=False, populate_by_name=False
+        ),
         **fields,
     )
     outputs, output_schema = _outputs(task, hints.get("return", Any), doc)

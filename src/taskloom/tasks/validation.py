@@ -83,7 +83,9 @@ def field_errors_from_pydantic(
     errors: list[FieldError] = []
     for detail in exc.errors(include_url=False):
         loc = tuple(detail["loc"])[strip_prefix:]
-        errors.append(FieldError(_dotted(loc), _pydantic_message(detail, known_fields), detail.get("input")))
+        errors.append(
+            FieldError(_dotted(loc), _pydantic_message(detail, known_fields), detail.get("input"))
+        )
     return errors
 
 
@@ -106,7 +108,9 @@ def _pydantic_message(detail: ErrorDetails, known_fields: Sequence[str]) -> str:
 
 
 def field_errors_from_jsonschema(
-    schema: Mapping[str, Any], instance: Mapping[str, Any], validator: jsonschema.protocols.Validator
+    schema: Mapping[str, Any],
+    instance: Mapping[str, Any],
+    validator: jsonschema.protocols.Validator,
 ) -> list[FieldError]:
     errors: list[FieldError] = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
@@ -116,19 +120,32 @@ def field_errors_from_jsonschema(
             missing = _missing_property(error.message)
             errors.append(FieldError(_dotted([*path, missing]), "missing required input"))
         elif kind == "additionalProperties":
-            known = list((error.schema.get("properties") or {}) if isinstance(error.schema, dict) else [])
+            known = list(
+                (error.schema.get("properties") or {}) if isinstance(error.schema, dict) else []
+            )
             extra = _extra_properties(error.message)
             hint = f"; expected one of: {', '.join(known)}" if known else ""
             for name in extra:
                 errors.append(FieldError(_dotted([*path, name]), f"unknown input{hint}"))
         elif kind == "type":
-            expected = error.validator_value
+            expected: Any = error.validator_value
             names = [expected] if isinstance(expected, str) else list(expected)
             text = " or ".join(_JSON_TYPE_NAMES.get(n, n) for n in names)
-            errors.append(FieldError(_dotted(path), f"expected {text}, got {_got(error.instance)}", error.instance))
+            errors.append(
+                FieldError(
+                    _dotted(path), f"expected {text}, got {_got(error.instance)}", error.instance
+                )
+            )
         elif kind == "enum":
-            choices = ", ".join(repr(c) for c in error.validator_value)
-            errors.append(FieldError(_dotted(path), f"expected one of {choices}, got {_got(error.instance)}", error.instance))
+            allowed: Any = error.validator_value
+            choices = ", ".join(repr(c) for c in allowed)
+            errors.append(
+                FieldError(
+                    _dotted(path),
+                    f"expected one of {choices}, got {_got(error.instance)}",
+                    error.instance,
+                )
+            )
         else:
             errors.append(FieldError(_dotted(path), f"{error.message}", error.instance))
     return errors
