@@ -26,6 +26,9 @@ logger = logging.getLogger("taskloom.engine")
 
 Callback = Callable[[BaseException | None], None]
 
+#: Up to this many queued changes are committed on the event loop when the writer is idle.
+INLINE_MAX = 16
+
 # Operation kinds, kept as small ints: the deque holds (kind, key, payload, callback).
 (
     _NEW_RUN,
@@ -53,6 +56,10 @@ class BatchWriter:
         self._ops: deque[tuple[int, Any, Any, Callback | None]] = deque()
         self._wake = threading.Event()
         self._closing = False
+        self._kick_scheduled = False
+        self._loop_thread = threading.get_ident()
+        self._write_lock = threading.Lock()
+        self._inline = bool(getattr(store, "inline_writes", False))
         self._thread = threading.Thread(target=self._main, name="taskloom-writer", daemon=True)
         self.batches = 0
         self.rows = 0
@@ -68,8 +75,16 @@ class BatchWriter:
         self._push((_NEW_RUNS, None, runs, callback))
 
     def start(self, run_id: str, fields: dict[str, Any], attempt: Attempt) -> None:
-        """A run's attempt began: update the run and add the attempt (one queue entry)."""
-        self._push((_START, run_id, (fields, attempt), None))
+        """A run's attempt began: update the run and add the attempt (one queue entry).
+
+        The commit waits one more turn of the event loop than other changes, so a run that
+        ends in its first step (its task is scheduled after this call) has its start and
+        its end committed together.
+        """
+        self._ops.append((_START, run_id, (fields, attempt), None))
+        if not self._kick_scheduled:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._loop.call_soon, self._kick)
 
     def finish(
         self,
@@ -105,6 +120,28 @@ class BatchWriter:
 
     def _push(self, op: tuple[int, Any, Any, Callback | None]) -> None:
         self._ops.append(op)
+        if threading.get_ident() != self._loop_thread:  # a task's thread: wake the writer
+            if not self._wake.is_set():
+                self._wake.set()
+        elif not self._kick_scheduled:
+            # Decide at the end of this turn of the loop, when everything the turn
+            # produced has queued up (a run that starts and ends in one turn: one commit).
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._kick_scheduled = False
+        if not self._ops:
+            return
+        # A few changes on an idle writer: committing them here costs less than two
+        # thread wake-ups (SQLite only, where a small commit takes microseconds).
+        if self._inline and len(self._ops) <= INLINE_MAX and self._write_lock.acquire(False):
+            try:
+                self._write_some(inline=True)
+            finally:
+                self._write_lock.release()
+            if not self._ops or self._kick_scheduled:  # what the callbacks queued has a kick
+                return
         if not self._wake.is_set():
             self._wake.set()
 
@@ -120,12 +157,13 @@ class BatchWriter:
         while True:
             self._wake.wait()
             self._wake.clear()
-            while ops:
-                self._write_some()
+            with self._write_lock:
+                while ops:
+                    self._write_some()
             if self._closing and not ops:
                 return
 
-    def _write_some(self) -> None:
+    def _write_some(self, *, inline: bool = False) -> None:
         ops = self._ops
         batch = WriteBatch()
         callbacks: list[Callback] = []
@@ -204,7 +242,9 @@ class BatchWriter:
                 results.append(
                     (on_done, StoreError(f"the store could not insert run {run.id}: {exc}"))
                 )
-        if callbacks or results:
+        if inline:
+            _deliver(callbacks, error, results)
+        elif callbacks or results:
             self._loop.call_soon_threadsafe(_deliver, callbacks, error, results)
 
 

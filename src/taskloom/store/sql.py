@@ -65,6 +65,8 @@ class SqlStore:
         self._write_engine: Engine | None = None
         self._statements: Statements | None = None
         self._workers: WorkerLocks | None = None
+        self._raw_writer: Any = None  # the pooled connection `write` keeps (see there)
+        self._sqlite = False
         self._file = sqlite_file(self.url)
         self._memory = make_url(self.url).get_backend_name() == "sqlite" and self._file is None
         # An in-memory database is one connection shared by all threads: take turns.
@@ -113,6 +115,7 @@ class SqlStore:
             engine.dispose()
             raise
         self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
         self._write_engine = engine.execution_options(taskloom_write=True)
         self._statements = Statements(engine.dialect)
         if engine.dialect.name == "postgresql":
@@ -127,6 +130,9 @@ class SqlStore:
             if self._workers is not None:
                 self._workers.release_all()
                 self._workers = None
+            if self._raw_writer is not None:
+                self._raw_writer.close()
+                self._raw_writer = None
             if self._engine is not None:
                 self._engine.dispose()
             self._engine = self._write_engine = self._statements = None
@@ -163,17 +169,54 @@ class SqlStore:
             except PydanticSerializationError as exc:
                 raise StoreError(f"could not write a batch: a value is not JSON: {exc}") from exc
             driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-            # SQLAlchemy opens and ends the transaction; inside it the rows go straight to
-            # the driver's executemany, skipping SQLAlchemy's per-statement bookkeeping.
-            with self._writer().begin() as conn:
-                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                try:
-                    for sql, rows in plan:
-                        cursor.executemany(sql, rows)
-                except driver_error as exc:
-                    raise StoreError(f"could not write a batch: {exc}") from exc
-                finally:
-                    cursor.close()
+            # The hot path keeps one driver connection for writing and drives the
+            # transaction itself: a pool checkout and SQLAlchemy's transaction bookkeeping
+            # per batch cost more than a small batch's SQL.
+            connection = self._write_connection(engine)
+            cursor = connection.cursor()
+            try:
+                if self._sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                for sql, rows in plan:
+                    cursor.executemany(sql, rows)
+                connection.commit() if not self._sqlite else cursor.execute("COMMIT")
+            except driver_error as exc:
+                self._rollback(connection)
+                raise StoreError(f"could not write a batch: {exc}") from exc
+            except BaseException:
+                self._rollback(connection)
+                raise
+            finally:
+                cursor.close()
+
+    @property
+    def inline_writes(self) -> bool:
+        """Small batches may be committed on the caller's thread: SQLite commits locally in
+        microseconds; a PostgreSQL commit is a network round trip."""
+        return self._sqlite
+
+    def _write_connection(self, engine: Engine) -> Any:
+        if self._raw_writer is None:
+            self._raw_writer = engine.raw_connection()
+        return self._raw_writer.driver_connection
+
+    def _rollback(self, connection: Any) -> None:
+        try:
+            if self._sqlite:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+            else:
+                connection.rollback()
+        except Exception:  # the connection is broken: drop it, a new one is made next time
+            self._drop_write_connection()
+
+    def _drop_write_connection(self) -> None:
+        raw, self._raw_writer = self._raw_writer, None
+        if raw is not None:
+            try:
+                raw.invalidate()
+            except Exception:  # noqa: S110 - already broken; nothing more to release
+                pass
 
     def insert_run_idempotent(self, run: Run) -> Run:
         if run.idempotency_key is None:
