@@ -41,7 +41,9 @@ class SerialRunner:
         )
         self._thread.start()
 
-    def submit(self, live: LiveRun, context: context_module.Context, call: Callable[[], Any]) -> None:
+    def submit(
+        self, live: LiveRun, context: context_module.Context, call: Callable[[], Any]
+    ) -> None:
         self._inbox.append((live, live.run.attempts, context, call))
         if not self._wake.is_set():
             self._wake.set()

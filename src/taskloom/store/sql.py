@@ -8,6 +8,7 @@ so no per-row SQLAlchemy processing runs (`rows.Statements`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -213,10 +214,8 @@ class SqlStore:
     def _drop_write_connection(self) -> None:
         raw, self._raw_writer = self._raw_writer, None
         if raw is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken; nothing more to release
                 raw.invalidate()
-            except Exception:  # noqa: S110 - already broken; nothing more to release
-                pass
 
     def insert_run_idempotent(self, run: Run) -> Run:
         if run.idempotency_key is None:
