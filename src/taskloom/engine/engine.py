@@ -12,30 +12,27 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
-
-from pydantic_core import to_jsonable_python
 
 from .. import context as context_module
 from ..exceptions import (
     EngineClosedError,
     FieldError,
     InputValidationError,
-    Retry,
     RunNotFoundError,
-    TaskTimeoutError,
     WaitTimeoutError,
-    WorkerLostError,
 )
-from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
+from ..runs import Attempt, LogLine, Run, RunStatus, new_run_id
 from ..store import Store, open_store
-from ..tasks.definition import FunctionTask, TaskDefinition
+from ..tasks.definition import TaskDefinition
 from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
-from .live import LiveRun, TaskReportedFailure
+from .control import RunControl
+from .execution import Listener, RunEvent, settle
+from .live import LiveRun
 from .scheduler import ReadyQueue
-from .serial import Outcome, SerialRunner
+from .serial import SerialRunner
 from .writer import BatchWriter
 
 __all__ = ["Engine", "RunEvent"]
@@ -44,25 +41,10 @@ logger = logging.getLogger("taskloom.engine")
 T = TypeVar("T")
 
 _JSON_SCALARS = (int, float, str, bool, type(None))
-FINISHED_CACHE_SIZE = 50_000
-SERIAL_WINDOW = 64
 _PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
 
 
-@dataclass(frozen=True, slots=True)
-class RunEvent:
-    """What listeners hear: `kind` is `submitted`, `started`, `progress`, `log`, `retrying`
-    or `finished`; `line` is set for `log`."""
-
-    kind: str
-    run: Run
-    line: LogLine | None = None
-
-
-Listener = Callable[[RunEvent], None]
-
-
-class Engine:
+class Engine(RunControl):
     """Accepts runs, executes them on this process, and keeps them in the store.
 
     Use it as `async with Engine() as engine:`. `database_url` defaults to a SQLite file
@@ -187,7 +169,7 @@ class Engine:
         self._io.shutdown(wait=False)
         for live in self._live.values():
             for waiter in live.waiters or ():
-                _settle(waiter, EngineClosedError("the engine closed before the run finished"))
+                settle(waiter, EngineClosedError("the engine closed before the run finished"))
         self._live.clear()
         self._started = False
 
@@ -218,18 +200,6 @@ class Engine:
             self.registry.get(name)  # raises UnknownTaskError listing the known names
         assert found is not None
         return self.registry.add(found)
-
-    def task_limit(self, task: TaskDefinition) -> int | None:
-        """How many runs of `task` may be handed to its executor at once."""
-        options = task.options
-        is_sync = isinstance(task, FunctionTask) and not (task.is_async or task.is_async_generator)
-        if is_sync and not options.thread_safe and not options.inline:
-            # Calls run one after another in the task's own thread. Without a timeout the
-            # thread may be handed a window of runs at once (fewer wake-ups); with one, a
-            # run is handed over only when it can start, so its clock is its own.
-            window = 1 if options.timeout is not None else SERIAL_WINDOW
-            return window if options.concurrency is None else min(window, options.concurrency)
-        return options.concurrency
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(event)` on the event loop for each run event; returns a remover."""
@@ -337,7 +307,7 @@ class Engine:
         if error is None:
             for live in lives:
                 self._on_inserted(live, None, None)
-        _settle(committed, error)
+        settle(committed, error)
 
     async def wait_many(self, run_ids: Iterable[str], timeout: float | None = None) -> list[Run]:
         """Wait for several runs; returns them in the order of `run_ids`."""
@@ -373,7 +343,7 @@ class Engine:
     ) -> None:
         if error is not None:
             if committed is not None:
-                _settle(committed, error)
+                settle(committed, error)
             return
         self._live[live.run.id] = live
         if self._listeners:
@@ -389,7 +359,7 @@ class Engine:
         assert self._loop is not None and self._writer is not None
         self._keys[key] = live
         kept: asyncio.Future[Run] = self._loop.create_future()
-        self._writer.insert_idempotent(live.run, lambda value: _settle(kept, value))
+        self._writer.insert_idempotent(live.run, lambda value: settle(kept, value))
         try:
             run = await kept
         finally:
@@ -411,354 +381,6 @@ class Engine:
             return None, None
         value = validate_special(task.name, "config", kind, config)
         return value, dump_special(value)
-
-    def _state_of(self, task: TaskDefinition) -> Any:
-        state = self._states.get(task.name)
-        if state is None:
-            kind = task.specials.state
-            assert kind is not None
-            state = self._states[task.name] = kind()
-        return state
-
-    # executing -----------------------------------------------------------------------------
-    def _start(self, live: LiveRun) -> None:
-        run = live.run
-        now = time.time()
-        run.attempts += 1
-        run.status = _RUNNING
-        run.scheduled_at = None
-        if run.started_at is None:
-            run.started_at = now
-        live.settled = False
-        live.attempt_open = True
-        writer = self._writer
-        assert writer is not None
-        writer.start(
-            run.id,
-            {
-                "status": _RUNNING,
-                "attempts": run.attempts,
-                "started_at": run.started_at,
-                "worker_id": self.worker_id,
-                "scheduled_at": None,
-            },
-            Attempt(run.id, run.attempts, now, worker_id=self.worker_id),
-        )
-        if self._listeners:
-            self._emit("started", run)
-        context = live.new_context()
-        task = live.task
-        if task.is_async or task.is_async_generator or not isinstance(task, FunctionTask):
-            live.execution = asyncio.ensure_future(self._execute_async(live, context))
-        elif task.options.inline:
-            token = context_module.set_current(context)
-            try:
-                result = live.sync_callable(context)()
-            except BaseException as exc:
-                self._attempt_failed(live, exc)
-            else:
-                self._attempt_succeeded(live, result)
-            finally:
-                context_module.reset_current(token)
-        else:
-            self._execute_in_thread(live, context)
-
-    async def _execute_async(self, live: LiveRun, context: context_module.Context) -> None:
-        context_module.set_current(context)  # this asyncio task's own context copy
-        timeout = live.task.options.timeout
-        try:
-            if timeout is None:
-                result = await live.invoke_async(context)
-            else:
-                try:
-                    async with asyncio.timeout(timeout) as scope:
-                        result = await live.invoke_async(context)
-                except TimeoutError as exc:
-                    if scope.expired():
-                        raise self._timeout_error(live, timeout) from exc
-                    raise
-        except asyncio.CancelledError:
-            if live.interrupting or live.cancelling:
-                self._attempt_stopped(live)
-                return
-            raise
-        except BaseException as exc:
-            self._attempt_failed(live, exc)
-        else:
-            self._attempt_succeeded(live, result)
-
-    def _execute_in_thread(self, live: LiveRun, context: context_module.Context) -> None:
-        task = live.task
-        call = live.sync_callable(context)
-        attempt = live.run.attempts
-        assert self._loop is not None
-        timeout = task.options.timeout
-        if timeout is not None:
-            live.timer = self._loop.call_later(
-                timeout, self._thread_timeout, live, attempt, timeout
-            )
-        if not task.options.thread_safe:
-            live.execution = None
-            self._serial_runner(task.name).submit(live, context, call)
-            return
-        pool = self._pool
-
-        def in_thread() -> Any:
-            token = context_module.set_current(context)
-            try:
-                return call()
-            finally:
-                context_module.reset_current(token)
-
-        future = self._loop.run_in_executor(pool, in_thread)
-        live.execution = future
-        future.add_done_callback(functools.partial(self._thread_done, live, attempt))
-
-    def _serial_runner(self, name: str) -> SerialRunner:
-        runner = self._serial.get(name)
-        if runner is None:
-            assert self._loop is not None
-            runner = self._serial[name] = SerialRunner(name, self._loop, self._serial_outcomes)
-        return runner
-
-    def _serial_outcomes(self, outcomes: list[Outcome]) -> None:
-        for live, attempt, ok, value in outcomes:
-            if live.settled or live.run.attempts != attempt:
-                continue  # timed out or cancelled meanwhile: a late result is discarded
-            if live.timer is not None:
-                live.timer.cancel()
-                live.timer = None
-            if ok:
-                self._attempt_succeeded(live, value)
-            else:
-                self._attempt_failed(live, value)
-
-    def _thread_done(self, live: LiveRun, attempt: int, future: asyncio.Future[Any]) -> None:
-        if live.settled or live.run.attempts != attempt:
-            return  # timed out or cancelled already: a late result is discarded
-        if live.timer is not None:
-            live.timer.cancel()
-            live.timer = None
-        if future.cancelled():
-            self._attempt_stopped(live)
-            return
-        exc = future.exception()
-        if exc is not None:
-            self._attempt_failed(live, exc)
-        else:
-            self._attempt_succeeded(live, future.result())
-
-    def _thread_timeout(self, live: LiveRun, attempt: int, timeout: float) -> None:
-        live.timer = None
-        if live.settled or live.run.attempts != attempt:
-            return
-        if live.context is not None:
-            live.context._cancel()  # the thread cannot be killed; tell it to stop
-        self._attempt_failed(live, self._timeout_error(live, timeout))
-
-    def _timeout_error(self, live: LiveRun, timeout: float) -> TaskTimeoutError:
-        run = live.run
-        return TaskTimeoutError(
-            f"task {run.task!r}: run {run.id} attempt {run.attempts} timed out after {timeout:g} s"
-        )
-
-    # outcomes --------------------------------------------------------------------------------
-    def _attempt_succeeded(self, live: LiveRun, result: Any) -> None:
-        if live.settled:
-            return
-        if live.cancelling:  # a result arriving after cancel is discarded
-            self._attempt_stopped(live)
-            return
-        if type(result) not in _JSON_SCALARS:
-            try:
-                result = to_jsonable_python(result)
-            except Exception as exc:
-                self._attempt_failed(
-                    live,
-                    TypeError(
-                        f"task {live.task_name!r} returned a value that cannot be stored "
-                        f"as JSON: {exc}"
-                    ),
-                )
-                return
-        self._finish(live, RunStatus.COMPLETED, result=result)
-
-    def _attempt_failed(self, live: LiveRun, exc: BaseException) -> None:
-        if live.settled:
-            return
-        if live.cancelling:
-            self._attempt_stopped(live)
-            return
-        run = live.run
-        policy = live.task.options.retry_policy
-        if isinstance(exc, Retry):
-            retry = run.attempts < run.max_attempts
-        else:
-            retry = run.attempts < run.max_attempts and isinstance(exc, policy.retry_on)
-        if isinstance(exc, TaskReportedFailure):
-            error = ErrorInfo(exc.error_type, str(exc), None, False)
-        else:
-            error = ErrorInfo.from_exception(exc, retryable=retry)
-        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit inside a task
-            retry = False
-        if not retry:
-            self._finish(live, RunStatus.FAILED, error=error)
-            return
-        now = time.time()
-        live.settled = True
-        live.attempt_open = False
-        delay = (
-            exc.delay
-            if isinstance(exc, Retry) and exc.delay is not None
-            else policy.delay(run.attempts)
-        )
-        run.status = _PENDING
-        run.error = error
-        run.scheduled_at = now + delay
-        writer = self._writer
-        assert writer is not None and self._loop is not None
-        writer.update_attempt(
-            run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error}
-        )
-        writer.update_run(
-            run.id, {"status": _PENDING, "error": error, "scheduled_at": run.scheduled_at}
-        )
-        if self._listeners:
-            self._emit("retrying", run)
-        self._queue.release(live)
-        live.timer = self._loop.call_later(delay, self._requeue, live)
-
-    def _requeue(self, live: LiveRun) -> None:
-        live.timer = None
-        if not live.dropped and not self._closing:
-            self._queue.push(live)
-
-    def _attempt_stopped(self, live: LiveRun) -> None:
-        """The attempt ended because we stopped it: cancelled, or interrupted by shutdown."""
-        if live.settled:
-            return
-        if live.interrupting:
-            self._interrupt(live)
-            return
-        self._finish(
-            live,
-            RunStatus.CANCELLED,
-            error=ErrorInfo("Cancelled", f"run {live.run.id} was cancelled"),
-        )
-
-    def _interrupt(self, live: LiveRun) -> None:
-        """Shutdown stopped the attempt: queue the run again without using up a retry."""
-        if live.settled:
-            return
-        live.settled = True
-        run = live.run
-        now = time.time()
-        run.status = _PENDING
-        run.max_attempts += 1
-        writer = self._writer
-        assert writer is not None
-        error = ErrorInfo(
-            "Interrupted", f"the engine {self.worker_id} shut down during attempt {run.attempts}"
-        )
-        writer.update_attempt(
-            run.id, run.attempts, {"finished_at": now, "status": "interrupted", "error": error}
-        )
-        writer.update_run(
-            run.id, {"status": _PENDING, "scheduled_at": None, "max_attempts": run.max_attempts}
-        )
-        live.interrupting = True
-        if live.execution is not None and not live.execution.done():
-            live.execution.cancel()
-
-    def _finish(
-        self,
-        live: LiveRun,
-        status: RunStatus,
-        *,
-        result: Any = None,
-        error: ErrorInfo | None = None,
-    ) -> None:
-        run = live.run
-        now = time.time()
-        was_executing = not live.settled and live.attempt_open
-        live.settled = True
-        live.dropped = True
-        run.status = status
-        run.result = result
-        run.error = error
-        run.finished_at = now
-        writer = self._writer
-        assert writer is not None
-        attempt: int | None = None
-        attempt_fields: dict[str, Any] | None = None
-        if live.attempt_open:
-            live.attempt_open = False
-            attempt = run.attempts
-            attempt_fields = {"finished_at": now, "status": status.value, "error": error}
-        writer.finish(
-            run.id,
-            {"status": status, "result": result, "error": error, "finished_at": now},
-            attempt,
-            attempt_fields,
-            live.on_final_commit,
-        )
-        if live.timer is not None:
-            live.timer.cancel()
-            live.timer = None
-        if was_executing:
-            self._queue.release(live)
-
-    def _on_final_commit(self, live: LiveRun, error: BaseException | None) -> None:
-        run_id = live.run.id
-        self._live.pop(run_id, None)
-        if error is None:
-            finished = self._finished
-            finished[run_id] = live.run
-            if len(finished) > FINISHED_CACHE_SIZE:
-                finished.popitem(last=False)
-        waiters = live.waiters
-        if waiters:
-            value = live.run if error is None else error
-            for waiter in waiters:
-                _settle(waiter, value)
-        if self._listeners:
-            self._emit("finished", live.run)
-
-    # progress, logs, events ----------------------------------------------------------------
-    def _on_progress(self, live: LiveRun, fields: dict[str, Any]) -> None:
-        writer = self._writer
-        if writer is not None:
-            writer.update_run(live.run.id, fields)
-        if self._listeners:
-            self._emit_threadsafe("progress", live.run)
-
-    def _on_log(self, live: LiveRun, line: LogLine) -> None:
-        writer = self._writer
-        if writer is not None:
-            writer.log(line)
-        if self._listeners:
-            self._emit_threadsafe("log", live.run, line)
-
-    def _emit_threadsafe(self, kind: str, run: Run, line: LogLine | None = None) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._emit(kind, run, line)
-        else:
-            loop.call_soon_threadsafe(self._emit, kind, run, line)
-
-    def _emit(self, kind: str, run: Run, line: LogLine | None = None) -> None:
-        event = RunEvent(kind, replace(run), line)
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("taskloom: a run listener failed")
 
     # reading and controlling -----------------------------------------------------------------
     async def get_run(self, run_id: str) -> Run:
@@ -859,7 +481,7 @@ class Engine:
         self._check_started()
         assert self._loop is not None and self._writer is not None
         done: asyncio.Future[None] = self._loop.create_future()
-        self._writer.barrier(lambda error: _settle(done, error))
+        self._writer.barrier(lambda error: settle(done, error))
         await done
 
     async def cancel(self, run_id: str) -> Run:
@@ -894,112 +516,6 @@ class Engine:
         )
         return await self.get_run(run_id)
 
-    def _cancel_live(self, live: LiveRun) -> None:
-        run = live.run
-        if run.is_finished or live.cancelling:
-            return
-        if run.status == _PENDING:  # queued, or waiting for a retry
-            live.dropped = True
-            self._finish(
-                live,
-                RunStatus.CANCELLED,
-                error=ErrorInfo("Cancelled", f"run {run.id} was cancelled before it ran"),
-            )
-            return
-        live.cancelling = True
-        if live.context is not None:
-            live.context._cancel()
-        execution = live.execution
-        if live.has_custom_cancel:
-            self._spawn(self._cancel_class_task(live))
-        elif isinstance(execution, asyncio.Task):
-            execution.cancel()
-        else:  # a sync function in a thread cannot be stopped: it saw the flag; we move on
-            self._attempt_stopped(live)
-
-    async def _cancel_class_task(self, live: LiveRun) -> None:
-        assert live.instance is not None
-        try:
-            await live.instance.cancel()
-        except Exception:
-            logger.exception("taskloom: cancel() of task %r failed", live.task_name)
-        execution = live.execution
-        if execution is None or execution.done():
-            return
-        done, _ = await asyncio.wait([execution], timeout=self.cancel_grace)
-        if not done:
-            execution.cancel()
-
-    # recovery and heartbeat ------------------------------------------------------------------
-    async def _recover(self, names: Collection[str]) -> None:
-        assert self.store is not None
-        self._recovered.update(names)
-        claimed = await self._in_thread(self.store.claim_orphaned_runs, self.worker_id, list(names))
-        for run in claimed:
-            self._adopt(run)
-        if claimed:
-            logger.info("taskloom: took over %d unfinished runs of a stopped engine", len(claimed))
-
-    def _adopt(self, run: Run) -> None:
-        if run.id in self._live:
-            return
-        definition = self.registry.get(run.task)
-        writer = self._writer
-        assert writer is not None and self._loop is not None
-        try:
-            call, _ = definition.validate_inputs(run.inputs)
-            config, _ = self._config_for(definition, run.config)
-        except InputValidationError as exc:
-            live = LiveRun(self, run, definition, {}, None)
-            self._live[run.id] = live
-            self._finish(live, RunStatus.FAILED, error=ErrorInfo.from_exception(exc))
-            return
-        live = LiveRun(self, run, definition, call, config)
-        self._live[run.id] = live
-        now = time.time()
-        if run.status == _RUNNING:
-            lost = WorkerLostError(
-                f"the engine executing attempt {run.attempts} of run {run.id} (task {run.task!r}) "
-                "stopped without finishing it"
-            )
-            error = ErrorInfo.from_exception(lost, retryable=run.attempts < run.max_attempts)
-            error.traceback = None
-            writer.update_attempt(
-                run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error}
-            )
-            if run.attempts >= run.max_attempts:
-                run.error = error
-                self._finish(live, RunStatus.FAILED, error=error)
-                return
-            run.status = _PENDING
-            run.error = error
-            writer.update_run(run.id, {"status": _PENDING, "error": error})
-        if run.scheduled_at is not None and run.scheduled_at > now:
-            live.timer = self._loop.call_later(run.scheduled_at - now, self._requeue, live)
-        else:
-            self._queue.push(live)
-
-    async def _heartbeat(self) -> None:
-        assert self.store is not None
-        store = self.store
-        beats = 0
-        while True:
-            await asyncio.sleep(self._heartbeat_interval)
-            try:
-                await self._in_thread(store.heartbeat, self.worker_id)
-                for run_id in await self._in_thread(store.cancel_requests, self.worker_id):
-                    live = self._live.get(run_id)
-                    if live is not None:
-                        live.run.cancel_requested = True
-                        self._cancel_live(live)
-                beats += 1
-                if self._recover_enabled and beats % 5 == 0 and self._recovered:
-                    await self._recover(list(self._recovered))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("taskloom: heartbeat failed")
-
     # helpers ---------------------------------------------------------------------------------
     def _check_started(self) -> None:
         if not self._started:
@@ -1018,13 +534,3 @@ class Engine:
         """Submit a run and wait for it to finish."""
         run = await self.submit(task, inputs, **options)
         return await self.wait(run.id)
-
-
-def _settle(future: asyncio.Future[Any], value: Any) -> None:
-    if future.done():
-        return
-    if isinstance(value, BaseException):
-        future.set_exception(value)
-        future.exception()  # retrieved: no "never retrieved" noise when nobody waits
-    else:
-        future.set_result(value)

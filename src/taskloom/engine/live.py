@@ -14,7 +14,7 @@ from ..tasks.classes import ClassTask, Task
 from ..tasks.definition import FunctionTask, TaskDefinition
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .execution import RunExecution
 
 __all__ = ["LiveRun", "TaskReportedFailure"]
 
@@ -52,7 +52,12 @@ class LiveRun:
     )
 
     def __init__(
-        self, engine: Engine, run: Run, task: TaskDefinition, call: dict[str, Any], config: Any
+        self,
+        engine: RunExecution,
+        run: Run,
+        task: TaskDefinition,
+        call: dict[str, Any],
+        config: Any,
     ) -> None:
         self.engine = engine
         self.run = run

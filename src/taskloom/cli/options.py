@@ -1,0 +1,69 @@
+"""Options several commands share, the database they point at, and help epilogs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ..store import resolve_database_url
+
+__all__ = [
+    "DATABASE_ENV",
+    "DbOption",
+    "JsonOption",
+    "VerboseOption",
+    "database_url",
+    "display_url",
+    "dump_json",
+    "examples",
+]
+
+#: The environment variable naming the database when `--db` is not given.
+DATABASE_ENV = "TASKLOOM_DATABASE_URL"
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar=DATABASE_ENV,
+        metavar="URL",
+        show_default=False,
+        help=(
+            "Database URL (sqlite:///file.db, postgresql://...) or SQLite file path. "
+            "Default: .taskloom/taskloom.db under the working directory."
+        ),
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors.")
+]
+
+
+def database_url(db: str | None) -> str:
+    """The SQLAlchemy URL of the database: `--db`, else the environment, else the default."""
+    return resolve_database_url(db)
+
+
+def display_url(url: str) -> str:
+    """`url` with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def dump_json(value: Any) -> str:
+    """JSON for stdout: indented, non-ASCII text kept as it is."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def examples(*lines: tuple[str, str]) -> str:
+    """A help epilog listing examples, each a (command, what it does) pair."""
+    rendered = [f"  [bold]{escape(command)}[/bold]\n    {escape(text)}" for command, text in lines]
+    return "[bold]Examples[/bold]\n\n" + "\n\n".join(rendered)

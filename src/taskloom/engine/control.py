@@ -1,0 +1,143 @@
+"""Cancellation of runs this engine executes, and the takeover of runs of dead engines.
+
+`RunControl` is one part of `Engine` (a mixin); it holds no state of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..exceptions import InputValidationError, WorkerLostError
+from ..runs import ErrorInfo, Run, RunStatus
+from .execution import RunExecution
+from .live import LiveRun
+
+__all__ = ["RunControl"]
+
+logger = logging.getLogger("taskloom.engine")
+T = TypeVar("T")
+_PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
+
+
+class RunControl(RunExecution):
+    _recover_enabled: bool
+    _recovered: set[str]
+    _heartbeat_interval: float
+
+    if TYPE_CHECKING:  # provided by Engine
+
+        def _config_for(self, task: Any, config: Any) -> tuple[Any, dict[str, Any] | None]: ...
+
+        def _spawn(self, coro: Any) -> None: ...
+
+        async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def _cancel_live(self, live: LiveRun) -> None:
+        run = live.run
+        if run.is_finished or live.cancelling:
+            return
+        if run.status == _PENDING:  # queued, or waiting for a retry
+            live.dropped = True
+            self._finish(
+                live,
+                RunStatus.CANCELLED,
+                error=ErrorInfo("Cancelled", f"run {run.id} was cancelled before it ran"),
+            )
+            return
+        live.cancelling = True
+        if live.context is not None:
+            live.context._cancel()
+        execution = live.execution
+        if live.has_custom_cancel:
+            self._spawn(self._cancel_class_task(live))
+        elif isinstance(execution, asyncio.Task):
+            execution.cancel()
+        else:  # a sync function in a thread cannot be stopped: it saw the flag; we move on
+            self._attempt_stopped(live)
+
+    async def _cancel_class_task(self, live: LiveRun) -> None:
+        assert live.instance is not None
+        try:
+            await live.instance.cancel()
+        except Exception:
+            logger.exception("taskloom: cancel() of task %r failed", live.task_name)
+        execution = live.execution
+        if execution is None or execution.done():
+            return
+        done, _ = await asyncio.wait([execution], timeout=self.cancel_grace)
+        if not done:
+            execution.cancel()
+
+    # recovery and heartbeat ------------------------------------------------------------------
+    async def _recover(self, names: Collection[str]) -> None:
+        assert self.store is not None
+        self._recovered.update(names)
+        claimed = await self._in_thread(self.store.claim_orphaned_runs, self.worker_id, list(names))
+        for run in claimed:
+            self._adopt(run)
+        if claimed:
+            logger.info("taskloom: took over %d unfinished runs of a stopped engine", len(claimed))
+
+    def _adopt(self, run: Run) -> None:
+        if run.id in self._live:
+            return
+        definition = self.registry.get(run.task)
+        writer = self._writer
+        assert writer is not None and self._loop is not None
+        try:
+            call, _ = definition.validate_inputs(run.inputs)
+            config, _ = self._config_for(definition, run.config)
+        except InputValidationError as exc:
+            live = LiveRun(self, run, definition, {}, None)
+            self._live[run.id] = live
+            self._finish(live, RunStatus.FAILED, error=ErrorInfo.from_exception(exc))
+            return
+        live = LiveRun(self, run, definition, call, config)
+        self._live[run.id] = live
+        now = time.time()
+        if run.status == _RUNNING:
+            lost = WorkerLostError(
+                f"the engine executing attempt {run.attempts} of run {run.id} (task {run.task!r}) "
+                "stopped without finishing it"
+            )
+            error = ErrorInfo.from_exception(lost, retryable=run.attempts < run.max_attempts)
+            error.traceback = None
+            writer.update_attempt(
+                run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error}
+            )
+            if run.attempts >= run.max_attempts:
+                run.error = error
+                self._finish(live, RunStatus.FAILED, error=error)
+                return
+            run.status = _PENDING
+            run.error = error
+            writer.update_run(run.id, {"status": _PENDING, "error": error})
+        if run.scheduled_at is not None and run.scheduled_at > now:
+            live.timer = self._loop.call_later(run.scheduled_at - now, self._requeue, live)
+        else:
+            self._queue.push(live)
+
+    async def _heartbeat(self) -> None:
+        assert self.store is not None
+        store = self.store
+        beats = 0
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            try:
+                await self._in_thread(store.heartbeat, self.worker_id)
+                for run_id in await self._in_thread(store.cancel_requests, self.worker_id):
+                    live = self._live.get(run_id)
+                    if live is not None:
+                        live.run.cancel_requested = True
+                        self._cancel_live(live)
+                beats += 1
+                if self._recover_enabled and beats % 5 == 0 and self._recovered:
+                    await self._recover(list(self._recovered))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("taskloom: heartbeat failed")
