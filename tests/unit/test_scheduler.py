@@ -147,7 +147,9 @@ def test_dropped_entries_are_skipped() -> None:
 def test_a_dropped_entry_parked_behind_a_task_limit_is_skipped() -> None:
     rec = Recorder(concurrency=10)
     parked = Item("s2", task_name="s", task_limit=1)
-    rec.push(Item("s1", task_name="s", task_limit=1), parked, Item("s3", task_name="s", task_limit=1))
+    rec.push(
+        Item("s1", task_name="s", task_limit=1), parked, Item("s3", task_name="s", task_limit=1)
+    )
     assert rec.labels == ["s1"]
     parked.dropped = True
     rec.release("s1")

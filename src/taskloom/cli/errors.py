@@ -71,6 +71,8 @@ def reporting_errors(*, verbose: bool = False) -> Iterator[None]:
         raise
     except CliError as exc:
         print_error(exc.message)
+        if verbose and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
     except InputValidationError as exc:
         print_error(exc.message)

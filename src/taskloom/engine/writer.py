@@ -48,7 +48,7 @@ class BatchWriter:
     """Collects changes from the loop and commits them in batches from its own thread."""
 
     def __init__(
-        self, store: Store, loop: asyncio.AbstractEventLoop, *, max_batch: int = 50_000
+        self, store: Store, loop: asyncio.AbstractEventLoop, *, max_batch: int = 2_000
     ) -> None:
         self._store = store
         self._loop = loop

@@ -1,0 +1,251 @@
+"""`taskloom run`: validate inputs, record a run, execute it here, print its result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..engine import Engine
+from ..runs import Run, RunStatus
+from ..tasks.definition import TaskDefinition
+from .errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    CliError,
+    print_error,
+    reporting_errors,
+)
+from .options import DbOption, VerboseOption, database_url, dump_json, examples
+from .progress import RunReporter
+from .render import make_console
+from .tasks import load_task
+
+__all__ = ["EPILOG", "run_command"]
+
+EPILOG = examples(
+    ("taskloom run examples/basics.py:adder a=1 b=2", "prints 3"),
+    ("taskloom run examples/basics.py:greet name=Ada punctuation=.", "text inputs need no quotes"),
+    ("taskloom run mypackage.tasks:resize --inputs inputs.json width=640", "a JSON file of inputs; pairs override it"),
+    ("taskloom run examples/basics.py:slow_count n=20 --json", "the whole run record as JSON"),
+    ("total=$(taskloom run examples/basics.py:adder a=1 b=2)", "stdout carries only the result"),
+)
+
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number", type(None): "null"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What to run, and how."""
+
+    task: TaskDefinition
+    inputs: dict[str, Any]
+    priority: int | None
+    idempotency_key: str | None
+    config: Any
+
+
+def run_command(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="The task: module:attr, path/file.py:attr, or a registered name.",
+            show_default=False,
+        ),
+    ],
+    pairs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="KEY=VALUE...",
+            help="Inputs. Values are read as JSON (3, true, [1, 2]) unless the input is text.",
+            show_default=False,
+        ),
+    ] = None,
+    inputs_file: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            "-i",
+            metavar="FILE",
+            help="A JSON file with an object of inputs ('-' reads stdin).",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the whole run record instead of the result.")
+    ] = False,
+    priority: Annotated[
+        int | None,
+        typer.Option(help="Lower runs first; 0 is the most urgent.", show_default=False),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="Run at most once per key: a run already recorded under it is reused.",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            metavar="JSON", help="The task's config, as JSON.", show_default=False
+        ),
+    ] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run a task once and print its result as JSON.
+
+    Log lines and progress go to stderr while it runs; stdout carries only the result.
+    Exit status: 0 completed, 1 failed or cancelled, 2 invalid input, 130 interrupted.
+    """
+    with reporting_errors(verbose=verbose):
+        definition = load_task(target)
+        inputs = _read_inputs_file(inputs_file) if inputs_file is not None else {}
+        inputs.update(definition.parse_cli_inputs(_split_pairs(definition, pairs or ())))
+        # Checked before the database is opened: a typo creates nothing and records nothing.
+        definition.validate_inputs(inputs)
+        submission = Submission(
+            definition, inputs, priority, idempotency_key, _parse_config(config)
+        )
+        reporter = RunReporter(make_console(stderr=True))
+        try:
+            run, interrupted = asyncio.run(_execute(database_url(db), submission, reporter))
+        finally:
+            reporter.stop()
+        _report(run, interrupted=interrupted, json_output=json_output, verbose=verbose)
+
+
+def _split_pairs(definition: TaskDefinition, pairs: Sequence[str]) -> dict[str, str]:
+    split: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(
+                f"task {definition.name!r}: expected an input as KEY=VALUE, got {pair!r}"
+            )
+        if key in split:
+            raise CliError(f"task {definition.name!r}: input {key!r} is given twice")
+        split[key] = value
+    return split
+
+
+def _read_inputs_file(path: str) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CliError(f"cannot read the inputs file {path!r}: {reason}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"the inputs file {path!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        kind = _JSON_TYPES.get(type(data), type(data).__name__)
+        raise CliError(f"the inputs file {path!r} must hold an object of inputs, not {kind}")
+    return data
+
+
+def _parse_config(config: str | None) -> Any:
+    if config is None:
+        return None
+    try:
+        return json.loads(config)
+    except ValueError as exc:
+        raise CliError(f"--config is not valid JSON: {exc}") from exc
+
+
+class _Interrupt:
+    """The first Ctrl-C asks for the run to be cancelled; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+
+    def __call__(self) -> None:
+        if self.requested.is_set():
+            raise KeyboardInterrupt
+        self.requested.set()
+
+
+@contextmanager
+def _on_sigint(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Iterator[None]:
+    try:
+        loop.add_signal_handler(signal.SIGINT, callback)
+    except NotImplementedError:  # Windows: no loop signal handlers
+        previous = signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(callback))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _execute(url: str, submission: Submission, reporter: RunReporter) -> tuple[Run, bool]:
+    """Submit the run, wait for it; returns the finished run and whether Ctrl-C stopped it."""
+    interrupt = _Interrupt()
+    # Installed before the engine starts, so that no Ctrl-C leaves a run behind unrecorded.
+    with _on_sigint(asyncio.get_running_loop(), interrupt):
+        async with Engine(url, recover=False) as engine:
+            engine.add_listener(reporter.on_event)
+            run = await engine.submit(
+                submission.task,
+                submission.inputs,
+                priority=submission.priority,
+                idempotency_key=submission.idempotency_key,
+                config=submission.config,
+            )
+            finished = asyncio.ensure_future(engine.wait(run.id))
+            interrupted = asyncio.ensure_future(interrupt.requested.wait())
+            await asyncio.wait({finished, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            interrupted.cancel()
+            if finished.done():
+                return finished.result(), False
+            finished.cancel()
+            reporter.stop()
+            reporter.note(f"interrupted: cancelling run {run.id}")
+            return await engine.cancel(run.id), True
+
+
+def _report(run: Run, *, interrupted: bool, json_output: bool, verbose: bool) -> None:
+    if json_output:
+        typer.echo(dump_json(run.as_dict()))
+    if interrupted:
+        typer.echo(f"interrupted: run {run.id} of task {run.task!r} is {run.status}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if run.status == RunStatus.COMPLETED:
+        if not json_output:
+            typer.echo(dump_json(run.result))
+        return
+    if run.status == RunStatus.FAILED:
+        error = run.error
+        reason = f"{error.type}: {error.message}" if error is not None else "no error recorded"
+        print_error(f"task {run.task!r} failed (run {run.id}): {reason}")
+        if error is not None and error.traceback:
+            if verbose:
+                typer.echo(error.traceback.rstrip(), err=True)
+            else:
+                typer.echo(
+                    f"(run with --verbose, or `taskloom show {run.id}`, to see the traceback)",
+                    err=True,
+                )
+    elif run.status == RunStatus.CANCELLED:
+        print_error(f"run {run.id} of task {run.task!r} was cancelled")
+    else:
+        print_error(f"run {run.id} of task {run.task!r} is {run.status}")
+    raise typer.Exit(EXIT_FAILED)
