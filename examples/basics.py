@@ -1,11 +1,11 @@
 """The tasks of the README: try them with the `taskloom` command.
 
-    taskloom run examples/basics.py:adder a=1 b=2
-    taskloom run examples/basics.py:greet name=Ada punctuation=.
-    taskloom run examples/basics.py:slow_count n=5
-    taskloom run examples/basics.py:fail message="it broke"
-    taskloom tasks examples/basics.py
-    taskloom runs
+taskloom run examples/basics.py:adder a=1 b=2
+taskloom run examples/basics.py:greet name=Ada punctuation=.
+taskloom run examples/basics.py:slow_count n=5
+taskloom run examples/basics.py:fail message="it broke"
+taskloom tasks examples/basics.py
+taskloom runs
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ to `taskloom`): the tests prove that such an executor runs unchanged.
 
 # The code below is kept exactly as the guide has it, old-style typing included.
 # ruff: noqa: UP006, UP035, I001
+# fmt: off
 
 from taskloom import BaseTask, executor_register
 from typing import Dict, Any

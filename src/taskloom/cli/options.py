@@ -40,9 +40,7 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-VerboseOption = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors.")
-]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors.")]
 
 
 def database_url(db: str | None) -> str:

@@ -47,6 +47,7 @@ LEVEL_STYLES: dict[str, str] = {
 #: Width of output that goes to a file or a pipe: Rich would use 80 columns there, which
 #: cuts run ids and log lines that `grep` and `less` handle well at full length.
 PIPE_WIDTH = 200
+COMPACT_JSON_WIDTH = 72
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -85,6 +86,10 @@ def _status_text(status: str) -> Text:
 
 
 def _json_text(value: Any) -> Text:
+    """JSON on one line when it is short, indented otherwise."""
+    compact = json.dumps(value, ensure_ascii=False)
+    if len(compact) <= COMPACT_JSON_WIDTH:
+        return Text(compact)
     return Text(json.dumps(value, ensure_ascii=False, indent=2))
 
 

@@ -34,7 +34,10 @@ __all__ = ["EPILOG", "run_command"]
 EPILOG = examples(
     ("taskloom run examples/basics.py:adder a=1 b=2", "prints 3"),
     ("taskloom run examples/basics.py:greet name=Ada punctuation=.", "text inputs need no quotes"),
-    ("taskloom run mypackage.tasks:resize --inputs inputs.json width=640", "a JSON file of inputs; pairs override it"),
+    (
+        "taskloom run mypackage.tasks:resize --inputs inputs.json width=640",
+        "a JSON file of inputs; pairs override it",
+    ),
     ("taskloom run examples/basics.py:slow_count n=20 --json", "the whole run record as JSON"),
     ("total=$(taskloom run examples/basics.py:adder a=1 b=2)", "stdout carries only the result"),
 )
@@ -58,6 +61,7 @@ def run_command(
     target: Annotated[
         str,
         typer.Argument(
+            metavar="TARGET",
             help="The task: module:attr, path/file.py:attr, or a registered name.",
             show_default=False,
         ),
@@ -65,7 +69,7 @@ def run_command(
     pairs: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="KEY=VALUE...",
+            metavar="KEY=VALUE",
             help="Inputs. Values are read as JSON (3, true, [1, 2]) unless the input is text.",
             show_default=False,
         ),
@@ -99,9 +103,7 @@ def run_command(
     ] = None,
     config: Annotated[
         str | None,
-        typer.Option(
-            metavar="JSON", help="The task's config, as JSON.", show_default=False
-        ),
+        typer.Option(metavar="JSON", help="The task's config, as JSON.", show_default=False),
     ] = None,
     verbose: VerboseOption = False,
 ) -> None:

@@ -12,9 +12,10 @@ import typer
 from ..engine import Engine
 from ..exceptions import RunNotFoundError
 from ..runs import LogLine, Run, RunStatus
-from ..store import Store, open_store
-from .options import DbOption, JsonOption, VerboseOption, database_url, dump_json, examples
+from ..store import MEMORY_URL, Store, open_store
+from ..store.connect import sqlite_file
 from .errors import reporting_errors
+from .options import DbOption, JsonOption, VerboseOption, database_url, dump_json, examples
 from .render import make_console, run_details, runs_table
 
 __all__ = [
@@ -47,7 +48,11 @@ LOG_PAGE = 1000
 
 @contextmanager
 def _opened_store(db: str | None) -> Iterator[Store]:
-    store = open_store(database_url(db))
+    """The store, for reading. A SQLite file that does not exist yet has no runs: reading
+    it must not create it, so an empty in-memory store stands in for it."""
+    url = database_url(db)
+    path = sqlite_file(url) if url.startswith("sqlite") else None
+    store = open_store(MEMORY_URL if path is not None and not path.exists() else url)
     try:
         yield store
     finally:
@@ -68,7 +73,8 @@ def runs_command(
     before: Annotated[
         str | None,
         typer.Option(
-            metavar="RUN_ID", help="Only runs older than this one (the next page).",
+            metavar="RUN_ID",
+            help="Only runs older than this one (the next page).",
             show_default=False,
         ),
     ] = None,
@@ -98,7 +104,7 @@ def runs_command(
 def _all_logs(store: Store, run_id: str) -> list[LogLine]:
     lines: list[LogLine] = []
     while True:
-        after_id = lines[-1].id or 0 if lines else 0
+        after_id = (lines[-1].id or 0) if lines else 0
         page = store.get_logs(run_id, after_id=after_id, limit=LOG_PAGE)
         lines += page
         if len(page) < LOG_PAGE:
@@ -139,9 +145,7 @@ async def _cancel(url: str, run_id: str, *, wait: bool) -> Run:
 
 def cancel_command(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run's id.", show_default=False)],
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Wait until the run has stopped.")
-    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the run has stopped.")] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the run record as JSON.")
     ] = False,

@@ -71,7 +71,7 @@ def tasks_command(
     targets: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="TARGET...",
+            metavar="TARGET",
             help="Files, modules or module:attr to look in (installed packages are always listed).",
             show_default=False,
         ),
@@ -100,4 +100,3 @@ def tasks_command(
             if index:
                 console.print()
             console.print(task_description(definition))
-

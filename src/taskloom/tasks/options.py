@@ -125,6 +125,10 @@ def _check_numbers(task: str, values: Mapping[str, Any]) -> None:
             raise TaskDefinitionError(
                 f"task {task!r}: option {key!r} expects {expected}, got {value!r}"
             )
+        if key == "retry_backoff_factor" and number < 1:
+            raise TaskDefinitionError(
+                f"task {task!r}: option {key!r} expects {expected}, got {value!r}"
+            )
         if key in {"retries", "retry_backoff", "retry_backoff_max"} and number < 0:
             raise TaskDefinitionError(
                 f"task {task!r}: option {key!r} expects {expected}, got {value!r}"

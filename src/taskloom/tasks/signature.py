@@ -167,13 +167,13 @@ def inspect_function(fn: Callable[..., Any], *, task: str) -> Signature:
         base, metadata = _strip_annotated(annotation)
         description = doc.params.get(param.name)
         default = ... if param.default is param.empty else param.default
-        info = Field(
-            default,
-            validation_alias=param.name,
-            serialization_alias=param.name,
-            description=description,
-            json_schema_extra=_io_metadata(metadata),
-        )
+        extra: dict[str, Any] = {}
+        if description is not None:  # a Field(description=...) in Annotated wins otherwise
+            extra["description"] = description
+        io_metadata = _io_metadata(metadata)
+        if io_metadata is not None:
+            extra["json_schema_extra"] = io_metadata
+        info = Field(default, validation_alias=param.name, serialization_alias=param.name, **extra)
         fields[f"p{len(names)}"] = (annotation, info)
         names.append(param.name)
         ports[param.name] = Port(param.name, base, description, metadata)

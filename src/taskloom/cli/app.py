@@ -1,0 +1,76 @@
+"""The `taskloom` command: its Typer app, and `main`, the console script."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import db, run, runs, tasks
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, print_error
+from .options import examples
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="taskloom",
+    help="Run custom tasks and inspect their runs, kept in a database.",
+    epilog=examples(
+        ("taskloom run examples/basics.py:adder a=1 b=2", "run a task; prints 3"),
+        ("taskloom tasks examples/basics.py", "the tasks of a file and their inputs"),
+        ("taskloom runs", "the newest runs"),
+        ("taskloom show RUN_ID", "one run in full"),
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    # Every command reports its own errors as `error:` lines; a traceback here is a bug.
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"taskloom {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Run custom tasks and inspect their runs, kept in a database.
+
+    The database is --db, else $TASKLOOM_DATABASE_URL, else .taskloom/taskloom.db under
+    the working directory.
+    """
+
+
+app.command("run", epilog=run.EPILOG)(run.run_command)
+app.command("tasks", epilog=tasks.EPILOG)(tasks.tasks_command)
+app.command("runs", epilog=runs.RUNS_EPILOG)(runs.runs_command)
+app.command("show", epilog=runs.SHOW_EPILOG)(runs.show_command)
+app.command("cancel", epilog=runs.CANCEL_EPILOG)(runs.cancel_command)
+app.add_typer(db.db_app, name="db")
+
+
+def main() -> None:
+    """The console script `taskloom`."""
+    try:
+        app(prog_name="taskloom")
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # every command handles its own; this is the last resort
+        print_error(f"{type(exc).__name__}: {exc}")
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            traceback.print_exc(file=sys.stderr)
+        sys.exit(EXIT_FAILED)
