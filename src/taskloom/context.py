@@ -13,6 +13,8 @@ import logging
 import threading
 from typing import Protocol
 
+from .exceptions import TaskloomError
+
 __all__ = ["Context", "RunCancelledError", "current_context"]
 
 
@@ -24,7 +26,7 @@ class RunSink(Protocol):
     def report_log(self, level: str, message: str) -> None: ...
 
 
-class RunCancelledError(Exception):
+class RunCancelledError(TaskloomError):
     """The run was cancelled while the task was running (raised by `raise_if_cancelled`)."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -42,14 +43,38 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(s.value for s in _TERMINAL)
 # Seeded from the OS once per process: os.urandom per id costs a system call each time,
 # which is most of the cost of an id on some machines.
 _random = random.Random(os.urandom(16))
-os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(16)))
+
+
+_RAND_BITS = 74  # 12 bits of rand_a and 62 of rand_b
+_last = [0, 0]  # the millisecond and the random bits of the last id made in this process
+_id_lock = threading.Lock()
+
+
+def _after_fork() -> None:  # a child must not count on from its parent's last id
+    _random.seed(os.urandom(16))
+    _last[0] = _last[1] = 0
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def new_run_id() -> str:
-    """A UUIDv7 string: unique, and sorted by creation time."""
-    ms = time.time_ns() // 1_000_000
-    rand = _random.getrandbits(80)
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64 | (0b10 << 62)
+    """A UUIDv7 string: unique, and sorted by creation time.
+
+    Ids made in one process within one millisecond count up from a random start (RFC 9562's
+    monotonic random), so they sort in the order they were made.
+    """
+    now = time.time_ns() // 1_000_000
+    with _id_lock:
+        ms, rand = _last
+        if now > ms:
+            ms, rand = now, _random.getrandbits(_RAND_BITS - 1)  # top bit free to count up
+        else:
+            rand += 1
+            if rand >> _RAND_BITS:  # counted through the millisecond: borrow the next one
+                ms, rand = ms + 1, _random.getrandbits(_RAND_BITS - 1)
+        _last[0], _last[1] = ms, rand
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62)
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -170,15 +171,23 @@ def _parse_config(config: str | None) -> Any:
 
 
 class _Interrupt:
-    """The first Ctrl-C asks for the run to be cancelled; a second one stops at once."""
+    """The first Ctrl-C asks for the run to be cancelled; a second one exits at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, reporter: RunReporter) -> None:
         self.requested = asyncio.Event()
+        self.reporter = reporter
+        self.run_id: str | None = None
 
     def __call__(self) -> None:
-        if self.requested.is_set():
-            raise KeyboardInterrupt
-        self.requested.set()
+        if not self.requested.is_set():
+            self.requested.set()
+            return
+        # The task did not stop when cancelled. Exiting through asyncio would wait for it
+        # again, so leave now; the run's engine is gone, and `cancel` then settles it.
+        self.reporter.stop()
+        hint = f"; `taskloom cancel {self.run_id}` marks it cancelled" if self.run_id else ""
+        typer.echo(f"interrupted again: exiting without waiting for the run{hint}", err=True)
+        os._exit(EXIT_INTERRUPTED)
 
 
 @contextmanager
@@ -200,7 +209,7 @@ def _on_sigint(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) ->
 
 async def _execute(url: str, submission: Submission, reporter: RunReporter) -> tuple[Run, bool]:
     """Submit the run, wait for it; returns the finished run and whether Ctrl-C stopped it."""
-    interrupt = _Interrupt()
+    interrupt = _Interrupt(reporter)
     # Installed before the engine starts, so that no Ctrl-C leaves a run behind unrecorded.
     with _on_sigint(asyncio.get_running_loop(), interrupt):
         async with Engine(url, recover=False) as engine:
@@ -212,6 +221,7 @@ async def _execute(url: str, submission: Submission, reporter: RunReporter) -> t
                 idempotency_key=submission.idempotency_key,
                 config=submission.config,
             )
+            interrupt.run_id = run.id
             finished = asyncio.ensure_future(engine.wait(run.id))
             interrupted = asyncio.ensure_future(interrupt.requested.wait())
             await asyncio.wait({finished, interrupted}, return_when=asyncio.FIRST_COMPLETED)

@@ -247,7 +247,7 @@ class Engine(RunControl):
         committed: asyncio.Future[None] = loop.create_future()
         self._writer.new_run(run, functools.partial(self._on_inserted, live, committed))
         await committed
-        return run
+        return replace(run)  # a snapshot: the engine goes on updating its own record
 
     async def submit_many(
         self,
@@ -299,7 +299,7 @@ class Engine(RunControl):
             functools.partial(self._on_many_inserted, lives, committed),
         )
         await committed
-        return [live.run for live in lives]
+        return [replace(live.run) for live in lives]
 
     def _on_many_inserted(
         self, lives: list[LiveRun], committed: asyncio.Future[None], error: BaseException | None
@@ -336,6 +336,9 @@ class Engine(RunControl):
                 self.task(task) if isinstance(task, str) else self.registry.add(as_task(task))
             )
             self._resolved[task] = definition
+            if self._recover_enabled and definition.name not in self._recovered:
+                # Known now, so its runs left by a dead engine can be taken over too.
+                self._spawn(self._recover([definition.name]))
         return definition
 
     def _on_inserted(
@@ -355,7 +358,7 @@ class Engine(RunControl):
     async def _submit_idempotent(self, live: LiveRun, key: str) -> Run:
         pending = self._keys.get(key)
         if pending is not None:
-            return pending.run
+            return replace(pending.run)
         assert self._loop is not None and self._writer is not None
         self._keys[key] = live
         kept: asyncio.Future[Run] = self._loop.create_future()
@@ -366,10 +369,10 @@ class Engine(RunControl):
             self._keys.pop(key, None)
         if run.id != live.run.id:
             existing = self._live.get(run.id)
-            return existing.run if existing is not None else run
+            return replace(existing.run) if existing is not None else run
         self._live[run.id] = live
         self._queue.push(live)
-        return live.run
+        return replace(live.run)
 
     def _config_for(self, task: TaskDefinition, config: Any) -> tuple[Any, dict[str, Any] | None]:
         kind = task.specials.config

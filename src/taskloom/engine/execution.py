@@ -265,7 +265,7 @@ class RunExecution:
         else:
             retry = run.attempts < run.max_attempts and isinstance(exc, policy.retry_on)
         if isinstance(exc, TaskReportedFailure):
-            error = ErrorInfo(exc.error_type, str(exc), None, False)
+            error = ErrorInfo(exc.error_type, str(exc), None, retry)
         else:
             error = ErrorInfo.from_exception(exc, retryable=retry)
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit inside a task

@@ -128,6 +128,11 @@ class FunctionTask(TaskDefinition, Generic[P, R]):
                 f"task {self.name!r}: 'inline' is for sync functions "
                 "(async ones already run on the loop)"
             )
+        if self.options.inline and self.options.timeout is not None:
+            raise TaskDefinitionError(
+                f"task {self.name!r}: an inline task runs on the event loop and cannot be "
+                "interrupted, so it cannot have a timeout; drop 'inline' or 'timeout'"
+            )
         self.module = getattr(fn, "__module__", None)
         self.qualname = getattr(fn, "__qualname__", self.name)
         functools.update_wrapper(self, fn)
