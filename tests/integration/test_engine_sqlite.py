@@ -7,6 +7,7 @@ the database for another process to read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -226,6 +227,53 @@ async def test_a_sync_task_over_its_timeout_fails_and_its_late_result_is_discard
     assert persisted.result is None
     assert persisted.error is not None
     assert persisted.error.type == "TaskTimeoutError"
+
+
+async def test_a_thread_safe_sync_task_over_its_timeout_fails(engine: Engine) -> None:
+    release = threading.Event()
+
+    @taskloom.task(timeout=0.2, thread_safe=True)
+    def stuck_in_pool() -> str:
+        release.wait(WAIT)
+        return "late"
+
+    try:
+        done = await engine.run(stuck_in_pool)
+    finally:
+        release.set()
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error.type == "TaskTimeoutError"
+    assert "attempt 1" in done.error.message
+
+
+async def test_waiting_behind_an_abandoned_call_does_not_use_up_a_timeout(
+    engine: Engine,
+) -> None:
+    # A timed-out sync call cannot be killed: it goes on in its thread. The next run of
+    # the task may wait for it, but its timeout counts its own execution only.
+    release = threading.Event()
+
+    @taskloom.task(timeout=0.2)
+    def sometimes_stuck(block: bool) -> str:
+        if block:
+            release.wait(WAIT)
+            return "late"
+        return "quick"
+
+    try:
+        abandoned = await engine.run(sometimes_stuck, {"block": True})
+        assert abandoned.error is not None
+        assert abandoned.error.type == "TaskTimeoutError"
+        following = await engine.submit(sometimes_stuck, {"block": False})
+        # Longer than the timeout: enough for a wrong clock to run out.
+        with contextlib.suppress(taskloom.WaitTimeoutError):
+            await engine.wait(following.id, timeout=0.6)
+    finally:
+        release.set()
+    done = await engine.wait(following.id, timeout=WAIT)
+    assert done.status == "completed", done.error
+    assert done.result == "quick"
 
 
 async def test_timeouts_with_retries_make_more_attempts(engine: Engine) -> None:

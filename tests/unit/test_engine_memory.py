@@ -236,6 +236,34 @@ async def test_a_sync_function_runs_in_a_thread_without_stalling_the_loop(engine
 
 
 @pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "with-timeout"])
+async def test_runs_waiting_for_a_serial_sync_task_are_pending(
+    engine: Engine, timeout: float | None
+) -> None:
+    # Calls of a sync task that is not thread-safe take turns. A run waiting for its
+    # turn has not started: it is pending, with no attempt, until its call begins.
+    entered = threading.Event()
+    release = threading.Event()
+
+    @taskloom.task(timeout=timeout)
+    def one_at_a_time(i: int) -> int:
+        entered.set()
+        assert release.wait(WAIT)
+        return i
+
+    try:
+        runs = [await engine.submit(one_at_a_time, {"i": i}) for i in range(3)]
+        await in_thread_wait(entered)
+        current = [await engine.get_run(r.id) for r in runs]
+        assert [r.status for r in current] == ["running", "pending", "pending"]
+        assert [r.attempts for r in current] == [1, 0, 0]
+        assert [r.started_at is None for r in current] == [False, True, True]
+    finally:
+        release.set()
+    done = await engine.wait_many([r.id for r in runs], timeout=WAIT)
+    assert [r.result for r in done] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "with-timeout"])
 async def test_a_sync_function_never_runs_twice_at_once(
     engine: Engine, timeout: float | None
 ) -> None:

@@ -91,7 +91,9 @@ def run_command(
     ] = False,
     priority: Annotated[
         int | None,
-        typer.Option(help="Lower runs first; 0 is the most urgent.", show_default=False),
+        typer.Option(
+            help="Higher runs first; 0 is ordinary. Default: the task's own.", show_default=False
+        ),
     ] = None,
     idempotency_key: Annotated[
         str | None,

@@ -56,6 +56,7 @@ class RunControl(RunExecution):
             self._spawn(self._cancel_class_task(live))
         elif isinstance(execution, asyncio.Task):
             execution.cancel()
+            self._spawn(self._give_up_after_grace(live, execution))
         else:  # a sync function in a thread cannot be stopped: it saw the flag; we move on
             self._attempt_stopped(live)
 
@@ -71,6 +72,23 @@ class RunControl(RunExecution):
         done, _ = await asyncio.wait([execution], timeout=self.cancel_grace)
         if not done:
             execution.cancel()
+            await self._give_up_after_grace(live, execution)
+
+    async def _give_up_after_grace(self, live: LiveRun, execution: asyncio.Future[Any]) -> None:
+        """A task that ignores cancellation still ends `cancelled` after `cancel_grace`.
+
+        Its code may go on running (Python cannot kill it); whatever it returns is
+        discarded, and its concurrency slot is given back.
+        """
+        await asyncio.wait([execution], timeout=self.cancel_grace)
+        if not live.settled:
+            logger.warning(
+                "taskloom: run %s of task %r ignored cancellation for %g s; recorded as cancelled",
+                live.run.id,
+                live.task_name,
+                self.cancel_grace,
+            )
+            self._attempt_stopped(live)
 
     # recovery and heartbeat ------------------------------------------------------------------
     async def _recover(self, names: Collection[str]) -> None:

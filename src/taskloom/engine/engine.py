@@ -379,7 +379,7 @@ class Engine(RunControl):
         if kind is None:
             if config is not None:
                 raise InputValidationError(
-                    task.name, [FieldError("config", "this task takes no config")], what="config"
+                    task.name, [FieldError("config", "this task takes no config")], what="option"
                 )
             return None, None
         value = validate_special(task.name, "config", kind, config)

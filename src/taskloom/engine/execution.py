@@ -160,26 +160,32 @@ class RunExecution:
         task = live.task
         call = live.sync_callable(context)
         attempt = live.run.attempts
-        assert self._loop is not None
+        loop = self._loop
+        assert loop is not None
         timeout = task.options.timeout
+        # A call may wait for a free thread (or, for a task that is not thread-safe, for a
+        # call that timed out but goes on): its timeout starts when the call does.
+        on_start = None
         if timeout is not None:
-            live.timer = self._loop.call_later(
-                timeout, self._thread_timeout, live, attempt, timeout
+            on_start = functools.partial(
+                loop.call_soon_threadsafe, self._thread_started, live, attempt, timeout
             )
         if not task.options.thread_safe:
             live.execution = None
-            self._serial_runner(task.name).submit(live, context, call)
+            self._serial_runner(task.name).submit(live, context, call, on_start)
             return
         pool = self._pool
 
         def in_thread() -> Any:
+            if on_start is not None:
+                on_start()
             token = context_module.set_current(context)
             try:
                 return call()
             finally:
                 context_module.reset_current(token)
 
-        future = self._loop.run_in_executor(pool, in_thread)
+        future = loop.run_in_executor(pool, in_thread)
         live.execution = future
         future.add_done_callback(functools.partial(self._thread_done, live, attempt))
 
@@ -216,6 +222,11 @@ class RunExecution:
             self._attempt_failed(live, exc)
         else:
             self._attempt_succeeded(live, future.result())
+
+    def _thread_started(self, live: LiveRun, attempt: int, timeout: float) -> None:
+        if live.settled or live.run.attempts != attempt or self._loop is None:
+            return
+        live.timer = self._loop.call_later(timeout, self._thread_timeout, live, attempt, timeout)
 
     def _thread_timeout(self, live: LiveRun, attempt: int, timeout: float) -> None:
         live.timer = None

@@ -33,7 +33,9 @@ class SerialRunner:
     ) -> None:
         self._loop = loop
         self._deliver = deliver
-        self._inbox: deque[tuple[LiveRun, int, context_module.Context, Callable[[], Any]]] = deque()
+        self._inbox: deque[
+            tuple[LiveRun, int, context_module.Context, Callable[[], Any], Callable[[], Any] | None]
+        ] = deque()
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(
@@ -42,9 +44,14 @@ class SerialRunner:
         self._thread.start()
 
     def submit(
-        self, live: LiveRun, context: context_module.Context, call: Callable[[], Any]
+        self,
+        live: LiveRun,
+        context: context_module.Context,
+        call: Callable[[], Any],
+        on_start: Callable[[], Any] | None = None,
     ) -> None:
-        self._inbox.append((live, live.run.attempts, context, call))
+        """Queue a call; `on_start` is called (in the thread) right before it begins."""
+        self._inbox.append((live, live.run.attempts, context, call, on_start))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -61,9 +68,11 @@ class SerialRunner:
             self._wake.clear()
             outcomes: list[Outcome] = []
             while inbox and not self._stopping:
-                live, attempt, context, call = inbox.popleft()
+                live, attempt, context, call, on_start = inbox.popleft()
                 if live.settled or live.run.attempts != attempt:
                     continue  # cancelled or timed out while queued here
+                if on_start is not None:
+                    on_start()
                 token = context_module.set_current(context)
                 try:
                     outcomes.append((live, attempt, True, call()))
