@@ -383,6 +383,34 @@ async def test_a_class_task_cancel_method_is_called(engine: Engine) -> None:
     assert persisted.result is None
 
 
+class IgnoresCancel(taskloom.Task):
+    """Its `cancel()` does nothing: the engine stops it after `cancel_grace`."""
+
+    id = "ignores_cancel"
+    started: asyncio.Event
+    cancel_calls = 0
+
+    async def execute(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        type(self).started.set()
+        await asyncio.sleep(WAIT * 3)
+        return {"status": "completed"}
+
+    async def cancel(self) -> None:
+        type(self).cancel_calls += 1
+
+
+async def test_a_class_task_whose_cancel_does_not_stop_it(database_url: str) -> None:
+    IgnoresCancel.started = asyncio.Event()
+    IgnoresCancel.cancel_calls = 0
+    async with Engine(database_url, cancel_grace=0.1, shutdown_grace=1.0) as engine:
+        run = await engine.submit(IgnoresCancel, {})
+        await asyncio.wait_for(IgnoresCancel.started.wait(), WAIT)
+        cancelled = await asyncio.wait_for(engine.cancel(run.id), WAIT)
+        assert cancelled.status == "cancelled"
+        assert IgnoresCancel.cancel_calls == 1
+        assert (await stored(engine, run.id)).status == "cancelled"
+
+
 async def test_a_queued_run_cancelled_before_it_starts_never_executes(database_url: str) -> None:
     release = asyncio.Event()
     executed: list[str] = []

@@ -187,3 +187,36 @@ async def test_an_engine_that_is_alive_keeps_its_runs(database_url: str) -> None
             for attempt in await engine.get_attempts(run.id):
                 assert attempt.worker_id == child.worker_id
         assert child.process.returncode is None
+
+
+async def test_a_task_first_seen_at_submit_takes_over_its_orphaned_runs(
+    database_url: str,
+) -> None:
+    async with engine_process(database_url, count=40, concurrency=8) as child:
+        await child.kill()
+    left = await asyncio.to_thread(snapshot, database_url)
+    orphans = {rid for rid, run in left.items() if not run.is_finished}
+    mine = {rid for rid in orphans if left[rid].task == "sleepy_with_retry"}
+    others = orphans - mine
+    assert mine
+    assert others
+
+    async with Engine(database_url, shutdown_grace=1.0) as engine:
+        # No register(): submitting a run of the task is what makes it known.
+        fresh = await engine.run(recovery_tasks.sleepy_with_retry, {"index": -1})
+        assert fresh.status == "completed"
+
+        async def mine_finished() -> bool:
+            runs = [await engine.get_run(rid) for rid in mine]
+            return all(run.is_finished for run in runs)
+
+        await until(mine_finished, timeout=20)
+        for rid in mine:
+            run = await engine.get_run(rid)
+            assert run.status == "completed"
+            assert run.worker_id == engine.worker_id
+        # Tasks this engine does not know are left for an engine that does.
+        for rid in others:
+            run = await engine.get_run(rid)
+            assert run.status == left[rid].status
+            assert run.worker_id == child.worker_id

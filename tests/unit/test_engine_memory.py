@@ -98,6 +98,25 @@ async def test_submit_wait_get_run(engine: Engine) -> None:
     assert stored.result == 3
 
 
+async def test_submit_returns_a_snapshot(engine: Engine) -> None:
+    run = await engine.submit(async_adder, {"a": 1, "b": 1})
+    status = run.status
+    done = await engine.wait(run.id, timeout=WAIT)
+    assert done.status == "completed"
+    assert run.status == status  # the engine's later updates do not reach the caller's copy
+    assert run.result is None
+
+
+async def test_run_ids_sort_in_submission_order(engine: Engine) -> None:
+    runs = [await engine.submit(adder, {"a": i, "b": 0}) for i in range(50)]
+    runs += await engine.submit_many(adder, [{"a": i, "b": 0} for i in range(200)])
+    ids = [r.id for r in runs]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    await engine.wait_many(ids, timeout=WAIT)
+    assert [r.id for r in await engine.list_runs(limit=1000)] == ids[::-1]
+
+
 async def test_async_function_task(engine: Engine) -> None:
     done = await engine.run(async_adder, {"a": 2, "b": 5})
     assert done.status == "completed"
@@ -261,6 +280,30 @@ async def test_runs_waiting_for_a_serial_sync_task_are_pending(
         release.set()
     done = await engine.wait_many([r.id for r in runs], timeout=WAIT)
     assert [r.result for r in done] == [0, 1, 2]
+
+
+async def test_runs_waiting_for_a_free_thread_are_pending() -> None:
+    # The same for a thread-safe task when every thread is busy.
+    entered = threading.Event()
+    release = threading.Event()
+
+    @taskloom.task(thread_safe=True)
+    def pooled(i: int) -> int:
+        entered.set()
+        assert release.wait(WAIT)
+        return i
+
+    async with Engine("memory://", threads=1, shutdown_grace=1.0) as engine:
+        try:
+            runs = [await engine.submit(pooled, {"i": i}) for i in range(3)]
+            await in_thread_wait(entered)
+            current = [await engine.get_run(r.id) for r in runs]
+            assert [r.status for r in current] == ["running", "pending", "pending"]
+            assert [r.attempts for r in current] == [1, 0, 0]
+        finally:
+            release.set()
+        done = await engine.wait_many([r.id for r in runs], timeout=WAIT)
+        assert [r.result for r in done] == [0, 1, 2]
 
 
 @pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "with-timeout"])
@@ -668,6 +711,23 @@ async def test_a_class_returning_failed_status_fails_the_run(engine: Engine) -> 
     assert done.error.type == "io_error"
 
 
+async def test_a_class_reported_failure_is_retried(engine: Engine) -> None:
+    class FailsOnce(taskloom.Task, retries=1, retry_backoff=0):
+        id = "fails_once"
+
+        async def execute(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            if self.context.attempt == 1:
+                return {"status": "failed", "error": "busy", "error_type": "busy_error"}
+            return {"status": "completed", "attempt": self.context.attempt}
+
+    done = await engine.run(FailsOnce, {})
+    assert done.status == "completed"
+    assert done.attempts == 2
+    attempts = await engine.get_attempts(done.id)
+    assert attempts[0].error is not None
+    assert (attempts[0].error.type, attempts[0].error.message) == ("busy_error", "busy")
+
+
 async def test_a_class_returning_completed_status_keeps_its_result(engine: Engine) -> None:
     class Completes(taskloom.Task):
         id = "completes"
@@ -772,3 +832,37 @@ async def test_the_engine_concurrency_limit() -> None:
         done = await engine.wait_many([r.id for r in runs], timeout=WAIT)
         assert [r.result for r in done] == list(range(7))
         assert entered == list(range(7))
+
+
+# --- cancellation --------------------------------------------------------------------------------
+
+
+async def test_a_task_that_ignores_cancellation_is_cancelled_after_the_grace() -> None:
+    started = asyncio.Event()
+    ignored = asyncio.Event()
+    finish = asyncio.Event()
+    returned = asyncio.Event()
+
+    @taskloom.task
+    async def stubborn() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(WAIT * 3)
+        except asyncio.CancelledError:
+            ignored.set()  # and go on regardless
+        await finish.wait()
+        returned.set()
+        return "late"
+
+    async with Engine("memory://", cancel_grace=0.1, shutdown_grace=1.0) as engine:
+        run = await engine.submit(stubborn)
+        await asyncio.wait_for(started.wait(), WAIT)
+        cancelled = await asyncio.wait_for(engine.cancel(run.id), WAIT)
+        assert cancelled.status == "cancelled"
+        assert ignored.is_set()
+        # Its slot is free again, and what it returns later is discarded.
+        assert (await engine.run(async_adder, {"a": 1, "b": 1})).result == 2
+        finish.set()
+        await asyncio.wait_for(returned.wait(), WAIT)
+        assert (await engine.get_run(run.id)).status == "cancelled"
+        assert (await engine.get_run(run.id)).result is None

@@ -181,6 +181,15 @@ def test_inline_is_for_sync_functions_only() -> None:
             return None
 
 
+def test_inline_cannot_have_a_timeout() -> None:
+    # An inline call runs on the event loop, where nothing can interrupt it.
+    with pytest.raises(TaskDefinitionError, match="timeout"):
+
+        @taskloom.task(inline=True, timeout=1)
+        def quick() -> None:
+            return None
+
+
 def test_bare_form_with_options_is_refused() -> None:
     def plain() -> None:
         return None

@@ -40,14 +40,15 @@ class RunControl(RunExecution):
         run = live.run
         if run.is_finished or live.cancelling:
             return
-        if run.status == _PENDING:  # queued, or waiting for a retry
-            live.dropped = True
-            self._finish(
-                live,
-                RunStatus.CANCELLED,
-                error=ErrorInfo("Cancelled", f"run {run.id} was cancelled before it ran"),
-            )
-            return
+        with self._begin_lock:  # a thread may be about to begin it
+            if not live.began:  # queued, waiting for a thread, or waiting for a retry
+                live.dropped = True
+                self._finish(
+                    live,
+                    RunStatus.CANCELLED,
+                    error=ErrorInfo("Cancelled", f"run {run.id} was cancelled before it ran"),
+                )
+                return
         live.cancelling = True
         if live.context is not None:
             live.context._cancel()

@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -92,6 +93,7 @@ class Engine(RunControl):
         self._keys: dict[str, LiveRun] = {}
         self._states: dict[str, Any] = {}
         self._resolved: dict[Any, TaskDefinition] = {}
+        self._begin_lock = threading.Lock()
         # Runs that finished lately, as committed: `wait` right after the end of a run
         # needs no read from the store. Bounded; the store stays the source of truth.
         self._finished: OrderedDict[str, Run] = OrderedDict()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,6 +36,7 @@ logger = logging.getLogger("taskloom.engine")
 _JSON_SCALARS = (int, float, str, bool, type(None))
 _PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
 FINISHED_CACHE_SIZE = 50_000
+_SKIPPED = object()  # a thread skipped a call it was handed (see `_begin_in_thread`)
 SERIAL_WINDOW = 64
 
 
@@ -68,6 +70,7 @@ class RunExecution:
     _serial: dict[str, SerialRunner]
     _states: dict[str, Any]
     _closing: bool
+    _begin_lock: threading.Lock
 
     def task_limit(self, task: TaskDefinition) -> int | None:
         """How many runs of `task` may be handed to its executor at once."""
@@ -91,14 +94,41 @@ class RunExecution:
 
     # executing -----------------------------------------------------------------------------
     def _start(self, live: LiveRun) -> None:
+        """Hand a run to its executor (it holds a slot of the ReadyQueue from now on)."""
+        live.token = live.run.attempts + 1
+        live.settled = False
+        live.began = False
+        live.dispatched = True
+        context = live.new_context()
+        task = live.task
+        if task.is_async or task.is_async_generator or not isinstance(task, FunctionTask):
+            self._begin(live)
+            live.execution = asyncio.ensure_future(self._execute_async(live, context))
+        elif task.options.inline:
+            self._begin(live)
+            token = context_module.set_current(context)
+            try:
+                result = live.sync_callable(context)()
+            except BaseException as exc:
+                self._attempt_failed(live, exc)
+            else:
+                self._attempt_succeeded(live, result)
+            finally:
+                context_module.reset_current(token)
+        else:
+            self._execute_in_thread(live, context)
+
+    def _begin(self, live: LiveRun) -> None:
+        """The attempt's call begins now: record it (on the loop, or in a task's thread with
+        `_begin_lock` held; see `_begin_in_thread`)."""
         run = live.run
         now = time.time()
-        run.attempts += 1
+        run.attempts = live.token
         run.status = _RUNNING
         run.scheduled_at = None
         if run.started_at is None:
             run.started_at = now
-        live.settled = False
+        live.began = True
         live.attempt_open = True
         writer = self._writer
         assert writer is not None
@@ -114,23 +144,23 @@ class RunExecution:
             Attempt(run.id, run.attempts, now, worker_id=self.worker_id),
         )
         if self._listeners:
-            self._emit("started", run)
-        context = live.new_context()
-        task = live.task
-        if task.is_async or task.is_async_generator or not isinstance(task, FunctionTask):
-            live.execution = asyncio.ensure_future(self._execute_async(live, context))
-        elif task.options.inline:
-            token = context_module.set_current(context)
-            try:
-                result = live.sync_callable(context)()
-            except BaseException as exc:
-                self._attempt_failed(live, exc)
-            else:
-                self._attempt_succeeded(live, result)
-            finally:
-                context_module.reset_current(token)
-        else:
-            self._execute_in_thread(live, context)
+            self._emit_threadsafe("started", run)
+
+    def _begin_in_thread(self, live: LiveRun, token: int) -> bool:
+        """Called by a task's thread right before the call; False: skip the call.
+
+        A run waiting for a thread is still `pending`: cancelling it then records no attempt,
+        and a crash leaves it to be run, not failed as lost.
+        """
+        with self._begin_lock:
+            if live.settled or live.token != token or self._closing:
+                return False
+            self._begin(live)
+        timeout = live.task.options.timeout
+        if timeout is not None and self._loop is not None:
+            # Its timeout counts from here, not from when it was handed over.
+            self._loop.call_soon_threadsafe(self._thread_started, live, token, timeout)
+        return True
 
     async def _execute_async(self, live: LiveRun, context: context_module.Context) -> None:
         context_module.set_current(context)  # this asyncio task's own context copy
@@ -159,46 +189,39 @@ class RunExecution:
     def _execute_in_thread(self, live: LiveRun, context: context_module.Context) -> None:
         task = live.task
         call = live.sync_callable(context)
-        attempt = live.run.attempts
+        token = live.token
         loop = self._loop
         assert loop is not None
-        timeout = task.options.timeout
-        # A call may wait for a free thread (or, for a task that is not thread-safe, for a
-        # call that timed out but goes on): its timeout starts when the call does.
-        on_start = None
-        if timeout is not None:
-            on_start = functools.partial(
-                loop.call_soon_threadsafe, self._thread_started, live, attempt, timeout
-            )
         if not task.options.thread_safe:
             live.execution = None
-            self._serial_runner(task.name).submit(live, context, call, on_start)
+            self._serial_runner(task.name).submit(live, token, context, call)
             return
-        pool = self._pool
 
         def in_thread() -> Any:
-            if on_start is not None:
-                on_start()
-            token = context_module.set_current(context)
+            if not self._begin_in_thread(live, token):
+                return _SKIPPED
+            context_token = context_module.set_current(context)
             try:
                 return call()
             finally:
-                context_module.reset_current(token)
+                context_module.reset_current(context_token)
 
-        future = loop.run_in_executor(pool, in_thread)
+        future = loop.run_in_executor(self._pool, in_thread)
         live.execution = future
-        future.add_done_callback(functools.partial(self._thread_done, live, attempt))
+        future.add_done_callback(functools.partial(self._thread_done, live, token))
 
     def _serial_runner(self, name: str) -> SerialRunner:
         runner = self._serial.get(name)
         if runner is None:
             assert self._loop is not None
-            runner = self._serial[name] = SerialRunner(name, self._loop, self._serial_outcomes)
+            runner = self._serial[name] = SerialRunner(
+                name, self._loop, self._begin_in_thread, self._serial_outcomes
+            )
         return runner
 
     def _serial_outcomes(self, outcomes: list[Outcome]) -> None:
         for live, attempt, ok, value in outcomes:
-            if live.settled or live.run.attempts != attempt:
+            if live.settled or live.token != attempt:
                 continue  # timed out or cancelled meanwhile: a late result is discarded
             if live.timer is not None:
                 live.timer.cancel()
@@ -209,11 +232,13 @@ class RunExecution:
                 self._attempt_failed(live, value)
 
     def _thread_done(self, live: LiveRun, attempt: int, future: asyncio.Future[Any]) -> None:
-        if live.settled or live.run.attempts != attempt:
+        if live.settled or live.token != attempt:
             return  # timed out or cancelled already: a late result is discarded
         if live.timer is not None:
             live.timer.cancel()
             live.timer = None
+        if not future.cancelled() and future.exception() is None and future.result() is _SKIPPED:
+            return  # the engine is closing: the run stays queued in the store
         if future.cancelled():
             self._attempt_stopped(live)
             return
@@ -224,13 +249,13 @@ class RunExecution:
             self._attempt_succeeded(live, future.result())
 
     def _thread_started(self, live: LiveRun, attempt: int, timeout: float) -> None:
-        if live.settled or live.run.attempts != attempt or self._loop is None:
+        if live.settled or live.token != attempt or self._loop is None:
             return
         live.timer = self._loop.call_later(timeout, self._thread_timeout, live, attempt, timeout)
 
     def _thread_timeout(self, live: LiveRun, attempt: int, timeout: float) -> None:
         live.timer = None
-        if live.settled or live.run.attempts != attempt:
+        if live.settled or live.token != attempt:
             return
         if live.context is not None:
             live.context._cancel()  # the thread cannot be killed; tell it to stop
@@ -287,6 +312,7 @@ class RunExecution:
         now = time.time()
         live.settled = True
         live.attempt_open = False
+        live.began = False  # waiting for the retry: cancelling it now records no attempt
         delay = (
             exc.delay
             if isinstance(exc, Retry) and exc.delay is not None
@@ -305,7 +331,7 @@ class RunExecution:
         )
         if self._listeners:
             self._emit("retrying", run)
-        self._queue.release(live)
+        self._release(live)
         live.timer = self._loop.call_later(delay, self._requeue, live)
 
     def _requeue(self, live: LiveRun) -> None:
@@ -360,7 +386,6 @@ class RunExecution:
     ) -> None:
         run = live.run
         now = time.time()
-        was_executing = not live.settled and live.attempt_open
         live.settled = True
         live.dropped = True
         run.status = status
@@ -385,7 +410,11 @@ class RunExecution:
         if live.timer is not None:
             live.timer.cancel()
             live.timer = None
-        if was_executing:
+        self._release(live)
+
+    def _release(self, live: LiveRun) -> None:
+        if live.dispatched:
+            live.dispatched = False
             self._queue.release(live)
 
     def _on_final_commit(self, live: LiveRun, error: BaseException | None) -> None:

@@ -32,10 +32,12 @@ class LiveRun:
 
     __slots__ = (
         "attempt_open",
+        "began",
         "call",
         "cancelling",
         "config",
         "context",
+        "dispatched",
         "dropped",
         "engine",
         "execution",
@@ -48,6 +50,7 @@ class LiveRun:
         "task_limit",
         "task_name",
         "timer",
+        "token",
         "waiters",
     )
 
@@ -70,6 +73,9 @@ class LiveRun:
         self.dropped = False  # cancelled while queued
         self.settled = True  # the current attempt has an outcome (or none has started)
         self.attempt_open = False
+        self.dispatched = False  # holds a slot of the ReadyQueue
+        self.began = False  # the current attempt's call has begun (see Engine._begin)
+        self.token = 0  # the attempt number the current dispatch is for
         self.cancelling = False
         self.interrupting = False
         self.context: Context | None = None
@@ -96,7 +102,7 @@ class LiveRun:
         context = Context(
             run_id=self.run.id,
             task=self.task_name,
-            attempt=self.run.attempts,
+            attempt=self.token,
             timestamp=int(self.run.created_at * 1000),
             sink=self,
         )

@@ -29,13 +29,13 @@ class SerialRunner:
         self,
         name: str,
         loop: asyncio.AbstractEventLoop,
+        begin: Callable[[LiveRun, int], bool],
         deliver: Callable[[list[Outcome]], None],
     ) -> None:
+        self._begin = begin
         self._loop = loop
         self._deliver = deliver
-        self._inbox: deque[
-            tuple[LiveRun, int, context_module.Context, Callable[[], Any], Callable[[], Any] | None]
-        ] = deque()
+        self._inbox: deque[tuple[LiveRun, int, context_module.Context, Callable[[], Any]]] = deque()
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(
@@ -44,14 +44,10 @@ class SerialRunner:
         self._thread.start()
 
     def submit(
-        self,
-        live: LiveRun,
-        context: context_module.Context,
-        call: Callable[[], Any],
-        on_start: Callable[[], Any] | None = None,
+        self, live: LiveRun, token: int, context: context_module.Context, call: Callable[[], Any]
     ) -> None:
-        """Queue a call; `on_start` is called (in the thread) right before it begins."""
-        self._inbox.append((live, live.run.attempts, context, call, on_start))
+        """Queue a call of attempt `token`; it begins only if `begin(live, token)` agrees."""
+        self._inbox.append((live, token, context, call))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -68,11 +64,9 @@ class SerialRunner:
             self._wake.clear()
             outcomes: list[Outcome] = []
             while inbox and not self._stopping:
-                live, attempt, context, call, on_start = inbox.popleft()
-                if live.settled or live.run.attempts != attempt:
-                    continue  # cancelled or timed out while queued here
-                if on_start is not None:
-                    on_start()
+                live, attempt, context, call = inbox.popleft()
+                if not self._begin(live, attempt):
+                    continue  # cancelled while queued here, or the engine is closing
                 token = context_module.set_current(context)
                 try:
                     outcomes.append((live, attempt, True, call()))

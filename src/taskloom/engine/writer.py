@@ -81,6 +81,9 @@ class BatchWriter:
         ends in its first step (its task is scheduled after this call) has its start and
         its end committed together.
         """
+        if threading.get_ident() != self._loop_thread:  # begun in a task's thread
+            self._push((_START, run_id, (fields, attempt), None))
+            return
         self._ops.append((_START, run_id, (fields, attempt), None))
         if not self._kick_scheduled:
             self._kick_scheduled = True
