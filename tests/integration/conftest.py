@@ -178,3 +178,12 @@ def worker_process(url: str, worker_id: str) -> Iterator[subprocess.Popen[str]]:
 def spawn_worker() -> Callable[[str, str], AbstractContextManager[subprocess.Popen[str]]]:
     """`worker_process`, for tests (helpers in conftest are not importable by name)."""
     return worker_process
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for engine tests: a SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "runs.db")
+    url: str = request.getfixturevalue("postgres_database")
+    return url

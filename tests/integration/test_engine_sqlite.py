@@ -12,49 +12,25 @@ import json
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 import taskloom
+from support import WAIT, in_thread_wait
 from taskloom import Engine, InputValidationError, RunStatus
 from taskloom.store import open_store
 
-WAIT = 10.0  # seconds any single wait may take before it is a failure
 EPSILON = 0.01  # clock granularity allowed when comparing stored times
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "runs.db")
-    url: str = request.getfixturevalue("postgres_database")
-    return url
 
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[Engine]:
     async with Engine(database_url, shutdown_grace=1.0) as running:
         yield running
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = WAIT) -> None:
-    """Poll `predicate` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        await asyncio.sleep(0.005)
-
-
-async def in_thread_wait(event: threading.Event, timeout: float = WAIT) -> None:
-    """Wait for a threading.Event without blocking the event loop."""
-    assert await asyncio.to_thread(event.wait, timeout), "the event was not set in time"
 
 
 async def stored(engine: Engine, run_id: str) -> taskloom.Run:

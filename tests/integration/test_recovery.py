@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from tasks_for_tests import recovery_tasks
 
+from support import until
 from taskloom import Engine, Run
 from taskloom.store import open_store
 
@@ -27,23 +27,6 @@ INTEGRATION = Path(__file__).resolve().parent
 CHILD = INTEGRATION / "tasks_for_tests" / "recovery_child.py"
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "runs.db")
-    url: str = request.getfixturevalue("postgres_database")
-    return url
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    """Poll `predicate` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 class Child:

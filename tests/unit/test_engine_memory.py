@@ -3,52 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import logging
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from types import ModuleType
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 import taskloom
+from support import WAIT, in_thread_wait, load_helper
 from taskloom import Engine, InputValidationError, Run, RunEvent, RunStatus
-
-HELPERS = Path(__file__).resolve().parents[1] / "helpers"
-WAIT = 10.0  # seconds any single wait in these tests may take before it is a failure
-
-
-def load_helper(name: str) -> ModuleType:
-    """Import `tests/helpers/<name>.py` once, as a top-level module."""
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, HELPERS / f"{name}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = WAIT) -> None:
-    """Poll `predicate` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        await asyncio.sleep(0.005)
-
-
-async def in_thread_wait(event: threading.Event, timeout: float = WAIT) -> None:
-    """Wait for a threading.Event without blocking the event loop."""
-    assert await asyncio.to_thread(event.wait, timeout), "the event was not set in time"
 
 
 @pytest.fixture

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any, Literal
 
 import jsonschema
@@ -15,24 +11,11 @@ import pytest
 from pydantic import BaseModel, Field
 
 import taskloom
+from support import load_helper
 from taskloom import InputValidationError
 from taskloom.tasks import as_task
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-HELPERS = Path(__file__).resolve().parents[1] / "helpers"
-
-
-def load_helper(name: str) -> ModuleType:
-    """Import `tests/helpers/<name>.py` once, as a top-level module."""
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, HELPERS / f"{name}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module
 
 
 class Color(enum.Enum):

@@ -1,0 +1,46 @@
+"""Helpers shared by the test modules: deadline-bound waits and loading test task modules."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+WAIT = 10.0  # seconds any single wait may take before it is a failure
+HELPERS = Path(__file__).resolve().parent / "helpers"
+
+
+async def until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = WAIT, interval: float = 0.005
+) -> None:
+    """Poll `predicate` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not reached within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def in_thread_wait(event: threading.Event, timeout: float = WAIT) -> None:
+    """Wait for a threading.Event without blocking the event loop."""
+    assert await asyncio.to_thread(event.wait, timeout), "the event was not set in time"
+
+
+def load_helper(name: str) -> ModuleType:
+    """Import `tests/helpers/<name>.py` once, as a top-level module."""
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, HELPERS / f"{name}.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module
