@@ -34,14 +34,13 @@ INLINE_MAX = 16
     _NEW_RUN,
     _NEW_RUNS,
     _UPDATE_RUN,
-    _NEW_ATTEMPT,
     _UPDATE_ATTEMPT,
     _LOG,
     _BARRIER,
     _IDEMPOTENT,
     _START,
     _FINISH,
-) = range(10)
+) = range(9)
 
 
 class BatchWriter:
@@ -107,9 +106,6 @@ class BatchWriter:
         self, run_id: str, fields: dict[str, Any], callback: Callback | None = None
     ) -> None:
         self._push((_UPDATE_RUN, run_id, fields, callback))
-
-    def new_attempt(self, attempt: Attempt) -> None:
-        self._push((_NEW_ATTEMPT, (attempt.run_id, attempt.number), attempt, None))
 
     def update_attempt(self, run_id: str, number: int, fields: dict[str, Any]) -> None:
         self._push((_UPDATE_ATTEMPT, (run_id, number), fields, None))
@@ -210,8 +206,6 @@ class BatchWriter:
                 batch.new_runs.append(payload)
             elif kind == _NEW_RUNS:
                 batch.new_runs.extend(payload)
-            elif kind == _NEW_ATTEMPT:
-                new_attempts[key] = payload
             elif kind == _UPDATE_ATTEMPT:
                 attempt = new_attempts.get(key)
                 if attempt is not None:  # started and finished within one batch: one row
