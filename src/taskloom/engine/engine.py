@@ -31,6 +31,7 @@ from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
 from .control import RunControl
 from .execution import Listener, RunEvent, settle
+from .gc_tuning import raise_gc_threshold, restore_gc_threshold
 from .live import LiveRun
 from .scheduler import ReadyQueue
 from .serial import SerialRunner
@@ -58,6 +59,9 @@ class Engine(RunControl):
       then are interrupted and queued again for the next engine, without using a retry.
     - `cancel_grace`: seconds a class task whose `cancel()` was called may take to return
       before it is stopped.
+    - `gc_threshold`: while the engine runs, the first threshold of Python's cyclic garbage
+      collector is at least this (see `engine/gc_tuning.py` for why and what it costs);
+      None leaves the collector alone.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Engine(RunControl):
         heartbeat_interval: float = 1.0,
         shutdown_grace: float = 5.0,
         cancel_grace: float = 5.0,
+        gc_threshold: int | None = 50_000,
         tasks: Iterable[Any] = (),
     ) -> None:
         if concurrency < 1:
@@ -86,6 +91,7 @@ class Engine(RunControl):
         self._heartbeat_interval = heartbeat_interval
         self.shutdown_grace = shutdown_grace
         self.cancel_grace = cancel_grace
+        self._gc_threshold = gc_threshold
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: BatchWriter | None = None
         self._queue = ReadyQueue(concurrency, self._start)  # type: ignore[arg-type]
@@ -136,6 +142,8 @@ class Engine(RunControl):
         self._writer = BatchWriter(store, self._loop)
         self._writer.start_thread()
         context_module.install_log_capture()
+        if self._gc_threshold is not None:
+            raise_gc_threshold(self._gc_threshold)
         self._started = True
         self._spawn(self._heartbeat())
         if self._recover_enabled and len(self.registry):
@@ -164,6 +172,8 @@ class Engine(RunControl):
         if self._store_given is None:
             await self._in_thread(store.close)
         context_module.uninstall_log_capture()
+        if self._gc_threshold is not None:
+            restore_gc_threshold()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         for runner in self._serial.values():
