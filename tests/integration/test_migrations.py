@@ -151,4 +151,4 @@ def test_offline_mode_renders_the_sql(capsys: pytest.CaptureFixture[str]) -> Non
     command.upgrade(alembic_config(url="postgresql+psycopg://u@h/db"), "head", sql=True)
     out = capsys.readouterr().out
     assert "CREATE TABLE runs" in out
-    assert "CREATE INDEX ix_runs_worker_id_status" in out
+    assert "CREATE INDEX ix_runs_parent_id" in out

@@ -13,7 +13,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from .. import context as context_module
@@ -259,7 +258,7 @@ class Engine(RunControl):
         committed: asyncio.Future[None] = loop.create_future()
         self._writer.new_run(run, functools.partial(self._on_inserted, live, committed))
         await committed
-        return replace(run)  # a snapshot: the engine goes on updating its own record
+        return run.copy()  # a snapshot: the engine goes on updating its own record
 
     async def submit_many(
         self,
@@ -311,7 +310,7 @@ class Engine(RunControl):
             functools.partial(self._on_many_inserted, lives, committed),
         )
         await committed
-        return [replace(live.run) for live in lives]
+        return [live.run.copy() for live in lives]
 
     def _on_many_inserted(
         self, lives: list[LiveRun], committed: asyncio.Future[None], error: BaseException | None
@@ -370,7 +369,7 @@ class Engine(RunControl):
     async def _submit_idempotent(self, live: LiveRun, key: str) -> Run:
         pending = self._keys.get(key)
         if pending is not None:
-            return replace(pending.run)
+            return pending.run.copy()
         assert self._loop is not None and self._writer is not None
         self._keys[key] = live
         kept: asyncio.Future[Run] = self._loop.create_future()
@@ -381,10 +380,10 @@ class Engine(RunControl):
             self._keys.pop(key, None)
         if run.id != live.run.id:
             existing = self._live.get(run.id)
-            return replace(existing.run) if existing is not None else run
+            return existing.run.copy() if existing is not None else run
         self._live[run.id] = live
         self._queue.push(live)
-        return replace(live.run)
+        return live.run.copy()
 
     def _config_for(self, task: TaskDefinition, config: Any) -> tuple[Any, dict[str, Any] | None]:
         kind = task.specials.config
@@ -402,7 +401,7 @@ class Engine(RunControl):
         """The run with this id (raises `RunNotFoundError`)."""
         live = self._live.get(run_id) or self._finished.get(run_id)
         if live is not None:
-            return replace(live if isinstance(live, Run) else live.run)
+            return (live if isinstance(live, Run) else live.run).copy()
         self._check_started()
         assert self.store is not None
         run = await self._in_thread(self.store.get_run, run_id)
@@ -418,7 +417,7 @@ class Engine(RunControl):
             return await self._waiter(live)
         finished = self._finished.get(run_id)
         if finished is not None:
-            return replace(finished)
+            return finished.copy()
         try:
             async with asyncio.timeout(timeout):
                 if live is not None:

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -138,7 +138,6 @@ class RunExecution:
                 "status": _RUNNING,
                 "attempts": run.attempts,
                 "started_at": run.started_at,
-                "worker_id": self.worker_id,
                 "scheduled_at": None,
             },
             Attempt(run.id, run.attempts, now, worker_id=self.worker_id),
@@ -462,7 +461,7 @@ class RunExecution:
             loop.call_soon_threadsafe(self._emit, kind, run, line)
 
     def _emit(self, kind: str, run: Run, line: LogLine | None = None) -> None:
-        event = RunEvent(kind, replace(run), line)
+        event = RunEvent(kind, run.copy(), line)
         for listener in list(self._listeners):
             try:
                 listener(event)

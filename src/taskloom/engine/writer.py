@@ -134,7 +134,12 @@ class BatchWriter:
             return
         # A few changes on an idle writer: committing them here costs less than two
         # thread wake-ups (SQLite only, where a small commit takes microseconds).
-        if self._inline and len(self._ops) <= INLINE_MAX and self._write_lock.acquire(False):
+        if (
+            self._inline
+            and len(self._ops) <= INLINE_MAX
+            and all(op[0] != _NEW_RUNS for op in self._ops)  # one op, many rows
+            and self._write_lock.acquire(False)
+        ):
             try:
                 self._write_some(inline=True)
             finally:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = [
@@ -82,9 +83,16 @@ runs = Table(
     Index(None, "task", "created_at"),
     Index(None, "status", "created_at"),
     Index(None, "created_at"),
-    Index(None, "parent_id"),
-    # A worker's own unfinished runs: cancellation requests, orphan recovery.
-    Index(None, "worker_id", "status"),
+    # Most runs have no parent: a partial index keeps them out of it, so inserting one
+    # costs no entry (`parent_id = ?` implies `IS NOT NULL`, so lookups still use it).
+    Index(
+        None,
+        "parent_id",
+        sqlite_where=text("parent_id IS NOT NULL"),
+        postgresql_where=text("parent_id IS NOT NULL"),
+    ),
+    # No index on worker_id: the queries by worker (cancel requests, orphan takeover) ask for
+    # unfinished runs, which the status index finds; every index costs on each write.
 )
 
 attempts = Table(

@@ -50,8 +50,13 @@ def upgrade() -> None:
     op.create_index("ix_runs_task_created_at", "runs", ["task", "created_at"])
     op.create_index("ix_runs_status_created_at", "runs", ["status", "created_at"])
     op.create_index("ix_runs_created_at", "runs", ["created_at"])
-    op.create_index("ix_runs_parent_id", "runs", ["parent_id"])
-    op.create_index("ix_runs_worker_id_status", "runs", ["worker_id", "status"])
+    op.create_index(
+        "ix_runs_parent_id",
+        "runs",
+        ["parent_id"],
+        sqlite_where=sa.text("parent_id IS NOT NULL"),
+        postgresql_where=sa.text("parent_id IS NOT NULL"),
+    )
 
     op.create_table(
         "attempts",
@@ -99,7 +104,6 @@ def downgrade() -> None:
     op.drop_table("log_lines")
     op.drop_table("attempts")
     for name in (
-        "ix_runs_worker_id_status",
         "ix_runs_parent_id",
         "ix_runs_created_at",
         "ix_runs_status_created_at",
