@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
 import socket
 import threading
@@ -38,11 +37,9 @@ from .writer import BatchWriter
 
 __all__ = ["Engine", "RunEvent"]
 
-logger = logging.getLogger("taskloom.engine")
 T = TypeVar("T")
 
-_JSON_SCALARS = (int, float, str, bool, type(None))
-_PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
+_RUNNING = RunStatus.RUNNING
 
 
 class Engine(RunControl):
