@@ -124,17 +124,26 @@ class Engine(RunControl):
         self._loop = asyncio.get_running_loop()
         self._io = ThreadPoolExecutor(4, thread_name_prefix="taskloom-store")
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="taskloom-run")
-        if self.store is None:
-            self.store = await self._in_thread(open_store, self.database_url)
-        store = self.store
-        await self._in_thread(
-            functools.partial(
-                store.register_worker,
-                self.worker_id,
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
+        try:
+            if self.store is None:
+                self.store = await self._in_thread(open_store, self.database_url)
+            store = self.store
+            await self._in_thread(
+                functools.partial(
+                    store.register_worker,
+                    self.worker_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                )
             )
-        )
+        except BaseException:
+            # Nothing started: give back what was made (a store we opened, the threads).
+            if self._store_given is None and self.store is not None:
+                await self._in_thread(self.store.close)
+                self.store = None
+            self._io.shutdown(wait=False)
+            self._pool.shutdown(wait=False)
+            raise
         self._writer = BatchWriter(store, self._loop)
         self._writer.start_thread()
         context_module.install_log_capture()

@@ -18,6 +18,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
+from ..exceptions import StoreError
+
 __all__ = [
     "create_store_engine",
     "default_database_url",
@@ -98,7 +100,12 @@ def create_store_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10)
             parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
         )
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of the database file {str(path)!r}: {exc.strerror}"
+            ) from exc
         engine = create_engine(
             parsed,
             pool_size=pool_size,
