@@ -1,0 +1,436 @@
+"""`Supervisor`: starts, stops and restarts services, and keeps what happened to them.
+
+State is in memory. Time is injectable (`clock` and an async `sleep`), so the restart
+window and burst can be tested exactly under fake time. The restart decision itself is
+`RestartPolicy.next_restart`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from .. import context as context_module
+from ..context import Context
+from ..exceptions import DuplicateTaskError, FieldError, InputValidationError
+from ..runs import ErrorInfo, LogLine
+from ..tasks.signature import validate_special
+from .definition import ClassService, FunctionService, Service, ServiceDefinition, definition_of
+from .errors import ServiceRunningError, UnknownServiceError
+from .status import ExitReason, ServiceStart, ServiceState, ServiceStatus
+
+__all__ = ["EXIT_SERVICE_FAILED", "Supervisor"]
+
+#: The exit code a serving process should use when an `exit_on_failure` service failed.
+EXIT_SERVICE_FAILED = 1
+
+Listener = Callable[[ServiceStatus], None]
+
+logger = logging.getLogger("taskloom.services")
+
+
+class _Slot:
+    """Everything the supervisor keeps about one registered service."""
+
+    def __init__(self, definition: ServiceDefinition, *, since: float, log_limit: int) -> None:
+        self.definition = definition
+        self.state = ServiceState.STOPPED
+        self.since = since
+        self.starts = 0
+        self.restarts = 0
+        self.restart_times: list[float] = []
+        self.next_restart_at: float | None = None
+        self.last_error: ErrorInfo | None = None
+        self.stop_timed_out = False
+        self.history: list[ServiceStart] = []
+        self.logs: deque[LogLine] = deque(maxlen=log_limit)
+        self.config: Any = None
+        self.state_value: Any = None  # the `state` special: kept across starts
+        self.task: asyncio.Task[None] | None = None
+        self.context: Context | None = None
+
+
+class _ServiceSink:
+    """Where the context of one start sends its log lines (thread-safe: deque appends)."""
+
+    def __init__(self, slot: _Slot, start: ServiceStart, clock: Callable[[], float]) -> None:
+        self._slot = slot
+        self._start = start
+        self._clock = clock
+
+    def report_progress(self, fraction: float, message: str | None) -> None:
+        text = f"progress {fraction:.0%}" + (f": {message}" if message else "")
+        self.report_log("INFO", text)
+
+    def report_log(self, level: str, message: str) -> None:
+        name = self._slot.definition.name
+        line = LogLine(
+            f"{name}#{self._start.number}", self._start.number, self._clock(), level, message
+        )
+        self._slot.logs.append(line)
+
+
+class Supervisor:
+    """Runs registered services in the current event loop.
+
+    Use it as `async with Supervisor() as supervisor:` or call `close()` at the end.
+    `clock` returns seconds (default: `time.time`, so times can be stored and shown);
+    `sleep` waits that many seconds of the same clock.
+    """
+
+    def __init__(
+        self,
+        services: Iterable[ServiceDefinition | type[Service]] = (),
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        log_limit: int = 1000,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._log_limit = log_limit
+        self._slots: dict[str, _Slot] = {}
+        self._listeners: list[Listener] = []
+        self._exit = asyncio.Event()
+        self._exit_code: int | None = None
+        self._closed = False
+        context_module.install_log_capture()
+        for item in services:
+            self.register(item)
+
+    async def __aenter__(self) -> Supervisor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- registry --------------------------------------------------------------------
+
+    def register(self, service: ServiceDefinition | type[Service]) -> ServiceDefinition:
+        """Add a service; registering the same one twice is harmless."""
+        definition = definition_of(service)
+        existing = self._slots.get(definition.name)
+        if existing is not None:
+            if existing.definition.same_as(definition):
+                return existing.definition
+            raise DuplicateTaskError(
+                f"two different services are named {definition.name!r}; "
+                "give one of them another `name`"
+            )
+        self._slots[definition.name] = _Slot(
+            definition, since=self._clock(), log_limit=self._log_limit
+        )
+        return definition
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._slots)
+
+    def _slot(self, name: str) -> _Slot:
+        try:
+            return self._slots[name]
+        except KeyError:
+            raise UnknownServiceError(name, list(self._slots)) from None
+
+    # --- status, logs, listeners ---------------------------------------------------------
+
+    def status(self, name: str) -> ServiceStatus:
+        slot = self._slot(name)
+        return ServiceStatus(
+            name=name,
+            state=slot.state,
+            since=slot.since,
+            starts=slot.starts,
+            restarts=slot.restarts,
+            restart_times=tuple(slot.restart_times),
+            next_restart_at=slot.next_restart_at,
+            last_error=slot.last_error,
+            stop_timed_out=slot.stop_timed_out,
+            history=tuple(dataclasses.replace(start) for start in slot.history),
+        )
+
+    def statuses(self) -> list[ServiceStatus]:
+        return [self.status(name) for name in self._slots]
+
+    def logs(self, name: str) -> list[LogLine]:
+        """The last lines the service logged (at most `log_limit`), oldest first."""
+        return list(self._slot(name).logs)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(status)` on every state change of every service."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def _set_state(self, slot: _Slot, state: ServiceState) -> None:
+        slot.state = state
+        slot.since = self._clock()
+        if state is not ServiceState.RESTARTING:
+            slot.next_restart_at = None
+        status = self.status(slot.definition.name)
+        for listener in list(self._listeners):
+            try:
+                listener(status)
+            except Exception:
+                # A broken listener must not stop the services it watches.
+                logger.exception("service listener %r failed", listener)
+
+    # --- exit on failure -----------------------------------------------------------------
+
+    @property
+    def exit_code(self) -> int | None:
+        """Non-zero once an `exit_on_failure` service has failed for good; else None."""
+        return self._exit_code
+
+    @property
+    def exit_requested(self) -> bool:
+        return self._exit.is_set()
+
+    async def wait_exit(self) -> int:
+        """Wait until a service asks the serving process to exit; return the exit code."""
+        await self._exit.wait()
+        assert self._exit_code is not None
+        return self._exit_code
+
+    # --- control -------------------------------------------------------------------------
+
+    async def start(self, name: str, config: Any = None) -> ServiceStatus:
+        """Start a service; an invalid `config` raises before anything starts."""
+        slot = self._slot(name)
+        if slot.state.active:
+            raise ServiceRunningError(
+                f"service {name!r} is {slot.state}: stop it first, or use restart"
+            )
+        slot.config = self._validate_config(slot.definition, config)
+        return self._launch(slot)
+
+    async def stop(self, name: str) -> ServiceStatus:
+        """Stop a service: cancel its loop, wait up to `stop_timeout`, then give up on it."""
+        slot = self._slot(name)
+        task = slot.task
+        if task is None or task.done() or not slot.state.active:
+            return self.status(name)
+        slot.task = None  # from now on, whatever the old loop does no longer sets the state
+        if slot.context is not None:
+            slot.context._cancel()
+        task.cancel()
+        # Real time, not the injected clock: this bounds a wait on code that may never end.
+        await asyncio.wait({task}, timeout=slot.definition.options.stop_timeout)
+        if not task.done():
+            slot.stop_timed_out = True
+            logger.warning(
+                "service %r ignored the stop for %ss; giving up on it",
+                name,
+                slot.definition.options.stop_timeout,
+            )
+            current = slot.history[-1] if slot.history else None
+            if current is not None and current.ended_at is None:
+                current.ended_at = self._clock()
+                current.exit_reason = ExitReason.STOPPED
+        self._set_state(slot, ServiceState.STOPPED)
+        return self.status(name)
+
+    async def restart(self, name: str, config: Any = None) -> ServiceStatus:
+        """Stop (if started) and start again; `config=None` keeps the current config."""
+        slot = self._slot(name)
+        value = slot.config if config is None else self._validate_config(slot.definition, config)
+        await self.stop(name)
+        slot.config = value
+        return self._launch(slot)
+
+    async def start_autostart(self) -> list[str]:
+        """Start every registered `autostart` service not started yet; return their names."""
+        started = []
+        for name, slot in self._slots.items():
+            if slot.definition.options.autostart and not slot.state.active:
+                await self.start(name)
+                started.append(name)
+        return started
+
+    async def close(self) -> None:
+        """Stop every service (each bounded by its `stop_timeout`)."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*(self.stop(name) for name in self._slots))
+        context_module.uninstall_log_capture()
+
+    def _validate_config(self, definition: ServiceDefinition, config: Any) -> Any:
+        kind = definition.specials.config
+        if kind is None:
+            if config:
+                error = FieldError("config", "this service takes no config")
+                raise InputValidationError(definition.name, [error], what="config")
+            return None
+        return validate_special(definition.name, "config", kind, config)
+
+    def _launch(self, slot: _Slot) -> ServiceStatus:
+        slot.restart_times.clear()  # a start by a caller begins a fresh restart window
+        slot.stop_timed_out = False
+        self._set_state(slot, ServiceState.STARTING)
+        # Each loop runs in its own copy of the context, so the current run context it sets
+        # (for log capture) never leaks into the caller.
+        slot.task = asyncio.get_running_loop().create_task(
+            self._supervise(slot), name=f"taskloom-service-{slot.definition.name}"
+        )
+        return self.status(slot.definition.name)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    async def _supervise(self, slot: _Slot) -> None:
+        me = asyncio.current_task()
+        policy = slot.definition.options.restart_policy
+        restart = False
+        while True:
+            if restart:
+                self._set_state(slot, ServiceState.STARTING)
+            outcome = await self._run_once(slot, restart=restart)
+            if slot.task is not me:  # given up on by a stop: it no longer owns the state
+                return
+            if outcome is ExitReason.COMPLETED:
+                self._set_state(slot, ServiceState.COMPLETED)
+                return
+            at = policy.next_restart(slot.restart_times, failed_at=self._clock())
+            if at is None:
+                self._set_state(slot, ServiceState.FAILED)
+                if policy.exit_on_failure:
+                    self._request_exit(slot)
+                return
+            slot.next_restart_at = at
+            self._set_state(slot, ServiceState.RESTARTING)
+            await self._sleep(max(at - self._clock(), 0.0))
+            slot.restart_times.append(self._clock())
+            slot.restarts += 1
+            restart = True
+
+    async def _run_once(self, slot: _Slot, *, restart: bool) -> ExitReason:
+        """One start of the service; a stop (cancellation) propagates after being recorded."""
+        definition = slot.definition
+        slot.starts += 1
+        record = ServiceStart(number=slot.starts, started_at=self._clock(), restart=restart)
+        slot.history.append(record)
+        context = Context(
+            run_id=f"{definition.name}#{record.number}",
+            task=definition.name,
+            attempt=record.number,
+            timestamp=int(record.started_at * 1000),
+            sink=_ServiceSink(slot, record, self._clock),
+        )
+        slot.context = context
+        token = context_module.set_current(context)
+        try:
+            await self._call(slot, context)
+        except asyncio.CancelledError:
+            context._cancel()
+            if record.ended_at is None:
+                record.ended_at = self._clock()
+                record.exit_reason = ExitReason.STOPPED
+            raise
+        except Exception as exc:
+            record.ended_at = self._clock()
+            record.error = ErrorInfo.from_exception(exc)
+            if not context.cancelled:
+                slot.last_error = record.error
+            # A loop that was asked to stop and then raised (say RunCancelledError) stopped.
+            record.exit_reason = ExitReason.STOPPED if context.cancelled else ExitReason.FAILED
+            return ExitReason.FAILED
+        finally:
+            context_module.reset_current(token)
+        record.ended_at = self._clock()
+        record.exit_reason = ExitReason.STOPPED if context.cancelled else ExitReason.COMPLETED
+        return ExitReason.COMPLETED
+
+    def _kwargs(self, slot: _Slot, context: Context) -> dict[str, Any]:
+        specials = slot.definition.specials
+        kwargs: dict[str, Any] = {}
+        if specials.config is not None:
+            kwargs["config"] = slot.config
+        if specials.state is not None:
+            if slot.state_value is None:
+                slot.state_value = specials.state()
+            kwargs["state"] = slot.state_value
+        if specials.context is not None:
+            kwargs[specials.context] = context
+        return kwargs
+
+    async def _call(self, slot: _Slot, context: Context) -> None:
+        definition = slot.definition
+        kwargs = self._kwargs(slot, context)
+        if isinstance(definition, ClassService):
+            instance = definition.cls()
+            instance.context = context
+            await _maybe_await(instance.setup())
+            try:
+                self._set_state(slot, ServiceState.RUNNING)
+                await instance.run(**kwargs)
+            finally:
+                await _maybe_await(instance.teardown())
+            return
+        assert isinstance(definition, FunctionService)
+        self._set_state(slot, ServiceState.RUNNING)
+        if definition.is_async:
+            await definition.fn(**kwargs)
+        else:
+            await _in_thread(lambda: definition.fn(**kwargs), name=definition.name)
+
+    def _request_exit(self, slot: _Slot) -> None:
+        logger.error(
+            "service %r failed and has exit_on_failure set: the process should exit",
+            slot.definition.name,
+        )
+        if self._exit_code is None:
+            self._exit_code = EXIT_SERVICE_FAILED
+        self._exit.set()
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _in_thread(fn: Callable[[], Any], *, name: str) -> Any:
+    """Run `fn` in a daemon thread of its own and wait for it.
+
+    Not the loop's default executor: a loop that ignores the stop would keep that executor,
+    and so the process, from shutting down. A cancelled wait leaves the thread running; the
+    caller has already told it to stop through its context.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    run_context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = run_context.run(fn)
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name=f"taskloom-service-{name}", daemon=True).start()
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        # The thread was told to stop through its context; the stop is over when it ends
+        # (or when the stop gives up waiting, cancelling this wait).
+        await asyncio.wait({future})
+        raise
