@@ -33,7 +33,11 @@ def machine() -> str:
 
 
 @contextmanager
-def database_file(name: str = "bench.db") -> Iterator[str]:
+def database_file(name: str = "bench.db", url: str | None = None) -> Iterator[str]:
+    """A fresh SQLite file, or `url` as given (e.g. an empty PostgreSQL database)."""
+    if url is not None:
+        yield url
+        return
     with tempfile.TemporaryDirectory(prefix="taskloom-bench-") as folder:
         yield str(Path(folder) / name)
 

@@ -32,14 +32,14 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-async def main(n: int) -> None:
+async def main(n: int, url: str | None) -> None:
     bare: list[float] = []
     for _ in range(n):
         start = time.perf_counter()
         await asyncio.ensure_future(_bare())
         bare.append(time.perf_counter() - start)
     samples: list[float] = []
-    with database_file() as path:
+    with database_file(url=url) as path:
         async with taskloom.Engine(path) as engine:
             for _ in range(50):  # warm up
                 await engine.run(noop)
@@ -64,4 +64,6 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=2000)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument("--database", help="a database URL instead of a fresh SQLite file")
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.database))

@@ -46,7 +46,7 @@ async def batched_submit(engine: taskloom.Engine, task: object, n: int) -> float
     return n / elapsed
 
 
-async def main(n: int) -> None:
+async def main(n: int, url: str | None) -> None:
     baseline = await bare_asyncio_rate(n)
     figures = {"machine": machine(), "bare asyncio": f"{baseline:,.0f} no-op tasks/s"}
     for label, task in (("async def", noop_async), ("sync def", noop_sync)):
@@ -54,17 +54,20 @@ async def main(n: int) -> None:
             ("concurrent submit", concurrent_submits),
             ("submit_many", batched_submit),
         ):
-            with database_file() as path:
+            with database_file(url=url) as path:
                 async with taskloom.Engine(path) as engine:
                     await engine.run(task)  # warm up: schema, first statements
                     rate = await fn(engine, task, n)
             figures[f"{label}, {mode}"] = (
                 f"{rate:,.0f} runs/s  (ratio to bare asyncio {rate / baseline:.3f})"
             )
-    report(f"{n:,} persisted no-op runs on a SQLite file (target >= 25,000 runs/s)", figures)
+    where = "a SQLite file" if url is None else url
+    report(f"{n:,} persisted no-op runs on {where} (target >= 25,000 runs/s)", figures)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20_000)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument("--database", help="a database URL instead of a fresh SQLite file")
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.database))
