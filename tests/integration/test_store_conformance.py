@@ -20,6 +20,8 @@ from taskloom.exceptions import StoreError
 from taskloom.runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from taskloom.store import (
     MemoryStore,
+    ServiceRecord,
+    ServiceStartRecord,
     SqlStore,
     Store,
     WriteBatch,
@@ -588,6 +590,92 @@ def test_cancel_orphaned_run(store: Store) -> None:
     assert got[done.id].status is RunStatus.COMPLETED
     (attempt,) = store.get_attempts(orphan.id)
     assert (attempt.status, attempt.finished_at) == ("cancelled", T0 + 9)
+
+
+# --- services -----------------------------------------------------------------------------
+
+
+def make_service(**fields: Any) -> ServiceRecord:
+    fields.setdefault("name", "sensor")
+    fields.setdefault("state", "failed")
+    fields.setdefault("since", T0 + 5.5)
+    fields.setdefault("updated_at", T0 + 5.5)
+    return ServiceRecord(**fields)
+
+
+def test_service_record_round_trips(store: Store) -> None:
+    record = make_service(
+        starts=6,
+        restarts=5,
+        restart_times=[T0 + 1.0, T0 + 2.25],
+        last_error=ErrorInfo("RuntimeError", "unplugged", traceback="Traceback ..."),
+        stop_timed_out=True,
+        config={"period": 0.5, "ports": [1, 2], "name": "héllo"},
+    )
+    store.save_service(record)
+    assert store.get_service("sensor") == record
+    minimal = make_service(name="idle", state="stopped")
+    store.save_service(minimal)
+    got = store.get_service("idle")
+    assert got == minimal
+    assert got is not None
+    assert (got.starts, got.restart_times, got.last_error, got.config) == (0, [], None, None)
+
+
+def test_saving_a_service_again_replaces_its_record(store: Store) -> None:
+    store.save_service(make_service(state="running", starts=1, config={"a": 1}))
+    later = make_service(state="stopped", starts=2, restarts=1, last_error=None, config=None)
+    store.save_service(later)
+    assert store.get_service("sensor") == later
+    assert [r.name for r in store.list_services()] == ["sensor"]
+
+
+def test_services_are_listed_by_name_and_unknown_is_none(store: Store) -> None:
+    assert store.get_service("nothing") is None
+    assert store.list_services() == []
+    assert store.get_service_starts("nothing") == []
+    for name in ("b", "c", "a"):
+        store.save_service(make_service(name=name))
+    assert [r.name for r in store.list_services()] == ["a", "b", "c"]
+
+
+def test_service_config_is_stored_as_json(store: Store) -> None:
+    store.save_service(make_service(config={"pair": (1, 2), "point": Point(x=1, y=2)}))
+    got = store.get_service("sensor")
+    assert got is not None
+    assert got.config == {"pair": [1, 2], "point": {"x": 1, "y": 2}}
+    with pytest.raises(StoreError, match="not JSON"):
+        store.save_service(make_service(name="bad", config={"thing": object()}))
+    assert store.get_service("bad") is None
+
+
+def test_service_starts_are_upserted_and_read_newest_first(store: Store) -> None:
+    error = ErrorInfo("RuntimeError", "boom", traceback="Traceback ...")
+    first = ServiceStartRecord(number=1, started_at=T0)
+    store.save_service_start("sensor", first)
+    assert store.get_service_starts("sensor") == [first]
+    ended = ServiceStartRecord(
+        number=1, started_at=T0, finished_at=T0 + 0.5, exit_reason="failed", error=error
+    )
+    store.save_service_start("sensor", ended)
+    second = ServiceStartRecord(number=2, started_at=T0 + 1.5, restart=True)
+    store.save_service_start("sensor", second)
+    store.save_service_start("other", ServiceStartRecord(number=1, started_at=T0 + 9))
+    assert store.get_service_starts("sensor") == [second, ended]
+    assert store.get_service_starts("sensor", limit=1) == [second]
+    assert store.get_service_starts("sensor", limit=0) == []
+    assert [s.started_at for s in store.get_service_starts("other")] == [T0 + 9]
+
+
+def test_another_store_sees_the_services(shared_backend: Backend) -> None:
+    writer = shared_backend.open()
+    record = make_service(starts=3, restart_times=[T0])
+    writer.save_service(record)
+    start = ServiceStartRecord(number=3, started_at=T0, restart=True)
+    writer.save_service_start("sensor", start)
+    reader = shared_backend.open()
+    assert reader.get_service("sensor") == record
+    assert reader.get_service_starts("sensor") == [start]
 
 
 # --- opening stores -----------------------------------------------------------------------

@@ -72,7 +72,7 @@ def upgrade_command(db: DbOption = None, verbose: VerboseOption = False) -> None
 @db_app.command(
     "current",
     epilog=examples(
-        ("taskloom db current", "prints e.g. 0001 (head)"),
+        ("taskloom db current", "prints e.g. 0002 (head)"),
         ("taskloom db current --db postgresql://user@host/taskloom", "another database"),
     ),
 )

@@ -32,6 +32,7 @@ class ExitReason(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     STOPPED = "stopped"
+    LOST = "lost"  # its process ended while it ran (found so by the next supervisor)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -1,6 +1,9 @@
 """`Supervisor`: starts, stops and restarts services, and keeps what happened to them.
 
-State is in memory. Time is injectable (`clock` and an async `sleep`), so the restart
+State is in memory and, when the supervisor is given a store, saved there on every state
+change and every start and end, so that a later process counts on from where this one
+left off. Saves go through one writer thread, in order, and never block the event loop.
+Time is injectable (`clock` and an async `sleep`), so the restart
 window and burst can be tested exactly under fake time. The restart decision itself is
 `RestartPolicy.next_restart`.
 """
@@ -17,12 +20,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .. import context as context_module
 from ..context import Context
 from ..exceptions import DuplicateTaskError, FieldError, InputValidationError
 from ..runs import ErrorInfo, LogLine
+from ..store.base import ServiceRecord, ServiceStartRecord, Store
 from ..tasks.signature import validate_special
 from .definition import ClassService, FunctionService, Service, ServiceDefinition, definition_of
 from .errors import ServiceRunningError, UnknownServiceError
@@ -36,6 +41,9 @@ EXIT_SERVICE_FAILED = 1
 Listener = Callable[[ServiceStatus], None]
 
 logger = logging.getLogger("taskloom.services")
+
+#: How many of its last starts a service loaded from the store keeps in its history.
+LOADED_HISTORY = 100
 
 
 class _Slot:
@@ -85,6 +93,11 @@ class Supervisor:
     Use it as `async with Supervisor() as supervisor:` or call `close()` at the end.
     `clock` returns seconds (default: `time.time`, so times can be stored and shown);
     `sleep` waits that many seconds of the same clock.
+
+    With a `store` (open; the supervisor does not close it), each service registered picks
+    up its saved state, counts, restart times, last error, config and last starts; one that
+    was active when its process died is loaded as stopped, its open start ended as `lost`.
+    Loading reads the store at once, on the caller's thread.
     """
 
     def __init__(
@@ -94,7 +107,15 @@ class Supervisor:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         log_limit: int = 1000,
+        store: Store | None = None,
     ) -> None:
+        self._store = store
+        # One thread writes every save, in the order they were made.
+        self._writer: ThreadPoolExecutor | None = (
+            None
+            if store is None
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskloom-services-store")
+        )
         self._clock = clock
         self._sleep = sleep
         self._log_limit = log_limit
@@ -126,9 +147,10 @@ class Supervisor:
                 f"two different services are named {definition.name!r}; "
                 "give one of them another `name`"
             )
-        self._slots[definition.name] = _Slot(
-            definition, since=self._clock(), log_limit=self._log_limit
-        )
+        slot = _Slot(definition, since=self._clock(), log_limit=self._log_limit)
+        if self._store is not None:
+            self._load(slot, self._store)
+        self._slots[definition.name] = slot
         return definition
 
     @property
@@ -177,6 +199,7 @@ class Supervisor:
         slot.since = self._clock()
         if state is not ServiceState.RESTARTING:
             slot.next_restart_at = None
+        self._save(slot)
         status = self.status(slot.definition.name)
         for listener in list(self._listeners):
             try:
@@ -237,6 +260,7 @@ class Supervisor:
             if current is not None and current.ended_at is None:
                 current.ended_at = self._clock()
                 current.exit_reason = ExitReason.STOPPED
+                self._save_start(slot, current)
         self._set_state(slot, ServiceState.STOPPED)
         return self.status(name)
 
@@ -264,6 +288,10 @@ class Supervisor:
         self._closed = True
         await asyncio.gather(*(self.stop(name) for name in self._slots))
         context_module.uninstall_log_capture()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            # Every save made so far is written before close returns.
+            await asyncio.to_thread(writer.shutdown, wait=True)
 
     def _validate_config(self, definition: ServiceDefinition, config: Any) -> Any:
         kind = definition.specials.config
@@ -284,6 +312,91 @@ class Supervisor:
             self._supervise(slot), name=f"taskloom-service-{slot.definition.name}"
         )
         return self.status(slot.definition.name)
+
+    # --- the store ------------------------------------------------------------------------
+
+    def _load(self, slot: _Slot, store: Store) -> None:
+        """Take up what the store kept of this service, if anything."""
+        name = slot.definition.name
+        record = store.get_service(name)
+        starts = list(reversed(store.get_service_starts(name, limit=LOADED_HISTORY)))
+        if record is None and not starts:
+            return
+        slot.history = [_start_from_record(s) for s in starts]
+        if record is not None:
+            try:
+                slot.state = ServiceState(record.state)
+            except ValueError:
+                slot.state = ServiceState.STOPPED
+            slot.since = record.since
+            slot.starts = record.starts
+            slot.restarts = record.restarts
+            slot.restart_times = list(record.restart_times)
+            slot.last_error = record.last_error
+            slot.stop_timed_out = record.stop_timed_out
+            slot.config = self._loaded_config(slot.definition, record.config)
+        slot.starts = max(slot.starts, max((s.number for s in slot.history), default=0))
+        lost_at = slot.since if record is None else record.updated_at
+        for start in slot.history:
+            if start.ended_at is None:  # its process died while it ran
+                start.ended_at = max(lost_at, start.started_at)
+                start.exit_reason = ExitReason.LOST
+                self._save_start(slot, start)
+        if slot.state.active:
+            slot.state = ServiceState.STOPPED
+            slot.since = self._clock()
+        self._save(slot)
+
+    def _loaded_config(self, definition: ServiceDefinition, config: Any) -> Any:
+        if config is None or definition.specials.config is None:
+            return None
+        try:
+            return self._validate_config(definition, config)
+        except InputValidationError:
+            logger.warning(
+                "the saved config of service %r no longer fits it; it was dropped",
+                definition.name,
+            )
+            return None
+
+    def _save(self, slot: _Slot) -> None:
+        """Save the service's record (its state now) in the background."""
+        store, writer = self._store, self._writer
+        if store is None or writer is None:
+            return
+        record = ServiceRecord(
+            name=slot.definition.name,
+            state=slot.state.value,
+            since=slot.since,
+            starts=slot.starts,
+            restarts=slot.restarts,
+            restart_times=list(slot.restart_times),
+            last_error=slot.last_error,
+            stop_timed_out=slot.stop_timed_out,
+            config=slot.config,
+            updated_at=self._clock(),
+        )
+        self._submit(writer, store.save_service, record)
+
+    def _save_start(self, slot: _Slot, start: ServiceStart) -> None:
+        """Save one start of the service (as it is now) in the background."""
+        store, writer = self._store, self._writer
+        if store is None or writer is None:
+            return
+        record = ServiceStartRecord(
+            number=start.number,
+            started_at=start.started_at,
+            restart=start.restart,
+            finished_at=start.ended_at,
+            exit_reason=None if start.exit_reason is None else start.exit_reason.value,
+            error=start.error,
+        )
+        self._submit(writer, store.save_service_start, slot.definition.name, record)
+
+    @staticmethod
+    def _submit(writer: ThreadPoolExecutor, fn: Callable[..., None], *args: Any) -> None:
+        future = writer.submit(fn, *args)
+        future.add_done_callback(_log_save_error)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -319,6 +432,8 @@ class Supervisor:
         slot.starts += 1
         record = ServiceStart(number=slot.starts, started_at=self._clock(), restart=restart)
         slot.history.append(record)
+        self._save_start(slot, record)
+        self._save(slot)
         context = Context(
             run_id=f"{definition.name}#{record.number}",
             task=definition.name,
@@ -344,11 +459,14 @@ class Supervisor:
             # A loop that was asked to stop and then raised (say RunCancelledError) stopped.
             record.exit_reason = ExitReason.STOPPED if context.cancelled else ExitReason.FAILED
             return ExitReason.FAILED
+        else:
+            record.ended_at = self._clock()
+            record.exit_reason = ExitReason.STOPPED if context.cancelled else ExitReason.COMPLETED
+            return ExitReason.COMPLETED
         finally:
             context_module.reset_current(token)
-        record.ended_at = self._clock()
-        record.exit_reason = ExitReason.STOPPED if context.cancelled else ExitReason.COMPLETED
-        return ExitReason.COMPLETED
+            if record.ended_at is not None:
+                self._save_start(slot, record)
 
     def _kwargs(self, slot: _Slot, context: Context) -> dict[str, Any]:
         specials = slot.definition.specials
@@ -391,6 +509,29 @@ class Supervisor:
         if self._exit_code is None:
             self._exit_code = EXIT_SERVICE_FAILED
         self._exit.set()
+
+
+def _start_from_record(record: ServiceStartRecord) -> ServiceStart:
+    reason = record.exit_reason
+    try:
+        exit_reason = None if reason is None else ExitReason(reason)
+    except ValueError:
+        exit_reason = ExitReason.STOPPED
+    return ServiceStart(
+        number=record.number,
+        started_at=record.started_at,
+        restart=record.restart,
+        ended_at=record.finished_at,
+        exit_reason=exit_reason,
+        error=record.error,
+    )
+
+
+def _log_save_error(future: Future[None]) -> None:
+    error = future.exception() if not future.cancelled() else None
+    if error is not None:
+        # A database that is down must not stop the services; the next save may succeed.
+        logger.error("could not save the state of a service: %s", error, exc_info=error)
 
 
 async def _maybe_await(value: Any) -> Any:

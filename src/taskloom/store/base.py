@@ -11,9 +11,15 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..runs import Attempt, LogLine, Run
+from ..runs import Attempt, ErrorInfo, LogLine, Run
 
-__all__ = ["RUN_UPDATE_COLUMNS", "Store", "WriteBatch"]
+__all__ = [
+    "RUN_UPDATE_COLUMNS",
+    "ServiceRecord",
+    "ServiceStartRecord",
+    "Store",
+    "WriteBatch",
+]
 
 #: Columns of a run that `WriteBatch.run_updates` may change. Values are Python values:
 #: `status` a `RunStatus` or its string, `error` an `ErrorInfo` or None, `result` any
@@ -59,6 +65,42 @@ class WriteBatch:
             or self.attempt_updates
             or self.logs
         )
+
+
+@dataclass(slots=True, kw_only=True)
+class ServiceRecord:
+    """What is kept of one service between processes (a row of `services`).
+
+    `state` is a service state's string; `config` any JSON-compatible value (the store
+    encodes it, so a model comes back as a dict); `updated_at` is when it was last saved.
+    """
+
+    name: str
+    state: str
+    since: float
+    starts: int = 0
+    restarts: int = 0
+    restart_times: list[float] = field(default_factory=list)
+    last_error: ErrorInfo | None = None
+    stop_timed_out: bool = False
+    config: Any = None
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class ServiceStartRecord:
+    """One start of a service (a row of `service_starts`), numbered from 1 per service.
+
+    `restart` is true for a start made by the restart policy; `exit_reason` is an exit
+    reason's string, or None while the start has not ended.
+    """
+
+    number: int
+    started_at: float
+    restart: bool = False
+    finished_at: float | None = None
+    exit_reason: str | None = None
+    error: ErrorInfo | None = None
 
 
 class Store(Protocol):
@@ -127,3 +169,19 @@ class Store(Protocol):
 
     def cancel_orphaned_run(self, run_id: str, *, finished_at: float) -> bool:
         """Mark an unfinished run whose worker is gone as cancelled; True if it was."""
+
+    # services -----------------------------------------------------------------------------
+    def save_service(self, record: ServiceRecord) -> None:
+        """Insert or replace the record of the service `record.name`."""
+
+    def get_service(self, name: str) -> ServiceRecord | None:
+        """The saved record of a service, or None."""
+
+    def list_services(self) -> list[ServiceRecord]:
+        """Every saved service record, by name."""
+
+    def save_service_start(self, name: str, start: ServiceStartRecord) -> None:
+        """Insert or replace start number `start.number` of the service `name`."""
+
+    def get_service_starts(self, name: str, *, limit: int = 100) -> list[ServiceStartRecord]:
+        """The last `limit` starts of a service, newest (highest number) first."""

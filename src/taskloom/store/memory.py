@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from ..exceptions import StoreError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
-from .base import RUN_UPDATE_COLUMNS, WriteBatch
+from .base import RUN_UPDATE_COLUMNS, ServiceRecord, ServiceStartRecord, WriteBatch
 
 __all__ = ["MemoryStore"]
 
@@ -92,6 +92,8 @@ class MemoryStore:
         self._logs: dict[str, list[LogLine]] = {}
         self._last_log_id = 0
         self._workers: dict[str, _Worker] = {}
+        self._services: dict[str, ServiceRecord] = {}
+        self._service_starts: dict[str, dict[int, ServiceStartRecord]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"
@@ -286,3 +288,48 @@ class MemoryStore:
                     attempt.status = RunStatus.CANCELLED.value
                     attempt.finished_at = finished_at
             return True
+
+    # services ---------------------------------------------------------------------------
+
+    def save_service(self, record: ServiceRecord) -> None:
+        try:
+            stored = replace(
+                record,
+                state=str(record.state),
+                restart_times=[float(t) for t in record.restart_times],
+                last_error=_error(record.last_error),
+                stop_timed_out=bool(record.stop_timed_out),
+                config=_json(record.config),
+            )
+        except PydanticSerializationError as exc:
+            raise StoreError(f"could not save a service: a value is not JSON: {exc}") from exc
+        with self._lock:
+            self._services[record.name] = stored
+
+    def get_service(self, name: str) -> ServiceRecord | None:
+        with self._lock:
+            record = self._services.get(name)
+            return None if record is None else copy.deepcopy(record)
+
+    def list_services(self) -> list[ServiceRecord]:
+        with self._lock:
+            return copy.deepcopy([self._services[n] for n in sorted(self._services)])
+
+    def save_service_start(self, name: str, start: ServiceStartRecord) -> None:
+        stored = replace(
+            start,
+            restart=bool(start.restart),
+            exit_reason=None if start.exit_reason is None else str(start.exit_reason),
+            error=_error(start.error),
+        )
+        with self._lock:
+            self._service_starts.setdefault(name, {})[start.number] = stored
+
+    def get_service_starts(self, name: str, *, limit: int = 100) -> list[ServiceStartRecord]:
+        limit = min(limit, _MAX_LIMIT)
+        if limit <= 0:
+            return []
+        with self._lock:
+            starts = self._service_starts.get(name, {})
+            newest = sorted(starts.values(), key=lambda s: s.number, reverse=True)
+            return copy.deepcopy(newest[:limit])

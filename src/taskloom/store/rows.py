@@ -18,14 +18,16 @@ from sqlalchemy.engine import Dialect
 
 from ..exceptions import StoreError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
-from .base import RUN_UPDATE_COLUMNS, WriteBatch
-from .schema import attempts, log_lines, runs
+from .base import RUN_UPDATE_COLUMNS, ServiceRecord, ServiceStartRecord, WriteBatch
+from .schema import attempts, log_lines, runs, service_starts, services
 
 __all__ = [
     "ATTEMPT_READ",
     "LOG_READ",
     "MAX_LIMIT",
     "RUN_READ",
+    "SERVICE_READ",
+    "SERVICE_START_READ",
     "UNFINISHED",
     "Statements",
     "attempt_from_row",
@@ -33,6 +35,10 @@ __all__ = [
     "plan_batch",
     "run_from_row",
     "run_row",
+    "service_from_row",
+    "service_row",
+    "service_start_from_row",
+    "service_start_row",
 ]
 
 UNFINISHED = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
@@ -42,6 +48,8 @@ MAX_LIMIT = 10_000
 RUN_READ = tuple(runs.c)
 ATTEMPT_READ = tuple(attempts.c)
 LOG_READ = (log_lines.c.id, *(c for c in log_lines.c if c.name != "id"))
+SERVICE_READ = tuple(services.c)
+SERVICE_START_READ = tuple(c for c in service_starts.c if c.name != "service")
 
 
 def _dumps(value: Any) -> str:
@@ -266,3 +274,61 @@ def plan_batch(
 def log_from_row(row: Sequence[Any]) -> LogLine:
     line_id, run_id, attempt, created_at, level, message = row
     return LogLine(run_id, attempt, created_at, level, message, id=line_id)
+
+
+def service_row(record: ServiceRecord) -> dict[str, Any]:
+    """A service record as the values of its `services` row."""
+    return {
+        "name": record.name,
+        "state": str(record.state),
+        "since": record.since,
+        "starts": record.starts,
+        "restarts": record.restarts,
+        "restart_times": _dumps([float(t) for t in record.restart_times]),
+        "last_error": _encode_error(record.last_error),
+        "stop_timed_out": bool(record.stop_timed_out),
+        "config": _dumps_or_none(record.config),
+        "updated_at": record.updated_at,
+    }
+
+
+def service_from_row(row: Sequence[Any]) -> ServiceRecord:
+    name, state, since, starts, restarts, restart_times, last_error = row[:7]
+    stop_timed_out, config, updated_at = row[7:]
+    return ServiceRecord(
+        name=name,
+        state=state,
+        since=since,
+        starts=starts,
+        restarts=restarts,
+        restart_times=[float(t) for t in json.loads(restart_times)],
+        last_error=_decode_error(last_error),
+        stop_timed_out=bool(stop_timed_out),
+        config=_loads_or_none(config),
+        updated_at=updated_at,
+    )
+
+
+def service_start_row(name: str, start: ServiceStartRecord) -> dict[str, Any]:
+    """A start as the values of its `service_starts` row."""
+    return {
+        "service": name,
+        "number": start.number,
+        "started_at": start.started_at,
+        "restart": bool(start.restart),
+        "finished_at": start.finished_at,
+        "exit_reason": None if start.exit_reason is None else str(start.exit_reason),
+        "error": _encode_error(start.error),
+    }
+
+
+def service_start_from_row(row: Sequence[Any]) -> ServiceStartRecord:
+    number, started_at, restart, finished_at, exit_reason, error = row
+    return ServiceStartRecord(
+        number=number,
+        started_at=started_at,
+        restart=bool(restart),
+        finished_at=finished_at,
+        exit_reason=exit_reason,
+        error=_decode_error(error),
+    )

@@ -8,8 +8,9 @@ Decisions kept deliberately simple so one schema serves SQLite and PostgreSQL:
   and decodes them itself, so both databases hold the same bytes and no dialect-specific
   JSON type processing runs on the hot write path.
 
-`migrations/versions/0001_initial.py` creates exactly these tables; a test compares the
-two with Alembic's autogenerate, so change both together (with a new revision).
+The revisions in `migrations/versions` create exactly these tables (0001 runs, attempts,
+log lines and workers; 0002 services and their starts); a test compares the two with
+Alembic's autogenerate, so change both together (with a new revision).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ __all__ = [
     "log_lines",
     "metadata",
     "runs",
+    "service_starts",
+    "services",
     "workers",
 ]
 
@@ -130,6 +133,37 @@ workers = Table(
     Column("started_at", Double, nullable=False),
     Column("heartbeat_at", Double, nullable=False),
     PrimaryKeyConstraint("id"),
+)
+
+#: The state of each service a supervisor runs, kept across processes.
+services = Table(
+    "services",
+    metadata,
+    Column("name", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("since", Double, nullable=False),
+    Column("starts", Integer, nullable=False),
+    Column("restarts", Integer, nullable=False),
+    Column("restart_times", Text, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("stop_timed_out", Boolean, nullable=False),
+    Column("config", Text, nullable=True),
+    Column("updated_at", Double, nullable=False),
+    PrimaryKeyConstraint("name"),
+)
+
+#: Every start of a service; read newest first through the primary key.
+service_starts = Table(
+    "service_starts",
+    metadata,
+    Column("service", String(200), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("restart", Boolean, nullable=False),
+    Column("finished_at", Double, nullable=True),
+    Column("exit_reason", String(16), nullable=True),
+    Column("error", Text, nullable=True),
+    PrimaryKeyConstraint("service", "number"),
 )
 
 #: Column names in table order; rows read with `select(table)` come back in this order.

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..exceptions import StoreError
 from ..runs import Attempt, LogLine, Run, RunStatus
-from .base import WriteBatch
+from .base import ServiceRecord, ServiceStartRecord, WriteBatch
 from .connect import create_store_engine, resolve_database_url, sqlite_file
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
@@ -34,6 +34,8 @@ from .rows import (
     LOG_READ,
     MAX_LIMIT,
     RUN_READ,
+    SERVICE_READ,
+    SERVICE_START_READ,
     UNFINISHED,
     Statements,
     attempt_from_row,
@@ -41,8 +43,12 @@ from .rows import (
     plan_batch,
     run_from_row,
     run_row,
+    service_from_row,
+    service_row,
+    service_start_from_row,
+    service_start_row,
 )
-from .schema import attempts, log_lines, runs, workers
+from .schema import attempts, log_lines, runs, service_starts, services, workers
 
 __all__ = ["SqlStore"]
 
@@ -216,6 +222,19 @@ class SqlStore:
         if raw is not None:
             with contextlib.suppress(Exception):  # already broken; nothing more to release
                 raw.invalidate()
+
+    def _upsert(self, what: str, table: Table, values: dict[str, Any]) -> None:
+        """Insert a row, or update the row with its primary key (one statement)."""
+        with self._use(what) as engine:
+            dialect = pg_dialect if engine.dialect.name == "postgresql" else sqlite_dialect
+            keys = [c.name for c in table.primary_key.columns]
+            stmt = dialect.insert(table).values(values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=keys,
+                set_={k: stmt.excluded[k] for k in values if k not in keys},
+            )
+            with self._writer().begin() as conn:
+                conn.execute(stmt)
 
     def insert_run_idempotent(self, run: Run) -> Run:
         if run.idempotency_key is None:
@@ -421,3 +440,41 @@ class SqlStore:
                     .values(status=cancelled, finished_at=finished_at)
                 )
             return True
+
+    # services ---------------------------------------------------------------------------
+
+    def save_service(self, record: ServiceRecord) -> None:
+        try:
+            values = service_row(record)
+        except PydanticSerializationError as exc:
+            raise StoreError(f"could not save a service: a value is not JSON: {exc}") from exc
+        self._upsert("save a service", services, values)
+
+    def get_service(self, name: str) -> ServiceRecord | None:
+        query = select(*SERVICE_READ).where(services.c.name == name)
+        with self._use("read a service") as engine, engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else service_from_row(row)
+
+    def list_services(self) -> list[ServiceRecord]:
+        query = select(*SERVICE_READ).order_by(services.c.name)
+        with self._use("list services") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [service_from_row(r) for r in rows]
+
+    def save_service_start(self, name: str, start: ServiceStartRecord) -> None:
+        self._upsert("save a service start", service_starts, service_start_row(name, start))
+
+    def get_service_starts(self, name: str, *, limit: int = 100) -> list[ServiceStartRecord]:
+        limit = min(limit, MAX_LIMIT)
+        if limit <= 0:
+            return []
+        query = (
+            select(*SERVICE_START_READ)
+            .where(service_starts.c.service == name)
+            .order_by(service_starts.c.number.desc())
+            .limit(limit)
+        )
+        with self._use("read service starts") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [service_start_from_row(r) for r in rows]

@@ -1,0 +1,189 @@
+"""Services kept in the store: a new supervisor on the same database counts on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from pydantic import BaseModel
+
+from support import until
+from taskloom import Context
+from taskloom.services import ExitReason, ServiceState, ServiceStatus, Supervisor, service
+from taskloom.store import MemoryStore, ServiceRecord, ServiceStartRecord, Store, open_store
+
+
+class FakeTime:
+    """A clock that only moves when the supervisor sleeps: restarts happen at once, exactly."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class Stores:
+    """Opens new store objects on one database, and closes them all at the end."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._open: list[Store] = []
+
+    def open(self) -> Store:
+        store = open_store(self.url)
+        self._open.append(store)
+        return store
+
+    def close_all(self) -> None:
+        for store in reversed(self._open):
+            store.close()
+
+
+@pytest.fixture
+def stores(database_url: str) -> Iterator[Stores]:
+    found = Stores(database_url)
+    try:
+        yield found
+    finally:
+        found.close_all()
+
+
+async def wait_for(supervisor: Supervisor, name: str, state: ServiceState) -> ServiceStatus:
+    async def reached() -> bool:
+        return supervisor.status(name).state is state
+
+    await until(reached)
+    return supervisor.status(name)
+
+
+@service(restart_sec=1, start_limit_interval_sec=10, start_limit_burst=2)
+async def crashes() -> None:
+    raise RuntimeError("sensor unplugged")
+
+
+class Period(BaseModel):
+    period: float = 1.0
+    label: str = "sensor"
+
+
+seen_configs: list[Period] = []
+
+
+@service
+async def polls(config: Period, context: Context) -> None:
+    seen_configs.append(config)
+    await context.sleep(3600)
+
+
+async def test_a_failed_service_is_taken_up_where_it_was_left(stores: Stores) -> None:
+    fake = FakeTime()
+    async with Supervisor(
+        [crashes], clock=fake.clock, sleep=fake.sleep, store=stores.open()
+    ) as supervisor:
+        await supervisor.start("crashes")
+        before = await wait_for(supervisor, "crashes", ServiceState.FAILED)
+    assert (before.starts, before.restarts, before.restart_times) == (3, 2, (1.0, 2.0))
+
+    later = FakeTime(100.0)
+    async with Supervisor(
+        [crashes], clock=later.clock, sleep=later.sleep, store=stores.open()
+    ) as supervisor:
+        after = supervisor.status("crashes")
+        assert after.state is ServiceState.FAILED
+        assert after.since == before.since == 2.0
+        assert (after.starts, after.restarts, after.restart_times) == (3, 2, (1.0, 2.0))
+        assert after.last_error == before.last_error
+        assert after.last_error is not None
+        assert after.last_error.message == "sensor unplugged"
+        assert "raise RuntimeError" in (after.last_error.traceback or "")
+        assert after.history == before.history
+        assert [s.exit_reason for s in after.history] == [ExitReason.FAILED] * 3
+        assert [s.restart for s in after.history] == [False, True, True]
+
+        # Started again, it counts on from the saved numbers.
+        await supervisor.start("crashes")
+        again = await wait_for(supervisor, "crashes", ServiceState.FAILED)
+    assert (again.starts, again.restarts, again.restart_times) == (6, 4, (101.0, 102.0))
+    assert [s.number for s in again.history] == [1, 2, 3, 4, 5, 6]
+
+    third = Supervisor([crashes], store=stores.open())
+    try:
+        assert third.status("crashes").history == again.history
+        assert third.status("crashes").starts == 6
+    finally:
+        await third.close()
+
+
+async def test_a_running_service_is_stopped_after_reload_and_keeps_its_config(
+    stores: Stores,
+) -> None:
+    seen_configs.clear()
+    async with Supervisor([polls], store=stores.open()) as supervisor:
+        await supervisor.start("polls", {"period": 0.5, "label": "attic"})
+        await wait_for(supervisor, "polls", ServiceState.RUNNING)
+    saved = stores.open().get_service("polls")
+    assert saved is not None
+    assert (saved.state, saved.config) == ("stopped", {"period": 0.5, "label": "attic"})
+
+    async with Supervisor([polls], store=stores.open()) as supervisor:
+        status = supervisor.status("polls")
+        assert status.state is ServiceState.STOPPED
+        assert status.starts == 1
+        assert [s.exit_reason for s in status.history] == [ExitReason.STOPPED]
+        await supervisor.restart("polls")  # no config given: the saved one is used
+        running = await wait_for(supervisor, "polls", ServiceState.RUNNING)
+        assert running.starts == 2
+    assert seen_configs == [Period(period=0.5, label="attic")] * 2
+
+
+async def test_a_service_whose_process_died_while_running_is_stopped_and_its_start_lost(
+    stores: Stores,
+) -> None:
+    seen_configs.clear()
+    first = Supervisor([polls], store=stores.open())
+    try:
+        await first.start("polls", {"period": 1.0})
+        started = await wait_for(first, "polls", ServiceState.RUNNING)
+        reader = stores.open()
+
+        async def saved_running() -> bool:
+            record = await asyncio.to_thread(reader.get_service, "polls")
+            return record is not None and record.state == "running"
+
+        await until(saved_running)
+
+        # The first supervisor's process is gone as far as a new one can tell.
+        async with Supervisor([polls], store=stores.open()) as second:
+            status = second.status("polls")
+            assert status.state is ServiceState.STOPPED
+            assert status.starts == 1
+            (lost,) = status.history
+            assert lost.exit_reason is ExitReason.LOST
+            assert lost.ended_at is not None
+            assert lost.started_at == started.history[0].started_at <= lost.ended_at
+        kept = reader.get_service_starts("polls")
+        assert [s.exit_reason for s in kept] == ["lost"]
+    finally:
+        await first.close()
+
+
+async def test_a_store_with_an_active_record_and_no_starts_loads_as_stopped() -> None:
+    store = MemoryStore()
+    store.save_service(
+        ServiceRecord(name="crashes", state="restarting", since=5.0, starts=2, restarts=1)
+    )
+    store.save_service_start("crashes", ServiceStartRecord(number=2, started_at=4.0))
+    fake = FakeTime(50.0)
+    async with Supervisor([crashes], clock=fake.clock, sleep=fake.sleep, store=store) as sup:
+        status = sup.status("crashes")
+        assert (status.state, status.since, status.starts) == (ServiceState.STOPPED, 50.0, 2)
+        assert [(s.number, s.exit_reason) for s in status.history] == [(2, ExitReason.LOST)]
+    saved = store.get_service("crashes")
+    assert saved is not None
+    assert saved.state == "stopped"
