@@ -20,8 +20,9 @@ from .exceptions import (
     WaitTimeoutError,
     WorkerLostError,
 )
-from .policies import RetryPolicy
+from .policies import RestartPolicy, RetryPolicy
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from .services import Service, ServiceState, ServiceStatus, Supervisor, service
 from .tasks import Registry, Task, TaskDefinition, TaskOptions, executor_register, task
 
 #: aipartnerupflow's name for the executor base class: `from taskloom import BaseTask`.
@@ -41,6 +42,7 @@ __all__ = (
     "InputValidationError",
     "LogLine",
     "Registry",
+    "RestartPolicy",
     "Retry",
     "RetryPolicy",
     "Run",
@@ -48,7 +50,11 @@ __all__ = (
     "RunEvent",
     "RunNotFoundError",
     "RunStatus",
+    "Service",
+    "ServiceState",
+    "ServiceStatus",
     "StoreError",
+    "Supervisor",
     "Task",
     "TaskDefinition",
     "TaskDefinitionError",
@@ -60,5 +66,6 @@ __all__ = (
     "WorkerLostError",
     "__version__",
     "executor_register",
+    "service",
     "task",
 )

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from pydantic import BaseModel
 
 from support import until
 from taskloom import Context
-from taskloom.services import ExitReason, ServiceState, ServiceStatus, Supervisor, service
+from taskloom.services import (
+    ExitReason,
+    ServiceError,
+    ServiceState,
+    ServiceStatus,
+    Supervisor,
+    service,
+)
 from taskloom.store import MemoryStore, ServiceRecord, ServiceStartRecord, Store, open_store
 
 
@@ -187,3 +194,105 @@ async def test_a_store_with_an_active_record_and_no_starts_loads_as_stopped() ->
     saved = store.get_service("crashes")
     assert saved is not None
     assert saved.state == "stopped"
+
+
+# requests from other processes, and stored log lines ---------------------------------------
+@service
+async def talks(context: Context) -> None:
+    context.logger.info("hello")
+    context.logger.warning("careful")
+    await context.sleep(3600)
+
+
+async def test_requests_are_performed_and_their_outcome_recorded(stores: Stores) -> None:
+    store, other = stores.open(), stores.open()  # `other` plays the CLI's process
+    async with Supervisor([polls, talks], store=store) as supervisor:
+        await supervisor.flush()  # registering saves each service, in the background
+        assert {r.name: r.state for r in other.list_services()} == {
+            "polls": "stopped",
+            "talks": "stopped",
+        }
+        start = other.add_service_request("polls", "start", {"period": 0.5})
+        invalid = other.add_service_request("talks", "start", {"period": 1})
+        unknown = other.add_service_request("nobody", "stop")
+        odd = other.add_service_request("polls", "explode")
+        assert await supervisor.handle_requests() == 4
+        assert await supervisor.handle_requests() == 0
+        assert other.pending_service_requests() == []
+
+        done = other.get_service_request(start)
+        assert done is not None
+        assert done.handled_at is not None
+        assert done.outcome["ok"] is True
+        assert done.outcome["status"]["state"] == "running"
+        assert done.outcome["status"]["starts"] == 1
+        record = other.get_service("polls")  # saved before the outcome
+        assert record is not None
+        assert record.state == "running"
+        assert record.config == {"period": 0.5, "label": "sensor"}
+
+        failed = other.get_service_request(invalid)
+        assert failed is not None
+        assert failed.outcome == {
+            "ok": False,
+            "error": {
+                "type": "InputValidationError",
+                "message": "task 'talks': config 'config': this service takes no config",
+                "errors": [{"field": "config", "message": "this service takes no config"}],
+            },
+        }
+        assert supervisor.status("talks").state is ServiceState.STOPPED
+        missing = other.get_service_request(unknown)
+        assert missing is not None
+        assert missing.outcome["error"]["type"] == "UnknownServiceError"
+        strange = other.get_service_request(odd)
+        assert strange is not None
+        assert "unknown action" in strange.outcome["error"]["message"]
+
+        other.add_service_request("polls", "restart", {"period": "soon"})
+        await supervisor.handle_requests()
+        assert supervisor.status("polls").starts == 1  # an invalid config stops nothing
+
+        other.add_service_request("polls", "stop")
+        await supervisor.handle_requests()
+        assert supervisor.status("polls").state is ServiceState.STOPPED
+
+
+async def test_log_lines_of_services_are_saved_in_order(stores: Stores) -> None:
+    store, other = stores.open(), stores.open()
+    async with Supervisor([talks], store=store) as supervisor:
+
+        def logged(count: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                await supervisor.flush()
+                return len(other.get_service_logs("talks")) == count
+
+            return check
+
+        await supervisor.start("talks")
+        await until(logged(2))
+        await supervisor.restart("talks")
+        await until(logged(4))
+    lines = other.get_service_logs("talks")
+    assert [(g.start_number, g.level, g.message) for g in lines] == [
+        (1, "INFO", "hello"),
+        (1, "WARNING", "careful"),
+        (2, "INFO", "hello"),
+        (2, "WARNING", "careful"),
+    ]
+
+
+async def test_handling_requests_needs_a_store() -> None:
+    async with Supervisor([talks]) as supervisor:
+        with pytest.raises(ServiceError, match="no store"):
+            await supervisor.handle_requests()
+
+
+async def test_memory_store_takes_requests_too() -> None:
+    store = MemoryStore()
+    async with Supervisor([talks], store=store) as supervisor:
+        request = store.add_service_request("talks", "start")
+        await supervisor.handle_requests()
+        handled = store.get_service_request(request)
+        assert handled is not None
+        assert handled.outcome["status"]["state"] == "running"

@@ -20,6 +20,7 @@ from taskloom.exceptions import StoreError
 from taskloom.runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from taskloom.store import (
     MemoryStore,
+    ServiceLogLine,
     ServiceRecord,
     ServiceStartRecord,
     SqlStore,
@@ -777,3 +778,75 @@ def test_killed_worker_lock_file_is_removed(tmp_path: Path, spawn_worker: SpawnW
         assert lock.exists()
         assert not store.is_worker_alive("child")
         assert not lock.exists()
+
+
+# service control ---------------------------------------------------------------------------
+def test_service_requests_wait_until_finished(store: Store) -> None:
+    first = store.add_service_request("sensor", "start", {"period": 0.5}, requested_at=T0)
+    second = store.add_service_request("sensor", "stop")
+    assert second > first
+    pending = store.pending_service_requests()
+    assert [(r.id, r.service, r.action) for r in pending] == [
+        (first, "sensor", "start"),
+        (second, "sensor", "stop"),
+    ]
+    assert pending[0].config == {"period": 0.5}
+    assert pending[0].requested_at == T0
+    assert pending[0].handled_at is None
+    assert pending[0].outcome is None
+    assert pending[1].config is None
+
+    store.finish_service_request(first, {"ok": True, "state": "running"}, handled_at=T0 + 1)
+    assert [r.id for r in store.pending_service_requests()] == [second]
+    done = store.get_service_request(first)
+    assert done is not None
+    assert done.handled_at == T0 + 1
+    assert done.outcome == {"ok": True, "state": "running"}
+    assert store.get_service_request(10_000) is None
+
+
+def test_only_an_unhandled_service_request_can_be_withdrawn(store: Store) -> None:
+    waiting = store.add_service_request("sensor", "restart", [1, (2, 3)])
+    handled = store.add_service_request("sensor", "stop")
+    store.finish_service_request(handled, {"ok": True})
+    request = store.get_service_request(waiting)
+    assert request is not None
+    assert request.config == [1, [2, 3]]
+    assert store.cancel_service_request(waiting) is True
+    assert store.get_service_request(waiting) is None
+    assert store.cancel_service_request(waiting) is False
+    assert store.cancel_service_request(handled) is False
+    assert store.get_service_request(handled) is not None
+    assert store.pending_service_requests() == []
+
+
+def test_service_request_config_that_is_not_json_is_a_store_error(store: Store) -> None:
+    with pytest.raises(StoreError):
+        store.add_service_request("sensor", "start", {"x": object()})
+    assert store.pending_service_requests() == []
+
+
+def test_service_logs_are_kept_per_service_and_paged_by_id(store: Store) -> None:
+    def line(service: str, i: int) -> ServiceLogLine:
+        return ServiceLogLine(
+            service=service, start_number=1 + i // 3, created_at=T0 + i, level="INFO",
+            message=f"line {i}",
+        )  # fmt: skip
+
+    store.add_service_log_lines([])
+    store.add_service_log_lines([line("a", i) for i in range(5)] + [line("b", 0)])
+    store.add_service_log_lines([line("a", 5)])
+    lines = store.get_service_logs("a")
+    assert [g.message for g in lines] == [f"line {i}" for i in range(6)]
+    assert [g.start_number for g in lines] == [1, 1, 1, 2, 2, 2]
+    assert lines[0].created_at == T0
+    assert lines[0].level == "INFO"
+    ids = [g.id for g in lines]
+    assert all(i is not None for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 6
+    after = store.get_service_logs("a", after_id=lines[1].id or 0, limit=2)
+    assert [g.message for g in after] == ["line 2", "line 3"]
+    assert store.get_service_logs("a", limit=0) == []
+    assert [g.message for g in store.get_service_logs("b")] == ["line 0"]
+    assert store.get_service_logs("nobody") == []

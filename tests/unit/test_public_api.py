@@ -21,6 +21,7 @@ CURATED = (
     "InputValidationError",
     "LogLine",
     "Registry",
+    "RestartPolicy",
     "Retry",
     "RetryPolicy",
     "Run",
@@ -28,7 +29,11 @@ CURATED = (
     "RunEvent",
     "RunNotFoundError",
     "RunStatus",
+    "Service",
+    "ServiceState",
+    "ServiceStatus",
     "StoreError",
+    "Supervisor",
     "Task",
     "TaskDefinition",
     "TaskDefinitionError",
@@ -40,6 +45,7 @@ CURATED = (
     "WorkerLostError",
     "__version__",
     "executor_register",
+    "service",
     "task",
 )
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import db, run, runs, tasks
+from . import db, run, runs, services, tasks
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, print_error
 from .options import examples
 
@@ -23,6 +23,8 @@ app = typer.Typer(
         ("taskloom tasks examples/basics.py", "the tasks of a file and their inputs"),
         ("taskloom runs", "the newest runs"),
         ("taskloom show RUN_ID", "one run in full"),
+        ("taskloom serve examples/services.py", "run services until Ctrl-C"),
+        ("taskloom services", "services and their state"),
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -59,6 +61,9 @@ app.command("tasks", epilog=tasks.EPILOG)(tasks.tasks_command)
 app.command("runs", epilog=runs.RUNS_EPILOG)(runs.runs_command)
 app.command("show", epilog=runs.SHOW_EPILOG)(runs.show_command)
 app.command("cancel", epilog=runs.CANCEL_EPILOG)(runs.cancel_command)
+app.command("serve", epilog=services.SERVE_EPILOG)(services.serve_command)
+app.command("services", epilog=services.SERVICES_EPILOG)(services.services_command)
+app.add_typer(services.service_app, name="service")
 app.add_typer(db.db_app, name="db")
 
 

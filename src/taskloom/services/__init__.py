@@ -20,7 +20,14 @@ restart (at 6) would be the sixth in (-4, 6] and the service fails for good. A f
 `Supervisor.wait_exit()`, so the serving process can exit non-zero.
 """
 
-from .definition import FunctionService, Service, ServiceDefinition, ServiceOptions, service
+from .definition import (
+    FunctionService,
+    Service,
+    ServiceDefinition,
+    ServiceOptions,
+    service,
+    services_in_module,
+)
 from .errors import ServiceError, ServiceRunningError, UnknownServiceError
 from .status import ExitReason, ServiceStart, ServiceState, ServiceStatus
 from .supervisor import EXIT_SERVICE_FAILED, Supervisor
@@ -40,4 +47,5 @@ __all__ = (
     "Supervisor",
     "UnknownServiceError",
     "service",
+    "services_in_module",
 )

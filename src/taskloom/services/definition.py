@@ -20,7 +20,14 @@ from ..exceptions import TaskDefinitionError
 from ..policies import RestartPolicy
 from ..tasks.signature import SpecialParams, inspect_function
 
-__all__ = ["FunctionService", "Service", "ServiceDefinition", "ServiceOptions", "service"]
+__all__ = [
+    "FunctionService",
+    "Service",
+    "ServiceDefinition",
+    "ServiceOptions",
+    "service",
+    "services_in_module",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -287,3 +294,19 @@ def service(
             raise TaskDefinitionError("use @service(...) with keyword options, or bare @service")
         return decorate(fn)
     return decorate
+
+
+def services_in_module(module: types.ModuleType) -> list[ServiceDefinition]:
+    """Every service defined in `module` (not merely imported into it), in definition order."""
+    found: list[ServiceDefinition] = []
+    for value in vars(module).values():
+        if isinstance(value, FunctionService) and value.fn.__module__ == module.__name__:
+            found.append(value)
+        elif (
+            isinstance(value, type)
+            and issubclass(value, Service)
+            and value.__module__ == module.__name__
+            and value._taskloom_definition is not None
+        ):
+            found.append(value._taskloom_definition)
+    return found

@@ -27,13 +27,22 @@ from .. import context as context_module
 from ..context import Context
 from ..exceptions import DuplicateTaskError, FieldError, InputValidationError
 from ..runs import ErrorInfo, LogLine
-from ..store.base import ServiceRecord, ServiceStartRecord, Store
+from ..store.base import (
+    ServiceLogLine,
+    ServiceRecord,
+    ServiceRequest,
+    ServiceStartRecord,
+    Store,
+)
 from ..tasks.signature import validate_special
 from .definition import ClassService, FunctionService, Service, ServiceDefinition, definition_of
-from .errors import ServiceRunningError, UnknownServiceError
+from .errors import ServiceError, ServiceRunningError, UnknownServiceError
 from .status import ExitReason, ServiceStart, ServiceState, ServiceStatus
 
-__all__ = ["EXIT_SERVICE_FAILED", "Supervisor"]
+__all__ = ["ACTIONS", "EXIT_SERVICE_FAILED", "Supervisor", "status_summary"]
+
+#: What a service request may ask for.
+ACTIONS = ("start", "stop", "restart")
 
 #: The exit code a serving process should use when an `exit_on_failure` service failed.
 EXIT_SERVICE_FAILED = 1
@@ -70,10 +79,17 @@ class _Slot:
 class _ServiceSink:
     """Where the context of one start sends its log lines (thread-safe: deque appends)."""
 
-    def __init__(self, slot: _Slot, start: ServiceStart, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        slot: _Slot,
+        start: ServiceStart,
+        clock: Callable[[], float],
+        save: Callable[[ServiceLogLine], None],
+    ) -> None:
         self._slot = slot
         self._start = start
         self._clock = clock
+        self._save = save
 
     def report_progress(self, fraction: float, message: str | None) -> None:
         text = f"progress {fraction:.0%}" + (f": {message}" if message else "")
@@ -85,6 +101,15 @@ class _ServiceSink:
             f"{name}#{self._start.number}", self._start.number, self._clock(), level, message
         )
         self._slot.logs.append(line)
+        self._save(
+            ServiceLogLine(
+                service=name,
+                start_number=self._start.number,
+                created_at=line.created_at,
+                level=level,
+                message=message,
+            )
+        )
 
 
 class Supervisor:
@@ -124,6 +149,9 @@ class Supervisor:
         self._exit = asyncio.Event()
         self._exit_code: int | None = None
         self._closed = False
+        # Log lines wait here (from any thread) until the writer saves them in one go.
+        self._log_lock = threading.Lock()
+        self._pending_logs: list[ServiceLogLine] = []
         context_module.install_log_capture()
         for item in services:
             self.register(item)
@@ -148,10 +176,14 @@ class Supervisor:
                 "give one of them another `name`"
             )
         slot = _Slot(definition, since=self._clock(), log_limit=self._log_limit)
-        if self._store is not None:
-            self._load(slot, self._store)
+        if self._store is not None and not self._load(slot, self._store):
+            self._save(slot)  # known to the store (as stopped) from now on
         self._slots[definition.name] = slot
         return definition
+
+    def definition(self, name: str) -> ServiceDefinition:
+        """The definition of a registered service."""
+        return self._slot(name).definition
 
     @property
     def names(self) -> list[str]:
@@ -315,13 +347,13 @@ class Supervisor:
 
     # --- the store ------------------------------------------------------------------------
 
-    def _load(self, slot: _Slot, store: Store) -> None:
-        """Take up what the store kept of this service, if anything."""
+    def _load(self, slot: _Slot, store: Store) -> bool:
+        """Take up what the store kept of this service; False if it kept nothing."""
         name = slot.definition.name
         record = store.get_service(name)
         starts = list(reversed(store.get_service_starts(name, limit=LOADED_HISTORY)))
         if record is None and not starts:
-            return
+            return False
         slot.history = [_start_from_record(s) for s in starts]
         if record is not None:
             try:
@@ -346,6 +378,7 @@ class Supervisor:
             slot.state = ServiceState.STOPPED
             slot.since = self._clock()
         self._save(slot)
+        return True
 
     def _loaded_config(self, definition: ServiceDefinition, config: Any) -> Any:
         if config is None or definition.specials.config is None:
@@ -393,6 +426,82 @@ class Supervisor:
         )
         self._submit(writer, store.save_service_start, slot.definition.name, record)
 
+    def _save_log(self, line: ServiceLogLine) -> None:
+        """Queue a log line for the writer (thread-safe); lines are saved in batches."""
+        store, writer = self._store, self._writer
+        if store is None or writer is None:
+            return
+        with self._log_lock:
+            self._pending_logs.append(line)
+            if len(self._pending_logs) > 1:
+                return  # a save of the queue is already on its way
+        # A line logged after close finds the writer shut down: it is not saved.
+        with contextlib.suppress(RuntimeError):
+            self._submit(writer, self._write_logs, store)
+
+    def _write_logs(self, store: Store) -> None:
+        with self._log_lock:
+            lines, self._pending_logs = self._pending_logs, []
+        if lines:
+            store.add_service_log_lines(lines)
+
+    async def flush(self) -> None:
+        """Wait until every save made so far is written to the store."""
+        writer = self._writer
+        if writer is None:
+            return
+        with contextlib.suppress(RuntimeError):  # shut down: everything is written
+            await asyncio.wrap_future(writer.submit(lambda: None))
+
+    # --- requests from other processes -----------------------------------------------------
+
+    async def handle_requests(self) -> int:
+        """Perform the requests other processes left in the store; return how many.
+
+        Each request's outcome is `{"ok": true, "status": {...}}` with the service's status
+        after it, or `{"ok": false, "error": {"type", "message", "errors"}}` (`errors` lists
+        the invalid fields of a config, each `{"field", "message"}`). The outcome is saved
+        after the state changes it caused, so whoever reads it finds them in the store.
+        """
+        store = self._store
+        if store is None:
+            raise ServiceError("this supervisor has no store to take requests from")
+        pending = await asyncio.to_thread(store.pending_service_requests)
+        for request in pending:
+            outcome = await self.perform(request)
+            await self.flush()
+            await asyncio.to_thread(store.finish_service_request, request.id, outcome)
+        return len(pending)
+
+    async def perform(self, request: ServiceRequest) -> dict[str, Any]:
+        """Carry out one request; return its outcome (see `handle_requests`)."""
+        try:
+            if request.action == "start":
+                status = await self.start(request.service, request.config)
+            elif request.action == "stop":
+                status = await self.stop(request.service)
+            elif request.action == "restart":
+                status = await self.restart(request.service, request.config)
+            else:
+                raise ServiceError(
+                    f"unknown action {request.action!r}; expected one of: {', '.join(ACTIONS)}"
+                )
+        except (ServiceError, InputValidationError) as exc:
+            errors = exc.errors if isinstance(exc, InputValidationError) else []
+            return {
+                "ok": False,
+                "error": {
+                    "type": type(exc).__name__,
+                    "message": str(exc),
+                    "errors": [e.as_dict() for e in errors],
+                },
+            }
+        if status.state is ServiceState.STARTING:
+            # Let the new loop begin, so the outcome says `running` when it got that far.
+            await asyncio.sleep(0)
+            status = self.status(request.service)
+        return {"ok": True, "status": status_summary(status)}
+
     @staticmethod
     def _submit(writer: ThreadPoolExecutor, fn: Callable[..., None], *args: Any) -> None:
         future = writer.submit(fn, *args)
@@ -439,7 +548,7 @@ class Supervisor:
             task=definition.name,
             attempt=record.number,
             timestamp=int(record.started_at * 1000),
-            sink=_ServiceSink(slot, record, self._clock),
+            sink=_ServiceSink(slot, record, self._clock, self._save_log),
         )
         slot.context = context
         token = context_module.set_current(context)
@@ -509,6 +618,21 @@ class Supervisor:
         if self._exit_code is None:
             self._exit_code = EXIT_SERVICE_FAILED
         self._exit.set()
+
+
+def status_summary(status: ServiceStatus) -> dict[str, Any]:
+    """The JSON-compatible essentials of a status (no history, no traceback)."""
+    error = status.last_error
+    return {
+        "name": status.name,
+        "state": status.state.value,
+        "since": status.since,
+        "starts": status.starts,
+        "restarts": status.restarts,
+        "next_restart_at": status.next_restart_at,
+        "stop_timed_out": status.stop_timed_out,
+        "last_error": None if error is None else {"type": error.type, "message": error.message},
+    }
 
 
 def _start_from_record(record: ServiceStartRecord) -> ServiceStart:

@@ -6,14 +6,23 @@ into an open store. The URL is never read from the environment here; the CLI doe
 
 from __future__ import annotations
 
-from .base import ServiceRecord, ServiceStartRecord, Store, WriteBatch
+from .base import (
+    ServiceLogLine,
+    ServiceRecord,
+    ServiceRequest,
+    ServiceStartRecord,
+    Store,
+    WriteBatch,
+)
 from .connect import default_database_url, resolve_database_url
 from .memory import MemoryStore
 from .sql import SqlStore
 
 __all__ = [
     "MemoryStore",
+    "ServiceLogLine",
     "ServiceRecord",
+    "ServiceRequest",
     "ServiceStartRecord",
     "SqlStore",
     "Store",

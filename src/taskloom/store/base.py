@@ -8,14 +8,16 @@ PostgreSQL. Every implementation passes `tests/integration/test_store_conformanc
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from ..runs import Attempt, ErrorInfo, LogLine, Run
 
 __all__ = [
     "RUN_UPDATE_COLUMNS",
+    "ServiceLogLine",
     "ServiceRecord",
+    "ServiceRequest",
     "ServiceStartRecord",
     "Store",
     "WriteBatch",
@@ -103,6 +105,40 @@ class ServiceStartRecord:
     error: ErrorInfo | None = None
 
 
+@dataclass(slots=True, kw_only=True)
+class ServiceRequest:
+    """A request to the serving process to act on a service (a row of `service_requests`).
+
+    `action` is `start`, `stop` or `restart`; `config` any JSON-compatible value or None.
+    `handled_at` and `outcome` (a JSON-compatible dict) are set by the process that
+    performed it; both are None while the request waits.
+    """
+
+    id: int
+    service: str
+    action: str
+    requested_at: float
+    config: Any = None
+    handled_at: float | None = None
+    outcome: Any = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ServiceLogLine:
+    """A line a service logged during start number `start_number` (a row of
+    `service_log_lines`); `id` is set by the store, increasing."""
+
+    service: str
+    start_number: int
+    created_at: float
+    level: str
+    message: str
+    id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Store(Protocol):
     """Where runs, attempts, log lines and workers are kept.
 
@@ -185,3 +221,30 @@ class Store(Protocol):
 
     def get_service_starts(self, name: str, *, limit: int = 100) -> list[ServiceStartRecord]:
         """The last `limit` starts of a service, newest (highest number) first."""
+
+    def add_service_request(
+        self, service: str, action: str, config: Any = None, *, requested_at: float | None = None
+    ) -> int:
+        """Record a request (`requested_at` defaults to now); return its id."""
+
+    def pending_service_requests(self) -> list[ServiceRequest]:
+        """The requests not handled yet, oldest (lowest id) first."""
+
+    def finish_service_request(
+        self, request_id: int, outcome: Any, *, handled_at: float | None = None
+    ) -> None:
+        """Mark a request handled (`handled_at` defaults to now) with its JSON `outcome`."""
+
+    def get_service_request(self, request_id: int) -> ServiceRequest | None:
+        """One request, handled or not, or None."""
+
+    def cancel_service_request(self, request_id: int) -> bool:
+        """Delete the request if it is still unhandled; True if it was deleted."""
+
+    def add_service_log_lines(self, lines: Collection[ServiceLogLine]) -> None:
+        """Append log lines of services (their `id` is ignored: the store numbers them)."""
+
+    def get_service_logs(
+        self, service: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[ServiceLogLine]:
+        """Lines of a service with an id above `after_id`, oldest first, at most `limit`."""

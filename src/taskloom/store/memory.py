@@ -20,7 +20,14 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from ..exceptions import StoreError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
-from .base import RUN_UPDATE_COLUMNS, ServiceRecord, ServiceStartRecord, WriteBatch
+from .base import (
+    RUN_UPDATE_COLUMNS,
+    ServiceLogLine,
+    ServiceRecord,
+    ServiceRequest,
+    ServiceStartRecord,
+    WriteBatch,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -94,6 +101,10 @@ class MemoryStore:
         self._workers: dict[str, _Worker] = {}
         self._services: dict[str, ServiceRecord] = {}
         self._service_starts: dict[str, dict[int, ServiceStartRecord]] = {}
+        self._service_requests: dict[int, ServiceRequest] = {}
+        self._last_request_id = 0
+        self._service_logs: dict[str, list[ServiceLogLine]] = {}
+        self._last_service_log_id = 0
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"
@@ -333,3 +344,72 @@ class MemoryStore:
             starts = self._service_starts.get(name, {})
             newest = sorted(starts.values(), key=lambda s: s.number, reverse=True)
             return copy.deepcopy(newest[:limit])
+
+    # service control ----------------------------------------------------------------------
+
+    def add_service_request(
+        self, service: str, action: str, config: Any = None, *, requested_at: float | None = None
+    ) -> int:
+        try:
+            stored_config = _json(config)
+        except PydanticSerializationError as exc:
+            raise StoreError(f"could not add a service request: {exc}") from exc
+        with self._lock:
+            self._last_request_id += 1
+            request_id = self._last_request_id
+            self._service_requests[request_id] = ServiceRequest(
+                id=request_id,
+                service=service,
+                action=action,
+                config=stored_config,
+                requested_at=time.time() if requested_at is None else requested_at,
+            )
+            return request_id
+
+    def pending_service_requests(self) -> list[ServiceRequest]:
+        with self._lock:
+            pending = [r for r in self._service_requests.values() if r.handled_at is None]
+            return copy.deepcopy(sorted(pending, key=lambda r: r.id))
+
+    def finish_service_request(
+        self, request_id: int, outcome: Any, *, handled_at: float | None = None
+    ) -> None:
+        try:
+            stored = _json(outcome)
+        except PydanticSerializationError as exc:
+            raise StoreError(f"could not finish a service request: {exc}") from exc
+        with self._lock:
+            request = self._service_requests.get(request_id)
+            if request is not None:
+                request.handled_at = time.time() if handled_at is None else handled_at
+                request.outcome = stored
+
+    def get_service_request(self, request_id: int) -> ServiceRequest | None:
+        with self._lock:
+            request = self._service_requests.get(request_id)
+            return None if request is None else copy.deepcopy(request)
+
+    def cancel_service_request(self, request_id: int) -> bool:
+        with self._lock:
+            request = self._service_requests.get(request_id)
+            if request is None or request.handled_at is not None:
+                return False
+            del self._service_requests[request_id]
+            return True
+
+    def add_service_log_lines(self, lines: Collection[ServiceLogLine]) -> None:
+        with self._lock:
+            for line in lines:
+                self._last_service_log_id += 1
+                stored = replace(line, id=self._last_service_log_id)
+                self._service_logs.setdefault(line.service, []).append(stored)
+
+    def get_service_logs(
+        self, service: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[ServiceLogLine]:
+        limit = min(limit, _MAX_LIMIT)
+        if limit <= 0:
+            return []
+        with self._lock:
+            lines = [g for g in self._service_logs.get(service, []) if (g.id or 0) > after_id]
+            return copy.deepcopy(lines[:limit])

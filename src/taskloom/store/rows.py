@@ -18,24 +18,44 @@ from sqlalchemy.engine import Dialect
 
 from ..exceptions import StoreError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
-from .base import RUN_UPDATE_COLUMNS, ServiceRecord, ServiceStartRecord, WriteBatch
-from .schema import attempts, log_lines, runs, service_starts, services
+from .base import (
+    RUN_UPDATE_COLUMNS,
+    ServiceLogLine,
+    ServiceRecord,
+    ServiceRequest,
+    ServiceStartRecord,
+    WriteBatch,
+)
+from .schema import (
+    attempts,
+    log_lines,
+    runs,
+    service_log_lines,
+    service_requests,
+    service_starts,
+    services,
+)
 
 __all__ = [
     "ATTEMPT_READ",
     "LOG_READ",
     "MAX_LIMIT",
     "RUN_READ",
+    "SERVICE_LOG_READ",
     "SERVICE_READ",
+    "SERVICE_REQUEST_READ",
     "SERVICE_START_READ",
     "UNFINISHED",
     "Statements",
     "attempt_from_row",
+    "json_or_none",
     "log_from_row",
     "plan_batch",
     "run_from_row",
     "run_row",
     "service_from_row",
+    "service_log_from_row",
+    "service_request_from_row",
     "service_row",
     "service_start_from_row",
     "service_start_row",
@@ -50,6 +70,8 @@ ATTEMPT_READ = tuple(attempts.c)
 LOG_READ = (log_lines.c.id, *(c for c in log_lines.c if c.name != "id"))
 SERVICE_READ = tuple(services.c)
 SERVICE_START_READ = tuple(c for c in service_starts.c if c.name != "service")
+SERVICE_REQUEST_READ = tuple(service_requests.c)
+SERVICE_LOG_READ = tuple(service_log_lines.c)
 
 
 def _dumps(value: Any) -> str:
@@ -332,3 +354,36 @@ def service_start_from_row(row: Sequence[Any]) -> ServiceStartRecord:
         exit_reason=exit_reason,
         error=_decode_error(error),
     )
+
+
+def service_request_from_row(row: Sequence[Any]) -> ServiceRequest:
+    request_id, service, action, config, requested_at, handled_at, outcome = row
+    return ServiceRequest(
+        id=request_id,
+        service=service,
+        action=action,
+        config=_loads_or_none(config),
+        requested_at=requested_at,
+        handled_at=handled_at,
+        outcome=_loads_or_none(outcome),
+    )
+
+
+def service_log_from_row(row: Sequence[Any]) -> ServiceLogLine:
+    line_id, service, start_number, created_at, level, message = row
+    return ServiceLogLine(
+        service=service,
+        start_number=start_number,
+        created_at=created_at,
+        level=level,
+        message=message,
+        id=line_id,
+    )
+
+
+def json_or_none(value: Any) -> str | None:
+    """A JSON-compatible value as JSON text, None as None (a `StoreError` if not JSON)."""
+    try:
+        return _dumps_or_none(value)
+    except ValueError as exc:  # pydantic's serialization error is a ValueError
+        raise StoreError(f"a value is not JSON: {exc}") from exc

@@ -9,7 +9,8 @@ Decisions kept deliberately simple so one schema serves SQLite and PostgreSQL:
   JSON type processing runs on the hot write path.
 
 The revisions in `migrations/versions` create exactly these tables (0001 runs, attempts,
-log lines and workers; 0002 services and their starts); a test compares the two with
+log lines and workers; 0002 services and their starts; 0003 service requests and
+service log lines); a test compares the two with
 Alembic's autogenerate, so change both together (with a new revision).
 """
 
@@ -39,6 +40,8 @@ __all__ = [
     "log_lines",
     "metadata",
     "runs",
+    "service_log_lines",
+    "service_requests",
     "service_starts",
     "services",
     "workers",
@@ -164,6 +167,33 @@ service_starts = Table(
     Column("exit_reason", String(16), nullable=True),
     Column("error", Text, nullable=True),
     PrimaryKeyConstraint("service", "number"),
+)
+
+#: Requests to the serving process to start, stop or restart a service (from the CLI or
+#: any other process); the serving process performs them and records the outcome.
+service_requests = Table(
+    "service_requests",
+    metadata,
+    Column("id", LogId, primary_key=True, autoincrement=True),
+    Column("service", String(200), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("config", Text, nullable=True),
+    Column("requested_at", Double, nullable=False),
+    Column("handled_at", Double, nullable=True),
+    Column("outcome", Text, nullable=True),
+)
+
+#: The log lines of services, read per service in id order.
+service_log_lines = Table(
+    "service_log_lines",
+    metadata,
+    Column("id", LogId, primary_key=True, autoincrement=True),
+    Column("service", String(200), nullable=False),
+    Column("start_number", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Index(None, "service", "id"),
 )
 
 #: Column names in table order; rows read with `select(table)` come back in this order.

@@ -25,7 +25,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..exceptions import StoreError
 from ..runs import Attempt, LogLine, Run, RunStatus
-from .base import ServiceRecord, ServiceStartRecord, WriteBatch
+from .base import (
+    ServiceLogLine,
+    ServiceRecord,
+    ServiceRequest,
+    ServiceStartRecord,
+    WriteBatch,
+)
 from .connect import create_store_engine, resolve_database_url, sqlite_file
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
@@ -34,21 +40,35 @@ from .rows import (
     LOG_READ,
     MAX_LIMIT,
     RUN_READ,
+    SERVICE_LOG_READ,
     SERVICE_READ,
+    SERVICE_REQUEST_READ,
     SERVICE_START_READ,
     UNFINISHED,
     Statements,
     attempt_from_row,
+    json_or_none,
     log_from_row,
     plan_batch,
     run_from_row,
     run_row,
     service_from_row,
+    service_log_from_row,
+    service_request_from_row,
     service_row,
     service_start_from_row,
     service_start_row,
 )
-from .schema import attempts, log_lines, runs, service_starts, services, workers
+from .schema import (
+    attempts,
+    log_lines,
+    runs,
+    service_log_lines,
+    service_requests,
+    service_starts,
+    services,
+    workers,
+)
 
 __all__ = ["SqlStore"]
 
@@ -478,3 +498,86 @@ class SqlStore:
         with self._use("read service starts") as engine, engine.connect() as conn:
             rows = conn.execute(query).all()
         return [service_start_from_row(r) for r in rows]
+
+    # service control ----------------------------------------------------------------------
+
+    def add_service_request(
+        self, service: str, action: str, config: Any = None, *, requested_at: float | None = None
+    ) -> int:
+        values = {
+            "service": service,
+            "action": action,
+            "config": json_or_none(config),
+            "requested_at": time.time() if requested_at is None else requested_at,
+        }
+        with self._use("add a service request"), self._writer().begin() as conn:
+            result = conn.execute(insert(service_requests).values(values))
+            key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def pending_service_requests(self) -> list[ServiceRequest]:
+        query = (
+            select(*SERVICE_REQUEST_READ)
+            .where(service_requests.c.handled_at.is_(None))
+            .order_by(service_requests.c.id)
+        )
+        with self._use("read service requests") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [service_request_from_row(r) for r in rows]
+
+    def finish_service_request(
+        self, request_id: int, outcome: Any, *, handled_at: float | None = None
+    ) -> None:
+        values = {
+            "handled_at": time.time() if handled_at is None else handled_at,
+            "outcome": json_or_none(outcome),
+        }
+        stmt = update(service_requests).where(service_requests.c.id == request_id).values(values)
+        with self._use("finish a service request"), self._writer().begin() as conn:
+            conn.execute(stmt)
+
+    def get_service_request(self, request_id: int) -> ServiceRequest | None:
+        query = select(*SERVICE_REQUEST_READ).where(service_requests.c.id == request_id)
+        with self._use("read a service request") as engine, engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else service_request_from_row(row)
+
+    def cancel_service_request(self, request_id: int) -> bool:
+        stmt = delete(service_requests).where(
+            service_requests.c.id == request_id, service_requests.c.handled_at.is_(None)
+        )
+        with self._use("withdraw a service request"), self._writer().begin() as conn:
+            return bool(conn.execute(stmt).rowcount)
+
+    def add_service_log_lines(self, lines: Collection[ServiceLogLine]) -> None:
+        if not lines:
+            return
+        rows = [
+            {
+                "service": line.service,
+                "start_number": line.start_number,
+                "created_at": line.created_at,
+                "level": line.level,
+                "message": line.message,
+            }
+            for line in lines
+        ]
+        with self._use("save service log lines"), self._writer().begin() as conn:
+            conn.execute(insert(service_log_lines), rows)
+
+    def get_service_logs(
+        self, service: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[ServiceLogLine]:
+        limit = min(limit, MAX_LIMIT)
+        if limit <= 0:
+            return []
+        query = (
+            select(*SERVICE_LOG_READ)
+            .where(service_log_lines.c.service == service, service_log_lines.c.id > after_id)
+            .order_by(service_log_lines.c.id)
+            .limit(limit)
+        )
+        with self._use("read service logs") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [service_log_from_row(r) for r in rows]

@@ -1,0 +1,465 @@
+"""`taskloom serve`, `taskloom services` and `taskloom service ...`: run services, and
+watch and control them from any other process through the store."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ..runs import LogLine
+from ..services.supervisor import Supervisor
+from ..serving import Served, load_served, serve
+from ..store import ServiceLogLine, ServiceRecord, ServiceStartRecord, Store, open_store
+from ..store.connect import sqlite_file
+from .errors import EXIT_FAILED, EXIT_USAGE, CliError, print_error, reporting_errors
+from .options import (
+    DbOption,
+    JsonOption,
+    VerboseOption,
+    database_url,
+    display_url,
+    dump_json,
+    examples,
+)
+from .render import format_time, log_line_text, make_console
+from .runs import _opened_store
+
+__all__ = [
+    "SERVE_EPILOG",
+    "SERVICES_EPILOG",
+    "serve_command",
+    "service_app",
+    "services_command",
+]
+
+SERVE_EPILOG = examples(
+    ("taskloom serve examples/services.py", "serve a file's services and tasks; Ctrl-C stops"),
+    ("taskloom serve mypackage.services --db postgresql://user@host/taskloom", "a module"),
+)
+SERVICES_EPILOG = examples(
+    ("taskloom services", "name, state, since, starts, restarts and last error"),
+    ("taskloom services --json", "the saved records as a JSON list"),
+)
+STATUS_EPILOG = examples(
+    ("taskloom service status read_sensor", "state, counts, last error and the last starts"),
+    ("taskloom service status read_sensor --json", '{"service": {...}, "starts": [...]}'),
+)
+START_EPILOG = examples(
+    ("taskloom service start read_sensor", "start it with its saved (or default) config"),
+    ("taskloom service start read_sensor --config period=0.5", "with a config field"),
+    ("taskloom service start read_sensor --config '{\"period\": 0.5}'", "config as JSON"),
+)
+STOP_EPILOG = examples(
+    ("taskloom service stop read_sensor", "stop it; prints its state"),
+)
+RESTART_EPILOG = examples(
+    ("taskloom service restart read_sensor", "stop and start again, same config"),
+    ("taskloom service restart read_sensor --config period=2", "with a new config"),
+)
+LOGS_EPILOG = examples(
+    ("taskloom service logs read_sensor", "the lines it logged, oldest first"),
+    ("taskloom service logs read_sensor --follow", "and new ones as they come; Ctrl-C ends"),
+)
+
+#: Seconds between two looks at the store while waiting for a request or following logs.
+POLL = 0.05
+FOLLOW_POLL = 0.2
+LOG_PAGE = 1000
+
+service_app = typer.Typer(
+    help="Start, stop, restart and watch one service of a `taskloom serve` process.",
+    no_args_is_help=True,
+    epilog=examples(
+        ("taskloom service status read_sensor", "one service in full"),
+        ("taskloom service stop read_sensor", "ask the serving process to stop it"),
+        ("taskloom service logs read_sensor --follow", "its log lines, live"),
+    ),
+)
+
+NameArgument = Annotated[
+    str, typer.Argument(metavar="NAME", help="The service's name.", show_default=False)
+]
+ConfigOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--config",
+        metavar="JSON|KEY=VALUE",
+        help=(
+            "The service's config: a JSON object, or KEY=VALUE (repeatable; values are "
+            "read as JSON unless they are text). Default: the config it had."
+        ),
+        show_default=False,
+    ),
+]
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait-timeout",
+        min=0.1,
+        metavar="SECONDS",
+        help="How long to wait for the serving process to act on the request.",
+    ),
+]
+
+
+# serve ----------------------------------------------------------------------------------
+def serve_command(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[TARGETS]...",
+            help="Files (path/file.py) or modules whose tasks and services to serve.",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Serve services and tasks until Ctrl-C or SIGTERM.
+
+    Starts the `autostart` services, performs the requests of `taskloom service
+    start|stop|restart`, and on SIGINT or SIGTERM stops every service (each within its
+    stop_timeout) and exits 0. When an `exit_on_failure` service has failed for good, it
+    stops the others and exits 1.
+    """
+    with reporting_errors(verbose=verbose):
+        if not targets:
+            raise CliError("give at least one file or module to serve (say examples/services.py)")
+        served = load_served(targets)
+        url = database_url(db)
+        result = asyncio.run(
+            serve(
+                served,
+                url,
+                on_ready=lambda _engine, supervisor: _announce(served, supervisor, url, targets),
+                on_stopping=lambda reason: typer.echo(f"stopping services: {reason}", err=True),
+            )
+        )
+        if result.exit_code:
+            for name in result.failed:
+                print_error(
+                    f"service {name!r} failed for good and has exit_on_failure set: "
+                    "the other services were stopped"
+                )
+            raise typer.Exit(result.exit_code)
+        typer.echo("stopped", err=True)
+
+
+def _announce(served: Served, supervisor: Supervisor, url: str, targets: Sequence[str]) -> None:
+    names = ", ".join(supervisor.names) or "none"
+    started = [s.name for s in supervisor.statuses() if s.state.active]
+    typer.echo(
+        f"serving {len(served.services)} service(s) ({names}; started: "
+        f"{', '.join(started) or 'none'}) and {len(served.tasks)} task(s) from "
+        f"{' '.join(targets)}; database {display_url(url)}"
+    )
+
+
+# services, status -------------------------------------------------------------------------
+def _record_dict(record: ServiceRecord) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def _error_text(record: ServiceRecord) -> str:
+    error = record.last_error
+    if error is None:
+        return ""
+    return f"{error.type}: {error.message}" if error.message else error.type
+
+
+def _state_text(state: str) -> Text:
+    styles = {"running": "green", "failed": "red", "restarting": "yellow", "starting": "cyan"}
+    return Text(state, style=styles.get(state, ""))
+
+
+def services_command(
+    json_output: JsonOption = False,
+    db: DbOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """List the services known to the database and their state."""
+    with reporting_errors(verbose=verbose), _opened_store(db) as store:
+        records = store.list_services()
+        if json_output:
+            typer.echo(dump_json([_record_dict(r) for r in records]))
+            return
+        if not records:
+            typer.echo("no services found (`taskloom serve FILE` registers them)", err=True)
+            return
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for column in ("name", "state", "since"):
+            table.add_column(column, overflow="fold")
+        table.add_column("starts", justify="right")
+        table.add_column("restarts", justify="right")
+        table.add_column("last error", overflow="fold")
+        for record in records:
+            table.add_row(
+                record.name,
+                _state_text(record.state),
+                format_time(record.since),
+                str(record.starts),
+                str(record.restarts),
+                _error_text(record),
+            )
+        make_console().print(table)
+
+
+def _known(store: Store, name: str) -> ServiceRecord:
+    record = store.get_service(name)
+    if record is None:
+        known = ", ".join(r.name for r in store.list_services())
+        hint = f"; known services: {known}" if known else ""
+        raise CliError(f"unknown service {name!r}{hint}")
+    return record
+
+
+def _start_row(start: ServiceStartRecord) -> list[str]:
+    error = start.error
+    return [
+        str(start.number),
+        "restart" if start.restart else "start",
+        format_time(start.started_at),
+        format_time(start.finished_at),
+        start.exit_reason or "-",
+        "" if error is None else f"{error.type}: {error.message}",
+    ]
+
+
+@service_app.command("status", epilog=STATUS_EPILOG)
+def status_command(
+    name: NameArgument,
+    json_output: JsonOption = False,
+    db: DbOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Show one service: state, counts, config, last error and its last starts."""
+    with reporting_errors(verbose=verbose), _opened_store(db) as store:
+        record = _known(store, name)
+        starts = store.get_service_starts(name, limit=10)
+        if json_output:
+            document = {
+                "service": _record_dict(record),
+                "starts": [dataclasses.asdict(s) for s in starts],
+            }
+            typer.echo(dump_json(document))
+            return
+        console = make_console()
+        console.print(Text.assemble((record.name, "bold"), " ", _state_text(record.state)))
+        console.print(f"since     {format_time(record.since)}")
+        console.print(f"starts    {record.starts} ({record.restarts} restarts)")
+        if record.config is not None:
+            console.print(f"config    {json.dumps(record.config, ensure_ascii=False)}")
+        if record.stop_timed_out:
+            console.print("the last stop gave up waiting for it (stop_timeout)", style="yellow")
+        if record.last_error is not None:
+            console.print(f"last error {_error_text(record)}", style="red")
+            if verbose and record.last_error.traceback:
+                console.print(record.last_error.traceback.rstrip(), markup=False)
+        if starts:
+            table = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
+            for column in ("#", "by", "started", "ended", "exit", "error"):
+                table.add_column(column, overflow="fold")
+            for start in starts:
+                table.add_row(*_start_row(start))
+            console.print(table)
+
+
+# start, stop, restart -----------------------------------------------------------------------
+def _parse_config(service: str, values: Sequence[str] | None) -> Any:
+    if not values:
+        return None
+    config: dict[str, Any] = {}
+    for value in values:
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                parsed = json.loads(text)
+            except ValueError as exc:
+                raise CliError(f"service {service!r}: --config is not valid JSON: {exc}") from exc
+            config.update(parsed)
+            continue
+        key, sep, raw = value.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(
+                f"service {service!r}: expected --config as a JSON object or KEY=VALUE, "
+                f"got {value!r}"
+            )
+        try:
+            config[key] = json.loads(raw)
+        except ValueError:
+            config[key] = raw  # text needs no quotes
+    return config
+
+
+def _control_store(db: str | None) -> Store:
+    url = database_url(db)
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise CliError(
+            f"no serving process uses {display_url(url)}: the database does not exist "
+            "(start one with `taskloom serve FILE`)",
+            exit_code=EXIT_FAILED,
+        )
+    return open_store(url)
+
+
+def _wait_handled(store: Store, request_id: int, timeout: float) -> dict[str, Any] | None:
+    """The outcome of a request, or None when nobody handled it in time (it is withdrawn)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            request = store.get_service_request(request_id)
+            if request is not None and request.handled_at is not None:
+                outcome: dict[str, Any] = request.outcome or {}
+                return outcome
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(POLL)
+    except KeyboardInterrupt:
+        store.cancel_service_request(request_id)
+        raise
+    if store.cancel_service_request(request_id):
+        return None
+    request = store.get_service_request(request_id)  # handled just now
+    return None if request is None else (request.outcome or {})
+
+
+def _control(
+    db: str | None, name: str, action: str, config: Any, wait_timeout: float
+) -> dict[str, Any]:
+    store = _control_store(db)
+    try:
+        request_id = store.add_service_request(name, action, config)
+        outcome = _wait_handled(store, request_id, wait_timeout)
+    finally:
+        store.close()
+    if outcome is None:
+        raise CliError(
+            f"no serving process handled the {action} of service {name!r} within "
+            f"{wait_timeout:g} s; the request was withdrawn (is `taskloom serve` running "
+            "on this database?)",
+            exit_code=EXIT_FAILED,
+        )
+    if not outcome.get("ok"):
+        error = outcome.get("error") or {}
+        kind = error.get("type", "")
+        fields = error.get("errors") or []
+        if fields:
+            lines = [
+                f"service {name!r}: config {f.get('field')!r}: {f.get('message')}" for f in fields
+            ]
+            raise CliError("\n".join(lines), exit_code=EXIT_USAGE)
+        message = error.get("message") or f"the {action} of service {name!r} failed"
+        code = (
+            EXIT_USAGE if kind in ("UnknownServiceError", "InputValidationError") else EXIT_FAILED
+        )
+        raise CliError(message, exit_code=code)
+    return outcome
+
+
+def _report_state(outcome: dict[str, Any]) -> None:
+    status = outcome.get("status") or {}
+    typer.echo(f"service {status.get('name')!r} is {status.get('state')}")
+    if status.get("stop_timed_out"):
+        typer.echo(
+            "warning: it ignored the stop for longer than its stop_timeout; it was given up on",
+            err=True,
+        )
+
+
+@service_app.command("start", epilog=START_EPILOG)
+def start_command(
+    name: NameArgument,
+    config: ConfigOption = None,
+    wait_timeout: WaitOption = 10.0,
+    db: DbOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Ask the serving process to start a service; prints its state.
+
+    Exit status: 0 started, 1 no serving process answered (or it is already started),
+    2 unknown service or invalid config (it is not started).
+    """
+    with reporting_errors(verbose=verbose):
+        value = _parse_config(name, config)
+        _report_state(_control(db, name, "start", value, wait_timeout))
+
+
+@service_app.command("stop", epilog=STOP_EPILOG)
+def stop_command(
+    name: NameArgument,
+    wait_timeout: WaitOption = 10.0,
+    db: DbOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Ask the serving process to stop a service; prints its state.
+
+    Waits for the stop, bounded by the service's stop_timeout; raise --wait-timeout for a
+    service whose stop_timeout is longer.
+    """
+    with reporting_errors(verbose=verbose):
+        _report_state(_control(db, name, "stop", None, wait_timeout))
+
+
+@service_app.command("restart", epilog=RESTART_EPILOG)
+def restart_command(
+    name: NameArgument,
+    config: ConfigOption = None,
+    wait_timeout: WaitOption = 10.0,
+    db: DbOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Ask the serving process to stop (if started) and start a service again."""
+    with reporting_errors(verbose=verbose):
+        value = _parse_config(name, config)
+        _report_state(_control(db, name, "restart", value, wait_timeout))
+
+
+# logs -----------------------------------------------------------------------------------------
+def _print_lines(lines: Sequence[ServiceLogLine]) -> None:
+    console = make_console()
+    for line in lines:
+        text = log_line_text(
+            LogLine(line.service, line.start_number, line.created_at, line.level, line.message)
+        )
+        console.print(Text(f"#{line.start_number} ", style="dim") + text)
+
+
+@service_app.command("logs", epilog=LOGS_EPILOG)
+def logs_command(
+    name: NameArgument,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    db: DbOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Print the lines a service logged, oldest first (#N is the start that logged it).
+
+    With --follow, new lines are printed as they are saved; Ctrl-C ends it with exit 0.
+    """
+    with reporting_errors(verbose=verbose), _opened_store(db) as store:
+        _known(store, name)
+        after_id = 0
+        try:
+            while True:
+                page = store.get_service_logs(name, after_id=after_id, limit=LOG_PAGE)
+                _print_lines(page)
+                if page:
+                    after_id = page[-1].id or after_id
+                if len(page) == LOG_PAGE:
+                    continue
+                if not follow:
+                    return
+                time.sleep(FOLLOW_POLL)
+        except KeyboardInterrupt:
+            return  # the end of following, not a failure

@@ -1,0 +1,148 @@
+"""The serving process: what `taskloom serve` runs.
+
+It loads files or modules, registers their tasks in an `Engine` and their services in a
+`Supervisor` sharing the engine's store, starts the `autostart` services, and performs
+the service requests other processes leave in the store (`taskloom service start ...`)
+until it is asked to stop, or until an `exit_on_failure` service has failed for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from .engine import Engine
+from .exceptions import StoreError, TaskDefinitionError
+from .loading import load_module
+from .services.definition import ServiceDefinition, services_in_module
+from .services.status import ServiceState
+from .services.supervisor import Supervisor
+from .tasks.definition import TaskDefinition
+from .tasks.registry import tasks_in_module
+
+__all__ = ["POLL_INTERVAL", "ServeResult", "Served", "load_served", "serve"]
+
+#: Seconds between two looks at the store for service requests.
+POLL_INTERVAL = 0.2
+
+logger = logging.getLogger("taskloom.serving")
+
+
+@dataclass(slots=True)
+class Served:
+    """The tasks and services the targets define."""
+
+    tasks: list[TaskDefinition] = field(default_factory=list)
+    services: list[ServiceDefinition] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ServeResult:
+    """How serving ended: `exit_code` 0 after a stop request, else the supervisor's code;
+    `failed` names the `exit_on_failure` services that failed for good."""
+
+    exit_code: int
+    failed: tuple[str, ...] = ()
+
+
+def load_served(targets: Sequence[str]) -> Served:
+    """Import each target (a `.py` file, a package folder or a module name) and collect
+    the tasks and services it defines; a target that defines neither is an error."""
+    served = Served()
+    for target in targets:
+        module = load_module(target)
+        tasks = tasks_in_module(module)
+        services = services_in_module(module)
+        if not tasks and not services:
+            raise TaskDefinitionError(f"{target!r} defines no tasks and no services")
+        served.tasks.extend(tasks)
+        served.services.extend(services)
+    return served
+
+
+@contextlib.contextmanager
+def _on_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Iterator[None]:
+    """Call `callback` on SIGINT and SIGTERM while inside."""
+    names = [signal.SIGINT, signal.SIGTERM]
+    try:
+        for number in names:
+            loop.add_signal_handler(number, callback)
+    except NotImplementedError:  # Windows: no loop signal handlers
+        previous = {
+            number: signal.signal(number, lambda *_: loop.call_soon_threadsafe(callback))
+            for number in names
+        }
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        return
+    try:
+        yield
+    finally:
+        for number in names:
+            loop.remove_signal_handler(number)
+
+
+async def _poll_requests(supervisor: Supervisor, interval: float) -> None:
+    while True:
+        try:
+            await supervisor.handle_requests()
+        except StoreError as exc:
+            # A database that is away for a moment must not end the serving process.
+            logger.error("could not handle service requests: %s", exc)
+        await asyncio.sleep(interval)
+
+
+async def serve(
+    served: Served,
+    database_url: str | None,
+    *,
+    poll_interval: float = POLL_INTERVAL,
+    on_ready: Callable[[Engine, Supervisor], None] | None = None,
+    on_stopping: Callable[[str], None] | None = None,
+) -> ServeResult:
+    """Serve until SIGINT or SIGTERM (exit code 0) or until an `exit_on_failure` service
+    fails for good (the supervisor's non-zero exit code). Every service is stopped before
+    this returns, each within its `stop_timeout`.
+
+    `on_ready` is called once the autostart services are started; `on_stopping` with the
+    reason when serving ends.
+    """
+    stop = asyncio.Event()
+    with _on_signals(asyncio.get_running_loop(), stop.set):
+        async with Engine(database_url, tasks=served.tasks) as engine:
+            assert engine.store is not None
+            supervisor = Supervisor(served.services, store=engine.store)
+            poller: asyncio.Task[None] | None = None
+            try:
+                await supervisor.start_autostart()
+                if on_ready is not None:
+                    on_ready(engine, supervisor)
+                poller = asyncio.create_task(_poll_requests(supervisor, poll_interval))
+                stopped = asyncio.create_task(stop.wait())
+                exited = asyncio.create_task(supervisor.wait_exit())
+                await asyncio.wait({stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                exited.cancel()
+            finally:
+                if poller is not None:
+                    poller.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poller
+                code = supervisor.exit_code or 0
+                failed = tuple(
+                    s.name
+                    for s in supervisor.statuses()
+                    if s.state is ServiceState.FAILED
+                    and supervisor.definition(s.name).options.exit_on_failure
+                )
+                if on_stopping is not None:
+                    on_stopping("stop requested" if code == 0 else "a service failed")
+                await supervisor.close()
+    return ServeResult(code, failed if code else ())
