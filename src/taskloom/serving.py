@@ -1,8 +1,8 @@
 """The serving process: what `taskloom serve` runs.
 
-It loads files or modules, registers their tasks in an `Engine` and their services in a
-`Supervisor` sharing the engine's store, starts the `autostart` services, and performs
-the service requests other processes leave in the store (`taskloom service start ...`)
+It loads files or modules, registers their tasks and services in an `Engine` (whose
+`Supervisor` keeps the services in the engine's store), starts the `autostart` services,
+and performs the service requests other processes leave in the store (`taskloom service start ...`)
 until it is asked to stop, or until an `exit_on_failure` service has failed for good.
 """
 
@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .engine import Engine
 from .exceptions import StoreError, TaskDefinitionError
@@ -24,7 +25,9 @@ from .services.supervisor import Supervisor
 from .tasks.definition import TaskDefinition
 from .tasks.registry import tasks_in_module
 
-__all__ = ["POLL_INTERVAL", "ServeResult", "Served", "load_served", "serve"]
+__all__ = ["POLL_INTERVAL", "ServeResult", "Served", "load_served", "run_to_end", "serve"]
+
+T = TypeVar("T")
 
 #: Seconds between two looks at the store for service requests.
 POLL_INTERVAL = 0.2
@@ -116,9 +119,8 @@ async def serve(
     """
     stop = asyncio.Event()
     with _on_signals(asyncio.get_running_loop(), stop.set):
-        async with Engine(database_url, tasks=served.tasks) as engine:
-            assert engine.store is not None
-            supervisor = Supervisor(served.services, store=engine.store)
+        async with Engine(database_url, tasks=served.tasks, services=served.services) as engine:
+            supervisor = engine.supervisor
             poller: asyncio.Task[None] | None = None
             try:
                 await supervisor.start_autostart()
@@ -144,5 +146,34 @@ async def serve(
                 )
                 if on_stopping is not None:
                     on_stopping("stop requested" if code == 0 else "a service failed")
-                await supervisor.close()
+            # Leaving the engine stops every service and saves their last state.
     return ServeResult(code, failed if code else ())
+
+
+def run_to_end(main: Coroutine[Any, Any, T], *, grace: float = 1.0) -> T:
+    """Run `main` in a new event loop, like `asyncio.run`, but with a bounded end.
+
+    `asyncio.run` waits for every task left when `main` returns to finish its
+    cancellation, for ever if need be. A service loop a stop gave up on may never finish;
+    here the tasks left get `grace` seconds after being cancelled, then the loop closes.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=grace))
+                stuck = [task.get_name() for task in left if not task.done()]
+                if stuck:
+                    logger.warning("left running at exit: %s", ", ".join(sorted(stuck)))
+                for task in left:
+                    # Already reported: no "Task was destroyed but it is pending!" as well.
+                    # (asyncio's own flag, the one `gather` clears for the same reason.)
+                    task._log_destroy_pending = False  # type: ignore[attr-defined]
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()

@@ -40,10 +40,28 @@ async def steady(context: taskloom.Context) -> None:
 """
 
 
+#: A service that never ends when stopped: serving must end anyway, in bounded time.
+STUCK = """
+import asyncio
+
+import taskloom
+
+
+@taskloom.service(autostart=True, stop_timeout=0.3)
+async def stubborn() -> None:
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue  # ignores every stop
+"""
+
+
 @pytest.fixture
 def services_cli(cli: Cli) -> Cli:
     shutil.copy(REPO / SERVICES, cli.cwd / SERVICES)
     (cli.cwd / "failing.py").write_text(FAILING, encoding="utf-8")
+    (cli.cwd / "stuck.py").write_text(STUCK, encoding="utf-8")
     return cli
 
 
@@ -219,3 +237,44 @@ def test_serve_needs_a_target_that_defines_something(services_cli: Cli) -> None:
     empty = cli("serve", "empty.py")
     assert empty.returncode == 2
     assert error_lines(empty.stderr) == ["error: 'empty.py' defines no tasks and no services"]
+
+
+def test_sigterm_ends_serving_in_bounded_time_even_when_a_loop_ignores_the_stop(
+    services_cli: Cli,
+) -> None:
+    cli = services_cli
+    serving = cli.start("serve", "stuck.py")
+    wait_for_service(cli, "stubborn", "running", starts=1)
+    began = time.monotonic()
+    _out, err = stop_serving(serving)
+    elapsed = time.monotonic() - began
+    assert serving.returncode == 0, err
+    assert elapsed < 10, f"serving took {elapsed:.1f} s to end"
+    assert "service 'stubborn' ignored the stop for 0.3s; giving up on it" in err
+    assert "Task was destroyed" not in err
+    status = cli.json("service", "status", "stubborn", "--json")
+    assert status["service"]["state"] == "stopped"
+    assert status["service"]["stop_timed_out"] is True
+    assert [s["exit_reason"] for s in status["starts"]] == ["stopped"]
+
+
+def test_logs_follow_prints_new_lines_until_ctrl_c(services_cli: Cli) -> None:
+    cli = services_cli
+    serving = cli.start("serve", SERVICES)
+    wait_for_service(cli, "read_sensor", "running", starts=1)
+    assert cli("service", "restart", "read_sensor", "--config", "period=0.05").returncode == 0
+
+    follower = cli.start("service", "logs", "read_sensor", "--follow")
+    assert follower.stdout is not None
+    seen: list[str] = []
+    while len([line for line in seen if line.startswith("#2 ")]) < 5:
+        line = follower.stdout.readline()  # the test's timeout bounds a follower that stalls
+        assert line, f"the follower ended early: {follower.stderr and follower.stderr.read()}"
+        seen.append(line)
+    assert all("channel a:" in line for line in seen)
+    follower.send_signal(signal.SIGINT)
+    _rest, err = follower.communicate(timeout=20)
+    assert follower.returncode == 0, err
+
+    _out, err = stop_serving(serving)
+    assert serving.returncode == 0, err

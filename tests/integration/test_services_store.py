@@ -9,7 +9,8 @@ import pytest
 from pydantic import BaseModel
 
 from support import until
-from taskloom import Context
+from taskloom import Context, Engine, EngineClosedError, InputValidationError
+from taskloom.exceptions import DuplicateTaskError
 from taskloom.services import (
     ExitReason,
     ServiceError,
@@ -296,3 +297,67 @@ async def test_memory_store_takes_requests_too() -> None:
         handled = store.get_service_request(request)
         assert handled is not None
         assert handled.outcome["status"]["state"] == "running"
+
+
+@service(stop_timeout=0.1)
+async def ignores_stops() -> None:
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0.5)  # ignores the stop for a while, then ends
+        raise
+
+
+async def test_the_engine_starts_stops_restarts_and_reports_its_services(
+    stores: Stores,
+) -> None:
+    seen_configs.clear()
+    async with Engine(stores.url, services=[polls, ignores_stops, crashes]) as engine:
+        with pytest.raises(InputValidationError) as caught:
+            await engine.start_service("polls", {"period": "soon"})
+        assert caught.value.task == "polls"
+        assert [e.field for e in caught.value.errors] == ["period"]
+        assert engine.service_status("polls").state is ServiceState.STOPPED
+        assert engine.service_status("polls").starts == 0
+
+        await engine.start_service("polls", {"period": 0.5})
+        await until(lambda: _state_is(engine, "polls", ServiceState.RUNNING))
+        await engine.restart_service("polls", {"label": "b"})
+        await until(lambda: _state_is(engine, "polls", ServiceState.RUNNING))
+        stopped = await engine.stop_service("polls")
+        assert (stopped.state, stopped.starts, stopped.stop_timed_out) == (
+            ServiceState.STOPPED,
+            2,
+            False,
+        )
+        assert seen_configs == [Period(period=0.5), Period(label="b")]
+
+        await engine.start_service("ignores_stops")
+        await until(lambda: _state_is(engine, "ignores_stops", ServiceState.RUNNING))
+        given_up = await engine.stop_service("ignores_stops")
+        assert (given_up.state, given_up.stop_timed_out) == (ServiceState.STOPPED, True)
+
+        await engine.start_service("crashes")
+        assert {s.name for s in engine.service_statuses()} == {"polls", "ignores_stops", "crashes"}
+    # Closing the engine stopped what was still started, and the store has it all.
+    with pytest.raises(EngineClosedError):
+        engine.service_status("polls")
+    store = stores.open()
+    records = {r.name: r for r in store.list_services()}
+    assert records["polls"].state == "stopped"
+    assert records["polls"].starts == 2
+    assert records["polls"].config == {"period": 1.0, "label": "b"}
+    assert records["ignores_stops"].stop_timed_out
+    assert records["crashes"].state in {"stopped", "failed"}
+    assert records["crashes"].starts >= 1
+
+
+async def _state_is(engine: Engine, name: str, state: ServiceState) -> bool:
+    return engine.service_status(name).state is state
+
+
+def test_an_engine_refuses_two_different_services_of_one_name() -> None:
+    other = service(name="polls")(crashes.fn)
+    with pytest.raises(DuplicateTaskError, match="two different services are named 'polls'"):
+        Engine(services=[polls, other])
+    Engine(services=[polls, polls])  # the same one twice is harmless

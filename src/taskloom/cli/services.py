@@ -3,11 +3,13 @@ watch and control them from any other process through the store."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -16,7 +18,7 @@ from rich.text import Text
 
 from ..runs import LogLine
 from ..services.supervisor import Supervisor
-from ..serving import Served, load_served, serve
+from ..serving import Served, load_served, run_to_end, serve
 from ..store import ServiceLogLine, ServiceRecord, ServiceStartRecord, Store, open_store
 from ..store.connect import sqlite_file
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, print_error, reporting_errors
@@ -135,14 +137,15 @@ def serve_command(
             raise CliError("give at least one file or module to serve (say examples/services.py)")
         served = load_served(targets)
         url = database_url(db)
-        result = asyncio.run(
-            serve(
-                served,
-                url,
-                on_ready=lambda _engine, supervisor: _announce(served, supervisor, url, targets),
-                on_stopping=lambda reason: typer.echo(f"stopping services: {reason}", err=True),
+        with _logging_to_stderr(verbose=verbose):
+            result = run_to_end(
+                serve(
+                    served,
+                    url,
+                    on_ready=lambda _e, supervisor: _announce(served, supervisor, url, targets),
+                    on_stopping=lambda why: typer.echo(f"stopping services: {why}", err=True),
+                )
             )
-        )
         if result.exit_code:
             for name in result.failed:
                 print_error(
@@ -151,6 +154,25 @@ def serve_command(
                 )
             raise typer.Exit(result.exit_code)
         typer.echo("stopped", err=True)
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(*, verbose: bool) -> Iterator[None]:
+    """Print taskloom's own warnings (a stop given up on, a failed save) on stderr while
+    serving; with --verbose, the services' log lines too."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    root = logging.getLogger("taskloom")
+    level = root.level
+    root.addHandler(handler)
+    if verbose:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def _announce(served: Served, supervisor: Supervisor, url: str, targets: Sequence[str]) -> None:

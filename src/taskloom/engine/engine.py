@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from .. import context as context_module
 from ..exceptions import (
+    DuplicateTaskError,
     EngineClosedError,
     FieldError,
     InputValidationError,
@@ -23,6 +24,9 @@ from ..exceptions import (
     WaitTimeoutError,
 )
 from ..runs import Attempt, LogLine, Run, RunStatus, new_run_id
+from ..services.definition import Service, ServiceDefinition, definition_of
+from ..services.status import ServiceStatus
+from ..services.supervisor import Supervisor
 from ..store import Store, open_store
 from ..tasks.definition import TaskDefinition
 from ..tasks.registry import Registry, as_task, default_registry
@@ -58,6 +62,8 @@ class Engine(RunControl):
     - `gc_threshold`: while the engine runs, the first threshold of Python's cyclic garbage
       collector is at least this (see `engine/gc_tuning.py` for why and what it costs);
       None leaves the collector alone.
+    - `services`: services to supervise (see `register_service`); the engine's `Supervisor`
+      keeps their state in the engine's store and stops them when the engine closes.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class Engine(RunControl):
         cancel_grace: float = 5.0,
         gc_threshold: int | None = 50_000,
         tasks: Iterable[Any] = (),
+        services: Iterable[ServiceDefinition | type[Service]] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -107,8 +114,12 @@ class Engine(RunControl):
         self._recovered: set[str] = set()
         self._started = False
         self._closing = False
+        self._supervisor: Supervisor | None = None
+        self._services: dict[str, ServiceDefinition] = {}
         for item in tasks:
             self.register(item)
+        for service in services:
+            self.register_service(service)
 
     # lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
@@ -149,6 +160,9 @@ class Engine(RunControl):
         context_module.install_log_capture()
         if self._gc_threshold is not None:
             raise_gc_threshold(self._gc_threshold)
+        self._supervisor = Supervisor(store=store)
+        for definition in self._services.values():
+            await self._in_thread(self._supervisor.register, definition)
         self._started = True
         self._spawn(self._heartbeat())
         if self._recover_enabled and len(self.registry):
@@ -159,6 +173,8 @@ class Engine(RunControl):
         if not self._started or self._closing:
             return
         self._closing = True
+        if self._supervisor is not None:
+            await self._supervisor.close()  # every service stopped, its last state saved
         for task in list(self._background):
             task.cancel()
         executing = [live for live in self._live.values() if live.run.status == _RUNNING]
@@ -210,6 +226,24 @@ class Engine(RunControl):
             self._spawn(self._recover([d.name for d in added]))
         return added
 
+    def register_service(self, service: ServiceDefinition | type[Service]) -> ServiceDefinition:
+        """Register a service (an `@service` function or a `Service` subclass).
+
+        Registered while the engine runs, it picks up what the store kept of it at once.
+        """
+        definition = definition_of(service)
+        if self._supervisor is not None:
+            self._supervisor.register(definition)  # raises on a different service of that name
+        else:
+            existing = self._services.get(definition.name)
+            if existing is not None and not existing.same_as(definition):
+                raise DuplicateTaskError(
+                    f"two different services are named {definition.name!r}; "
+                    "give one of them another `name`"
+                )
+        self._services.setdefault(definition.name, definition)
+        return definition
+
     def task(self, name: str) -> TaskDefinition:
         """The task registered under `name` (also looking at `executor_register`ed classes)."""
         found = self.registry.find(name) or default_registry.find(name)
@@ -222,6 +256,32 @@ class Engine(RunControl):
         """Call `listener(event)` on the event loop for each run event; returns a remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # services ------------------------------------------------------------------------------
+    @property
+    def supervisor(self) -> Supervisor:
+        """The `Supervisor` of the engine's services (while the engine runs)."""
+        if self._supervisor is None or not self._started or self._closing:
+            raise EngineClosedError()
+        return self._supervisor
+
+    async def start_service(self, name: str, config: Any = None) -> ServiceStatus:
+        """Start a service; an invalid `config` raises `InputValidationError`, nothing starts."""
+        return await self.supervisor.start(name, config)
+
+    async def stop_service(self, name: str) -> ServiceStatus:
+        """Stop a service, waiting at most its `stop_timeout` (then `stop_timed_out` is set)."""
+        return await self.supervisor.stop(name)
+
+    async def restart_service(self, name: str, config: Any = None) -> ServiceStatus:
+        """Stop (if started) and start a service again; `config=None` keeps its config."""
+        return await self.supervisor.restart(name, config)
+
+    def service_status(self, name: str) -> ServiceStatus:
+        return self.supervisor.status(name)
+
+    def service_statuses(self) -> list[ServiceStatus]:
+        return self.supervisor.statuses()
 
     # submitting ----------------------------------------------------------------------------
     async def submit(

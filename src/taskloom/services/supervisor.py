@@ -573,7 +573,10 @@ class Supervisor:
             record.exit_reason = ExitReason.STOPPED if context.cancelled else ExitReason.COMPLETED
             return ExitReason.COMPLETED
         finally:
-            context_module.reset_current(token)
+            # A loop given up on by a stop may be closed much later, when its event loop
+            # is, outside the context it began in: then there is nothing left to reset.
+            with contextlib.suppress(ValueError):
+                context_module.reset_current(token)
             if record.ended_at is not None:
                 self._save_start(slot, record)
 
