@@ -19,11 +19,14 @@ from .exceptions import (
     UnknownTaskError,
     WaitTimeoutError,
     WorkerLostError,
+    WorkflowError,
+    WorkflowValidationError,
 )
 from .policies import RestartPolicy, RetryPolicy
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .services import Service, ServiceState, ServiceStatus, Supervisor, service
 from .tasks import Registry, Task, TaskDefinition, TaskOptions, executor_register, task
+from .workflows import StepHandle, Workflow, load_workflow
 
 #: aipartnerupflow's name for the executor base class: `from taskloom import BaseTask`.
 BaseTask = Task
@@ -53,6 +56,7 @@ __all__ = (
     "Service",
     "ServiceState",
     "ServiceStatus",
+    "StepHandle",
     "StoreError",
     "Supervisor",
     "Task",
@@ -64,8 +68,12 @@ __all__ = (
     "UnknownTaskError",
     "WaitTimeoutError",
     "WorkerLostError",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowValidationError",
     "__version__",
     "executor_register",
+    "load_workflow",
     "service",
     "task",
 )

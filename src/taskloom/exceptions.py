@@ -24,6 +24,8 @@ __all__ = [
     "UnknownTaskError",
     "WaitTimeoutError",
     "WorkerLostError",
+    "WorkflowError",
+    "WorkflowValidationError",
 ]
 
 
@@ -120,6 +122,31 @@ class TaskTimeoutError(TaskloomError, TimeoutError):
 
 class WorkerLostError(TaskloomError):
     """The worker that was executing the run stopped without finishing it."""
+
+
+# --- workflows ----------------------------------------------------------------------------
+
+
+class WorkflowError(TaskloomError):
+    """A workflow could not be run as asked."""
+
+
+class WorkflowValidationError(WorkflowError, ValueError):
+    """A workflow is invalid; nothing of it was run."""
+
+    def __init__(
+        self, workflow: str, problem: str, *, step: str | None = None, field: str | None = None
+    ) -> None:
+        where = f"workflow {workflow!r}"
+        if step is not None:
+            where += f": step {step!r}"
+        if field is not None:
+            where += f": {field}"
+        super().__init__(f"{where}: {problem}")
+        self.workflow = workflow
+        self.step = step
+        self.field = field
+        self.problem = problem
 
 
 # --- storage ----------------------------------------------------------------------------

@@ -16,6 +16,9 @@ from ..runs import ErrorInfo, Run, RunStatus
 from .execution import RunExecution
 from .live import LiveRun
 
+if TYPE_CHECKING:
+    from ..workflows.scheduler import WorkflowExecution
+
 __all__ = ["RunControl"]
 
 logger = logging.getLogger("taskloom.engine")
@@ -27,12 +30,15 @@ class RunControl(RunExecution):
     _recover_enabled: bool
     _recovered: set[str]
     _heartbeat_interval: float
+    _workflows: dict[str, WorkflowExecution]
 
     if TYPE_CHECKING:  # provided by Engine
 
         def _config_for(self, task: Any, config: Any) -> tuple[Any, dict[str, Any] | None]: ...
 
         def _spawn(self, coro: Any) -> None: ...
+
+        async def _recover_workflows(self) -> None: ...
 
         async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T: ...
 
@@ -153,9 +159,13 @@ class RunControl(RunExecution):
                     if live is not None:
                         live.run.cancel_requested = True
                         self._cancel_live(live)
+                    elif run_id in self._workflows:
+                        self._spawn(self._workflows[run_id].cancel())
                 beats += 1
-                if self._recover_enabled and beats % 5 == 0 and self._recovered:
-                    await self._recover(list(self._recovered))
+                if self._recover_enabled and beats % 5 == 0:
+                    if self._recovered:
+                        await self._recover(list(self._recovered))
+                    await self._recover_workflows()
             except asyncio.CancelledError:
                 raise
             except Exception:

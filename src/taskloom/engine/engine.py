@@ -23,7 +23,7 @@ from ..exceptions import (
     RunNotFoundError,
     WaitTimeoutError,
 )
-from ..runs import Attempt, LogLine, Run, RunStatus, new_run_id
+from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from ..services.definition import Service, ServiceDefinition, definition_of
 from ..services.status import ServiceStatus
 from ..services.supervisor import Supervisor
@@ -31,6 +31,8 @@ from ..store import Store, open_store
 from ..tasks.definition import TaskDefinition
 from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
+from ..workflows import Workflow, operations
+from ..workflows.scheduler import WorkflowExecution
 from .control import RunControl
 from .execution import Listener, RunEvent, settle
 from .gc_tuning import raise_gc_threshold, restore_gc_threshold
@@ -116,6 +118,7 @@ class Engine(RunControl):
         self._closing = False
         self._supervisor: Supervisor | None = None
         self._services: dict[str, ServiceDefinition] = {}
+        self._workflows: dict[str, WorkflowExecution] = {}  # workflow runs executing here
         for item in tasks:
             self.register(item)
         for service in services:
@@ -167,12 +170,15 @@ class Engine(RunControl):
         self._spawn(self._heartbeat())
         if self._recover_enabled and len(self.registry):
             await self._recover(self.registry.names)
+        if self._recover_enabled:
+            self._spawn(self._recover_workflows())
 
     async def close(self) -> None:
         """Stop accepting runs, let executing ones finish (up to `shutdown_grace`), flush."""
         if not self._started or self._closing:
             return
         self._closing = True
+        await self._interrupt_workflows()
         if self._supervisor is not None:
             await self._supervisor.close()  # every service stopped, its last state saved
         for task in list(self._background):
@@ -298,9 +304,13 @@ class Engine(RunControl):
 
         Raises `InputValidationError` (nothing is recorded) when the inputs are invalid.
         With `idempotency_key`, a run already recorded under the key is returned instead.
+        A `Workflow` is checked (`WorkflowValidationError` before anything is recorded),
+        recorded as a workflow run and started; each step becomes a child run.
         """
         if not self._started or self._closing:
             raise EngineClosedError()
+        if isinstance(task, Workflow):
+            return await operations.submit_workflow(self, task, inputs, priority=priority)
         definition = self._definition(task)
         call, stored = definition.validate_inputs({} if inputs is None else inputs)
         config_value, config_json = self._config_for(definition, config)
@@ -478,6 +488,15 @@ class Engine(RunControl):
     async def wait(self, run_id: str, timeout: float | None = None) -> Run:
         """Wait until the run is finished and return it (raises `WaitTimeoutError`)."""
         self._check_started()
+        workflow = self._workflows.get(run_id)
+        if workflow is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    return await asyncio.shield(workflow.done)
+            except TimeoutError:
+                raise WaitTimeoutError(
+                    f"workflow run {run_id} did not finish within {timeout:g} s"
+                ) from None
         live = self._live.get(run_id)
         if live is not None and timeout is None:
             return await self._waiter(live)
@@ -571,6 +590,9 @@ class Engine(RunControl):
         sees the request within a heartbeat; the returned run then still shows it running.
         """
         self._check_started()
+        workflow = self._workflows.get(run_id)
+        if workflow is not None:
+            return await workflow.cancel()
         live = self._live.get(run_id)
         if live is not None:
             assert self._writer is not None
@@ -595,6 +617,34 @@ class Engine(RunControl):
             functools.partial(store.cancel_orphaned_run, run_id, finished_at=time.time())
         )
         return await self.get_run(run_id)
+
+    # workflows ---------------------------------------------------------------------------------
+    async def rerun_workflow(self, run_id: str) -> Run:
+        """A new run of a finished workflow run's workflow and inputs: steps (and map items)
+        that completed with the same inputs are reused, not run again; the rest runs."""
+        self._check_started()
+        return await operations.rerun_workflow(self, run_id)
+
+    async def _recover_workflows(self) -> None:
+        await operations.recover_workflows(self)
+
+    async def _interrupt_workflows(self) -> None:
+        """Closing: cancel the steps of unfinished workflows; they end `failed` (rerun them)."""
+        executions = list(self._workflows.values())
+        for execution in executions:
+            execution.stop(
+                RunStatus.FAILED,
+                ErrorInfo(
+                    "Interrupted",
+                    f"the engine {self.worker_id} closed before workflow run "
+                    f"{execution.run.id} finished; `taskloom workflow rerun "
+                    f"{execution.run.id}` reuses its completed steps",
+                ),
+            )
+        if executions:
+            await asyncio.wait(
+                [asyncio.shield(e.done) for e in executions], timeout=self.shutdown_grace
+            )
 
     # helpers ---------------------------------------------------------------------------------
     def _check_started(self) -> None:

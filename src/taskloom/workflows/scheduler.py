@@ -1,0 +1,483 @@
+"""Executing one workflow run: a count of unmet dependencies per step and a ready list.
+
+Nothing rescans the graph. When a step settles, each of its dependents has its count
+lowered; a dependent whose count reaches zero starts. A failed (or skipped, or cancelled)
+required dependency skips its dependents at once, which skip theirs in turn.
+
+Step runs take the engine's normal path: inserted through its `BatchWriter` (one commit
+for all items of a `map`), queued in its `ReadyQueue`, executed and recorded like any run.
+Each step run is a child of the workflow run (`parent_id`) and carries the idempotency key
+`<workflow run id>/<step>` (a map item: `<workflow run id>/<step>/<index>`), which is how
+`show` and `rerun` find a step's runs. Completion arrives as a callback on the run's
+waiter future: no coroutine per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import functools
+import time
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import InputValidationError
+from ..runs import ErrorInfo, Run, RunStatus, new_run_id
+from ..tasks.definition import TaskDefinition
+from .model import Step, Workflow
+from .references import Ref, resolve_value
+
+if TYPE_CHECKING:
+    from ..engine.engine import Engine
+    from ..engine.live import LiveRun
+
+__all__ = ["WorkflowExecution", "step_key"]
+
+_COMPLETED, _FAILED = RunStatus.COMPLETED, RunStatus.FAILED
+_CANCELLED, _SKIPPED = RunStatus.CANCELLED, RunStatus.SKIPPED
+_ABSENT = object()  # the result of an optional dependency that did not complete
+
+
+def step_key(run_id: str, step: str, index: int | None = None) -> str:
+    """The idempotency key of a step's run (or of item `index` of a map step)."""
+    return f"{run_id}/{step}" if index is None else f"{run_id}/{step}/{index}"
+
+
+class _StepState:
+    __slots__ = (
+        "definition",
+        "dependents",
+        "error",
+        "held",
+        "lives",
+        "outcomes",
+        "remaining",
+        "result",
+        "skip_cause",
+        "started",
+        "status",
+        "step",
+        "waiting",
+    )
+
+    def __init__(self, step: Step, definition: TaskDefinition) -> None:
+        self.step = step
+        self.definition = definition
+        self.waiting = len(step.dependencies)
+        self.dependents: list[_StepState] = []
+        self.status: RunStatus | None = None
+        self.result: Any = None
+        self.error: ErrorInfo | None = None
+        self.skip_cause: str | None = None
+        self.started = False
+        self.lives: list[LiveRun] = []
+        self.held: deque[LiveRun] = deque()  # map items past the step's concurrency
+        self.outcomes: list[Run | None] = []
+        self.remaining = 0
+
+
+class WorkflowExecution:
+    """The engine-side state of one workflow run while it executes."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        workflow: Workflow,
+        definitions: dict[str, TaskDefinition],
+        run: Run,
+        *,
+        reuse: dict[str, Run] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.workflow = workflow
+        self.run = run
+        self.reuse = reuse or {}
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.done: asyncio.Future[Run] = loop.create_future()
+        self.states = {
+            name: _StepState(step, _with_overrides(step, definitions[name]))
+            for name, step in workflow.steps.items()
+        }
+        for state in self.states.values():
+            for dependency in state.step.dependencies:
+                self.states[dependency].dependents.append(state)
+        self.open = len(self.states)
+        self.counts: Counter[str] = Counter()
+        self.reused = 0
+        self.failures: dict[str, list[dict[str, Any]]] = {}
+        self.failed_steps: list[str] = []
+        self.stopping: ErrorInfo | None = None  # set by cancel or by the engine closing
+        self.stop_status = _CANCELLED
+        self._settled: deque[_StepState] = deque()
+        self._draining = False
+        self._finishing = False
+
+    # control ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        ready = [s for s in self.states.values() if s.waiting == 0]
+        for state in ready:
+            self._ready(state)
+
+    async def cancel(self) -> Run:
+        """Cancel every running and pending step; the workflow run ends `cancelled`."""
+        self.stop(_CANCELLED, ErrorInfo("Cancelled", f"workflow run {self.run.id} was cancelled"))
+        return await asyncio.shield(self.done)
+
+    def stop(self, status: RunStatus, error: ErrorInfo) -> None:
+        if self.stopping is not None or self.done.done():
+            return
+        self.stopping = error
+        self.stop_status = status
+        for state in self.states.values():
+            for live in state.lives:
+                if not live.run.is_finished:
+                    self.engine._cancel_live(live)
+
+    # a step becomes ready ------------------------------------------------------------------------
+    def _ready(self, state: _StepState) -> None:
+        if state.status is not None or state.started:
+            return
+        state.started = True
+        step = state.step
+        if self.stopping is not None:
+            self._record_terminal(state, _CANCELLED, error=self.stopping)
+            return
+        try:
+            inputs = self._resolve(step)
+            items: list[dict[str, Any]]
+            if step.map is None:
+                items = [inputs]
+            else:
+                over = inputs.get(step.map)
+                if not isinstance(over, list):
+                    raise TypeError(
+                        f"step {step.name!r}: input {step.map!r} to map over must be a list, "
+                        f"got {type(over).__name__}"
+                    )
+                items = [{**inputs, step.map: item} for item in over]
+            prepared = []
+            for index, item in enumerate(items):
+                try:
+                    call, stored = state.definition.validate_inputs(item)
+                except InputValidationError as exc:
+                    where = f"item {index} of " if step.map is not None else ""
+                    raise InputValidationError(
+                        f"{exc.task} ({where}step {step.name!r} of workflow "
+                        f"{self.workflow.name!r})",
+                        exc.errors,
+                    ) from None
+                prepared.append((call, stored))
+        except (InputValidationError, LookupError, TypeError) as exc:
+            self._record_terminal(state, _FAILED, error=ErrorInfo.from_exception(exc))
+            return
+        self._launch(state, prepared)
+
+    def _resolve(self, step: Step) -> dict[str, Any]:
+        inputs: dict[str, Any] = {}
+        for key, value in step.inputs.items():
+            if isinstance(value, Ref) and self._lookup(value) is _ABSENT:
+                continue  # a failed optional dependency: the input's default applies
+            inputs[key] = resolve_value(value, self._lookup_or_none)
+        return inputs
+
+    def _lookup(self, ref: Ref) -> Any:
+        if ref.source == "inputs":
+            return ref.follow(self.run.inputs.get(ref.name))
+        dependency = self.states[ref.name]
+        if dependency.status != _COMPLETED:
+            return _ABSENT
+        return ref.follow(dependency.result)
+
+    def _lookup_or_none(self, ref: Ref) -> Any:
+        value = self._lookup(ref)
+        return None if value is _ABSENT else value
+
+    # creating step runs ----------------------------------------------------------------------
+    def _new_run(
+        self, state: _StepState, stored: dict[str, Any], key: str, status: RunStatus
+    ) -> Run:
+        step, definition = state.step, state.definition
+        now = time.time()
+        retries = definition.options.retries if step.retries is None else step.retries
+        run = Run(
+            id=new_run_id(),
+            task=definition.name,
+            inputs=stored,
+            status=status,
+            priority=definition.options.priority if step.priority is None else step.priority,
+            max_attempts=retries + 1,
+            parent_id=self.run.id,
+            idempotency_key=key,
+            worker_id=self.engine.worker_id,
+            created_at=now,
+        )
+        if status.is_terminal:
+            run.finished_at = now
+        return run
+
+    def _launch(self, state: _StepState, prepared: list[tuple[dict[str, Any], Any]]) -> None:
+        from ..engine.live import LiveRun
+
+        step = state.step
+        is_map = step.map is not None
+        state.outcomes = [None] * len(prepared)
+        state.remaining = len(prepared)
+        if not prepared:  # a map over an empty list
+            self._settle(state, _COMPLETED, result=[])
+            return
+        runs: list[Run] = []
+        lives: list[LiveRun] = []
+        reused: list[tuple[int, Run]] = []
+        for index, (call, stored) in enumerate(prepared):
+            key = step_key(self.run.id, step.name, index if is_map else None)
+            old = self.reuse.get(key.partition("/")[2])
+            if old is not None and old.inputs == stored:
+                run = self._new_run(state, stored, key, _COMPLETED)
+                run.result = old.result
+                run.started_at = run.finished_at
+                runs.append(run)
+                reused.append((index, run))
+                continue
+            run = self._new_run(state, stored, key, RunStatus.PENDING)
+            runs.append(run)
+            live = LiveRun(self.engine, run, state.definition, call, None)
+            waiter: asyncio.Future[Run] = self.loop.create_future()
+            waiter.add_done_callback(functools.partial(self._item_done, state, index))
+            live.waiters = [waiter]
+            lives.append(live)
+        state.lives = lives
+        self.reused += len(reused)
+        assert self.engine._writer is not None
+        self.engine._writer.new_runs(runs, functools.partial(self._inserted, state, lives, reused))
+
+    def _inserted(
+        self,
+        state: _StepState,
+        lives: list[LiveRun],
+        reused: list[tuple[int, Run]],
+        error: BaseException | None,
+    ) -> None:
+        engine = self.engine
+        if error is not None:
+            failure = ErrorInfo.from_exception(error)
+            for live in lives:
+                if not live.run.is_finished:
+                    engine._finish(live, _FAILED, error=failure)
+            for index, run in reused:
+                self._item_finished(state, index, run)
+            return
+        if engine._listeners:
+            for _, run in reused:
+                engine._emit("submitted", run)
+                engine._emit("finished", run)
+        limit = state.step.concurrency
+        for live in lives:
+            if live.run.is_finished:  # cancelled before its insert was committed
+                continue
+            engine._live[live.run.id] = live
+            if limit is not None and limit <= 0:
+                state.held.append(live)
+                continue
+            if limit is not None:
+                limit -= 1
+            engine._on_inserted(live, None, None)
+        for index, run in reused:
+            self._item_finished(state, index, run)
+
+    def _item_done(self, state: _StepState, index: int, waiter: asyncio.Future[Run]) -> None:
+        if waiter.cancelled() or waiter.exception() is not None:
+            return  # the engine closed under it: `close` settles the workflow run
+        run = waiter.result()
+        held = state.held
+        while held:
+            live = held.popleft()
+            if not live.run.is_finished:
+                self.engine._on_inserted(live, None, None)
+                break
+        self._item_finished(state, index, run)
+
+    def _item_finished(self, state: _StepState, index: int, run: Run) -> None:
+        state.outcomes[index] = run
+        state.remaining -= 1
+        if state.remaining:
+            return
+        outcomes = [r for r in state.outcomes if r is not None]
+        if state.step.map is None:
+            only = outcomes[0]
+            self._settle(state, only.status, result=only.result, error=only.error)
+            return
+        self._settle_map(state, outcomes)
+
+    def _settle_map(self, state: _StepState, outcomes: list[Run]) -> None:
+        failed = [(i, r) for i, r in enumerate(outcomes) if r.status != _COMPLETED]
+        results = [r.result for r in outcomes if r.status == _COMPLETED]
+        if not failed:
+            self._settle(state, _COMPLETED, result=results)
+            return
+        if any(r.status == _CANCELLED for _, r in failed) and self.stopping is not None:
+            self._settle(state, _CANCELLED, error=self.stopping)
+            return
+        records = [
+            {"index": i, "run": r.id, "status": str(r.status), "error": _describe(r.error)}
+            for i, r in failed
+        ]
+        self.failures[state.step.name] = records
+        if state.step.on_failure == "continue":
+            self._settle(state, _COMPLETED, result=results)
+            return
+        first_index, first = failed[0]
+        message = (
+            f"{len(failed)} of {len(outcomes)} items failed; item {first_index} "
+            f"(run {first.id}): {_describe(first.error)}"
+        )
+        self._settle(state, _FAILED, error=ErrorInfo("MapItemsFailed", message))
+
+    def _record_terminal(
+        self, state: _StepState, status: RunStatus, *, error: ErrorInfo | None
+    ) -> None:
+        """A step that never runs: recorded as a run that is already finished."""
+        run = self._new_run(state, {}, step_key(self.run.id, state.step.name), status)
+        run.error = error
+        assert self.engine._writer is not None
+        self.engine._writer.new_runs([run], _ignore)
+        if self.engine._listeners:
+            self.engine._emit("submitted", run)
+            self.engine._emit("finished", run)
+        self._settle(state, status, error=error)
+
+    # a step settles ----------------------------------------------------------------------
+    def _settle(
+        self,
+        state: _StepState,
+        status: RunStatus,
+        *,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> None:
+        state.status = status
+        state.result = result
+        state.error = error
+        state.lives = []
+        self.open -= 1
+        self.counts[str(status)] += 1
+        if status == _FAILED or (status == _CANCELLED and self.stopping is None):
+            self.failed_steps.append(state.step.name)
+        self._settled.append(state)
+        if self._draining:
+            return  # the loop below takes it: skips cascade without deep recursion
+        self._draining = True
+        try:
+            while self._settled:
+                self._propagate(self._settled.popleft())
+        finally:
+            self._draining = False
+        if self.open == 0:
+            self._finish()
+
+    def _propagate(self, settled: _StepState) -> None:
+        name = settled.step.name
+        for dependent in settled.dependents:
+            if dependent.status is not None or dependent.started:
+                continue
+            dependent.waiting -= 1
+            if settled.status != _COMPLETED and name not in dependent.step.optional:
+                dependent.skip_cause = dependent.skip_cause or name
+                dependent.started = True
+                if self.stopping is not None:
+                    self._record_terminal(dependent, _CANCELLED, error=self.stopping)
+                else:
+                    reason = f"step {name!r} ended {settled.status}; nothing of this step ran"
+                    self._record_terminal(dependent, _SKIPPED, error=ErrorInfo("Skipped", reason))
+            elif dependent.waiting == 0:
+                self._ready(dependent)
+
+    # the workflow run ends -----------------------------------------------------------------
+    def _finish(self) -> None:
+        if self._finishing:
+            return
+        self._finishing = True
+        error: ErrorInfo | None = None
+        if self.stopping is not None:
+            status, error = self.stop_status, self.stopping
+        elif self.failed_steps:
+            status = _FAILED
+            parts = []
+            for name in self.failed_steps:
+                step_error = self.states[name].error
+                parts.append(f"step {name!r} failed: {_describe(step_error)}")
+            skipped = [n for n, s in self.states.items() if s.status == _SKIPPED]
+            if skipped:
+                parts.append(f"skipped: {', '.join(skipped)}")
+            error = ErrorInfo("WorkflowStepFailed", "; ".join(parts))
+        else:
+            status = _COMPLETED
+        result: dict[str, Any] = {
+            "outputs": self._outputs(),
+            "steps": dict(sorted(self.counts.items())),
+            "reused": self.reused,
+        }
+        if self.failures:
+            result["failures"] = self.failures
+        run = self.run
+        run.status, run.result, run.error = status, result, error
+        run.finished_at = time.time()
+        assert self.engine._writer is not None
+        self.engine._writer.finish(
+            run.id,
+            {"status": status, "result": result, "error": error, "finished_at": run.finished_at},
+            None,
+            None,
+            self._finish_committed,
+        )
+
+    def _outputs(self) -> dict[str, Any]:
+        if self.workflow.outputs:
+            return {
+                key: resolve_value(value, self._output_lookup)
+                for key, value in self.workflow.outputs.items()
+            }
+        return {
+            name: state.result
+            for name, state in self.states.items()
+            if not state.dependents and state.status == _COMPLETED
+        }
+
+    def _output_lookup(self, ref: Ref) -> Any:
+        try:
+            return self._lookup_or_none(ref)
+        except LookupError:
+            return None
+
+    def _finish_committed(self, error: BaseException | None) -> None:
+        engine = self.engine
+        engine._workflows.pop(self.run.id, None)
+        if error is not None:
+            if not self.done.done():
+                self.done.set_exception(error)
+                self.done.exception()
+            return
+        engine._finished[self.run.id] = self.run
+        if engine._listeners:
+            engine._emit("finished", self.run)
+        if not self.done.done():
+            self.done.set_result(self.run.copy())
+
+
+def _with_overrides(step: Step, definition: TaskDefinition) -> TaskDefinition:
+    """The step's own timeout replaces the task's (on a copy: the task is left alone)."""
+    if step.timeout is None or step.timeout == definition.options.timeout:
+        return definition
+    changed = copy.copy(definition)
+    changed.options = dataclasses.replace(definition.options, timeout=step.timeout)
+    return changed
+
+
+def _describe(error: ErrorInfo | None) -> str:
+    return "no error recorded" if error is None else f"{error.type}: {error.message}"
+
+
+def _ignore(error: BaseException | None) -> None:
+    """A finished step's record is written with the others; an error there surfaces when
+    the workflow run's own end is committed."""
