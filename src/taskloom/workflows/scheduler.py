@@ -250,7 +250,11 @@ class WorkflowExecution:
         state.lives = lives
         self.reused += len(reused)
         assert self.engine._writer is not None
-        self.engine._writer.new_runs(runs, functools.partial(self._inserted, state, lives, reused))
+        inserted = functools.partial(self._inserted, state, lives, reused)
+        if len(runs) == 1:  # a single insert may be committed on the loop (see BatchWriter)
+            self.engine._writer.new_run(runs[0], inserted)
+        else:
+            self.engine._writer.new_runs(runs, inserted)
 
     def _inserted(
         self,
@@ -341,7 +345,7 @@ class WorkflowExecution:
         run = self._new_run(state, {}, step_key(self.run.id, state.step.name), status)
         run.error = error
         assert self.engine._writer is not None
-        self.engine._writer.new_runs([run], _ignore)
+        self.engine._writer.new_run(run, _ignore)
         if self.engine._listeners:
             self.engine._emit("submitted", run)
             self.engine._emit("finished", run)
