@@ -410,6 +410,10 @@ class RunExecution:
             live.timer.cancel()
             live.timer = None
         self._release(live)
+        if live.on_finish is not None:
+            # A workflow step: its dependents may start now. Their inserts queue behind
+            # this end, so no write that depends on this result commits before it.
+            live.on_finish(live)
 
     def _release(self, live: LiveRun) -> None:
         if live.dispatched:

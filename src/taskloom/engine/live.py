@@ -43,6 +43,7 @@ class LiveRun:
         "execution",
         "instance",
         "interrupting",
+        "on_finish",
         "priority",
         "run",
         "settled",
@@ -83,6 +84,7 @@ class LiveRun:
         self.execution: asyncio.Future[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.waiters: list[asyncio.Future[Run]] | None = None
+        self.on_finish: Callable[[LiveRun], None] | None = None  # set for workflow steps
 
     def on_final_commit(self, error: BaseException | None) -> None:
         self.engine._on_final_commit(self, error)

@@ -8,8 +8,10 @@ Step runs take the engine's normal path: inserted through its `BatchWriter` (one
 for all items of a `map`), queued in its `ReadyQueue`, executed and recorded like any run.
 Each step run is a child of the workflow run (`parent_id`) and carries the idempotency key
 `<workflow run id>/<step>` (a map item: `<workflow run id>/<step>/<index>`), which is how
-`show` and `rerun` find a step's runs. Completion arrives as a callback on the run's
-waiter future: no coroutine per step.
+`show` and `rerun` find a step's runs. The engine reports a step run's end through
+`LiveRun.on_finish` as it records it: no coroutine per step, and the inserts of the
+dependents join the commit of that end (the writer keeps order, so nothing that depends
+on a result is committed before it).
 """
 
 from __future__ import annotations
@@ -243,9 +245,7 @@ class WorkflowExecution:
             run = self._new_run(state, stored, key, RunStatus.PENDING)
             runs.append(run)
             live = LiveRun(self.engine, run, state.definition, call, None)
-            waiter: asyncio.Future[Run] = self.loop.create_future()
-            waiter.add_done_callback(functools.partial(self._item_done, state, index))
-            live.waiters = [waiter]
+            live.on_finish = functools.partial(self._item_done, state, index)
             lives.append(live)
         state.lives = lives
         self.reused += len(reused)
@@ -290,17 +290,21 @@ class WorkflowExecution:
         for index, run in reused:
             self._item_finished(state, index, run)
 
-    def _item_done(self, state: _StepState, index: int, waiter: asyncio.Future[Run]) -> None:
-        if waiter.cancelled() or waiter.exception() is not None:
-            return  # the engine closed under it: `close` settles the workflow run
-        run = waiter.result()
+    def _item_done(self, state: _StepState, index: int, live: LiveRun) -> None:
+        """A step run ended (called by the engine as it records the end)."""
+        if state.held:
+            # Next turn: an inline task would otherwise run inside this call, and the next
+            # inside that one, as deep as the list of held items.
+            self.loop.call_soon(self._release_held, state)
+        self._item_finished(state, index, live.run)
+
+    def _release_held(self, state: _StepState) -> None:
         held = state.held
         while held:
             live = held.popleft()
             if not live.run.is_finished:
                 self.engine._on_inserted(live, None, None)
-                break
-        self._item_finished(state, index, run)
+                return
 
     def _item_finished(self, state: _StepState, index: int, run: Run) -> None:
         state.outcomes[index] = run
