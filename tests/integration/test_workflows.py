@@ -84,8 +84,25 @@ async def blocks(x: int) -> int:
     return x
 
 
+ORDER: list[str] = []
+
+
+@taskloom.task
+async def record(label: str) -> str:
+    ORDER.append(label)
+    return label
+
+
+@taskloom.task(retries=0, retry_backoff=0.01, retry_jitter=False)
+async def fails_twice(context: taskloom.Context) -> int:
+    if context.attempt < 3:
+        raise ValueError(f"attempt {context.attempt}")
+    return context.attempt
+
+
 @pytest.fixture(autouse=True)
 def _reset() -> None:
+    ORDER.clear()
     CALLS.clear()
     FLAKY["fail"] = True
     LIVE.update(now=0, peak=0)
@@ -250,6 +267,37 @@ async def test_a_map_fails_when_an_item_fails_by_default(engine: Engine) -> None
     assert done.error is not None
     assert "step 'items' failed: MapItemsFailed: 2 of 4 items failed" in done.error.message
     assert (await children(engine, done.id))["sum"].status == "skipped"
+
+
+# --- per-step overrides ---------------------------------------------------------------------
+
+
+async def test_steps_ready_together_run_higher_priority_first(tmp_path: Path) -> None:
+    async with Engine(str(tmp_path / "runs.db"), concurrency=1) as engine:
+        wf = Workflow("priorities")
+        root = wf.step(record, label="root", name="root")
+        for label, priority in (("ordinary", 0), ("urgent", 5), ("later", -1)):
+            wf.step(record, label=label, after=[root], priority=priority, name=label)
+        done = await engine.wait((await engine.submit(wf)).id, timeout=10)
+        assert done.status == "completed"
+        assert ORDER == ["root", "urgent", "ordinary", "later"]
+        steps = await children(engine, done.id)
+        assert steps["urgent"].priority == 5
+
+
+async def test_a_step_overrides_retries_and_timeout(engine: Engine) -> None:
+    wf = Workflow("overrides")
+    wf.step(fails_twice, retries=2, name="retried")
+    wf.step(blocks, x=1, timeout=0.05, name="timed_out")
+    done = await engine.wait((await engine.submit(wf)).id, timeout=10)
+
+    steps = await children(engine, done.id)
+    assert steps["retried"].status == "completed"
+    assert steps["retried"].attempts == 3
+    assert steps["timed_out"].status == "failed"
+    assert steps["timed_out"].error is not None
+    assert steps["timed_out"].error.type == "TaskTimeoutError"
+    assert blocks.options.timeout is None  # the task itself is left alone
 
 
 # --- validation before anything runs ---------------------------------------------------------

@@ -118,7 +118,12 @@ class WorkflowExecution:
 
     # control ---------------------------------------------------------------------------------
     def start(self) -> None:
-        ready = [s for s in self.states.values() if s.waiting == 0]
+        self._start_all([s for s in self.states.values() if s.waiting == 0])
+
+    def _start_all(self, ready: list[_StepState]) -> None:
+        """Start steps that became ready together, higher priority first: their runs are
+        queued in this order, so with no free slot the engine takes them in this order."""
+        ready.sort(key=_priority, reverse=True)
         for state in ready:
             self._ready(state)
 
@@ -376,15 +381,18 @@ class WorkflowExecution:
         if self._draining:
             return  # the loop below takes it: skips cascade without deep recursion
         self._draining = True
+        ready: list[_StepState] = []
         try:
             while self._settled:
-                self._propagate(self._settled.popleft())
+                self._propagate(self._settled.popleft(), ready)
         finally:
             self._draining = False
+        if ready:
+            self._start_all(ready)
         if self.open == 0:
             self._finish()
 
-    def _propagate(self, settled: _StepState) -> None:
+    def _propagate(self, settled: _StepState, ready: list[_StepState]) -> None:
         name = settled.step.name
         for dependent in settled.dependents:
             if dependent.status is not None or dependent.started:
@@ -399,7 +407,7 @@ class WorkflowExecution:
                     reason = f"step {name!r} ended {settled.status}; nothing of this step ran"
                     self._record_terminal(dependent, _SKIPPED, error=ErrorInfo("Skipped", reason))
             elif dependent.waiting == 0:
-                self._ready(dependent)
+                ready.append(dependent)
 
     # the workflow run ends -----------------------------------------------------------------
     def _finish(self) -> None:
@@ -480,6 +488,11 @@ def _with_overrides(step: Step, definition: TaskDefinition) -> TaskDefinition:
     changed = copy.copy(definition)
     changed.options = dataclasses.replace(definition.options, timeout=step.timeout)
     return changed
+
+
+def _priority(state: _StepState) -> int:
+    step = state.step
+    return state.definition.options.priority if step.priority is None else step.priority
 
 
 def _describe(error: ErrorInfo | None) -> str:
