@@ -409,6 +409,26 @@ async def test_cancel_leaves_no_step_running_or_pending(any_engine: Engine) -> N
     assert (await any_engine.get_run(run.id)).status == "cancelled"
 
 
+async def test_a_workflow_is_cancelled_from_another_engine(database_url: str) -> None:
+    async with (
+        Engine(database_url, heartbeat_interval=0.05, cancel_grace=1.0) as owner,
+        Engine(database_url, recover=False) as other,
+    ):
+        wf = Workflow("remote")
+        stuck = wf.step(blocks, x=1, name="stuck")
+        wf.step(double, x=stuck.result, name="after")
+        run = await owner.submit(wf)
+        await until(lambda: _step_status(owner, run.id, "stuck", "running"))
+        await other.cancel(run.id)  # only a request: the owner stops it on a heartbeat
+        done = await owner.wait(run.id, timeout=10)
+        assert done.status == "cancelled"
+        steps = await children(owner, run.id)
+        assert {name: str(r.status) for name, r in steps.items()} == {
+            "stuck": "cancelled",
+            "after": "cancelled",
+        }
+
+
 async def test_closing_the_engine_ends_its_workflows(database_url: str) -> None:
     async with Engine(database_url, shutdown_grace=1.0, cancel_grace=1.0) as engine:
         wf = Workflow("closing")

@@ -188,3 +188,12 @@ def test_integers_may_feed_numbers_but_text_may_not_feed_integers() -> None:
     wf.step(square, x=wf.step(label, value=1, name="text").result, name="bad")
     with pytest.raises(WorkflowValidationError, match="step 'bad'"):
         check_workflow(wf, resolve)
+
+
+def test_a_map_over_something_that_is_not_a_list_is_rejected() -> None:
+    wf = Workflow("scalar")
+    wf.map(square, x=[1, 2], over="x", name="fine")
+    check_workflow(wf, resolve)
+    wf.map(square, x=3, over="x", name="scalar")
+    with pytest.raises(WorkflowValidationError, match=r"step 'scalar': input 'x': a map needs"):
+        check_workflow(wf, resolve)

@@ -16,7 +16,7 @@ from typing import Any
 from ..exceptions import TaskloomError, WorkflowValidationError
 from ..tasks.definition import TaskDefinition
 from .model import ON_FAILURE, Step, Workflow
-from .references import Ref, references_in
+from .references import Ref, dump_value, references_in
 
 __all__ = ["check_workflow", "step_output_schema", "topological_order"]
 
@@ -118,6 +118,14 @@ def _check_step(workflow: Workflow, step: Step, definition: TaskDefinition) -> N
     if step.map is not None and step.map not in step.inputs:
         raise WorkflowValidationError(
             wf, f"maps over {step.map!r}, which is not one of its inputs", step=step.name
+        )
+    if step.map is not None and not isinstance(step.inputs[step.map], Ref | list):
+        raise WorkflowValidationError(
+            wf,
+            "a map needs a list or a reference to one, got "
+            f"{type(dump_value(step.inputs[step.map])).__name__}",
+            step=step.name,
+            field=f"input {step.map!r}",
         )
     if step.on_failure not in ON_FAILURE:
         raise WorkflowValidationError(
