@@ -208,13 +208,15 @@ class Workflow:
         """
         values = {**(inputs or {}), **kw_inputs}
         if over is None:
-            candidates = [k for k, v in values.items() if isinstance(v, Ref | list | tuple)]
+            candidates = [
+                k for k, v in values.items() if isinstance(v, Ref | StepHandle | list | tuple)
+            ]
             if len(candidates) != 1:
                 raise WorkflowValidationError(
                     self.name,
                     "name the input to map over with over=... (found "
                     f"{len(candidates)} inputs that are references or lists)",
-                    step=name or as_task(task).name,
+                    step=name or (task if isinstance(task, str) else as_task(task).name),
                 )
             over = candidates[0]
         return self._add(
