@@ -27,7 +27,7 @@ function drawNav(current) {
     routes
       .filter((route) => route.nav)
       .map((route) =>
-        h("a", { href: route.href, "aria-current": current && current.route.href === route.href ? "page" : null }, route.nav),
+        h("a", { href: route.href, "aria-current": current && (current.route.section ?? current.route.href) === route.href ? "page" : null }, route.nav),
       ),
   );
 }
