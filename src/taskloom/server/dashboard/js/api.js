@@ -68,9 +68,27 @@ function messageOf(body, status, statusText) {
   return `${status} ${statusText}`.trim();
 }
 
+// A token from `taskloom token create`, for servers that require one. It is kept for the
+// browser tab only (sessionStorage), and sent as `Authorization: Bearer`.
+const TOKEN_KEY = "taskloom.token";
+
+export function getToken() {
+  return sessionStorage.getItem(TOKEN_KEY) || null;
+}
+
+export function setToken(token) {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** Fired on `window` when the API answers 401: the app asks for a token. */
+export const UNAUTHORIZED = "taskloom:unauthorized";
+
 /** Call the API; returns the decoded JSON body, throws ApiError on any non-2xx answer. */
 export async function request(method, path, body) {
   const init = { method, headers: { Accept: "application/json" } };
+  const token = getToken();
+  if (token) init.headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -90,6 +108,7 @@ export async function request(method, path, body) {
       data = text;
     }
   }
+  if (response.status === 401) window.dispatchEvent(new CustomEvent(UNAUTHORIZED));
   if (!response.ok) {
     throw new ApiError(response.status, messageOf(data, response.status, response.statusText), fieldErrors(data));
   }

@@ -4,14 +4,16 @@
 // unnamed event's data; `describe` tells from both what the event is about. While the connection is down, pages
 // that watch events are refreshed on a timer instead, so they never show stale state for long.
 
-import { API } from "./api.js";
+import { API, getToken } from "./api.js";
 
 const POLL_MS = 2000;
+const RETRY_MS = 5000;
 
 const handlers = new Map(); // kind -> Set of functions
 const refreshers = new Set();
 let source = null;
 let pollTimer = null;
+let retryTimer = null;
 let indicator = null;
 
 const RUN_EVENTS = new Set(["submitted", "started", "progress", "retrying", "finished", "cancelled", "log"]);
@@ -88,16 +90,40 @@ const NAMED = [
   "service", "service.updated", "workflow", "pipeline", "topic",
 ];
 
-/** Open the shared connection; `element` shows its state. */
-export function connect(element) {
+/** Open the shared connection (again, after the token changed); `element` shows its state. */
+export function connect(element = indicator) {
   indicator = element;
-  if (source) return;
-  source = new EventSource(`${API}/events`);
+  if (retryTimer !== null) clearTimeout(retryTimer);
+  retryTimer = null;
+  source?.close();
+  // An EventSource cannot set headers: the token goes in the query.
+  const token = getToken();
+  source = new EventSource(`${API}/events${token ? `?token=${encodeURIComponent(token)}` : ""}`);
   setState("connecting");
   source.addEventListener("open", () => setState("open"));
-  source.addEventListener("error", () => setState("error"));
+  source.addEventListener("error", () => {
+    setState("error");
+    // The browser retries a dropped connection by itself, but not one the server refused
+    // (an error status): that one is opened again here, a little later.
+    if (source.readyState === EventSource.CLOSED && retryTimer === null) {
+      retryTimer = setTimeout(() => ((retryTimer = null), connect()), RETRY_MS);
+    }
+  });
   source.addEventListener("message", onMessage);
   for (const name of NAMED) source.addEventListener(name, onMessage);
+}
+
+/** Close the connection and stop polling (no token, or a refused one). */
+export function disconnect() {
+  if (retryTimer !== null) clearTimeout(retryTimer);
+  retryTimer = null;
+  source?.close();
+  source = null;
+  stopPolling();
+  if (indicator) {
+    indicator.dataset.state = "off";
+    indicator.textContent = "not signed in";
+  }
 }
 
 /** Whether events arrive now (pages need not poll). */
