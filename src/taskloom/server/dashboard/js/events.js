@@ -41,6 +41,11 @@ export function describe(name, data) {
 }
 
 function dispatch(name, data) {
+  if (name === "lagged") {
+    // The server dropped events this page read too slowly: what it shows may be stale.
+    for (const refresh of refreshers) refresh();
+    return;
+  }
   const event = describe(name, data);
   const called = new Set();
   for (const kind of event.kinds) {
@@ -87,7 +92,7 @@ function stopPolling() {
 // Named SSE events reach only listeners of their name: these are the names the server may use.
 const NAMED = [
   "run", "run.updated", "run.log", "log", "submitted", "started", "progress", "retrying", "finished",
-  "service", "service.updated", "workflow", "pipeline", "topic",
+  "service", "service.updated", "workflow", "pipeline", "topic", "lagged",
 ];
 
 /** Open the shared connection (again, after the token changed); `element` shows its state. */
