@@ -11,8 +11,9 @@ import typer
 from rich.table import Table
 
 from ..server.tokens import TokenNotFoundError, create_token
+from ..store import open_store
 from .errors import CliError, reporting_errors
-from .options import DbOption, JsonOption, VerboseOption, dump_json, examples
+from .options import DbOption, JsonOption, VerboseOption, database_url, dump_json, examples
 from .render import format_time, make_console
 from .runs import _opened_store
 
@@ -53,8 +54,11 @@ def create_command(
     with reporting_errors(verbose=verbose):
         if role not in ROLES:
             raise CliError(f"--role: expected viewer, operator or admin, got {role!r}")
-        with _opened_store(db) as store:
+        store = open_store(database_url(db))  # made (and migrated) if it does not exist
+        try:
             secret, record = create_token(store, role, name)
+        finally:
+            store.close()
         if json_output:
             data = dataclasses.asdict(record)
             del data["token_hash"]

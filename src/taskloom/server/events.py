@@ -54,7 +54,7 @@ class EventFilter:
         return self.service is None or event.service == self.service
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared and hashed by identity, kept in a set
 class Subscription:
     filter: EventFilter
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))

@@ -61,17 +61,19 @@ class HttpServer:
 
     def _bind(self) -> socket.socket:
         host, port = self.settings.host, self.settings.port
+        sock: socket.socket | None = None
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             family, kind, proto, _name, address = infos[0]
             sock = socket.socket(family, kind, proto)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
+            sock.listen(2048)
         except OSError as exc:
-            raise ServerStartError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            ) from exc
-        sock.listen(2048)
+            if sock is not None:
+                sock.close()
+            reason = exc.strerror or exc
+            raise ServerStartError(f"cannot listen on {host}:{port}: {reason}") from exc
         sock.setblocking(False)
         return sock
 
