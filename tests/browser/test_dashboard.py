@@ -237,6 +237,18 @@ def test_a_service_stops_and_starts_from_its_page(dashboard: Dashboard) -> None:
     expect(row.locator("td").nth(3)).to_have_text(str(starts + 2))
     expect(row.locator(".status")).to_have_text("running")
 
+    # Its recent starts and its log lines (a restart keeps the config it had: channel b).
+    row.locator("a[data-show=read_sensor]").click()
+    expect(page).to_have_url(re.compile(r"#/services\?service=read_sensor$"))
+    latest = page.locator("#service-starts tbody tr").first
+    expect(latest.locator("td").first).to_have_text(str(starts + 2))
+    expect(latest).to_contain_text("running")
+    expect(page.locator("#service-starts tbody")).to_contain_text("stopped")
+    expect(page.locator("#service-logs")).to_contain_text("channel b:")
+    dashboard.screenshot("service-detail")
+    row.get_by_role("button", name="Stop").click()
+    expect(page.locator("#service-state .status")).to_have_text("stopped")
+
 
 @pytest.mark.parametrize(
     ("scheme", "background"),

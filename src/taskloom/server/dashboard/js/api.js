@@ -161,6 +161,8 @@ export const api = {
   startService: (name, config) =>
     request("POST", `/services/${enc(name)}/start`, config === undefined ? {} : { config }),
   stopService: (name) => request("POST", `/services/${enc(name)}/stop`),
+  getServiceLogs: async (name, after = 0) =>
+    listOf(await request("GET", `/services/${enc(name)}/logs${query({ after_id: after || null })}`), "lines"),
   restartService: (name, config) =>
     request("POST", `/services/${enc(name)}/restart`, config === undefined ? {} : { config }),
 };

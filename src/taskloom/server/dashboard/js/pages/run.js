@@ -206,8 +206,8 @@ export async function render(main, { args }) {
   );
 
   drawRun();
-  logs.append(h("div", { class: "empty" }, "No log lines yet."));
   await Promise.all([refreshRun(), refreshLogs()]);
+  if (!seenLines.size) logs.append(h("div", { class: "empty" }, FINISHED.has(run.status) ? "The run logged nothing." : "No log lines yet."));
   return () => {
     stop();
     if (pending !== null) clearTimeout(pending);
