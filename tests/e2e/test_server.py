@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 import taskloom
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(60)
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
+REPO = Path(__file__).resolve().parents[2]
 SERVING = re.compile(r"^taskloom \S+ serving (http://\S+)  \(database: (.+)\)$")
 
 
@@ -207,3 +209,20 @@ def test_serve_serves_a_folder_of_files(served_cli: Cli) -> None:
         assert client.run("double", {"x": 4}).result == 8
         assert client.run("greet", {"name": "Ada"}).result == "Hello, Ada!"
     assert served.stop()[0] == 0
+
+
+def test_the_readme_command_serves_the_examples_and_the_page(cli: Cli) -> None:
+    """`taskloom serve examples/` on the repository's own examples, as the README says."""
+    shutil.rmtree(cli.cwd / "examples")
+    shutil.copytree(REPO / "examples", cli.cwd / "examples")
+    served = Served(cli.start("serve", "examples/"))
+    assert served.database == "taskloom.db"
+    page = httpx.get(served.url + "/", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    with taskloom.Client(served.url) as client:
+        assert client.run("adder", {"a": 1, "b": 2}).result == 3
+        services = {s["name"]: s["state"] for s in client.services()}
+        assert services["read_sensor"] in {"starting", "running"}  # autostart
+    code, err = served.stop()
+    assert code == 0, err

@@ -313,3 +313,24 @@ async def test_the_openapi_document_lists_the_routes(api: httpx.AsyncClient) -> 
         document["paths"]
     )
     assert "422" in document["paths"]["/api/runs"]["post"]["responses"]
+
+
+async def test_a_bug_in_the_server_is_a_500_in_the_same_shape(
+    engine: taskloom.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(engine, dashboard=None)  # the dashboard's mount at / would take the route
+
+    async def broken_route() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/api/broken", broken_route)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test/api") as client:
+        response = await client.get("/broken")
+    app.state.events.close()
+    assert response.status_code == 500
+    assert error_of(response) == {
+        "type": "InternalServerError",
+        "message": "the server failed: RuntimeError: a bug",
+    }
+    assert "GET /api/broken failed" in caplog.text

@@ -169,7 +169,7 @@ def serve_command(
     """
     # Imported here: the web stack is only needed by this command.
     from ..server.http import HttpServer, ServerStartError
-    from ..server.settings import ServerSettings
+    from ..server.settings import ServerSettings, SettingsError
     from ..server.tokens import AuthError
 
     with reporting_errors(verbose=verbose):
@@ -177,9 +177,12 @@ def serve_command(
             raise CliError("give at least one file or module to serve (say examples/services.py)")
         served = load_served(targets)
         url = database_url(db)
-        settings = ServerSettings.from_env(
-            host=host, port=port, database_url=url, access_log=access_log or None
-        )
+        try:
+            settings = ServerSettings.from_env(
+                host=host, port=port, database_url=url, access_log=access_log or None
+            )
+        except SettingsError as exc:
+            raise CliError(exc.message) from exc
         http = HttpServer(settings, database=_database_text(url))
         with _logging_to_stderr(verbose=verbose):
             try:

@@ -115,7 +115,16 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # A bug of the server, never the client's doing: logged with its traceback, and
+    # answered in the same shape as every other error.
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    message = f"the server failed: {type(exc).__name__}: {exc}"
+    return JSONResponse(error_body("InternalServerError", message), status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TaskloomError, _taskloom_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
