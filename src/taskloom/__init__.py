@@ -3,6 +3,8 @@
 The public API. Everything else is importable but private by name.
 """
 
+import typing as _typing
+
 from .context import Context, RunCancelledError
 from .engine import Engine, RunEvent
 from .exceptions import (
@@ -28,14 +30,20 @@ from .services import Service, ServiceState, ServiceStatus, Supervisor, service
 from .tasks import Registry, Task, TaskDefinition, TaskOptions, executor_register, task
 from .workflows import StepHandle, Workflow, load_workflow
 
+if _typing.TYPE_CHECKING:
+    from .client import AsyncClient, Client, ClientError
+
 #: aipartnerupflow's name for the executor base class: `from taskloom import BaseTask`.
 BaseTask = Task
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "AsyncClient",
     "Attempt",
     "BaseTask",
+    "Client",
+    "ClientError",
     "Context",
     "DuplicateTaskError",
     "Engine",
@@ -77,3 +85,14 @@ __all__ = (
     "service",
     "task",
 )
+
+#: Loaded on first use: the HTTP client's imports are not needed to define or run tasks.
+_LAZY = frozenset({"AsyncClient", "Client", "ClientError"})
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'taskloom' has no attribute {name!r}")

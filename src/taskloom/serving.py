@@ -14,7 +14,8 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from .engine import Engine
 from .exceptions import StoreError, TaskDefinitionError
@@ -25,7 +26,15 @@ from .services.supervisor import Supervisor
 from .tasks.definition import TaskDefinition
 from .tasks.registry import tasks_in_module
 
-__all__ = ["POLL_INTERVAL", "ServeResult", "Served", "load_served", "run_to_end", "serve"]
+__all__ = [
+    "POLL_INTERVAL",
+    "ServeResult",
+    "Served",
+    "Surface",
+    "load_served",
+    "run_to_end",
+    "serve",
+]
 
 T = TypeVar("T")
 
@@ -52,18 +61,42 @@ class ServeResult:
     failed: tuple[str, ...] = ()
 
 
+class Surface(Protocol):
+    """Something serving the engine to the outside (the HTTP server): started once the
+    autostart services are, stopped before the services are."""
+
+    async def start(self, engine: Engine) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _expand(target: str) -> list[str]:
+    """A folder that is not a package stands for the `.py` files in it (not `_private`)."""
+    path = Path(target)
+    if path.is_dir() and not (path / "__init__.py").exists():
+        files = sorted(p for p in path.glob("*.py") if not p.name.startswith("_"))
+        if not files:
+            raise TaskDefinitionError(f"{target!r} is a folder with no .py files")
+        return [str(p) for p in files]
+    return [target]
+
+
 def load_served(targets: Sequence[str]) -> Served:
-    """Import each target (a `.py` file, a package folder or a module name) and collect
-    the tasks and services it defines; a target that defines neither is an error."""
+    """Import each target (a `.py` file, a folder of them, a package folder or a module
+    name) and collect the tasks and services it defines; a target that defines neither is
+    an error (a file in a folder may define nothing)."""
     served = Served()
     for target in targets:
-        module = load_module(target)
-        tasks = tasks_in_module(module)
-        services = services_in_module(module)
-        if not tasks and not services:
+        found = 0
+        for spec in _expand(target):
+            module = load_module(spec)
+            tasks = tasks_in_module(module)
+            services = services_in_module(module)
+            found += len(tasks) + len(services)
+            served.tasks.extend(tasks)
+            served.services.extend(services)
+        if not found:
             raise TaskDefinitionError(f"{target!r} defines no tasks and no services")
-        served.tasks.extend(tasks)
-        served.services.extend(services)
     return served
 
 
@@ -109,20 +142,28 @@ async def serve(
     poll_interval: float = POLL_INTERVAL,
     on_ready: Callable[[Engine, Supervisor], None] | None = None,
     on_stopping: Callable[[str], None] | None = None,
+    surfaces: Sequence[Surface] = (),
 ) -> ServeResult:
     """Serve until SIGINT or SIGTERM (exit code 0) or until an `exit_on_failure` service
     fails for good (the supervisor's non-zero exit code). Every service is stopped before
     this returns, each within its `stop_timeout`.
 
-    `on_ready` is called once the autostart services are started; `on_stopping` with the
-    reason when serving ends.
+    `surfaces` (the HTTP server) are started before the autostart services, and
+    stopped first when serving ends. `on_ready` is called once all that is started;
+    `on_stopping` with the reason when serving ends.
     """
     stop = asyncio.Event()
     with _on_signals(asyncio.get_running_loop(), stop.set):
         async with Engine(database_url, tasks=served.tasks, services=served.services) as engine:
             supervisor = engine.supervisor
             poller: asyncio.Task[None] | None = None
+            started: list[Surface] = []
             try:
+                # The surfaces first: one that cannot start (a port in use, a missing
+                # token) ends serving before any service has started.
+                for surface in surfaces:
+                    await surface.start(engine)
+                    started.append(surface)
                 await supervisor.start_autostart()
                 if on_ready is not None:
                     on_ready(engine, supervisor)
@@ -133,6 +174,8 @@ async def serve(
                 stopped.cancel()
                 exited.cancel()
             finally:
+                for surface in reversed(started):
+                    await surface.stop()
                 if poller is not None:
                     poller.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -49,7 +49,8 @@ class Cli:
         self.cwd = cwd
         self.database_url = f"sqlite:///{cwd / 'taskloom.db'}"
         self.env = {key: value for key, value in os.environ.items() if key != "FORCE_COLOR"}
-        self.env.update(TASKLOOM_DATABASE_URL=self.database_url, NO_COLOR="1")
+        # `taskloom serve` listens on a free port: tests never fight over 8321.
+        self.env.update(TASKLOOM_DATABASE_URL=self.database_url, NO_COLOR="1", TASKLOOM_PORT="0")
         self.env.pop("COLUMNS", None)
         self._started: list[subprocess.Popen[str]] = []
 

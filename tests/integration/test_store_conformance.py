@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from taskloom.exceptions import StoreError
 from taskloom.runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from taskloom.store import (
+    ApiTokenRecord,
     MemoryStore,
     ServiceLogLine,
     ServiceRecord,
@@ -850,3 +851,38 @@ def test_service_logs_are_kept_per_service_and_paged_by_id(store: Store) -> None
     assert store.get_service_logs("a", limit=0) == []
     assert [g.message for g in store.get_service_logs("b")] == ["line 0"]
     assert store.get_service_logs("nobody") == []
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+def test_api_tokens_are_found_by_hash_listed_and_revoked_once(store: Store) -> None:
+    first = ApiTokenRecord(id="t1", name="ci", role="operator", token_hash="a" * 64, created_at=T0)
+    second = ApiTokenRecord(
+        id="t2", name="desk", role="viewer", token_hash="b" * 64, created_at=T0 + 1
+    )
+    store.add_api_token(second)
+    store.add_api_token(first)
+    assert store.find_api_token("a" * 64) == first
+    assert store.find_api_token("c" * 64) is None
+    assert [t.id for t in store.list_api_tokens()] == ["t1", "t2"]
+
+    assert store.revoke_api_token("t1", revoked_at=T0 + 5) is True
+    assert store.revoke_api_token("t1") is False  # revoked already
+    assert store.revoke_api_token("missing") is False
+    found = store.find_api_token("a" * 64)
+    assert found is not None
+    assert found.revoked_at == T0 + 5
+    assert store.list_api_tokens()[1].revoked_at is None
+
+
+def test_an_api_token_id_or_hash_is_never_taken_twice(store: Store) -> None:
+    record = ApiTokenRecord(id="t1", name="a", role="admin", token_hash="a" * 64, created_at=T0)
+    store.add_api_token(record)
+    same_id = ApiTokenRecord(id="t1", name="b", role="admin", token_hash="b" * 64, created_at=T0)
+    with pytest.raises(StoreError, match="exists already"):
+        store.add_api_token(same_id)
+    same_hash = ApiTokenRecord(id="t2", name="b", role="admin", token_hash="a" * 64, created_at=T0)
+    with pytest.raises(StoreError):
+        store.add_api_token(same_hash)
+    assert [t.id for t in store.list_api_tokens()] == ["t1"]

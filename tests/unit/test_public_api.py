@@ -10,8 +10,11 @@ import pytest
 import taskloom
 
 CURATED = (
+    "AsyncClient",
     "Attempt",
     "BaseTask",
+    "Client",
+    "ClientError",
     "Context",
     "DuplicateTaskError",
     "Engine",

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import db, run, runs, services, tasks, workflow
+from . import db, run, runs, services, tasks, tokens, workflow
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, print_error
 from .options import examples
 
@@ -23,7 +23,7 @@ app = typer.Typer(
         ("taskloom tasks examples/basics.py", "the tasks of a file and their inputs"),
         ("taskloom runs", "the newest runs"),
         ("taskloom show RUN_ID", "one run in full"),
-        ("taskloom serve examples/services.py", "run services until Ctrl-C"),
+        ("taskloom serve examples/", "serve tasks and services over HTTP until Ctrl-C"),
         ("taskloom services", "services and their state"),
         ("taskloom workflow run flow.yaml n=3", "run a workflow; prints its outputs"),
     ),
@@ -67,6 +67,7 @@ app.command("services", epilog=services.SERVICES_EPILOG)(services.services_comma
 app.add_typer(services.service_app, name="service")
 app.add_typer(db.db_app, name="db")
 app.add_typer(workflow.workflow_app, name="workflow")
+app.add_typer(tokens.token_app, name="token")
 
 
 def main() -> None:

@@ -10,12 +10,14 @@ import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from .. import __version__
 from ..runs import LogLine
 from ..services.supervisor import Supervisor
 from ..serving import Served, load_served, run_to_end, serve
@@ -34,6 +36,9 @@ from .options import (
 from .render import format_time, log_line_text, make_console
 from .runs import _opened_store
 
+if TYPE_CHECKING:
+    from ..server.http import HttpServer
+
 __all__ = [
     "SERVE_EPILOG",
     "SERVICES_EPILOG",
@@ -43,7 +48,9 @@ __all__ = [
 ]
 
 SERVE_EPILOG = examples(
-    ("taskloom serve examples/services.py", "serve a file's services and tasks; Ctrl-C stops"),
+    ("taskloom serve examples/", "serve the tasks and services of a folder's files over HTTP"),
+    ("taskloom serve examples/services.py --port 0", "on a free port (printed); Ctrl-C stops"),
+    ("taskloom serve examples/ --host 0.0.0.0", "on every address: needs a token"),
     ("taskloom serve mypackage.services --db postgresql://user@host/taskloom", "a module"),
 )
 SERVICES_EPILOG = examples(
@@ -123,29 +130,77 @@ def serve_command(
         ),
     ] = None,
     db: DbOption = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            envvar="TASKLOOM_HOST",
+            metavar="ADDRESS",
+            show_default=False,
+            help=(
+                "Address to listen on. Default: 127.0.0.1. Any address other than loopback "
+                "needs a token (`taskloom token create`)."
+            ),
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            envvar="TASKLOOM_PORT",
+            min=0,
+            max=65535,
+            show_default=False,
+            help="Port to listen on. Default: 8321; 0 picks a free port (printed).",
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Print a line per HTTP request on stderr.")
+    ] = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Serve services and tasks until Ctrl-C or SIGTERM.
+    """Serve tasks and services over HTTP until Ctrl-C or SIGTERM.
 
-    Starts the `autostart` services, performs the requests of `taskloom service
-    start|stop|restart`, and on SIGINT or SIGTERM stops every service (each within its
-    stop_timeout) and exits 0. When an `exit_on_failure` service has failed for good, it
-    stops the others and exits 1.
+    The API is under /api (OpenAPI at /api/openapi.json), the dashboard at /. Starts the
+    `autostart` services, performs the requests of `taskloom service start|stop|restart`,
+    and on SIGINT or SIGTERM stops every service (each within its stop_timeout) and exits
+    0. When an `exit_on_failure` service has failed for good, it stops the others and
+    exits 1.
     """
+    # Imported here: the web stack is only needed by this command.
+    from ..server.http import HttpServer, ServerStartError
+    from ..server.settings import ServerSettings, SettingsError
+    from ..server.tokens import AuthError
+
     with reporting_errors(verbose=verbose):
         if not targets:
             raise CliError("give at least one file or module to serve (say examples/services.py)")
         served = load_served(targets)
         url = database_url(db)
-        with _logging_to_stderr(verbose=verbose):
-            result = run_to_end(
-                serve(
-                    served,
-                    url,
-                    on_ready=lambda _e, supervisor: _announce(served, supervisor, url, targets),
-                    on_stopping=lambda why: typer.echo(f"stopping services: {why}", err=True),
-                )
+        try:
+            settings = ServerSettings.from_env(
+                host=host, port=port, database_url=url, access_log=access_log or None
             )
+        except SettingsError as exc:
+            raise CliError(exc.message) from exc
+        http = HttpServer(settings, database=_database_text(url))
+        with _logging_to_stderr(verbose=verbose):
+            try:
+                result = run_to_end(
+                    serve(
+                        served,
+                        url,
+                        surfaces=[http],
+                        on_ready=lambda _e, supervisor: _announce(
+                            served, supervisor, url, targets, http
+                        ),
+                        on_stopping=lambda why: typer.echo(f"stopping services: {why}", err=True),
+                    )
+                )
+            except AuthError as exc:
+                raise CliError(exc.message) from exc
+            except ServerStartError as exc:
+                raise CliError(exc.message, exit_code=EXIT_FAILED) from exc
         if result.exit_code:
             for name in result.failed:
                 print_error(
@@ -175,7 +230,21 @@ def _logging_to_stderr(*, verbose: bool) -> Iterator[None]:
         root.setLevel(level)
 
 
-def _announce(served: Served, supervisor: Supervisor, url: str, targets: Sequence[str]) -> None:
+def _database_text(url: str) -> str:
+    """The database as people read it: a SQLite file's path (relative when under the
+    working folder), else the URL without its password."""
+    path = sqlite_file(url)
+    if path is None:
+        return display_url(url)
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    return str(path)
+
+
+def _announce(
+    served: Served, supervisor: Supervisor, url: str, targets: Sequence[str], http: HttpServer
+) -> None:
+    typer.echo(f"taskloom {__version__} serving {http.url}  (database: {_database_text(url)})")
     names = ", ".join(supervisor.names) or "none"
     started = [s.name for s in supervisor.statuses() if s.state.active]
     typer.echo(

@@ -27,7 +27,7 @@ from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from ..services.definition import Service, ServiceDefinition, definition_of
 from ..services.status import ServiceStatus
 from ..services.supervisor import Supervisor
-from ..store import Store, open_store
+from ..store import ServiceLogLine, Store, open_store
 from ..tasks.definition import TaskDefinition
 from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
@@ -288,6 +288,16 @@ class Engine(RunControl):
 
     def service_statuses(self) -> list[ServiceStatus]:
         return self.supervisor.statuses()
+
+    async def service_logs(
+        self, name: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[ServiceLogLine]:
+        """Lines the service logged with an id above `after_id`, oldest first."""
+        self.supervisor.status(name)  # raises UnknownServiceError
+        assert self.store is not None
+        return await self._in_thread(
+            functools.partial(self.store.get_service_logs, name, after_id=after_id, limit=limit)
+        )
 
     # submitting ----------------------------------------------------------------------------
     async def submit(

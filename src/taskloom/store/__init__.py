@@ -7,6 +7,7 @@ into an open store. The URL is never read from the environment here; the CLI doe
 from __future__ import annotations
 
 from .base import (
+    ApiTokenRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -19,6 +20,7 @@ from .memory import MemoryStore
 from .sql import SqlStore
 
 __all__ = [
+    "ApiTokenRecord",
     "MemoryStore",
     "ServiceLogLine",
     "ServiceRecord",

@@ -15,6 +15,7 @@ from ..runs import Attempt, ErrorInfo, LogLine, Run
 
 __all__ = [
     "RUN_UPDATE_COLUMNS",
+    "ApiTokenRecord",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",
@@ -139,6 +140,20 @@ class ServiceLogLine:
         return asdict(self)
 
 
+@dataclass(slots=True, kw_only=True)
+class ApiTokenRecord:
+    """A token of the HTTP API (a row of `api_tokens`): never the secret, only its SHA-256
+    hex digest. `role` is `viewer`, `operator` or `admin`; `revoked_at` is None while the
+    token is valid."""
+
+    id: str
+    name: str
+    role: str
+    token_hash: str
+    created_at: float
+    revoked_at: float | None = None
+
+
 class Store(Protocol):
     """Where runs, attempts, log lines and workers are kept.
 
@@ -248,3 +263,16 @@ class Store(Protocol):
         self, service: str, *, after_id: int = 0, limit: int = 1000
     ) -> list[ServiceLogLine]:
         """Lines of a service with an id above `after_id`, oldest first, at most `limit`."""
+
+    # API tokens ---------------------------------------------------------------------------
+    def add_api_token(self, record: ApiTokenRecord) -> None:
+        """Record a new token (its id and hash must be new)."""
+
+    def find_api_token(self, token_hash: str) -> ApiTokenRecord | None:
+        """The token with this hash, revoked or not, or None."""
+
+    def list_api_tokens(self) -> list[ApiTokenRecord]:
+        """Every token, revoked ones included, oldest first."""
+
+    def revoke_api_token(self, token_id: str, *, revoked_at: float | None = None) -> bool:
+        """Revoke a valid token (`revoked_at` defaults to now); True if it was revoked."""

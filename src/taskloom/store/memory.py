@@ -22,6 +22,7 @@ from ..exceptions import StoreError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .base import (
     RUN_UPDATE_COLUMNS,
+    ApiTokenRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -105,6 +106,7 @@ class MemoryStore:
         self._last_request_id = 0
         self._service_logs: dict[str, list[ServiceLogLine]] = {}
         self._last_service_log_id = 0
+        self._api_tokens: dict[str, ApiTokenRecord] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"
@@ -413,3 +415,35 @@ class MemoryStore:
         with self._lock:
             lines = [g for g in self._service_logs.get(service, []) if (g.id or 0) > after_id]
             return copy.deepcopy(lines[:limit])
+
+    # API tokens ---------------------------------------------------------------------------
+
+    def add_api_token(self, record: ApiTokenRecord) -> None:
+        with self._lock:
+            if record.id in self._api_tokens or any(
+                t.token_hash == record.token_hash for t in self._api_tokens.values()
+            ):
+                raise StoreError(
+                    f"an API token with id {record.id!r} or the same secret exists already"
+                )
+            self._api_tokens[record.id] = replace(record)
+
+    def find_api_token(self, token_hash: str) -> ApiTokenRecord | None:
+        with self._lock:
+            for record in self._api_tokens.values():
+                if record.token_hash == token_hash:
+                    return replace(record)
+            return None
+
+    def list_api_tokens(self) -> list[ApiTokenRecord]:
+        with self._lock:
+            records = sorted(self._api_tokens.values(), key=lambda t: (t.created_at, t.id))
+            return [replace(t) for t in records]
+
+    def revoke_api_token(self, token_id: str, *, revoked_at: float | None = None) -> bool:
+        with self._lock:
+            record = self._api_tokens.get(token_id)
+            if record is None or record.revoked_at is not None:
+                return False
+            record.revoked_at = time.time() if revoked_at is None else revoked_at
+            return True

@@ -10,7 +10,7 @@ Decisions kept deliberately simple so one schema serves SQLite and PostgreSQL:
 
 The revisions in `migrations/versions` create exactly these tables (0001 runs, attempts,
 log lines and workers; 0002 services and their starts; 0003 service requests and
-service log lines); a test compares the two with
+service log lines; 0007 API tokens); a test compares the two with
 Alembic's autogenerate, so change both together (with a new revision).
 """
 
@@ -36,6 +36,7 @@ __all__ = [
     "ATTEMPT_COLUMNS",
     "LOG_COLUMNS",
     "RUN_COLUMNS",
+    "api_tokens",
     "attempts",
     "log_lines",
     "metadata",
@@ -194,6 +195,21 @@ service_log_lines = Table(
     Column("level", String(16), nullable=False),
     Column("message", Text, nullable=False),
     Index(None, "service", "id"),
+)
+
+#: Tokens of the HTTP API: only a SHA-256 hash of each secret is kept; a token is found by
+#: its hash (unique, so indexed) and is revoked by setting `revoked_at`.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double, nullable=True),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("token_hash"),
 )
 
 #: Column names in table order; rows read with `select(table)` come back in this order.

@@ -21,11 +21,12 @@ from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..exceptions import StoreError
 from ..runs import Attempt, LogLine, Run, RunStatus
 from .base import (
+    ApiTokenRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -60,6 +61,7 @@ from .rows import (
     service_start_row,
 )
 from .schema import (
+    api_tokens,
     attempts,
     log_lines,
     runs,
@@ -581,3 +583,45 @@ class SqlStore:
         with self._use("read service logs") as engine, engine.connect() as conn:
             rows = conn.execute(query).all()
         return [service_log_from_row(r) for r in rows]
+
+    # API tokens ---------------------------------------------------------------------------
+
+    def add_api_token(self, record: ApiTokenRecord) -> None:
+        values = {
+            "id": record.id,
+            "name": record.name,
+            "role": record.role,
+            "token_hash": record.token_hash,
+            "created_at": record.created_at,
+            "revoked_at": record.revoked_at,
+        }
+        try:
+            with self._use("add an API token"), self._writer().begin() as conn:
+                conn.execute(insert(api_tokens).values(values))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                raise StoreError(
+                    f"an API token with id {record.id!r} or the same secret exists already"
+                ) from exc
+            raise
+
+    def find_api_token(self, token_hash: str) -> ApiTokenRecord | None:
+        query = select(api_tokens).where(api_tokens.c.token_hash == token_hash)
+        with self._use("read an API token") as engine, engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else ApiTokenRecord(**row._asdict())
+
+    def list_api_tokens(self) -> list[ApiTokenRecord]:
+        query = select(api_tokens).order_by(api_tokens.c.created_at, api_tokens.c.id)
+        with self._use("list API tokens") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [ApiTokenRecord(**row._asdict()) for row in rows]
+
+    def revoke_api_token(self, token_id: str, *, revoked_at: float | None = None) -> bool:
+        stmt = (
+            update(api_tokens)
+            .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=time.time() if revoked_at is None else revoked_at)
+        )
+        with self._use("revoke an API token"), self._writer().begin() as conn:
+            return bool(conn.execute(stmt).rowcount)

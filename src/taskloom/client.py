@@ -1,0 +1,464 @@
+"""The HTTP client: the engine's operations on a `taskloom serve` server, from Python.
+
+`Client` is synchronous, `AsyncClient` asynchronous; both mirror the engine (`submit`,
+`wait`, `get_run`, `list_runs`, `cancel`, `get_logs`, `get_attempts`, `tasks`, and the
+service operations) and raise the engine's exceptions: `InputValidationError` with its
+`FieldError`s on a 422, `UnknownTaskError` and `RunNotFoundError` on a 404, and so on.
+Runs come back as `Run` objects, service statuses as dictionaries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from .exceptions import (
+    EngineClosedError,
+    FieldError,
+    InputValidationError,
+    RunNotFoundError,
+    StoreError,
+    TaskDefinitionError,
+    TaskloomError,
+    UnknownTaskError,
+    WaitTimeoutError,
+)
+from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from .services.errors import ServiceError, ServiceRunningError, UnknownServiceError
+
+__all__ = ["AsyncClient", "Client", "ClientError"]
+
+#: Longest wait one request asks the server for; longer waits are made of several.
+_WAIT_SLICE = 30.0
+
+
+class ClientError(TaskloomError):
+    """The server refused the request or could not be reached (see `status_code`)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def _error_from(response: httpx.Response) -> TaskloomError:
+    """The exception the engine would have raised, from an error response."""
+    try:
+        error = response.json()["error"]
+        kind, message = str(error["type"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return ClientError(
+            f"{response.request.method} {response.request.url.path}: HTTP "
+            f"{response.status_code}: {response.text[:200]}",
+            status_code=response.status_code,
+        )
+    errors = [
+        FieldError(str(e.get("field", "")), str(e.get("message", "")))
+        for e in error.get("errors") or []
+    ]
+    if kind == "InputValidationError":
+        return InputValidationError(
+            str(error.get("task")), errors, what=str(error.get("what", "input"))
+        )
+    if kind == "UnknownTaskError":
+        exc: TaskloomError = UnknownTaskError(str(error.get("name", "")))
+        exc.args = (message,)
+        return exc
+    if kind == "RunNotFoundError":
+        return RunNotFoundError(str(error.get("run_id", "")))
+    if kind == "UnknownServiceError":
+        exc = UnknownServiceError(str(error.get("name", "")))
+        exc.args = (message,)
+        return exc
+    simple: dict[str, type[TaskloomError]] = {
+        "ServiceRunningError": ServiceRunningError,
+        "ServiceError": ServiceError,
+        "WaitTimeoutError": WaitTimeoutError,
+        "EngineClosedError": EngineClosedError,
+        "StoreError": StoreError,
+        "TaskDefinitionError": TaskDefinitionError,
+    }
+    if kind in simple:
+        return simple[kind](message)
+    return ClientError(f"{kind}: {message}", status_code=response.status_code)
+
+
+def _checked(response: httpx.Response) -> Any:
+    if response.is_error:
+        raise _error_from(response)
+    if response.status_code == 204:
+        return None
+    return response.json()
+
+
+def _run(data: dict[str, Any]) -> Run:
+    fields = dict(data)
+    fields["status"] = RunStatus(fields["status"])
+    error = fields.get("error")
+    fields["error"] = ErrorInfo.from_dict(error) if error else None
+    return Run(**fields)
+
+
+def _attempt(data: dict[str, Any]) -> Attempt:
+    fields = dict(data)
+    error = fields.get("error")
+    fields["error"] = ErrorInfo.from_dict(error) if error else None
+    return Attempt(**fields)
+
+
+def _submit_body(
+    task: str,
+    inputs: dict[str, Any] | None,
+    priority: int | None,
+    idempotency_key: str | None,
+    config: Any,
+    parent_id: str | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"task": task, "inputs": inputs or {}}
+    for key, value in (
+        ("priority", priority),
+        ("idempotency_key", idempotency_key),
+        ("config", config),
+        ("parent_id", parent_id),
+    ):
+        if value is not None:
+            body[key] = value
+    return body
+
+
+def _list_params(
+    task: str | None,
+    status: str | Collection[str] | None,
+    parent_id: str | None,
+    limit: int,
+    before: str | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": limit}
+    if task is not None:
+        params["task"] = task
+    if status is not None:
+        params["status"] = [status] if isinstance(status, str) else list(status)
+    if parent_id is not None:
+        params["parent_id"] = parent_id
+    if before is not None:
+        params["cursor"] = before
+    return params
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> ClientError:
+    return ClientError(f"cannot reach the taskloom server at {url}: {exc}")
+
+
+class Client:
+    """A synchronous client: `Client("http://127.0.0.1:8321", token=...)`.
+
+    Use it as a context manager, or call `close()`. `timeout` bounds each request (a
+    `wait` is made of requests of at most 30 s each).
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8321",
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url + "/api",
+            headers=_headers(token),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+        return _checked(response)
+
+    # server ---------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/health")
+        return result
+
+    # tasks ----------------------------------------------------------------------------
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task the server has: name, description, input and output schemas."""
+        result: list[dict[str, Any]] = self._call("GET", "/tasks")
+        return result
+
+    def task(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/tasks/{name}")
+        return result
+
+    # runs -----------------------------------------------------------------------------
+    def submit(
+        self,
+        task: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        config: Any = None,
+        parent_id: str | None = None,
+    ) -> Run:
+        """Record a run (raises `InputValidationError`, `UnknownTaskError`)."""
+        body = _submit_body(task, inputs, priority, idempotency_key, config, parent_id)
+        return _run(self._call("POST", "/runs", json=body))
+
+    def get_run(self, run_id: str) -> Run:
+        return _run(self._call("GET", f"/runs/{run_id}"))
+
+    def wait(self, run_id: str, timeout: float | None = None) -> Run:
+        """Wait until the run is finished (raises `WaitTimeoutError` after `timeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeoutError(f"run {run_id} did not finish within {timeout:g} s")
+            try:
+                slice_ = min(left, _WAIT_SLICE)
+                return _run(self._call("GET", f"/runs/{run_id}/wait", params={"timeout": slice_}))
+            except WaitTimeoutError:
+                continue
+
+    def run(self, task: str, inputs: dict[str, Any] | None = None, **options: Any) -> Run:
+        """Submit a run and wait for it to finish."""
+        return self.wait(self.submit(task, inputs, **options).id)
+
+    def list_runs(
+        self,
+        task: str | None = None,
+        status: str | Collection[str] | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+        *,
+        before: str | None = None,
+    ) -> list[Run]:
+        """Runs, newest first; `before` is the id of the last run of the previous page."""
+        params = _list_params(task, status, parent_id, limit, before)
+        return [_run(r) for r in self._call("GET", "/runs", params=params)["runs"]]
+
+    def iter_runs(
+        self,
+        task: str | None = None,
+        status: str | Collection[str] | None = None,
+        parent_id: str | None = None,
+        *,
+        page_size: int = 500,
+    ) -> Iterator[Run]:
+        """Every matching run, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            params = _list_params(task, status, parent_id, page_size, cursor)
+            page = self._call("GET", "/runs", params=params)
+            yield from (_run(r) for r in page["runs"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    def cancel(self, run_id: str) -> Run:
+        return _run(self._call("POST", f"/runs/{run_id}/cancel"))
+
+    def get_attempts(self, run_id: str) -> list[Attempt]:
+        return [_attempt(a) for a in self._call("GET", f"/runs/{run_id}/attempts")]
+
+    def get_logs(self, run_id: str, *, after_id: int = 0, limit: int = 1000) -> list[LogLine]:
+        params = {"after_id": after_id, "limit": limit}
+        page = self._call("GET", f"/runs/{run_id}/logs", params=params)
+        return [LogLine(**line) for line in page["lines"]]
+
+    # services -------------------------------------------------------------------------
+    def services(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/services")
+        return result
+
+    def service_status(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/services/{name}")
+        return result
+
+    def start_service(self, name: str, config: Any = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/services/{name}/start", json={"config": config}
+        )
+        return result
+
+    def stop_service(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/services/{name}/stop")
+        return result
+
+    def restart_service(self, name: str, config: Any = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/services/{name}/restart", json={"config": config}
+        )
+        return result
+
+    def service_logs(
+        self, name: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        params = {"after_id": after_id, "limit": limit}
+        lines: list[dict[str, Any]] = self._call("GET", f"/services/{name}/logs", params=params)[
+            "lines"
+        ]
+        return lines
+
+
+class AsyncClient:
+    """The asynchronous client: `async with AsyncClient(url, token=...) as client:`.
+
+    The same operations as `Client`, each a coroutine.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8321",
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.url + "/api",
+            headers=_headers(token),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+        return _checked(response)
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/health")
+        return result
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/tasks")
+        return result
+
+    async def task(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/tasks/{name}")
+        return result
+
+    async def submit(
+        self,
+        task: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        config: Any = None,
+        parent_id: str | None = None,
+    ) -> Run:
+        body = _submit_body(task, inputs, priority, idempotency_key, config, parent_id)
+        return _run(await self._call("POST", "/runs", json=body))
+
+    async def get_run(self, run_id: str) -> Run:
+        return _run(await self._call("GET", f"/runs/{run_id}"))
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> Run:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeoutError(f"run {run_id} did not finish within {timeout:g} s")
+            try:
+                params = {"timeout": min(left, _WAIT_SLICE)}
+                return _run(await self._call("GET", f"/runs/{run_id}/wait", params=params))
+            except WaitTimeoutError:
+                continue
+
+    async def run(self, task: str, inputs: dict[str, Any] | None = None, **options: Any) -> Run:
+        run = await self.submit(task, inputs, **options)
+        return await self.wait(run.id)
+
+    async def list_runs(
+        self,
+        task: str | None = None,
+        status: str | Collection[str] | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+        *,
+        before: str | None = None,
+    ) -> list[Run]:
+        params = _list_params(task, status, parent_id, limit, before)
+        return [_run(r) for r in (await self._call("GET", "/runs", params=params))["runs"]]
+
+    async def cancel(self, run_id: str) -> Run:
+        return _run(await self._call("POST", f"/runs/{run_id}/cancel"))
+
+    async def get_attempts(self, run_id: str) -> list[Attempt]:
+        return [_attempt(a) for a in await self._call("GET", f"/runs/{run_id}/attempts")]
+
+    async def get_logs(self, run_id: str, *, after_id: int = 0, limit: int = 1000) -> list[LogLine]:
+        params = {"after_id": after_id, "limit": limit}
+        page = await self._call("GET", f"/runs/{run_id}/logs", params=params)
+        return [LogLine(**line) for line in page["lines"]]
+
+    async def services(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/services")
+        return result
+
+    async def service_status(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/services/{name}")
+        return result
+
+    async def start_service(self, name: str, config: Any = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/services/{name}/start", json={"config": config}
+        )
+        return result
+
+    async def stop_service(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", f"/services/{name}/stop")
+        return result
+
+    async def restart_service(self, name: str, config: Any = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/services/{name}/restart", json={"config": config}
+        )
+        return result
+
+    async def service_logs(
+        self, name: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        params = {"after_id": after_id, "limit": limit}
+        page = await self._call("GET", f"/services/{name}/logs", params=params)
+        lines: list[dict[str, Any]] = page["lines"]
+        return lines

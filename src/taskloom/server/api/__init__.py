@@ -1,0 +1,21 @@
+"""The API's routers, one module per part of the engine; `ROUTERS` lists them in order.
+
+A new part of the engine (workflows, pipelines, packages) adds its module here.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from . import events, health, runs, services, tasks, tokens
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    tasks.router,
+    runs.router,
+    services.router,
+    events.router,
+    tokens.router,
+)

@@ -1,0 +1,209 @@
+"""The shapes of the API's bodies, as pydantic models: they validate what clients send
+and describe every response in the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AttemptOut",
+    "ErrorInfoOut",
+    "ErrorOut",
+    "FieldErrorOut",
+    "HealthOut",
+    "LogLineOut",
+    "LogsOut",
+    "RunOut",
+    "RunPage",
+    "ServiceConfigIn",
+    "ServiceLogLineOut",
+    "ServiceLogsOut",
+    "ServiceOut",
+    "ServiceStartOut",
+    "SubmitIn",
+    "TaskOut",
+    "TokenCreateIn",
+    "TokenCreatedOut",
+    "TokenOut",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitIn(_In):
+    """A run to submit: the task's name and its inputs (validated against its schema)."""
+
+    task: str = Field(min_length=1, max_length=200)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    priority: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    config: Any = None
+    parent_id: str | None = Field(default=None, min_length=1, max_length=36)
+
+
+class ServiceConfigIn(_In):
+    """The config to start a service with; null keeps the config it had."""
+
+    config: Any = None
+
+
+class TokenCreateIn(_In):
+    role: str = Field(pattern="^(viewer|operator|admin)$")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class FieldErrorOut(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    message: str
+    errors: list[FieldErrorOut] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class ErrorInfoOut(BaseModel):
+    type: str
+    message: str
+    traceback: str | None = None
+    retryable: bool = False
+
+
+class RunOut(BaseModel):
+    id: str
+    task: str
+    inputs: dict[str, Any]
+    status: str
+    priority: int
+    result: Any = None
+    error: ErrorInfoOut | None = None
+    attempts: int
+    max_attempts: int
+    parent_id: str | None = None
+    idempotency_key: str | None = None
+    worker_id: str | None = None
+    created_at: float
+    scheduled_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    cancel_requested: bool = False
+    config: Any = None
+
+
+class RunPage(BaseModel):
+    """One page of runs, newest first; pass `next_cursor` as `cursor` for the next page
+    (null on the last page)."""
+
+    runs: list[RunOut]
+    next_cursor: str | None
+
+
+class AttemptOut(BaseModel):
+    run_id: str
+    number: int
+    started_at: float
+    finished_at: float | None = None
+    status: str
+    error: ErrorInfoOut | None = None
+    worker_id: str | None = None
+
+
+class LogLineOut(BaseModel):
+    id: int | None
+    run_id: str
+    attempt: int
+    created_at: float
+    level: str
+    message: str
+
+
+class LogsOut(BaseModel):
+    """Log lines oldest first; pass `next_after_id` as `after_id` for newer ones."""
+
+    lines: list[LogLineOut]
+    next_after_id: int
+
+
+class TaskOut(BaseModel):
+    name: str
+    label: str
+    description: str
+    kind: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    tags: list[str]
+    meta: dict[str, Any]
+
+
+class ServiceStartOut(BaseModel):
+    number: int
+    started_at: float
+    restart: bool
+    ended_at: float | None = None
+    exit_reason: str | None = None
+    error: ErrorInfoOut | None = None
+
+
+class ServiceOut(BaseModel):
+    name: str
+    state: str
+    since: float
+    starts: int
+    restarts: int
+    restart_times: list[float]
+    next_restart_at: float | None
+    last_error: ErrorInfoOut | None
+    stop_timed_out: bool
+    history: list[ServiceStartOut] = Field(default_factory=list)
+    description: str = ""
+    config_schema: dict[str, Any] | None = None
+
+
+class ServiceLogLineOut(BaseModel):
+    id: int | None
+    service: str
+    start_number: int
+    created_at: float
+    level: str
+    message: str
+
+
+class ServiceLogsOut(BaseModel):
+    lines: list[ServiceLogLineOut]
+    next_after_id: int
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    database: str
+    auth: bool
+    tasks: int
+    services: int
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+class TokenCreatedOut(TokenOut):
+    """The new token; `token` is the secret, shown this once and never again."""
+
+    token: str

@@ -1,0 +1,70 @@
+"""Who may call the API: the check each request passes.
+
+Tokens are required when the server is bound to an address other than loopback (it refuses
+to start without a valid token), or when the store holds a valid token; a server on
+loopback with no token in its store lets every local caller in as admin. A token comes in
+`Authorization: Bearer <token>`, or as the `token` query parameter for clients that cannot
+set headers (a browser's EventSource).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..store import Store
+from .tokens import AuthError, Caller, ForbiddenError, Role, hash_token
+
+__all__ = ["AuthPolicy", "require"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicy:
+    """Whether requests need a token, and the store the tokens are looked up in."""
+
+    required: bool
+    store: Store
+
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `taskloom token create`.")
+
+
+async def _caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    token: Annotated[
+        str | None,
+        Query(
+            include_in_schema=False,
+            description="The token, for clients that cannot set headers (EventSource).",
+        ),
+    ] = None,
+) -> Caller:
+    policy: AuthPolicy = request.app.state.auth
+    if not policy.required:
+        return Caller(Role.ADMIN)
+    secret = credentials.credentials if credentials is not None else token
+    if not secret:
+        raise AuthError()
+    record = await asyncio.to_thread(policy.store.find_api_token, hash_token(secret))
+    if record is None or record.revoked_at is not None:
+        raise AuthError("the token is unknown or revoked")
+    return Caller(Role(record.role), record.id, record.name)
+
+
+def require(role: Role) -> Any:
+    """A FastAPI dependency: the caller, who must have at least `role`."""
+
+    async def check(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+        if not caller.role.allows(role):
+            raise ForbiddenError(
+                f"this needs the {role.value} role; the token {caller.name!r} is "
+                f"{caller.role.value}"
+            )
+        return caller
+
+    return Depends(check)

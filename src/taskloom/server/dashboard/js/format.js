@@ -1,0 +1,50 @@
+// How times, durations and values are shown.
+
+/** Seconds since the epoch (UTC) as local date and time; "—" when missing. */
+export function formatTime(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  const date = new Date(seconds * 1000);
+  return date.toLocaleString(undefined, {
+    year: "numeric",
+    month: "short",
+    day: "2-digit",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  });
+}
+
+/** A clock time with milliseconds, for log lines. */
+export function formatClock(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  const date = new Date(seconds * 1000);
+  const pad = (n, width = 2) => String(n).padStart(width, "0");
+  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
+}
+
+/** A duration in seconds, made short: 850 ms, 3.2 s, 4 min 05 s, 2 h 10 min. */
+export function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
+  if (seconds < 1) return `${Math.max(0, Math.round(seconds * 1000))} ms`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${String(Math.floor(seconds % 60)).padStart(2, "0")} s`;
+  return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
+}
+
+/** How long ago, for "since" columns: "12 s ago". */
+export function formatAgo(seconds, now = Date.now() / 1000) {
+  if (seconds === null || seconds === undefined) return "—";
+  const age = Math.max(0, now - seconds);
+  return age < 60 ? `${Math.floor(age)} s ago` : `${formatDuration(age)} ago`;
+}
+
+/** A value as indented JSON (results, inputs). */
+export function formatJson(value) {
+  return JSON.stringify(value, null, 2) ?? "null";
+}
+
+/** The first characters of a run id: enough to tell runs apart in a table. */
+export function shortId(id) {
+  return id ? id.slice(0, 8) + "…" + id.slice(-4) : "";
+}

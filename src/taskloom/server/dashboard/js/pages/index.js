@@ -1,0 +1,17 @@
+// The pages of the dashboard: one module per page, one line per route.
+//
+// A page module exports `render(main, params)`, which fills `main` and may return a function
+// that the router calls when the page is left (to stop watching events or timers).
+// To add a page (workflows and their DAG, pipelines, packages), write its module next to
+// these and add its route here; `nav` puts it in the top bar, `section` names the top-bar
+// entry a page without one of its own belongs to.
+
+export const routes = [
+  { path: /^\/tasks(?:\/([^/]+))?$/, nav: "Tasks", href: "#/tasks", load: () => import("./tasks.js") },
+  { path: /^\/runs$/, nav: "Runs", href: "#/runs", load: () => import("./runs.js") },
+  { path: /^\/runs\/([^/]+)$/, section: "#/runs", load: () => import("./run.js") },
+  { path: /^\/services$/, nav: "Services", href: "#/services", load: () => import("./services.js") },
+];
+
+/** Where "#/" and unknown addresses lead. */
+export const home = "#/tasks";

@@ -1,0 +1,215 @@
+// One run: its status and progress, inputs, result or error with traceback, attempts
+// timeline and logs, all kept live by run and log events; and the cancel button.
+
+import { api } from "../api.js";
+import { errorNotice, h, replace, statusBadge } from "../dom.js";
+import { watch } from "../events.js";
+import { formatClock, formatDuration, formatJson, formatTime } from "../format.js";
+
+const FINISHED = new Set(["completed", "failed", "cancelled", "skipped"]);
+
+export async function render(main, { args }) {
+  const id = args[0];
+  let run;
+  try {
+    run = await api.getRun(id);
+  } catch (error) {
+    replace(main, h("h1", {}, "Run"), errorNotice(error));
+    return;
+  }
+
+  const title = h("h1");
+  const badge = h("span", { id: "run-status" });
+  const cancel = h("button", { type: "button", class: "danger", id: "cancel-run" }, "Cancel");
+  const notice = h("div");
+  const facts = h("dl", { class: "facts" });
+  const progress = h("div", { id: "run-progress" });
+  const inputs = h("pre", { class: "block", id: "run-inputs" });
+  const outcome = h("div", { id: "run-outcome" });
+  const attempts = h("ol", { class: "timeline", id: "run-attempts" });
+  const logs = h("div", { class: "logs", id: "run-logs", role: "log", "aria-live": "polite" });
+  const seenLines = new Set();
+  let lastLineId = 0;
+
+  replace(
+    main,
+    h("p", {}, h("a", { href: `#/runs?task=${encodeURIComponent(run.task)}` }, "← Runs of ", run.task)),
+    h("div", { class: "row page-head" }, title, badge, h("span", { class: "spacer" }), cancel),
+    notice,
+    progress,
+    h(
+      "div",
+      { class: "grid-2", style: "margin-top: 16px" },
+      h("section", { class: "card" }, h("h2", {}, "Run"), facts),
+      h("section", { class: "card" }, h("h2", {}, "Inputs"), inputs),
+    ),
+    h("section", { class: "card", style: "margin-top: 20px" }, h("h2", {}, "Outcome"), outcome),
+    h(
+      "div",
+      { class: "grid-2", style: "margin-top: 20px" },
+      h("section", { class: "card" }, h("h2", {}, "Attempts"), attempts),
+      h("section", { class: "card" }, h("h2", {}, "Logs"), logs),
+    ),
+  );
+
+  function drawRun() {
+    replace(title, h("span", { class: "mono" }, run.task));
+    replace(badge, statusBadge(run.status));
+    cancel.hidden = FINISHED.has(run.status);
+    cancel.disabled = Boolean(run.cancel_requested);
+    const entries = [
+      ["Id", h("span", { class: "mono" }, run.id)],
+      ["Created", formatTime(run.created_at)],
+      ["Started", formatTime(run.started_at)],
+      ["Finished", formatTime(run.finished_at)],
+      ["Duration", formatDuration(run.started_at && run.finished_at ? run.finished_at - run.started_at : null)],
+      ["Attempts", `${run.attempts ?? 0} of ${run.max_attempts ?? 1}`],
+      ["Priority", String(run.priority ?? 0)],
+      run.parent_id ? ["Parent", h("a", { href: `#/runs/${encodeURIComponent(run.parent_id)}`, class: "mono" }, run.parent_id)] : null,
+      run.cancel_requested && !FINISHED.has(run.status) ? ["Cancel", "requested"] : null,
+    ].filter(Boolean);
+    replace(facts, entries.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
+
+    const fraction = run.status === "completed" ? 1 : run.progress;
+    replace(
+      progress,
+      fraction === null || fraction === undefined
+        ? null
+        : [
+            h(
+              "div",
+              { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": Math.round(fraction * 100) },
+              h("span", { style: `width: ${Math.max(0, Math.min(1, fraction)) * 100}%` }),
+            ),
+            h("p", { class: "muted", style: "margin: 4px 0 0" }, `${Math.round(fraction * 100)}%`, run.progress_message ? ` · ${run.progress_message}` : ""),
+          ],
+    );
+
+    inputs.textContent = formatJson(run.inputs ?? {});
+
+    if (run.status === "completed") {
+      replace(outcome, h("h3", {}, "Result"), h("pre", { class: "block", id: "run-result" }, formatJson(run.result)));
+    } else if (run.error) {
+      replace(
+        outcome,
+        h("p", { id: "run-error" }, h("strong", {}, run.error.type), ": ", run.error.message),
+        run.error.traceback
+          ? h("details", { open: run.status === "failed" }, h("summary", { class: "muted" }, "Traceback"), h("pre", { class: "block traceback" }, run.error.traceback))
+          : null,
+      );
+    } else {
+      replace(outcome, h("p", { class: "muted" }, FINISHED.has(run.status) ? `The run was ${run.status}.` : "The run has not finished yet."));
+    }
+  }
+
+  function drawAttempts(list) {
+    const now = Date.now() / 1000;
+    const longest = Math.max(0.001, ...list.map((a) => (a.finished_at ?? now) - a.started_at));
+    replace(
+      attempts,
+      list.length
+        ? list.map((attempt) => {
+            const took = (attempt.finished_at ?? now) - attempt.started_at;
+            return h(
+              "li",
+              {},
+              h("span", {}, `#${attempt.number}`, " ", statusBadge(attempt.status)),
+              h("span", { class: "muted" }, formatClock(attempt.started_at), " · ", formatDuration(took)),
+              h(
+                "div",
+                {},
+                h("div", { class: "bar", dataset: { status: attempt.status }, style: `width: ${Math.max(4, (took / longest) * 100)}%` }),
+                attempt.error ? h("div", { class: "muted" }, `${attempt.error.type}: ${attempt.error.message}`) : null,
+              ),
+            );
+          })
+        : h("li", { class: "muted" }, "No attempt has started yet."),
+    );
+  }
+
+  function addLines(lines) {
+    const fresh = lines.filter((line) => {
+      const key = line.id ?? `${line.created_at}|${line.message}`;
+      if (seenLines.has(key)) return false;
+      seenLines.add(key);
+      if (typeof line.id === "number") lastLineId = Math.max(lastLineId, line.id);
+      return true;
+    });
+    if (!fresh.length) return;
+    logs.querySelector(".empty")?.remove();
+    const atBottom = logs.scrollHeight - logs.scrollTop - logs.clientHeight < 24;
+    logs.append(
+      ...fresh.map((line) =>
+        h(
+          "div",
+          { class: "line", dataset: { level: line.level ?? "" } },
+          h("span", { class: "muted" }, formatClock(line.created_at)),
+          h("span", { class: "level" }, line.level ?? ""),
+          h("span", {}, line.message),
+        ),
+      ),
+    );
+    if (atBottom) logs.scrollTop = logs.scrollHeight;
+  }
+
+  async function refreshRun() {
+    try {
+      run = await api.getRun(id);
+      drawRun();
+      drawAttempts(await api.getAttempts(id));
+      replace(notice);
+    } catch (error) {
+      replace(notice, errorNotice(error));
+    }
+  }
+
+  async function refreshLogs() {
+    try {
+      addLines(await api.getLogs(id, lastLineId));
+    } catch (error) {
+      replace(notice, errorNotice(error));
+    }
+  }
+
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try {
+      run = await api.cancelRun(id);
+      drawRun();
+    } catch (error) {
+      replace(notice, errorNotice(error));
+      cancel.disabled = false;
+    }
+  });
+
+  // Events in a burst (a run's start, progress and end) make one refresh of the run.
+  let pending = null;
+  const refreshSoon = () => {
+    if (pending === null) pending = setTimeout(() => ((pending = null), refreshRun()), 150);
+  };
+  const stop = watch(
+    ["run", "log"],
+    (event) => {
+      if (event.runId !== id) return;
+      if (event.line && event.line.message !== undefined) addLines([event.line]);
+      if (event.kinds.has("log") && !(event.line && event.line.message !== undefined)) refreshLogs();
+      if (event.run && event.run.status) {
+        run = { ...run, ...event.run };
+        drawRun();
+      }
+      refreshSoon();
+    },
+    () => {
+      if (!FINISHED.has(run.status)) refreshRun();
+      refreshLogs();
+    },
+  );
+
+  drawRun();
+  await Promise.all([refreshRun(), refreshLogs()]);
+  if (!seenLines.size) logs.append(h("div", { class: "empty" }, FINISHED.has(run.status) ? "The run logged nothing." : "No log lines yet."));
+  return () => {
+    stop();
+    if (pending !== null) clearTimeout(pending);
+  };
+}

@@ -1,0 +1,130 @@
+"""How errors become responses: one JSON shape, a status code per kind of taskloom error.
+
+Every response for an error has the body
+`{"error": {"type": "UnknownTaskError", "message": "..."}}`; a validation error adds
+`"task"` and `"errors": [{"field": ..., "message": ...}]`. The Python client raises the
+exception `type` names. Nothing a client sends may end in a 500: every taskloom error has
+a 4xx status here, and the request's own shape is checked by FastAPI (422).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..exceptions import (
+    DuplicateTaskError,
+    EngineClosedError,
+    InputValidationError,
+    RunNotFoundError,
+    StoreError,
+    TaskDefinitionError,
+    TaskloomError,
+    UnknownTaskError,
+    WaitTimeoutError,
+)
+from ..services.errors import ServiceRunningError, UnknownServiceError
+from .tokens import AuthError, ForbiddenError, TokenNotFoundError
+
+__all__ = ["STATUS_CODES", "error_body", "install_error_handlers", "status_for"]
+
+logger = logging.getLogger("taskloom.server")
+
+#: The status of each kind of error; the first class an error is an instance of wins.
+STATUS_CODES: tuple[tuple[type[TaskloomError], int], ...] = (
+    (AuthError, 401),
+    (ForbiddenError, 403),
+    (InputValidationError, 422),
+    (UnknownTaskError, 404),
+    (RunNotFoundError, 404),
+    (UnknownServiceError, 404),
+    (TokenNotFoundError, 404),
+    (ServiceRunningError, 409),
+    (DuplicateTaskError, 409),
+    (WaitTimeoutError, 408),
+    (TaskDefinitionError, 400),
+    # The server's own trouble, never the client's input: try again later.
+    (EngineClosedError, 503),
+    (StoreError, 503),
+)
+
+
+def status_for(exc: TaskloomError) -> int:
+    for kind, status in STATUS_CODES:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def error_body(type_name: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"type": type_name, "message": message, **extra}}
+
+
+async def _taskloom_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TaskloomError)
+    status = status_for(exc)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InputValidationError):
+        extra = {"task": exc.task, "what": exc.what, "errors": [e.as_dict() for e in exc.errors]}
+    elif isinstance(exc, UnknownTaskError | UnknownServiceError):
+        extra = {"name": exc.name}
+    elif isinstance(exc, RunNotFoundError):
+        extra = {"run_id": exc.run_id}
+    if status >= 500:
+        logger.warning("%s: %s", type(exc).__name__, exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        error_body(type(exc).__name__, exc.message, **extra), status_code=status, headers=headers
+    )
+
+
+def _field_of(location: tuple[Any, ...] | list[Any]) -> str:
+    # ("body", "inputs", "a") -> "inputs.a"; ("query", "limit") -> "limit"
+    parts = [str(p) for p in location]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field_of(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+        for e in exc.errors()
+    ]
+    lines = "; ".join(f"{e['field']!r}: {e['message']}" for e in errors)
+    message = f"{request.method} {request.url.path}: invalid request: {lines}"
+    return JSONResponse(
+        error_body("RequestValidationError", message, task=None, what="request", errors=errors),
+        status_code=422,
+    )
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    names = {404: "NotFound", 405: "MethodNotAllowed"}
+    return JSONResponse(
+        error_body(names.get(exc.status_code, "HTTPError"), str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # A bug of the server, never the client's doing: logged with its traceback, and
+    # answered in the same shape as every other error.
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    message = f"the server failed: {type(exc).__name__}: {exc}"
+    return JSONResponse(error_body("InternalServerError", message), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TaskloomError, _taskloom_error)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

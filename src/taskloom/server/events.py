@@ -1,0 +1,129 @@
+"""Live events for the API: what happens to runs and services, as Server-Sent Events.
+
+An `EventHub` listens to the engine (`engine.add_listener`: a run submitted, started,
+progressing, logging, retrying, finished) and to its supervisor (every state change of a
+service), and hands each event to every subscriber's queue. A queue is bounded: a client
+that reads too slowly loses events rather than growing the server's memory, and is told so
+by a `lagged` event with the count it lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine import Engine, RunEvent
+from ..services.status import ServiceStatus
+from .encoding import jsonable
+
+__all__ = ["QUEUE_SIZE", "Event", "EventFilter", "EventHub", "Subscription"]
+
+#: Events a subscriber may have waiting before newer ones are dropped.
+QUEUE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: `type` is `run`, `log`, `service` or `lagged`; `data` is JSON-ready."""
+
+    type: str
+    data: dict[str, Any]
+    run_id: str | None = None
+    task: str | None = None
+    service: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventFilter:
+    """Which events a subscriber wants; None means any."""
+
+    types: frozenset[str] | None = None
+    run_id: str | None = None
+    task: str | None = None
+    service: str | None = None
+
+    def wants(self, event: Event) -> bool:
+        if self.types is not None and event.type not in self.types:
+            return False
+        if self.run_id is not None and event.run_id != self.run_id:
+            return False
+        if self.task is not None and event.task != self.task:
+            return False
+        return self.service is None or event.service == self.service
+
+
+@dataclass(slots=True, eq=False)  # compared and hashed by identity, kept in a set
+class Subscription:
+    filter: EventFilter
+    queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    dropped: int = 0
+
+    def offer(self, event: Event) -> None:
+        if not self.filter.wants(event):
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.queue.get()
+            if self.dropped:
+                lost, self.dropped = self.dropped, 0
+                yield Event("lagged", {"dropped": lost})
+            yield event
+
+
+class EventHub:
+    """Fans the engine's and the supervisor's events out to subscribers (on the loop)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._subscriptions: set[Subscription] = set()
+        self._removers: list[Callable[[], None]] = []
+
+    def start(self) -> None:
+        self._removers.append(self._engine.add_listener(self._on_run))
+        supervisor = self._engine.supervisor
+        supervisor.add_listener(self._on_service)
+        self._removers.append(lambda: supervisor.remove_listener(self._on_service))
+
+    def close(self) -> None:
+        for remove in self._removers:
+            remove()
+        self._removers.clear()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+    def subscribe(self, event_filter: EventFilter) -> Subscription:
+        subscription = Subscription(event_filter)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def publish(self, event: Event) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.offer(event)
+
+    def _on_run(self, event: RunEvent) -> None:
+        if not self._subscriptions:
+            return
+        run = event.run
+        if event.kind == "log" and event.line is not None:
+            data = {"run_id": run.id, "task": run.task, "line": event.line.as_dict()}
+            self.publish(Event("log", data, run.id, run.task))
+        else:
+            data = {"kind": event.kind, "run": jsonable(run.as_dict())}
+            self.publish(Event("run", data, run.id, run.task))
+
+    def _on_service(self, status: ServiceStatus) -> None:
+        if self._subscriptions:
+            data = jsonable(status.as_dict())
+            self.publish(Event("service", data, service=status.name))

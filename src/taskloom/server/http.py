@@ -1,0 +1,129 @@
+"""The HTTP server of `taskloom serve`: uvicorn in the engine's own event loop.
+
+The serving process owns SIGINT and SIGTERM (see `serving.py`), so uvicorn's own signal
+capture is turned off; the server is stopped by `stop()`, which lets requests in flight end
+for `GRACEFUL_SECONDS` and then closes the remaining connections (event streams never end
+by themselves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from ..engine import Engine
+from ..exceptions import TaskloomError
+from .app import create_app
+from .settings import ServerSettings
+from .tokens import auth_required
+
+__all__ = ["GRACEFUL_SECONDS", "HttpServer", "ServerStartError"]
+
+GRACEFUL_SECONDS = 2.0
+_STARTUP_TIMEOUT = 10.0
+
+
+class ServerStartError(TaskloomError, OSError):
+    """The HTTP server could not start."""
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The serving process handles the signals and calls stop(); uvicorn must not.
+        yield
+
+
+class HttpServer:
+    """Serves an engine's API on `settings.host:settings.port` (port 0: a free one)."""
+
+    def __init__(
+        self, settings: ServerSettings, *, auth: bool | None = None, database: str = ""
+    ) -> None:
+        self.settings = settings
+        #: None decides from the address and the store (see `auth.auth_required`).
+        self.auth = auth
+        self.database = database
+        self.port: int | None = None
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}"
+
+    def _bind(self) -> socket.socket:
+        host, port = self.settings.host, self.settings.port
+        sock: socket.socket | None = None
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, kind, proto, _name, address = infos[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(2048)
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            reason = exc.strerror or exc
+            raise ServerStartError(f"cannot listen on {host}:{port}: {reason}") from exc
+        sock.setblocking(False)
+        return sock
+
+    async def start(self, engine: Engine) -> None:
+        """Bind, then serve in the background; returns once the server accepts requests.
+
+        Raises `AuthError` off loopback when the store holds no valid token."""
+        store = engine.store
+        assert store is not None
+        if self.auth is None:
+            loopback = self.settings.loopback
+            self.auth = await asyncio.to_thread(auth_required, store, loopback=loopback)
+        self._socket = self._bind()
+        self.port = int(self._socket.getsockname()[1])
+        app = create_app(engine, auth_required=self.auth, database=self.database)
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_level="info" if self.settings.access_log else "warning",
+            access_log=self.settings.access_log,
+            timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+            server_header=False,
+        )
+        self._server = server = _Server(config)
+        self._task = asyncio.create_task(server.serve(sockets=[self._socket]), name="taskloom-http")
+        deadline = asyncio.get_running_loop().time() + _STARTUP_TIMEOUT
+        while not server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise ServerStartError("the HTTP server stopped while starting")
+            if asyncio.get_running_loop().time() > deadline:
+                raise ServerStartError("the HTTP server did not start in time")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        server, task = self._server, self._task
+        if server is None or task is None:
+            return
+        app = server.config.app
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), GRACEFUL_SECONDS + 3)
+        except TimeoutError:
+            server.force_exit = True
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 1.0)
+        finally:
+            events = getattr(getattr(app, "state", None), "events", None)
+            if events is not None:
+                events.close()
+            if self._socket is not None:
+                self._socket.close()
+            self._server = self._task = None

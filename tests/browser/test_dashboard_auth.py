@@ -1,0 +1,104 @@
+"""The dashboard on a server that requires tokens: it asks for one, sends it with every call
+and with the live events, and shows what a role may not do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from browser_harness import Dashboard, Server, create_token, served_folder, serving
+from playwright.sync_api import expect
+
+from taskloom.store import open_store
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Chromium logs each 401 and 403 answer as a console error: here they are the point.
+REFUSED = r"status of 40[13] "
+
+
+@dataclass
+class Tokens:
+    viewer: str
+    operator: str
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Tokens]]:
+    folder = tmp_path_factory.mktemp("serve-auth")
+    database_url = served_folder(folder)
+    open_store(database_url).close()  # the database exists before the tokens are made
+    # A token in the store makes the server require one, even on loopback.
+    made = Tokens(
+        viewer=create_token(folder, database_url, "viewer"),
+        operator=create_token(folder, database_url, "operator"),
+    )
+    with serving(folder) as running:
+        yield running, made
+
+
+@pytest.fixture(scope="module")
+def server(tokens: tuple[Server, Tokens]) -> Server:
+    """This module's server is the one that requires tokens."""
+    return tokens[0]
+
+
+def _sign_in(dashboard: Dashboard, token: str) -> None:
+    page = dashboard.page
+    expect(page.locator("#sign-in-form")).to_be_visible()
+    page.fill("#token", token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_the_dashboard_asks_for_a_token_and_refuses_a_wrong_one(
+    dashboard: Dashboard, tokens: tuple[Server, Tokens]
+) -> None:
+    dashboard.console.allow(REFUSED)
+    page = dashboard.page
+    dashboard.open("#/tasks")
+    expect(page.locator("#sign-in-form")).to_be_visible()
+    expect(page.locator("#live")).to_have_text("not signed in")
+    dashboard.screenshot("sign-in")
+    _sign_in(dashboard, "not-a-token")
+    expect(page.locator("#token-error")).to_contain_text("unknown or revoked")
+    expect(page.locator("#sign-in-form")).to_be_visible()
+
+
+def test_a_viewer_reads_and_may_not_launch(
+    dashboard: Dashboard, tokens: tuple[Server, Tokens]
+) -> None:
+    dashboard.console.allow(REFUSED)
+    server, made = tokens
+    page = dashboard.page
+    dashboard.open("#/tasks/adder")
+    _sign_in(dashboard, made.viewer)
+    expect(page.locator("#launch-form")).to_be_visible()
+    expect(page.locator("#live")).to_have_attribute("data-state", "open")  # events with the token
+    page.fill("#input-a", "1")
+    page.fill("#input-b", "2")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page.locator("#launch-error")).to_contain_text("operator")
+    server.token = made.viewer
+    assert server.api("GET", "/runs", params={"task": "adder"})["runs"] == []
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#sign-in-form")).to_be_visible()
+
+
+def test_an_operator_launches_a_run_and_sees_it_complete(
+    dashboard: Dashboard, tokens: tuple[Server, Tokens]
+) -> None:
+    dashboard.console.allow(REFUSED)
+    _server, made = tokens
+    page = dashboard.page
+    dashboard.open("#/tasks/adder")
+    _sign_in(dashboard, made.operator)
+    page.fill("#input-a", "20")
+    page.fill("#input-b", "22")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page.locator("#run-status .status")).to_have_text("completed")
+    expect(page.locator("#run-result")).to_have_text("42")
+    # The token is kept for the tab: another page needs no new sign-in.
+    page.get_by_role("link", name="Services").click()
+    expect(page.locator("#services-table tr[data-service=read_sensor]")).to_be_visible()
