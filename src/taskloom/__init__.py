@@ -20,6 +20,7 @@ from .exceptions import (
     WaitTimeoutError,
     WorkerLostError,
 )
+from .packages import CommandTask, run_cli
 from .policies import RestartPolicy, RetryPolicy
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .services import Service, ServiceState, ServiceStatus, Supervisor, service
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = (
     "Attempt",
     "BaseTask",
+    "CommandTask",
     "Context",
     "DuplicateTaskError",
     "Engine",
@@ -66,6 +68,7 @@ __all__ = (
     "WorkerLostError",
     "__version__",
     "executor_register",
+    "run_cli",
     "service",
     "task",
 )

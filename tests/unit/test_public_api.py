@@ -12,6 +12,7 @@ import taskloom
 CURATED = (
     "Attempt",
     "BaseTask",
+    "CommandTask",
     "Context",
     "DuplicateTaskError",
     "Engine",
@@ -45,6 +46,7 @@ CURATED = (
     "WorkerLostError",
     "__version__",
     "executor_register",
+    "run_cli",
     "service",
     "task",
 )

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import db, run, runs, services, tasks
+from . import db, packages, run, runs, services, tasks
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, print_error
 from .options import examples
 
@@ -65,6 +65,9 @@ app.command("serve", epilog=services.SERVE_EPILOG)(services.serve_command)
 app.command("services", epilog=services.SERVICES_EPILOG)(services.services_command)
 app.add_typer(services.service_app, name="service")
 app.add_typer(db.db_app, name="db")
+app.command("manifest", epilog=packages.MANIFEST_EPILOG)(packages.manifest_command)
+app.command("packages", epilog=packages.PACKAGES_EPILOG)(packages.packages_command)
+app.add_typer(packages.package_app, name="package")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ into an open store. The URL is never read from the environment here; the CLI doe
 from __future__ import annotations
 
 from .base import (
+    PackageRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -20,6 +21,7 @@ from .sql import SqlStore
 
 __all__ = [
     "MemoryStore",
+    "PackageRecord",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",

@@ -15,6 +15,7 @@ from ..runs import Attempt, ErrorInfo, LogLine, Run
 
 __all__ = [
     "RUN_UPDATE_COLUMNS",
+    "PackageRecord",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",
@@ -139,6 +140,32 @@ class ServiceLogLine:
         return asdict(self)
 
 
+@dataclass(slots=True, kw_only=True)
+class PackageRecord:
+    """An installed (or installing, or failed) task package: a row of `packages`.
+
+    `state` is `pending`, `installing`, `ready` or `failed`; `manifest` the package's
+    manifest as JSON (taskloom's or Fractal's, see `manifest_kind`); `frozen` the venv's
+    `pip freeze`; `log` the install log.
+    """
+
+    name: str
+    state: str
+    source: str
+    version: str | None = None
+    venv: str | None = None
+    python: str | None = None
+    root: str | None = None
+    manifest_kind: str | None = None
+    manifest: Any = None
+    frozen: str | None = None
+    pip_args: list[str] = field(default_factory=list)
+    log: str = ""
+    error: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
 class Store(Protocol):
     """Where runs, attempts, log lines and workers are kept.
 
@@ -248,3 +275,16 @@ class Store(Protocol):
         self, service: str, *, after_id: int = 0, limit: int = 1000
     ) -> list[ServiceLogLine]:
         """Lines of a service with an id above `after_id`, oldest first, at most `limit`."""
+
+    # packages -----------------------------------------------------------------------------
+    def save_package(self, record: PackageRecord) -> None:
+        """Insert or replace the record of the package `record.name`."""
+
+    def get_package(self, name: str) -> PackageRecord | None:
+        """The record of a package, or None."""
+
+    def list_packages(self) -> list[PackageRecord]:
+        """Every package record, by name."""
+
+    def delete_package(self, name: str) -> bool:
+        """Forget a package; True if it was recorded."""

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..exceptions import StoreError
 from ..runs import Attempt, LogLine, Run, RunStatus
 from .base import (
+    PackageRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -36,6 +37,9 @@ from .connect import create_store_engine, resolve_database_url, sqlite_file
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
 from .rows import (
+    PACKAGE_READ,
+    package_from_row,
+    package_row,
     ATTEMPT_READ,
     LOG_READ,
     MAX_LIMIT,
@@ -62,6 +66,7 @@ from .rows import (
 from .schema import (
     attempts,
     log_lines,
+    packages,
     runs,
     service_log_lines,
     service_requests,
@@ -581,3 +586,29 @@ class SqlStore:
         with self._use("read service logs") as engine, engine.connect() as conn:
             rows = conn.execute(query).all()
         return [service_log_from_row(r) for r in rows]
+
+    # packages ---------------------------------------------------------------------------
+
+    def save_package(self, record: PackageRecord) -> None:
+        try:
+            values = package_row(record)
+        except PydanticSerializationError as exc:
+            raise StoreError(f"could not save a package: a value is not JSON: {exc}") from exc
+        self._upsert("save a package", packages, values)
+
+    def get_package(self, name: str) -> PackageRecord | None:
+        query = select(*PACKAGE_READ).where(packages.c.name == name)
+        with self._use("read a package") as engine, engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else package_from_row(row)
+
+    def list_packages(self) -> list[PackageRecord]:
+        query = select(*PACKAGE_READ).order_by(packages.c.name)
+        with self._use("list packages") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [package_from_row(r) for r in rows]
+
+    def delete_package(self, name: str) -> bool:
+        with self._use("delete a package"), self._writer().begin() as conn:
+            result = conn.execute(delete(packages).where(packages.c.name == name))
+        return bool(result.rowcount)
