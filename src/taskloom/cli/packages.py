@@ -67,9 +67,7 @@ package_app = typer.Typer(
 
 
 def manifest_command(
-    package: Annotated[
-        str, typer.Argument(metavar="PACKAGE", help="An importable package name.")
-    ],
+    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="An importable package name.")],
     format: Annotated[
         str, typer.Option("--format", "-f", metavar="taskloom|fractal", help="Manifest form.")
     ] = "taskloom",
@@ -118,9 +116,13 @@ def add_command(
     ],
     pip_arg: Annotated[
         list[str] | None,
-        typer.Option("--pip-arg", metavar="ARG", help="Passed to pip install (repeatable).",
-                     show_default=False),
-    ] = None,  # fmt: skip
+        typer.Option(
+            "--pip-arg",
+            metavar="ARG",
+            help="Passed to pip install (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     db: DbOption = None,
     venvs: VenvsOption = None,
     verbose: VerboseOption = False,
@@ -235,5 +237,3 @@ def packages_command(
                 "\n".join((record.frozen or "").splitlines()),
             )
         make_console().print(table)
-
-

@@ -163,7 +163,9 @@ class PackageCollector:
         """Make the package's venv again from its frozen requirements (or its source)."""
         record = self.get(name)
         if record.frozen and record.state == READY:
-            lines = [ln for ln in record.frozen.splitlines() if ln.strip() and not ln.startswith("#")]
+            lines = [
+                ln for ln in record.frozen.splitlines() if ln.strip() and not ln.startswith("#")
+            ]
             requirements = [line.strip() for line in lines]
         else:
             requirements = [read_source(record.source).requirement]
@@ -229,8 +231,16 @@ class PackageCollector:
         return folder / "bin" / "python"
 
     def _pip(self, python: Path, args: list[str], log: list[str], *, quiet: bool = False) -> str:
-        command = [sys.executable, "-m", "pip", "--python", str(python),
-                   "--disable-pip-version-check", "--no-input", *args]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "--disable-pip-version-check",
+            "--no-input",
+            *args,
+        ]
         log.append("$ pip " + " ".join(args))
         output = self._run(command, log, echo=not quiet)
         return output
@@ -250,7 +260,9 @@ class PackageCollector:
             log.append(done.stderr.rstrip())
         if done.returncode != 0:
             last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-            raise PackageError(f"`{' '.join(command[2:5])} ...` exited with {done.returncode}: {last}")
+            raise PackageError(
+                f"`{' '.join(command[2:5])} ...` exited with {done.returncode}: {last}"
+            )
         return done.stdout
 
     def _inspect(self, python: Path, name: str, log: list[str]) -> dict[str, Any]:
@@ -263,7 +275,10 @@ class PackageCollector:
         self, python: Path, name: str, info: dict[str, Any], log: list[str]
     ) -> tuple[str, str, Any]:
         packages: list[dict[str, Any]] = info["packages"]
-        for kind, file in (("taskloom", TASKLOOM_MANIFEST_FILE), ("fractal", FRACTAL_MANIFEST_FILE)):
+        for kind, file in (
+            ("taskloom", TASKLOOM_MANIFEST_FILE),
+            ("fractal", FRACTAL_MANIFEST_FILE),
+        ):
             for package in packages:
                 if package[kind]:
                     path = Path(package["root"]) / file

@@ -121,7 +121,7 @@ def run_cli(
 
 
 def _definition(task: Any) -> TaskDefinition:
-    if isinstance(task, TaskDefinition) or isinstance(task, type):
+    if isinstance(task, TaskDefinition | type):
         return as_task(task)
     if callable(task):
         return FunctionTask(task)
@@ -139,8 +139,10 @@ def _paths(definition: TaskDefinition, parsed: argparse.Namespace) -> tuple[Path
         )
     if v1:
         if parsed.v1_args is None or parsed.metadata_out is None:
-            _fail(f"task {definition.name!r}: the v1 contract needs -j FILE and --metadata-out FILE",
-                  EXIT_INVALID)  # fmt: skip
+            _fail(
+                f"task {definition.name!r}: the v1 contract needs -j FILE and --metadata-out FILE",
+                EXIT_INVALID,
+            )
         return Path(parsed.v1_args), Path(parsed.metadata_out)
     if parsed.args_json is None or parsed.out_json is None:
         _fail(
@@ -156,13 +158,17 @@ def _read_arguments(definition: TaskDefinition, path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        _fail(f"task {definition.name!r}: cannot read the arguments file {str(path)!r}: {reason}",
-              EXIT_INVALID)  # fmt: skip
+        _fail(
+            f"task {definition.name!r}: cannot read the arguments file {str(path)!r}: {reason}",
+            EXIT_INVALID,
+        )
     try:
         data = json.loads(text)
     except ValueError as exc:
-        _fail(f"task {definition.name!r}: the arguments file {str(path)!r} is not JSON: {exc}",
-              EXIT_INVALID)  # fmt: skip
+        _fail(
+            f"task {definition.name!r}: the arguments file {str(path)!r} is not JSON: {exc}",
+            EXIT_INVALID,
+        )
     if not isinstance(data, dict):
         _fail(
             f"task {definition.name!r}: the arguments file {str(path)!r} must hold an object "
@@ -178,9 +184,12 @@ def _call(definition: TaskDefinition, call: dict[str, Any]) -> Any:
         specials = definition.specials
         if specials.context:
             kwargs[specials.context] = Context(
-                run_id="cli", task=definition.name, attempt=1,
-                timestamp=int(time.time() * 1000), sink=_StderrSink(),
-            )  # fmt: skip
+                run_id="cli",
+                task=definition.name,
+                attempt=1,
+                timestamp=int(time.time() * 1000),
+                sink=_StderrSink(),
+            )
         if specials.config:
             kwargs["config"] = specials.config()
         if specials.state:
@@ -204,9 +213,12 @@ async def _collect(generator: Any) -> list[Any]:
 async def _call_class(definition: ClassTask, call: dict[str, Any]) -> Any:
     instance = definition.cls()
     instance.context = Context(
-        run_id="cli", task=definition.name, attempt=1,
-        timestamp=int(time.time() * 1000), sink=_StderrSink(),
-    )  # fmt: skip
+        run_id="cli",
+        task=definition.name,
+        attempt=1,
+        timestamp=int(time.time() * 1000),
+        sink=_StderrSink(),
+    )
     await instance.setup()
     try:
         result = instance.execute(call["inputs"])

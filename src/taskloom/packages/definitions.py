@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,44 +104,49 @@ def _fractal_tasks(
         kind = entry.get("type") or (
             "compound"
             if entry.get("executable_non_parallel") and entry.get("executable_parallel")
-            else "parallel" if entry.get("executable_parallel") else "non_parallel"
+            else "parallel"
+            if entry.get("executable_parallel")
+            else "non_parallel"
         )
         description = str(entry.get("docs_info") or "")
         tags = tuple(entry.get("tags") or ())
-
-        def command(suffix: str, which: str, entry: Mapping[str, Any] = entry) -> CommandTask:
-            executable = entry.get(f"executable_{which}")
-            if not executable:
-                raise ManifestError(f"task {name!r}: the manifest names no executable_{which}")
-            return CommandTask(
-                f"{name}{suffix}",
-                [python, str(root / executable)],
-                input_schema=entry.get(f"args_schema_{which}") or {"type": "object"},
-                label=entry.get("name"),
-                description=description,
-                options=TaskOptions(tags=tags, meta=dict(entry.get(f"meta_{which}") or {})),
-                package=package,
-            )
+        where = _Where(package, python, root, name, description, tags)
 
         if kind in ("non_parallel", "converter_non_parallel"):
-            tasks.append(command("", "non_parallel"))
+            tasks.append(_command(where, entry, "", "non_parallel"))
         elif kind == "parallel":
-            compute = command(".parallel", "parallel")
+            compute = _command(where, entry, ".parallel", "parallel")
             tasks += [
-                FractalOperation(name, fractal_type="parallel", compute=compute,
-                                 label=entry.get("name"), description=description,
-                                 options=TaskOptions(tags=tags), package=package),
+                FractalOperation(
+                    name,
+                    fractal_type="parallel",
+                    compute=compute,
+                    label=entry.get("name"),
+                    description=description,
+                    options=TaskOptions(tags=tags),
+                    package=package,
+                ),
                 compute,
-            ]  # fmt: skip
+            ]
         elif kind == "compound":
-            init, compute = command(".init", "non_parallel"), command(".compute", "parallel")
+            init, compute = (
+                _command(where, entry, ".init", "non_parallel"),
+                _command(where, entry, ".compute", "parallel"),
+            )
             tasks += [
-                FractalOperation(name, fractal_type="compound", compute=compute, init=init,
-                                 label=entry.get("name"), description=description,
-                                 options=TaskOptions(tags=tags), package=package),
+                FractalOperation(
+                    name,
+                    fractal_type="compound",
+                    compute=compute,
+                    init=init,
+                    label=entry.get("name"),
+                    description=description,
+                    options=TaskOptions(tags=tags),
+                    package=package,
+                ),
                 init,
                 compute,
-            ]  # fmt: skip
+            ]
         else:
             raise ManifestError(f"task {name!r}: unknown Fractal task type {kind!r}")
     return tasks
@@ -158,3 +164,28 @@ def find_package_task(store: Store, name: str) -> TaskDefinition | None:
         if task.name == f"{record.name}/{name.partition('/')[2]}":
             return task
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    package: str
+    python: str
+    root: Path
+    name: str
+    description: str
+    tags: tuple[str, ...]
+
+
+def _command(where: _Where, entry: Mapping[str, Any], suffix: str, which: str) -> CommandTask:
+    executable = entry.get(f"executable_{which}")
+    if not executable:
+        raise ManifestError(f"task {where.name!r}: the manifest names no executable_{which}")
+    return CommandTask(
+        f"{where.name}{suffix}",
+        [where.python, str(where.root / executable)],
+        input_schema=entry.get(f"args_schema_{which}") or {"type": "object"},
+        label=entry.get("name"),
+        description=where.description,
+        options=TaskOptions(tags=where.tags, meta=dict(entry.get(f"meta_{which}") or {})),
+        package=where.package,
+    )

@@ -169,7 +169,11 @@ class FractalOperation(TaskDefinition):
         urls: list[str] = list(call["zarr_urls"])
         result: dict[str, Any] = {}
         if self.init is not None:
-            init_call = {"zarr_urls": urls, "zarr_dir": call["zarr_dir"], **call["args_non_parallel"]}
+            init_call = {
+                "zarr_urls": urls,
+                "zarr_dir": call["zarr_dir"],
+                **call["args_non_parallel"],
+            }
             (init_result,) = await self._run_children(engine, context, self.init, [init_call])
             entries = (init_result or {}).get("parallelization_list")
             if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):

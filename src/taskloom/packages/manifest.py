@@ -106,7 +106,9 @@ def _modules(root: ModuleType) -> Iterator[ModuleType]:
         try:
             yield importlib.import_module(info.name)
         except Exception as exc:
-            raise ManifestError(f"cannot import {info.name!r}: {type(exc).__name__}: {exc}") from exc
+            raise ManifestError(
+                f"cannot import {info.name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def _calls_run_cli(path: Path) -> bool:
@@ -137,7 +139,7 @@ def _version(package: str) -> str | None:
 
 def taskloom_manifest(package: str) -> dict[str, Any]:
     """The taskloom manifest of the package `package` (an importable name)."""
-    root, tasks = find_package_tasks(package)
+    _, tasks = find_package_tasks(package)
     version = _version(package)
     return {
         "manifest_version": TASKLOOM_MANIFEST_VERSION,

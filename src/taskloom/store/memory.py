@@ -420,7 +420,9 @@ class MemoryStore:
 
     def save_package(self, record: PackageRecord) -> None:
         try:
-            stored = replace(record, manifest=_json(record.manifest), pip_args=list(record.pip_args))
+            stored = replace(
+                record, manifest=_json(record.manifest), pip_args=list(record.pip_args)
+            )
         except PydanticSerializationError as exc:
             raise StoreError(f"could not save a package: a value is not JSON: {exc}") from exc
         with self._lock:

@@ -37,12 +37,10 @@ from .connect import create_store_engine, resolve_database_url, sqlite_file
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
 from .rows import (
-    PACKAGE_READ,
-    package_from_row,
-    package_row,
     ATTEMPT_READ,
     LOG_READ,
     MAX_LIMIT,
+    PACKAGE_READ,
     RUN_READ,
     SERVICE_LOG_READ,
     SERVICE_READ,
@@ -53,6 +51,8 @@ from .rows import (
     attempt_from_row,
     json_or_none,
     log_from_row,
+    package_from_row,
+    package_row,
     plan_batch,
     run_from_row,
     run_row,

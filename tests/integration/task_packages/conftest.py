@@ -7,6 +7,7 @@ hatchling and their dependencies, so each install is offline (`--no-index`) and 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -173,3 +174,148 @@ def taskloom_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Compl
         text=True,
         timeout=120,
     )
+
+
+FRACTAL_TASKS = {
+    "create_zarr.py": '''
+        """A non-parallel task."""
+
+        import logging
+
+
+        def create_zarr(*, zarr_urls: list[str], zarr_dir: str, count: int = 2) -> dict:
+            """Make new images.
+
+            Args:
+                zarr_urls: Images so far.
+                zarr_dir: Where new images go.
+                count: How many to make.
+            """
+            logging.getLogger("create_zarr").info("making %d images", count)
+            images = [{"zarr_url": f"{zarr_dir}/img{i}"} for i in range(count)]
+            return {"image_list_updates": images}
+
+
+        if __name__ == "__main__":
+            from fractal_task_tools.task_wrapper import run_fractal_task
+
+            run_fractal_task(task_function=create_zarr)
+    ''',
+    "measure.py": '''
+        """A parallel task."""
+
+        import logging
+        import os
+
+
+        def measure(*, zarr_url: str, scale: float = 1.0) -> dict:
+            """Measure one image.
+
+            Args:
+                zarr_url: The image.
+                scale: A factor.
+            """
+            logging.getLogger("measure").info("measuring %s", zarr_url)
+            if zarr_url.endswith("broken"):
+                raise RuntimeError(f"cannot read {zarr_url}")
+            size = len(zarr_url) * scale
+            attributes = {"size": size, "pid": os.getpid()}
+            return {"image_list_updates": [{"zarr_url": zarr_url, "attributes": attributes}]}
+
+
+        if __name__ == "__main__":
+            from fractal_task_tools.task_wrapper import run_fractal_task
+
+            run_fractal_task(task_function=measure)
+    ''',
+    "init_grid.py": '''
+        """The init part of a compound task."""
+
+
+        def init_grid(*, zarr_urls: list[str], zarr_dir: str, tiles: int = 2) -> dict:
+            """Split each image into tiles.
+
+            Args:
+                zarr_urls: The images.
+                zarr_dir: Unused.
+                tiles: Tiles per image.
+            """
+            return {
+                "parallelization_list": [
+                    {"zarr_url": url, "init_args": {"tile": tile}}
+                    for url in zarr_urls
+                    for tile in range(tiles)
+                ]
+            }
+
+
+        if __name__ == "__main__":
+            from fractal_task_tools.task_wrapper import run_fractal_task
+
+            run_fractal_task(task_function=init_grid)
+    ''',
+    "compute_grid.py": '''
+        """The compute part of a compound task."""
+
+
+        def compute_grid(*, zarr_url: str, init_args: dict, factor: int = 10) -> dict:
+            """Compute one tile.
+
+            Args:
+                zarr_url: The image.
+                init_args: From the init task.
+                factor: A factor.
+            """
+            value = init_args["tile"] * factor
+            return {"image_list_updates": [{"zarr_url": zarr_url, "attributes": {"v": value}}]}
+
+
+        if __name__ == "__main__":
+            from fractal_task_tools.task_wrapper import run_fractal_task
+
+            run_fractal_task(task_function=compute_grid)
+    ''',
+}
+
+FRACTAL_TASK_LIST = """
+    from fractal_task_tools.task_models import CompoundTask, NonParallelTask, ParallelTask
+
+    TASK_LIST = [
+        NonParallelTask(name="Create Zarr", executable="create_zarr.py", meta={"cpus_per_task": 1}),
+        ParallelTask(
+            name="Measure", executable="measure.py", meta={"mem": 1000}, category="Measurement",
+            tags=["demo"],
+        ),
+        CompoundTask(name="Grid", executable_init="init_grid.py", executable="compute_grid.py"),
+    ]
+"""
+
+
+def fractal_manifest_tool(folder: Path, package: str) -> dict[str, object]:
+    """Run fractal-task-tools' own generator (`fractal-manifest create`) on a package folder."""
+    env = {**os.environ, "PYTHONPATH": str(folder / "src")}
+    done = subprocess.run(
+        [str(Path(PYTHON).parent / "fractal-manifest"), "create", "--package", package],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = folder / "src" / package / "__FRACTAL_MANIFEST__.json"
+    return json.loads(manifest.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def write_fractal_package(root: Path) -> Path:
+    """A Fractal package, `fractal-demo-tasks`, whose manifest fractal-task-tools makes."""
+    files = {f"src/fractal_demo_tasks/{name}": text for name, text in FRACTAL_TASKS.items()}
+    files["src/fractal_demo_tasks/__init__.py"] = ""
+    files["src/fractal_demo_tasks/dev/__init__.py"] = ""
+    files["src/fractal_demo_tasks/dev/task_list.py"] = FRACTAL_TASK_LIST
+    files["pyproject.toml"] = pyproject(
+        "fractal-demo-tasks", "0.3.0", ["fractal-task-tools==0.5.1"]
+    )
+    folder = write_files(root / "fractal-demo-tasks", files)
+    fractal_manifest_tool(folder, "fractal_demo_tasks")
+    return folder

@@ -1,9 +1,15 @@
-"""A taskloom package built as a wheel, installed in its own venv, its tasks run."""
+"""A taskloom package built as a wheel, installed in its own venv, its tasks run.
+
+The tests of this module share one installed package (installing is the slow part);
+the last one reinstalls and removes it.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,20 +17,39 @@ from conftest import build_wheel, cli_env, taskloom_cli, write_taskloom_package
 
 from taskloom import Engine, RunStatus
 from taskloom.packages import CommandTask, PackageCollector
-from taskloom.store import Store
+from taskloom.store import open_store
+
+pytestmark = pytest.mark.timeout(300)
 
 
-def test_a_wheel_installs_in_its_own_venv_and_its_tasks_run_from_the_cli(
-    tmp_path: Path, database: str, pip_args: list[str]
-) -> None:
-    wheel = build_wheel(write_taskloom_package(tmp_path), tmp_path / "dist")
-    env = cli_env(database, tmp_path)
-    added = taskloom_cli("package", "add", str(wheel), *(f"--pip-arg={a}" for a in pip_args),
-                         env=env, cwd=tmp_path)  # fmt: skip
-    assert added.returncode == 0, added.stderr
-    assert "tasks: mypkg/explode, mypkg/threshold" in added.stderr
+@dataclass(frozen=True)
+class Installed:
+    folder: Path
+    database: str
+    env: dict[str, str]
+    added: subprocess.CompletedProcess[str]
 
-    listed = taskloom_cli("packages", "--json", env=env, cwd=tmp_path)
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return taskloom_cli(*args, env=self.env, cwd=self.folder)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Installed:
+    folder = tmp_path_factory.mktemp("taskloom-package")
+    wheel = build_wheel(write_taskloom_package(folder), folder / "dist")
+    database = f"sqlite:///{folder / 'taskloom.db'}"
+    env = cli_env(database, folder)
+    pip_args = ["--no-index", f"--find-links={wheelhouse}", "--no-compile"]
+    added = taskloom_cli(
+        "package", "add", str(wheel), *(f"--pip-arg={a}" for a in pip_args), env=env, cwd=folder
+    )
+    return Installed(folder, database, env, added)
+
+
+def test_package_add_installs_a_wheel_in_its_own_venv(installed: Installed) -> None:
+    assert installed.added.returncode == 0, installed.added.stderr
+    assert "tasks: mypkg/explode, mypkg/threshold" in installed.added.stderr
+    listed = installed.cli("packages", "--json")
     assert listed.returncode == 0, listed.stderr
     (package,) = json.loads(listed.stdout)
     assert package["name"] == "mypkg"
@@ -34,44 +59,42 @@ def test_a_wheel_installs_in_its_own_venv_and_its_tasks_run_from_the_cli(
     assert package["tasks"] == ["mypkg/explode", "mypkg/threshold"]
     assert any(line.startswith("mypkg @ file://") for line in package["frozen"])
     assert any(line.startswith("taskloom") for line in package["frozen"])
-    venv = Path(package["venv"])
-    assert venv.parent == tmp_path / "venvs"
+    assert Path(package["venv"]).parent == installed.folder / "venvs"
+    table = installed.cli("packages")
+    assert table.returncode == 0, table.stderr
+    assert "mypkg" in table.stdout
+    assert "ready" in table.stdout
 
-    ran = taskloom_cli("run", "mypkg/threshold", "zarr_url=/data/x.zarr", "level=0.7",
-                       "--json", env=env, cwd=tmp_path)  # fmt: skip
+
+def test_its_tasks_run_from_the_cli_in_the_package_interpreter(installed: Installed) -> None:
+    ran = installed.cli("run", "mypkg/threshold", "zarr_url=/data/x.zarr", "level=0.7", "--json")
     assert ran.returncode == 0, ran.stderr
     run = json.loads(ran.stdout)
     assert run["status"] == "completed"
     assert run["task"] == "mypkg/threshold"
     assert run["result"]["zarr_url"] == "/data/x.zarr"
     assert run["result"]["level"] == 0.7
-    # It ran in the package's interpreter, not in this one.
-    assert Path(run["result"]["python"]).parent == venv / "bin"
-    assert Path(run["result"]["python"]) != Path(sys.executable)
+    python = Path(run["result"]["python"])
+    assert python.parent.parent.parent == installed.folder / "venvs"
+    assert python != Path(sys.executable)
 
-    shown = taskloom_cli("show", run["id"], "--json", env=env, cwd=tmp_path)
+    shown = installed.cli("show", run["id"], "--json")
     assert shown.returncode == 0, shown.stderr
     messages = [line["message"] for line in json.loads(shown.stdout)["logs"]]
     assert any("thresholding /data/x.zarr at 0.7" in m for m in messages)
     assert "stdout says /data/x.zarr" in messages
 
-    failed = taskloom_cli("run", "mypkg/explode", 'zarr_urls=["a", "b"]', "zarr_dir=/d",
-                          env=env, cwd=tmp_path)  # fmt: skip
+    failed = installed.cli("run", "mypkg/explode", 'zarr_urls=["a", "b"]', "zarr_dir=/d")
     assert failed.returncode == 1
     assert "ValueError: no good images among 2" in failed.stderr
 
-    invalid = taskloom_cli("run", "mypkg/threshold", "level=0.7", env=env, cwd=tmp_path)
+    invalid = installed.cli("run", "mypkg/threshold", "level=0.7")
     assert invalid.returncode == 2
     assert "task 'mypkg/threshold': input 'zarr_url'" in invalid.stderr
 
 
-async def test_the_engine_runs_package_tasks_with_logs_and_results(
-    tmp_path: Path, store: Store, collector: PackageCollector, pip_args: list[str]
-) -> None:
-    wheel = build_wheel(write_taskloom_package(tmp_path), tmp_path / "dist")
-    record = collector.add(str(wheel), pip_args=pip_args)
-    assert record.state == "ready"
-    async with Engine(store=store) as engine:
+async def test_the_engine_runs_package_tasks_with_logs_and_results(installed: Installed) -> None:
+    async with Engine(installed.database) as engine:
         registered = await engine.register_packages()
         assert sorted(t.name for t in registered) == ["mypkg/explode", "mypkg/threshold"]
         assert all(isinstance(t, CommandTask) for t in registered)
@@ -96,18 +119,29 @@ async def test_the_engine_runs_package_tasks_with_logs_and_results(
         assert any("Traceback" in line.message for line in failed_logs)
 
 
-def test_remove_and_reinstall(
-    tmp_path: Path, collector: PackageCollector, store: Store, pip_args: list[str]
-) -> None:
-    wheel = build_wheel(write_taskloom_package(tmp_path), tmp_path / "dist")
-    first = collector.add(str(wheel), pip_args=pip_args)
-    assert first.venv is not None
-    again = collector.reinstall("mypkg")
-    assert again.state == "ready"
-    assert again.frozen == first.frozen
-    assert Path(again.venv or "").is_dir()
-    removed = collector.remove("mypkg")
-    assert not Path(removed.venv or "").exists()
-    assert store.get_package("mypkg") is None
-    with pytest.raises(Exception, match="no package named 'mypkg'"):
-        collector.remove("mypkg")
+def test_reinstall_from_frozen_requirements_then_remove(installed: Installed) -> None:
+    store = open_store(installed.database)
+    try:
+        collector = PackageCollector(store, venvs_dir=installed.folder / "venvs")
+        first = collector.get("mypkg")
+        again = collector.reinstall("mypkg")
+        assert again.state == "ready"
+        assert again.frozen == first.frozen
+        assert again.venv == first.venv
+        assert Path(again.venv or "", "bin", "python").exists()
+    finally:
+        store.close()
+    ran = installed.cli("run", "mypkg/threshold", "zarr_url=/again.zarr")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["zarr_url"] == "/again.zarr"
+
+    removed = installed.cli("package", "remove", "mypkg")
+    assert removed.returncode == 0, removed.stderr
+    assert not Path(first.venv or "").exists()
+    listed = installed.cli("packages", "--json")
+    assert json.loads(listed.stdout) == []
+    gone = installed.cli("run", "mypkg/threshold", "zarr_url=/x.zarr")
+    assert gone.returncode == 2
+    again_removed = installed.cli("package", "remove", "mypkg")
+    assert again_removed.returncode == 2
+    assert "no package named 'mypkg'" in again_removed.stderr
