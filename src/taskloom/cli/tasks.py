@@ -48,6 +48,12 @@ def load_task(target: str, database: str | None = None) -> TaskDefinition:
         found = _package_task(target, database)
         if found is not None:
             return found
+        if not Path(target.partition("/")[0]).exists():
+            package, _, name = target.partition("/")
+            raise CliError(
+                f"unknown task {target!r}: no ready package {package!r} has a task {name!r} "
+                "(`taskloom packages` lists packages and their tasks)"
+            )
     with _loading(target):
         return resolve_task(target)
 

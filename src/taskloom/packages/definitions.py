@@ -154,16 +154,14 @@ def _fractal_tasks(
 
 def find_package_task(store: Store, name: str) -> TaskDefinition | None:
     """The task `name` (`<package>/<task>`) of a ready package in `store`, or None."""
-    package, sep, _ = name.partition("/")
+    package, sep, task_name = name.partition("/")
     if not sep:
         return None
     record = store.get_package(normalize_name(package))
     if record is None or record.state != "ready":
         return None
-    for task in package_tasks(record):
-        if task.name == f"{record.name}/{name.partition('/')[2]}":
-            return task
-    return None
+    wanted = f"{record.name}/{task_name}"
+    return next((task for task in package_tasks(record) if task.name == wanted), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,6 +142,7 @@ def test_reinstall_from_frozen_requirements_then_remove(installed: Installed) ->
     assert json.loads(listed.stdout) == []
     gone = installed.cli("run", "mypkg/threshold", "zarr_url=/x.zarr")
     assert gone.returncode == 2
+    assert "unknown task 'mypkg/threshold': no ready package 'mypkg'" in gone.stderr
     again_removed = installed.cli("package", "remove", "mypkg")
     assert again_removed.returncode == 2
     assert "no package named 'mypkg'" in again_removed.stderr
