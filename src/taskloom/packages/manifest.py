@@ -11,7 +11,8 @@ Two forms:
 
 A task's script is the module that defines it; it is an executable when the module calls
 `run_cli` (checked in its source). Fractal's task type follows from the signature:
-`zarr_url` makes a task `parallel`, otherwise it is `non_parallel`.
+`zarr_url` makes a task `parallel`, otherwise it is `non_parallel`; a task whose `meta`
+names an init task (`{"init": "init_grid"}`) is the compute part of a `compound` task.
 """
 
 from __future__ import annotations
@@ -70,7 +71,15 @@ class PackageTask:
 
     @property
     def fractal_type(self) -> str:
+        if self.init is not None:
+            return "compound"
         return "parallel" if "zarr_url" in self.definition.inputs else "non_parallel"
+
+    @property
+    def init(self) -> str | None:
+        """The init task of a compound task: `meta={"init": "<task name>"}` on its compute task."""
+        value = self.definition.options.meta.get("init")
+        return None if value is None else str(value)
 
 
 def find_package_tasks(package: str) -> tuple[ModuleType, list[PackageTask]]:
@@ -161,6 +170,7 @@ def _taskloom_entry(task: PackageTask, version: str | None) -> dict[str, Any]:
         "executable": task.executable,
         "contract": "v2",
         "fractal_type": task.fractal_type,
+        "init": task.init,
         "input_schema": definition.input_schema,
         "output_schema": definition.output_schema,
         "io": io,
@@ -189,11 +199,21 @@ def fractal_manifest(package: str, *, authors: str | None = None) -> dict[str, A
     `pyproject.toml` in the working directory (as fractal-task-tools does).
     """
     _, tasks = find_package_tasks(package)
+    by_name = {task.definition.name: task for task in tasks}
+    inits = {task.init for task in tasks if task.init is not None}
     entries = []
     for task in tasks:
-        if task.executable is None:
-            continue  # not an executable: Fractal could not run it
-        entries.append(_fractal_entry(task))
+        if task.executable is None or task.definition.name in inits:
+            continue  # not an executable (Fractal could not run it), or part of a compound task
+        init = None
+        if task.init is not None:
+            init = by_name.get(task.init)
+            if init is None or init.executable is None:
+                raise ManifestError(
+                    f"task {task.definition.name!r}: its init task {task.init!r} is not an "
+                    f"executable task of package {package!r}"
+                )
+        entries.append(_fractal_entry(task, init))
     if not entries:
         raise ManifestError(
             f"package {package!r} has no task executables: end each task's module with "
@@ -208,29 +228,44 @@ def fractal_manifest(package: str, *, authors: str | None = None) -> dict[str, A
     }
 
 
-def _fractal_entry(task: PackageTask) -> dict[str, Any]:
+def _function(task: PackageTask) -> Callable[..., Any]:
     definition = task.definition
     if not isinstance(definition, FunctionTask):
         raise ManifestError(
             f"task {definition.name!r}: a Fractal manifest describes function tasks "
             f"(their signature is the argument schema); it is a {definition.kind} task"
         )
-    kind = task.fractal_type
+    return definition.fn
+
+
+def _fractal_entry(task: PackageTask, init: PackageTask | None) -> dict[str, Any]:
+    definition = task.definition
+    fn = _function(task)
     meta = dict(definition.options.meta)
+    meta.pop("init", None)
     entry: dict[str, Any] = {"name": definition.label}
     for key in FRACTAL_ENTRY_KEYS:
         if key in meta:
             entry[key] = meta.pop(key)
     if definition.options.tags:
         entry["tags"] = list(definition.options.tags)
-    entry["type"] = kind
-    assert task.executable is not None
-    entry[f"executable_{kind}"] = task.executable
-    if meta:
-        entry[f"meta_{kind}"] = meta
-    entry[f"args_schema_{kind}"] = fractal_args_schema(definition.fn)
-    if "docs_info" not in entry:
-        entry["docs_info"] = _docs_info(definition.fn)
+    entry["type"] = task.fractal_type
+    parts = [(task, fn, meta)]
+    if init is not None:
+        init_meta = {k: v for k, v in init.definition.options.meta.items() if k != "init"}
+        parts.insert(0, (init, _function(init), init_meta))
+    docs = []
+    for part, part_fn, part_meta in parts:
+        which = (
+            "non_parallel" if part is init or task.fractal_type == "non_parallel" else "parallel"
+        )
+        assert part.executable is not None
+        entry[f"executable_{which}"] = part.executable
+        if part_meta:
+            entry[f"meta_{which}"] = part_meta
+        entry[f"args_schema_{which}"] = fractal_args_schema(part_fn)
+        docs.append(_docs_info(part_fn))
+    entry.setdefault("docs_info", "".join(docs))
     return entry
 
 

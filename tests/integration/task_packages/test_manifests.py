@@ -88,6 +88,46 @@ THRESHOLD = '''
         taskloom.run_cli(threshold)
 '''
 
+INIT_GRID = '''
+    import taskloom
+
+
+    @taskloom.task(meta={"cpus_per_task": 1})
+    def init_grid(*, zarr_urls: list[str], zarr_dir: str, tiles: int = 2) -> dict:
+        """Split each image into tiles.
+
+        Args:
+            zarr_urls: The images.
+            zarr_dir: The plate.
+            tiles: Tiles per image.
+        """
+        return {"parallelization_list": []}
+
+
+    if __name__ == "__main__":
+        taskloom.run_cli(init_grid)
+'''
+
+COMPUTE_GRID = '''
+    import taskloom
+
+
+    @taskloom.task(label="Grid", meta={"init": "init_grid", "mem": 500})
+    def compute_grid(*, zarr_url: str, init_args: dict, factor: int = 10) -> dict:
+        """Compute one tile.
+
+        Args:
+            zarr_url: The image.
+            init_args: From the init task.
+            factor: A factor.
+        """
+        return {}
+
+
+    if __name__ == "__main__":
+        taskloom.run_cli(compute_grid)
+'''
+
 HELPER = '''
     import taskloom
 
@@ -99,7 +139,7 @@ HELPER = '''
 '''
 
 TASK_LIST = """
-    from fractal_task_tools.task_models import NonParallelTask, ParallelTask
+    from fractal_task_tools.task_models import CompoundTask, NonParallelTask, ParallelTask
 
     TASK_LIST = [
         NonParallelTask(
@@ -113,6 +153,13 @@ TASK_LIST = """
             tags=["nuclei", "2D"],
         ),
         ParallelTask(name="Threshold", executable="tasks/threshold.py", meta={"mem": 2000}),
+        CompoundTask(
+            name="Grid",
+            executable_init="tasks/init_grid.py",
+            executable="tasks/compute_grid.py",
+            meta_init={"cpus_per_task": 1},
+            meta={"mem": 500},
+        ),
     ]
 """
 
@@ -129,6 +176,8 @@ def package_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "src/cmp_tasks/tasks/segment.py": SEGMENT,
             "src/cmp_tasks/tasks/threshold.py": THRESHOLD,
             "src/cmp_tasks/tasks/helper.py": HELPER,
+            "src/cmp_tasks/tasks/init_grid.py": INIT_GRID,
+            "src/cmp_tasks/tasks/compute_grid.py": COMPUTE_GRID,
             "src/cmp_tasks/dev/__init__.py": "",
             "src/cmp_tasks/dev/task_list.py": TASK_LIST,
         },
@@ -156,17 +205,27 @@ def test_the_fractal_export_agrees_with_fractal_task_tools(package_folder: Path)
     for key in ("manifest_version", "has_args_schemas", "args_schema_version", "authors"):
         assert ours[key] == theirs[key], key
     assert ours["authors"] == "Ada Lovelace, Grace Hopper"
-    assert [t["name"] for t in ours["task_list"]] == [t["name"] for t in theirs["task_list"]]
-    for mine, reference in zip(ours["task_list"], theirs["task_list"], strict=True):
+    # Fractal lists tasks in the order of TASK_LIST; taskloom in the order of the modules.
+    mine_by_name = {t["name"]: t for t in ours["task_list"]}
+    assert sorted(mine_by_name) == sorted(t["name"] for t in theirs["task_list"])
+    assert sorted(mine_by_name) == ["Grid", "Segment Nuclei", "Threshold"]
+    for reference in theirs["task_list"]:
+        mine = mine_by_name[reference["name"]]
         assert set(mine) == set(reference), mine["name"]
         for field in reference:  # field by field, argument schemas included
             assert mine[field] == reference[field], (mine["name"], field)
-    segment = ours["task_list"][0]
+    segment = mine_by_name["Segment Nuclei"]
     assert segment["type"] == "non_parallel"
     assert segment["args_schema_non_parallel"]["properties"]["channel"]["description"] == (
         "Which channel holds the nuclei stain."
     )
-    assert ours["task_list"][1]["type"] == "parallel"
+    assert mine_by_name["Threshold"]["type"] == "parallel"
+    grid = mine_by_name["Grid"]
+    assert grid["type"] == "compound"
+    assert grid["executable_non_parallel"] == "tasks/init_grid.py"
+    assert grid["executable_parallel"] == "tasks/compute_grid.py"
+    assert grid["meta_non_parallel"] == {"cpus_per_task": 1}
+    assert grid["meta_parallel"] == {"mem": 500}
 
 
 def test_the_taskloom_manifest_describes_every_task(package_folder: Path) -> None:
@@ -175,7 +234,15 @@ def test_the_taskloom_manifest_describes_every_task(package_folder: Path) -> Non
     manifest = json.loads(made.stdout)
     assert manifest["manifest_version"] == "taskloom/1"
     tasks = {t["name"]: t for t in manifest["tasks"]}
-    assert sorted(tasks) == ["not_an_executable", "segment", "threshold"]
+    assert sorted(tasks) == [
+        "compute_grid",
+        "init_grid",
+        "not_an_executable",
+        "segment",
+        "threshold",
+    ]
+    assert tasks["compute_grid"]["fractal_type"] == "compound"
+    assert tasks["compute_grid"]["init"] == "init_grid"
     segment = tasks["segment"]
     assert segment["label"] == "Segment Nuclei"
     assert segment["description"] == "Segment the nuclei of every image."
