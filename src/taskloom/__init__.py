@@ -24,6 +24,7 @@ from .exceptions import (
     WorkflowError,
     WorkflowValidationError,
 )
+from .packages import CommandTask, run_cli
 from .policies import RestartPolicy, RetryPolicy
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .services import Service, ServiceState, ServiceStatus, Supervisor, service
@@ -44,6 +45,7 @@ __all__ = (
     "BaseTask",
     "Client",
     "ClientError",
+    "CommandTask",
     "Context",
     "DuplicateTaskError",
     "Engine",
@@ -82,6 +84,7 @@ __all__ = (
     "__version__",
     "executor_register",
     "load_workflow",
+    "run_cli",
     "service",
     "task",
 )

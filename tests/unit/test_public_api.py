@@ -15,6 +15,7 @@ CURATED = (
     "BaseTask",
     "Client",
     "ClientError",
+    "CommandTask",
     "Context",
     "DuplicateTaskError",
     "Engine",
@@ -53,6 +54,7 @@ CURATED = (
     "__version__",
     "executor_register",
     "load_workflow",
+    "run_cli",
     "service",
     "task",
 )

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import db, run, runs, services, tasks, tokens, workflow
+from . import db, packages, run, runs, services, tasks, tokens, workflow
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, print_error
 from .options import examples
 
@@ -68,6 +68,9 @@ app.add_typer(services.service_app, name="service")
 app.add_typer(db.db_app, name="db")
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(tokens.token_app, name="token")
+app.command("manifest", epilog=packages.MANIFEST_EPILOG)(packages.manifest_command)
+app.command("packages", epilog=packages.PACKAGES_EPILOG)(packages.packages_command)
+app.add_typer(packages.package_app, name="package")
 
 
 def main() -> None:

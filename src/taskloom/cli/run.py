@@ -116,7 +116,7 @@ def run_command(
     Exit status: 0 completed, 1 failed or cancelled, 2 invalid input, 130 interrupted.
     """
     with reporting_errors(verbose=verbose):
-        definition = load_task(target)
+        definition = load_task(target, database_url(db))
         inputs = _read_inputs_file(inputs_file) if inputs_file is not None else {}
         inputs.update(definition.parse_cli_inputs(_split_pairs(definition, pairs or ())))
         # Checked before the database is opened: a typo creates nothing and records nothing.

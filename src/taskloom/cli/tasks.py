@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..exceptions import TaskDefinitionError, TaskloomError
 from ..loading import load_target, resolve_task
+from ..packages.definitions import find_package_task
+from ..store import open_store
+from ..store.connect import sqlite_file
 from ..tasks.definition import TaskDefinition
 from ..tasks.registry import Registry
 from .errors import CliError, reporting_errors
@@ -37,10 +41,41 @@ def _loading(target: str) -> Iterator[None]:
         raise CliError(f"cannot load {target!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def load_task(target: str) -> TaskDefinition:
-    """The one task `target` names: `module:attr`, `path/file.py:attr` or a registered name."""
+def load_task(target: str, database: str | None = None) -> TaskDefinition:
+    """The one task `target` names: `module:attr`, `path/file.py:attr`, a registered name,
+    or `PACKAGE/TASK` of a package installed in `database`."""
+    if database is not None and _names_package_task(target):
+        found = _package_task(target, database)
+        if found is not None:
+            return found
+        if not Path(target.partition("/")[0]).exists():
+            package, _, name = target.partition("/")
+            raise CliError(
+                f"unknown task {target!r}: no ready package {package!r} has a task {name!r} "
+                "(`taskloom packages` lists packages and their tasks)"
+            )
     with _loading(target):
         return resolve_task(target)
+
+
+def _names_package_task(target: str) -> bool:
+    return (
+        "/" in target
+        and ":" not in target
+        and not target.endswith(".py")
+        and not Path(target).exists()
+    )
+
+
+def _package_task(target: str, database: str) -> TaskDefinition | None:
+    path = sqlite_file(database) if database.startswith("sqlite") else None
+    if path is not None and not path.exists():
+        return None
+    store = open_store(database)
+    try:
+        return find_package_task(store, target)
+    finally:
+        store.close()
 
 
 def find_tasks(targets: Sequence[str]) -> tuple[list[TaskDefinition], list[str]]:

@@ -232,6 +232,14 @@ class Engine(RunControl):
             self._spawn(self._recover([d.name for d in added]))
         return added
 
+    async def register_packages(self) -> list[TaskDefinition]:
+        """Register the tasks of every ready package recorded in the store (`<pkg>/<task>`)."""
+        self._check_started()
+        from ..packages.collection import ready_package_tasks
+
+        assert self.store is not None
+        return self.register(await self._in_thread(ready_package_tasks, self.store))
+
     def register_service(self, service: ServiceDefinition | type[Service]) -> ServiceDefinition:
         """Register a service (an `@service` function or a `Service` subclass).
 

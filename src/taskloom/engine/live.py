@@ -138,7 +138,8 @@ class LiveRun:
         task = self.task
         if isinstance(task, ClassTask):
             return await self._invoke_class(task, context)
-        assert isinstance(task, FunctionTask)
+        if not isinstance(task, FunctionTask):  # command tasks and other kinds run themselves
+            return await task.invoke(self.call, context, self.engine)
         kwargs = self.function_kwargs(context)
         if task.is_async_generator:
             return [item async for item in task.fn(**kwargs)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import (
     ApiTokenRecord,
+    PackageRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -22,6 +23,7 @@ from .sql import SqlStore
 __all__ = [
     "ApiTokenRecord",
     "MemoryStore",
+    "PackageRecord",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",

@@ -16,6 +16,7 @@ from ..runs import Attempt, ErrorInfo, LogLine, Run
 __all__ = [
     "RUN_UPDATE_COLUMNS",
     "ApiTokenRecord",
+    "PackageRecord",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",
@@ -154,6 +155,32 @@ class ApiTokenRecord:
     revoked_at: float | None = None
 
 
+@dataclass(slots=True, kw_only=True)
+class PackageRecord:
+    """An installed (or installing, or failed) task package: a row of `packages`.
+
+    `state` is `pending`, `installing`, `ready` or `failed`; `manifest` the package's
+    manifest as JSON (taskloom's or Fractal's, see `manifest_kind`); `frozen` the venv's
+    `pip freeze`; `log` the install log.
+    """
+
+    name: str
+    state: str
+    source: str
+    version: str | None = None
+    venv: str | None = None
+    python: str | None = None
+    root: str | None = None
+    manifest_kind: str | None = None
+    manifest: Any = None
+    frozen: str | None = None
+    pip_args: list[str] = field(default_factory=list)
+    log: str = ""
+    error: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
 class Store(Protocol):
     """Where runs, attempts, log lines and workers are kept.
 
@@ -276,3 +303,16 @@ class Store(Protocol):
 
     def revoke_api_token(self, token_id: str, *, revoked_at: float | None = None) -> bool:
         """Revoke a valid token (`revoked_at` defaults to now); True if it was revoked."""
+
+    # packages -----------------------------------------------------------------------------
+    def save_package(self, record: PackageRecord) -> None:
+        """Insert or replace the record of the package `record.name`."""
+
+    def get_package(self, name: str) -> PackageRecord | None:
+        """The record of a package, or None."""
+
+    def list_packages(self) -> list[PackageRecord]:
+        """Every package record, by name."""
+
+    def delete_package(self, name: str) -> bool:
+        """Forget a package; True if it was recorded."""

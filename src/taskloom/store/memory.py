@@ -23,6 +23,7 @@ from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .base import (
     RUN_UPDATE_COLUMNS,
     ApiTokenRecord,
+    PackageRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -101,6 +102,7 @@ class MemoryStore:
         self._last_log_id = 0
         self._workers: dict[str, _Worker] = {}
         self._services: dict[str, ServiceRecord] = {}
+        self._packages: dict[str, PackageRecord] = {}
         self._service_starts: dict[str, dict[int, ServiceStartRecord]] = {}
         self._service_requests: dict[int, ServiceRequest] = {}
         self._last_request_id = 0
@@ -447,3 +449,28 @@ class MemoryStore:
                 return False
             record.revoked_at = time.time() if revoked_at is None else revoked_at
             return True
+
+    # packages ---------------------------------------------------------------------------
+
+    def save_package(self, record: PackageRecord) -> None:
+        try:
+            stored = replace(
+                record, manifest=_json(record.manifest), pip_args=list(record.pip_args)
+            )
+        except PydanticSerializationError as exc:
+            raise StoreError(f"could not save a package: a value is not JSON: {exc}") from exc
+        with self._lock:
+            self._packages[record.name] = stored
+
+    def get_package(self, name: str) -> PackageRecord | None:
+        with self._lock:
+            record = self._packages.get(name)
+            return None if record is None else copy.deepcopy(record)
+
+    def list_packages(self) -> list[PackageRecord]:
+        with self._lock:
+            return copy.deepcopy([self._packages[n] for n in sorted(self._packages)])
+
+    def delete_package(self, name: str) -> bool:
+        with self._lock:
+            return self._packages.pop(name, None) is not None

@@ -20,6 +20,7 @@ from ..exceptions import StoreError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .base import (
     RUN_UPDATE_COLUMNS,
+    PackageRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -29,6 +30,7 @@ from .base import (
 from .schema import (
     attempts,
     log_lines,
+    packages,
     runs,
     service_log_lines,
     service_requests,
@@ -40,6 +42,7 @@ __all__ = [
     "ATTEMPT_READ",
     "LOG_READ",
     "MAX_LIMIT",
+    "PACKAGE_READ",
     "RUN_READ",
     "SERVICE_LOG_READ",
     "SERVICE_READ",
@@ -50,6 +53,8 @@ __all__ = [
     "attempt_from_row",
     "json_or_none",
     "log_from_row",
+    "package_from_row",
+    "package_row",
     "plan_batch",
     "run_from_row",
     "run_row",
@@ -69,6 +74,7 @@ RUN_READ = tuple(runs.c)
 ATTEMPT_READ = tuple(attempts.c)
 LOG_READ = (log_lines.c.id, *(c for c in log_lines.c if c.name != "id"))
 SERVICE_READ = tuple(services.c)
+PACKAGE_READ = tuple(packages.c)
 SERVICE_START_READ = tuple(c for c in service_starts.c if c.name != "service")
 SERVICE_REQUEST_READ = tuple(service_requests.c)
 SERVICE_LOG_READ = tuple(service_log_lines.c)
@@ -387,3 +393,31 @@ def json_or_none(value: Any) -> str | None:
         return _dumps_or_none(value)
     except ValueError as exc:  # pydantic's serialization error is a ValueError
         raise StoreError(f"a value is not JSON: {exc}") from exc
+
+
+def package_row(record: PackageRecord) -> dict[str, Any]:
+    """A package record as the values of its `packages` row."""
+    return {
+        "name": record.name,
+        "state": record.state,
+        "source": record.source,
+        "version": record.version,
+        "venv": record.venv,
+        "python": record.python,
+        "root": record.root,
+        "manifest_kind": record.manifest_kind,
+        "manifest": _dumps_or_none(record.manifest),
+        "frozen": record.frozen,
+        "pip_args": _dumps(list(record.pip_args)),
+        "log": record.log,
+        "error": record.error,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def package_from_row(row: Sequence[Any]) -> PackageRecord:
+    values = dict(zip((c.name for c in PACKAGE_READ), row, strict=True))
+    values["manifest"] = _loads_or_none(values["manifest"])
+    values["pip_args"] = _loads_or_none(values["pip_args"]) or []
+    return PackageRecord(**values)

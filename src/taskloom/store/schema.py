@@ -11,6 +11,7 @@ Decisions kept deliberately simple so one schema serves SQLite and PostgreSQL:
 The revisions in `migrations/versions` create exactly these tables (0001 runs, attempts,
 log lines and workers; 0002 services and their starts; 0003 service requests and
 service log lines; 0007 API tokens); a test compares the two with
+service log lines; 0006 packages); a test compares the two with
 Alembic's autogenerate, so change both together (with a new revision).
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "attempts",
     "log_lines",
     "metadata",
+    "packages",
     "runs",
     "service_log_lines",
     "service_requests",
@@ -216,3 +218,25 @@ api_tokens = Table(
 RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in runs.columns)
 ATTEMPT_COLUMNS: tuple[str, ...] = tuple(c.name for c in attempts.columns)
 LOG_COLUMNS: tuple[str, ...] = tuple(c.name for c in log_lines.columns)
+
+#: Task packages, each installed in its own virtual environment.
+packages = Table(
+    "packages",
+    metadata,
+    Column("name", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("version", String(100), nullable=True),
+    Column("venv", Text, nullable=True),
+    Column("python", Text, nullable=True),
+    Column("root", Text, nullable=True),
+    Column("manifest_kind", String(16), nullable=True),
+    Column("manifest", Text, nullable=True),
+    Column("frozen", Text, nullable=True),
+    Column("pip_args", Text, nullable=False),
+    Column("log", Text, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    PrimaryKeyConstraint("name"),
+)

@@ -27,6 +27,7 @@ from ..exceptions import StoreError
 from ..runs import Attempt, LogLine, Run, RunStatus
 from .base import (
     ApiTokenRecord,
+    PackageRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -40,6 +41,7 @@ from .rows import (
     ATTEMPT_READ,
     LOG_READ,
     MAX_LIMIT,
+    PACKAGE_READ,
     RUN_READ,
     SERVICE_LOG_READ,
     SERVICE_READ,
@@ -50,6 +52,8 @@ from .rows import (
     attempt_from_row,
     json_or_none,
     log_from_row,
+    package_from_row,
+    package_row,
     plan_batch,
     run_from_row,
     run_row,
@@ -64,6 +68,7 @@ from .schema import (
     api_tokens,
     attempts,
     log_lines,
+    packages,
     runs,
     service_log_lines,
     service_requests,
@@ -625,3 +630,29 @@ class SqlStore:
         )
         with self._use("revoke an API token"), self._writer().begin() as conn:
             return bool(conn.execute(stmt).rowcount)
+
+    # packages ---------------------------------------------------------------------------
+
+    def save_package(self, record: PackageRecord) -> None:
+        try:
+            values = package_row(record)
+        except PydanticSerializationError as exc:
+            raise StoreError(f"could not save a package: a value is not JSON: {exc}") from exc
+        self._upsert("save a package", packages, values)
+
+    def get_package(self, name: str) -> PackageRecord | None:
+        query = select(*PACKAGE_READ).where(packages.c.name == name)
+        with self._use("read a package") as engine, engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else package_from_row(row)
+
+    def list_packages(self) -> list[PackageRecord]:
+        query = select(*PACKAGE_READ).order_by(packages.c.name)
+        with self._use("list packages") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [package_from_row(r) for r in rows]
+
+    def delete_package(self, name: str) -> bool:
+        with self._use("delete a package"), self._writer().begin() as conn:
+            result = conn.execute(delete(packages).where(packages.c.name == name))
+        return bool(result.rowcount)

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from ..context import Context
 from ..exceptions import FieldError, InputValidationError, TaskDefinitionError
 from .options import DESCRIPTIVE_OPTIONS, TaskOptions, parse_options
 from .signature import Port, Signature, SpecialParams, inspect_function
@@ -61,6 +62,10 @@ class TaskDefinition:
         Raises `InputValidationError` naming the task and each invalid field.
         """
         raise NotImplementedError
+
+    async def invoke(self, call: dict[str, Any], context: Context, engine: Any) -> Any:
+        """Execute one run (kinds other than functions and classes, e.g. command tasks)."""
+        raise NotImplementedError(f"task {self.name!r} of kind {self.kind!r} cannot be invoked")
 
     def parse_cli_inputs(self, pairs: Mapping[str, str]) -> dict[str, Any]:
         """Read `key=value` strings from a command line against the input schema."""
