@@ -21,6 +21,7 @@ export async function render(main, { args }) {
   const title = h("h1");
   const badge = h("span", { id: "run-status" });
   const cancel = h("button", { type: "button", class: "danger", id: "cancel-run" }, "Cancel");
+  const again = h("button", { type: "button", id: "run-again", title: "Submit a new run of this task with the same inputs" }, "Run again");
   const notice = h("div");
   const facts = h("dl", { class: "facts" });
   const progress = h("div", { id: "run-progress" });
@@ -34,7 +35,7 @@ export async function render(main, { args }) {
   replace(
     main,
     h("p", {}, h("a", { href: `#/runs?task=${encodeURIComponent(run.task)}` }, "← Runs of ", run.task)),
-    h("div", { class: "row page-head" }, title, badge, h("span", { class: "spacer" }), cancel),
+    h("div", { class: "row page-head" }, title, badge, h("span", { class: "spacer" }), again, cancel),
     notice,
     progress,
     h(
@@ -179,6 +180,18 @@ export async function render(main, { args }) {
     } catch (error) {
       replace(notice, errorNotice(error));
       cancel.disabled = false;
+    }
+  });
+
+  again.addEventListener("click", async () => {
+    again.disabled = true;
+    try {
+      const next = await api.submitRun(run.task, run.inputs ?? {});
+      window.location.hash = `#/runs/${encodeURIComponent(next.id)}`;
+    } catch (error) {
+      replace(notice, errorNotice(error));
+    } finally {
+      again.disabled = false;
     }
   });
 
