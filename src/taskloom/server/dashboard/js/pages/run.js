@@ -130,7 +130,8 @@ export async function render(main, { args }) {
 
   function addLines(lines) {
     const fresh = lines.filter((line) => {
-      const key = line.id ?? `${line.created_at}|${line.message}`;
+      // Lines from events may not have their store id yet: they are told apart by content.
+      const key = `${line.created_at}|${line.attempt}|${line.level}|${line.message}`;
       if (seenLines.has(key)) return false;
       seenLines.add(key);
       if (typeof line.id === "number") lastLineId = Math.max(lastLineId, line.id);
@@ -204,13 +205,17 @@ export async function render(main, { args }) {
     ["run", "log"],
     (event) => {
       if (event.runId !== id) return;
-      if (event.line && event.line.message !== undefined) addLines([event.line]);
-      if (event.kinds.has("log") && !(event.line && event.line.message !== undefined)) refreshLogs();
+      if (event.line) {
+        // A line the event carries whole is shown as it is; otherwise it is fetched.
+        if (event.line.message !== undefined) addLines([event.line]);
+        else refreshLogs();
+        return;
+      }
       if (event.run && event.run.status) {
         run = { ...run, ...event.run };
         drawRun();
       }
-      refreshSoon();
+      refreshSoon(); // the attempts (and anything the event left out) come from the API
     },
     () => {
       if (!FINISHED.has(run.status)) refreshRun();
