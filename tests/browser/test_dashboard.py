@@ -43,6 +43,8 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
     expect(page.locator("#run-status .status")).to_have_text("completed")
     expect(page.locator("#run-result")).to_have_text("15")
     expect(page.locator("#run-logs")).to_contain_text("counted 15 of 15")
+    # Each line once, whether it came as an event, from the API, or both.
+    expect(page.locator("#run-logs .line")).to_have_count(15)
     expect(page.locator("#run-attempts li")).to_have_count(1)
     expect(page.locator("#run-attempts")).to_contain_text("completed")
     expect(page.locator("#run-progress [role=progressbar]")).to_have_attribute(
