@@ -16,9 +16,8 @@ REFUSED_SUBMIT = r"status of 422 .*\(http://[^)]*/api/runs\)"
 
 
 def _runs_of(dashboard: Dashboard, task: str) -> list[dict[str, object]]:
-    runs: list[dict[str, object]] = dashboard.server.api("GET", "/runs", params={"task": task})[
-        "runs"
-    ]
+    body = dashboard.server.api("GET", "/runs", params={"task": task})
+    runs: list[dict[str, object]] = body["runs"]
     return runs
 
 
@@ -30,7 +29,7 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
     expect(page.locator(".task-list a[data-task]")).to_have_count(1)
     page.locator(".task-list a[data-task=slow_count]").click()
     expect(page.locator("#launch-form")).to_be_visible()
-    page.fill("#input-n", "15")
+    page.fill("#input-n", "20")  # 2 s: long enough to be seen running
     dashboard.screenshot("catalog")
     page.evaluate("window.stillTheSamePage = true")
     page.get_by_role("button", name="Launch run").click()
@@ -41,10 +40,10 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
     expect(page.locator("#run-status .status")).to_have_text("running")
     expect(page.locator("#run-progress [role=progressbar]")).to_be_visible()
     expect(page.locator("#run-status .status")).to_have_text("completed")
-    expect(page.locator("#run-result")).to_have_text("15")
-    expect(page.locator("#run-logs")).to_contain_text("counted 15 of 15")
+    expect(page.locator("#run-result")).to_have_text("20")
+    expect(page.locator("#run-logs")).to_contain_text("counted 20 of 20")
     # Each line once, whether it came as an event, from the API, or both.
-    expect(page.locator("#run-logs .line")).to_have_count(15)
+    expect(page.locator("#run-logs .line")).to_have_count(20)
     expect(page.locator("#run-attempts li")).to_have_count(1)
     expect(page.locator("#run-attempts")).to_contain_text("completed")
     expect(page.locator("#run-progress [role=progressbar]")).to_have_attribute(
@@ -56,8 +55,8 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
 
     run = dashboard.server.api("GET", f"/runs/{run_id}")
     assert run["status"] == "completed"
-    assert run["inputs"] == {"n": 15}
-    assert run["result"] == 15
+    assert run["inputs"] == {"n": 20}
+    assert run["result"] == 20
 
 
 def test_an_invalid_field_shows_its_message_and_creates_no_run(dashboard: Dashboard) -> None:
