@@ -272,3 +272,15 @@ def test_every_page_in_light_and_dark(dashboard: Dashboard, scheme: str, backgro
         assert page.evaluate("getComputedStyle(document.body).backgroundColor") == background
         expect(page.locator("#nav a[aria-current=page]")).to_have_count(1)
         dashboard.screenshot(label)
+
+
+def test_unknown_runs_tasks_and_addresses(dashboard: Dashboard) -> None:
+    dashboard.console.allow(r"status of 404 .*/api/runs/")
+    page = dashboard.page
+    dashboard.open("#/runs/01234567-89ab-7def-8123-456789abcdef")
+    expect(page.get_by_role("alert")).to_contain_text("no run with id")
+    dashboard.open("#/tasks/no_such_task")
+    expect(page.locator("#task-detail")).to_contain_text("No task is named no_such_task.")
+    dashboard.open("#/nowhere")
+    expect(page).to_have_url(re.compile(r"#/tasks$"))
+    expect(page.locator(".task-list a[data-task=adder]")).to_be_visible()
