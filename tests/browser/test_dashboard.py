@@ -284,3 +284,34 @@ def test_unknown_runs_tasks_and_addresses(dashboard: Dashboard) -> None:
     dashboard.open("#/nowhere")
     expect(page).to_have_url(re.compile(r"#/tasks$"))
     expect(page.locator(".task-list a[data-task=adder]")).to_be_visible()
+
+
+def test_run_options_priority_and_idempotency_key(dashboard: Dashboard) -> None:
+    dashboard.console.allow(REFUSED_SUBMIT)
+    page = dashboard.page
+    dashboard.open("#/tasks/adder")
+    page.fill("#input-a", "1")
+    page.fill("#input-b", "2")
+    page.locator("#run-options summary").click()
+    page.fill("#option-priority", "high")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page.locator("#option-priority-message")).to_contain_text("integer")
+    expect(page).to_have_url(re.compile(r"#/tasks/adder$"))
+
+    page.fill("#option-priority", "7")
+    page.fill("#option-idempotency_key", "nightly-2026-11-23")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page.locator("#run-result")).to_have_text("3")
+    first = page.url.rsplit("/", 1)[1]
+    run = dashboard.server.api("GET", f"/runs/{first}")
+    assert run["priority"] == 7
+    assert run["idempotency_key"] == "nightly-2026-11-23"
+
+    # The same key again: the run recorded under it, not a new one.
+    dashboard.open("#/tasks/adder")
+    page.fill("#input-a", "1")
+    page.fill("#input-b", "2")
+    page.locator("#run-options summary").click()
+    page.fill("#option-idempotency_key", "nightly-2026-11-23")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page).to_have_url(re.compile(f"#/runs/{first}$"))
