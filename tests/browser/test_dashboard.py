@@ -29,7 +29,7 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
     expect(page.locator(".task-list a[data-task]")).to_have_count(1)
     page.locator(".task-list a[data-task=slow_count]").click()
     expect(page.locator("#launch-form")).to_be_visible()
-    page.fill("#input-n", "20")  # 2 s: long enough to be seen running
+    page.fill("#input-n", "30")  # 3 s: long enough to be seen running
     dashboard.screenshot("catalog")
     page.evaluate("window.stillTheSamePage = true")
     page.get_by_role("button", name="Launch run").click()
@@ -40,10 +40,10 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
     expect(page.locator("#run-status .status")).to_have_text("running")
     expect(page.locator("#run-progress [role=progressbar]")).to_be_visible()
     expect(page.locator("#run-status .status")).to_have_text("completed")
-    expect(page.locator("#run-result")).to_have_text("20")
-    expect(page.locator("#run-logs")).to_contain_text("counted 20 of 20")
+    expect(page.locator("#run-result")).to_have_text("30")
+    expect(page.locator("#run-logs")).to_contain_text("counted 30 of 30")
     # Each line once, whether it came as an event, from the API, or both.
-    expect(page.locator("#run-logs .line")).to_have_count(20)
+    expect(page.locator("#run-logs .line")).to_have_count(30)
     expect(page.locator("#run-attempts li")).to_have_count(1)
     expect(page.locator("#run-attempts")).to_contain_text("completed")
     expect(page.locator("#run-progress [role=progressbar]")).to_have_attribute(
@@ -55,8 +55,8 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
 
     run = dashboard.server.api("GET", f"/runs/{run_id}")
     assert run["status"] == "completed"
-    assert run["inputs"] == {"n": 20}
-    assert run["result"] == 20
+    assert run["inputs"] == {"n": 30}
+    assert run["result"] == 30
 
 
 def test_an_invalid_field_shows_its_message_and_creates_no_run(dashboard: Dashboard) -> None:
