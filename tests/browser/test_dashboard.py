@@ -315,3 +315,36 @@ def test_run_options_priority_and_idempotency_key(dashboard: Dashboard) -> None:
     page.fill("#option-idempotency_key", "nightly-2026-11-23")
     page.get_by_role("button", name="Launch run").click()
     expect(page).to_have_url(re.compile(f"#/runs/{first}$"))
+
+
+def test_the_attempts_timeline_shows_each_retry(dashboard: Dashboard) -> None:
+    run = dashboard.server.api("POST", "/runs", json={"task": "flaky", "inputs": {"fail_times": 2}})
+    page = dashboard.page
+    dashboard.open(f"#/runs/{run['id']}")
+    expect(page.locator("#run-status .status")).to_have_text("completed")
+    expect(page.locator("#run-result")).to_have_text('"attempt 3 succeeded"')
+    attempts = page.locator("#run-attempts li")
+    expect(attempts).to_have_count(3)
+    expect(attempts.nth(0)).to_contain_text("RuntimeError: attempt 1 fails on purpose")
+    expect(attempts.nth(1).locator(".status")).to_have_text("failed")
+    expect(attempts.nth(2).locator(".status")).to_have_text("completed")
+    dashboard.screenshot("retries")
+
+
+def test_a_service_without_a_config_type_starts_with_optional_json(dashboard: Dashboard) -> None:
+    page = dashboard.page
+    dashboard.open("#/services")
+    row = page.locator("tr[data-service=heartbeat]")
+    expect(row.locator(".status")).to_have_text("stopped")
+    row.get_by_role("button", name="Start…").click()
+    form = page.locator("#service-start-form")
+    form.locator("#config-json").fill("{not json")
+    form.get_by_role("button", name="Start heartbeat").click()
+    expect(form.locator(".form-error")).to_contain_text("not valid JSON")
+    expect(row.locator(".status")).to_have_text("stopped")
+    form.locator("#config-json").fill("")
+    form.get_by_role("button", name="Start heartbeat").click()
+    expect(row.locator(".status")).to_have_text("running")
+    assert dashboard.server.api("GET", "/services/heartbeat")["state"] == "running"
+    row.get_by_role("button", name="Stop").click()
+    expect(row.locator(".status")).to_have_text("stopped")

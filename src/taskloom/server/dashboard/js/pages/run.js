@@ -103,14 +103,19 @@ export async function render(main, { args }) {
     }
   }
 
+  // Each attempt is a bar on one time axis, from the first attempt's start to the last's
+  // end: where it sits shows when it ran (and the wait before a retry), its width how long.
   function drawAttempts(list) {
     const now = Date.now() / 1000;
-    const longest = Math.max(0.001, ...list.map((a) => (a.finished_at ?? now) - a.started_at));
+    const first = Math.min(...list.map((a) => a.started_at));
+    const last = Math.max(...list.map((a) => a.finished_at ?? now));
+    const span = Math.max(0.001, last - first);
     replace(
       attempts,
       list.length
         ? list.map((attempt) => {
             const took = (attempt.finished_at ?? now) - attempt.started_at;
+            const at = Math.min(1, (attempt.started_at - first) / span); // 0..1 along the axis
             return h(
               "li",
               {},
@@ -119,7 +124,12 @@ export async function render(main, { args }) {
               h(
                 "div",
                 {},
-                h("div", { class: "bar", dataset: { status: attempt.status }, style: `width: ${Math.max(4, (took / longest) * 100)}%` }),
+                h("div", {
+                  class: "bar",
+                  dataset: { status: attempt.status },
+                  // A bar is at least 8px wide (style.css): one at the very end still fits.
+                  style: `margin-left: calc(${at * 100}% - ${at * 8}px); width: ${(took / span) * 100}%`,
+                }),
                 attempt.error ? h("div", { class: "muted" }, `${attempt.error.type}: ${attempt.error.message}`) : null,
               ),
             );
