@@ -23,6 +23,7 @@ from .exceptions import (
 from .policies import RestartPolicy, RetryPolicy
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .services import Service, ServiceState, ServiceStatus, Supervisor, service
+from .streams import Pipeline
 from .tasks import Registry, Task, TaskDefinition, TaskOptions, executor_register, task
 
 #: aipartnerupflow's name for the executor base class: `from taskloom import BaseTask`.
@@ -41,6 +42,7 @@ __all__ = (
     "FieldError",
     "InputValidationError",
     "LogLine",
+    "Pipeline",
     "Registry",
     "RestartPolicy",
     "Retry",

@@ -20,6 +20,7 @@ CURATED = (
     "FieldError",
     "InputValidationError",
     "LogLine",
+    "Pipeline",
     "Registry",
     "RestartPolicy",
     "Retry",

@@ -7,10 +7,12 @@ into an open store. The URL is never read from the environment here; the CLI doe
 from __future__ import annotations
 
 from .base import (
+    DeploymentRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
     ServiceStartRecord,
+    StageRecord,
     Store,
     WriteBatch,
 )
@@ -19,12 +21,14 @@ from .memory import MemoryStore
 from .sql import SqlStore
 
 __all__ = [
+    "DeploymentRecord",
     "MemoryStore",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",
     "ServiceStartRecord",
     "SqlStore",
+    "StageRecord",
     "Store",
     "WriteBatch",
     "default_database_url",

@@ -39,6 +39,8 @@ __all__ = [
     "attempts",
     "log_lines",
     "metadata",
+    "pipeline_deployments",
+    "pipeline_stages",
     "runs",
     "service_log_lines",
     "service_requests",
@@ -194,6 +196,42 @@ service_log_lines = Table(
     Column("level", String(16), nullable=False),
     Column("message", Text, nullable=False),
     Index(None, "service", "id"),
+)
+
+#: Deployments of stream pipelines, by name; `stop_requested` is how other processes
+#: (the CLI) ask the processes running one to stop it.
+pipeline_deployments = Table(
+    "pipeline_deployments",
+    metadata,
+    Column("name", String(200), nullable=False),
+    Column("pipeline", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("bus", Text, nullable=False),
+    Column("topics", Text, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("stopped_at", Double, nullable=True),
+    Column("stop_requested", Boolean, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    PrimaryKeyConstraint("name"),
+)
+
+#: The status of each stage of a deployment, saved periodically by the process running it.
+pipeline_stages = Table(
+    "pipeline_stages",
+    metadata,
+    Column("deployment", String(200), nullable=False),
+    Column("stage", String(200), nullable=False),
+    Column("task", String(400), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("messages_in", BigInteger, nullable=False),
+    Column("messages_out", BigInteger, nullable=False),
+    Column("dropped", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("restarts", BigInteger, nullable=False),
+    Column("last_timestamp", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("updated_at", Double, nullable=False),
+    PrimaryKeyConstraint("deployment", "stage"),
 )
 
 #: Column names in table order; rows read with `select(table)` come back in this order.
