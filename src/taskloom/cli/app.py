@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import db, run, runs, services, tasks
+from . import db, pipelines, run, runs, services, tasks
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, print_error
 from .options import examples
 
@@ -25,6 +25,7 @@ app = typer.Typer(
         ("taskloom show RUN_ID", "one run in full"),
         ("taskloom serve examples/services.py", "run services until Ctrl-C"),
         ("taskloom services", "services and their state"),
+        ("taskloom pipeline deploy demo.yaml", "run a stream pipeline until Ctrl-C"),
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -65,6 +66,8 @@ app.command("serve", epilog=services.SERVE_EPILOG)(services.serve_command)
 app.command("services", epilog=services.SERVICES_EPILOG)(services.services_command)
 app.add_typer(services.service_app, name="service")
 app.add_typer(db.db_app, name="db")
+app.add_typer(pipelines.pipeline_app, name="pipeline")
+app.add_typer(pipelines.topic_app, name="topic")
 
 
 def main() -> None:

@@ -68,6 +68,8 @@ class Deployment:
         self._stopped = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
+        # Kept in the final record: the other processes of this deployment stop on it too.
+        self._stop_requested = False
         self._on_stop: list[Callable[[Deployment], None]] = []
         self._validators: dict[str, list[tuple[str, str, Any, Callable[[Any], Any]]]] = {}
         self._subscriptions: list[Subscription] = []
@@ -196,6 +198,7 @@ class Deployment:
             topics=self.pipeline.topics(),
             started_at=self.started_at,
             stopped_at=self.stopped_at,
+            stop_requested=self._stop_requested,
             updated_at=time.time(),
         )
         stages = [_stage_record(self.name, s) for s in self.stage_statuses()]
@@ -218,6 +221,7 @@ class Deployment:
                 if store is not None:
                     record = await asyncio.to_thread(store.get_deployment, self.name)
                     if record is not None and record.stop_requested:
+                        self._stop_requested = True
                         self._stopping = asyncio.get_running_loop().create_task(self.stop())
                         return
             except Exception as exc:  # the store is away for a moment: try next time

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import TypeAdapter
 
 from ..exceptions import InputValidationError, TaskDefinitionError
 from ..loading import load_module
@@ -158,7 +159,8 @@ class Pipeline:
         return configs
 
     def topics(self) -> dict[str, dict[str, Any]]:
-        """Each topic with the stage ports that publish to and read from it."""
+        """Each topic with the stage ports that publish to and read from it (with the JSON
+        Schema of each input, so another process can check what it publishes)."""
         topics: dict[str, dict[str, Any]] = {}
         for spec in self.stages:
             for port, topic in spec.outputs.items():
@@ -169,12 +171,13 @@ class Pipeline:
                 )
             for port, topic in spec.inputs.items():
                 entry = topics.setdefault(topic, {"producers": [], "consumers": []})
-                input_port = spec.input_ports.get(port)
+                annotation = spec.input_ports[port].annotation if port in spec.input_ports else Any
                 entry["consumers"].append(
                     {
                         "stage": spec.name,
                         "port": port,
-                        "type": type_name(input_port.annotation) if input_port else "Any",
+                        "type": type_name(annotation),
+                        "schema": _json_schema(annotation),
                     }
                 )
         return topics
@@ -217,6 +220,14 @@ class Pipeline:
         except yaml.YAMLError as exc:
             raise WiringError(str(path), [f"not valid YAML: {exc}"]) from None
         return cls.from_dict(data, base=file.resolve().parent)
+
+
+def _json_schema(annotation: Any) -> dict[str, Any] | None:
+    """The JSON Schema of a port's type (what other processes check values with), if any."""
+    try:
+        return TypeAdapter(annotation).json_schema()
+    except Exception:  # a type pydantic cannot describe: values are not checked outside
+        return None
 
 
 def load_object(target: str, *, base: Path | None = None) -> Any:
