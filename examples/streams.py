@@ -1,9 +1,9 @@
 """Stream stages: the issue's `adder` with state and config, a timer source and a printer.
 
-    taskloom pipeline deploy examples/streams.yaml
-    taskloom pipeline deploy examples/streams.yaml --bus nats://127.0.0.1:4222
-    taskloom topic tail demo/sums
-    taskloom topic publish demo/numbers.a 5
+taskloom pipeline deploy examples/streams.yaml
+taskloom pipeline deploy examples/streams.yaml --bus nats://127.0.0.1:4222
+taskloom topic tail demo/sums
+taskloom topic publish demo/numbers.a 5
 """
 
 from __future__ import annotations
