@@ -4,6 +4,14 @@ Subscribers in this process get the publisher's object itself, as on the in-proc
 The connection is made with `no_echo`, so NATS never hands a process back its own
 messages: other processes receive them, this one already has them.
 
+A message is sent to the server only when another process listens to its topic. A bus
+learns that by asking once per topic (a request on `<prefix>._interest.<topic>`, which
+every bus with a subscription to it answers) and by the announcement a bus makes when it
+subscribes (a request on `<prefix>._announce.<topic>`, which every bus answers once it has
+noted the interest). Interest, once known, is kept: publishing to a topic nobody listens
+to any more costs a send, never a lost message. Without this, a stage whose outputs only
+stay in its process would pay for serialising and sending every one of them.
+
 On the wire a message is `>qB` (timestamp, kind) followed by the body: raw bytes for a
 `bytes` value, JSON (pydantic-core, which knows models and dataclasses) otherwise. With
 metadata, a 4-byte length and the metadata as JSON come first. No NATS headers: parsing
@@ -13,6 +21,7 @@ them would cost more than the message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
@@ -24,7 +33,7 @@ import pydantic_core
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
-from nats.errors import NoRespondersError
+from nats.errors import NoRespondersError, SlowConsumerError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from ..errors import PipelineError
@@ -88,6 +97,11 @@ class NatsBus:
         self._topics: dict[str, tuple[Subscription, ...]] = {}
         self._remote: dict[str, list[NatsSubscription]] = {}
         self._pending: set[asyncio.Task[Any]] = set()
+        #: Topics another process listens to (True), or does not (False) as last asked.
+        self._remote_interest: dict[str, bool] = {}
+        self._asking: dict[str, asyncio.Future[bool]] = {}
+        #: Messages the NATS client dropped because a subscriber of this bus fell behind.
+        self.slow_consumer_drops = 0
 
     def __repr__(self) -> str:
         return f"<NatsBus {self.url}>"
@@ -110,8 +124,23 @@ class NatsBus:
             )
         except Exception as exc:
             raise PipelineError(f"cannot connect to the NATS bus {self.url}: {exc}") from exc
+        await self._nc.subscribe(f"{self.prefix}._announce.>", cb=self._on_announce)
+        await self._nc.flush()
+
+    async def _on_announce(self, msg: Msg) -> None:
+        topic = msg.subject[len(self.prefix) + len("._announce.") :]
+        self._remote_interest[topic] = True
+        if msg.reply:
+            await msg.respond(b"1")
 
     async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            # NATS has no flow control: past its pending limits a subscription's messages
+            # are dropped by the client. Counted, and reported once per 10,000.
+            if self.slow_consumer_drops % 10_000 == 0:
+                logger.warning("NATS bus %s: a subscriber fell behind, dropping: %s", self.url, exc)
+            self.slow_consumer_drops += 1
+            return
         logger.warning("NATS bus %s: %s", self.url, exc)
 
     @property
@@ -172,7 +201,11 @@ class NatsBus:
         )
         interest = await client.subscribe(self._interest(topic), cb=self._answer_interest)
         self._remote[topic] = [data, interest]
-        await client.flush()  # the server has the subscription: publishers reach it now
+        await client.flush()  # the server has the subscription
+        # Tell the publishers (one answer: at least one has heard). No answer: no other bus
+        # is connected, and those that come later ask before they publish.
+        with contextlib.suppress(NoRespondersError, NatsTimeoutError):
+            await client.request(f"{self.prefix}._announce.{topic}", b"", timeout=1.0)
 
     def _deliverer(self, topic: str) -> Callable[[Msg], Awaitable[None]]:
         topics = self._topics
@@ -205,24 +238,62 @@ class NatsBus:
             task.add_done_callback(self._pending.discard)
 
     async def publish(self, topic: str, message: Message) -> None:
-        subscriptions = self._topics.get(topic)
-        if subscriptions:
-            for subscription in subscriptions:
-                if not subscription.put_nowait(message):
-                    await subscription.put(message)
-        await self._client.publish(self._subject(topic), encode(message))
+        rest = self.offer(topic, message)
+        if rest is not None:
+            await rest
 
     def offer(self, topic: str, message: Message) -> Awaitable[None] | None:
-        return self.publish(topic, message)
+        subscriptions = self._topics.get(topic)
+        if subscriptions:
+            for index, subscription in enumerate(subscriptions):
+                if not subscription.put_nowait(message):
+                    return self._finish(subscriptions[index:], topic, message)
+        interest = self._remote_interest.get(topic)
+        if interest is False:
+            return None
+        return self._send(topic, message, interest)
 
-    async def has_subscribers(self, topic: str) -> bool:
-        if self._topics.get(topic):
-            return True
+    async def _finish(
+        self, subscriptions: tuple[Subscription, ...], topic: str, message: Message
+    ) -> None:
+        for subscription in subscriptions:
+            await subscription.put(message)
+        if self._remote_interest.get(topic) is not False:
+            await self._send(topic, message, self._remote_interest.get(topic))
+
+    async def _send(self, topic: str, message: Message, interest: bool | None) -> None:
+        if interest is None and not await self._remote_listeners(topic):
+            return
+        await self._client.publish(self._subject(topic), encode(message))
+
+    async def _remote_listeners(self, topic: str) -> bool:
+        """Ask once whether another process listens (concurrent askers share the answer)."""
+        asking = self._asking.get(topic)
+        if asking is None:
+            asking = asyncio.get_running_loop().create_future()
+            self._asking[topic] = asking
+            try:
+                answer = await self._ask(topic)
+                if not self._remote_interest.get(topic):  # an announcement may have come
+                    self._remote_interest[topic] = answer
+                asking.set_result(self._remote_interest[topic])
+            finally:
+                del self._asking[topic]
+                if not asking.done():  # the question failed: the others ask again
+                    asking.cancel()
+        return await asyncio.shield(asking)
+
+    async def _ask(self, topic: str) -> bool:
         try:
             await self._client.request(self._interest(topic), b"", timeout=0.5)
         except (NoRespondersError, NatsTimeoutError):
             return False
         return True
+
+    async def has_subscribers(self, topic: str) -> bool:
+        if self._topics.get(topic):
+            return True
+        return await self._ask(topic)
 
     async def flush(self) -> None:
         """Wait until the server has everything published so far."""
