@@ -150,7 +150,7 @@ async def test_drop_oldest_never_holds_the_source_and_counts_what_it_drops() -> 
 @pytest.mark.parametrize("backpressure", ["block", "drop_oldest"])
 async def test_a_slow_sink_keeps_memory_bounded(backpressure: str) -> None:
     global flow
-    flow = Flow(1500)  # 15 MB of payload if it were all queued
+    flow = Flow(2000)  # 20 MB of payload if it were all queued
     tracemalloc.start()
     try:
         async with taskloom.Engine("memory://") as engine:
@@ -165,5 +165,6 @@ async def test_a_slow_sink_keeps_memory_bounded(backpressure: str) -> None:
             await deployment.stop()
     finally:
         tracemalloc.stop()
-    # 50 queued messages are 0.5 MB; allow for the engine and the interpreter's churn.
-    assert peak < 3_000_000, f"peak {peak:,} bytes"
+    # 50 queued messages are 0.5 MB; allow for the engine and the interpreter's churn
+    # (a few MB with the whole suite loaded), far below the 20 MB an unbounded queue holds.
+    assert peak < 6_000_000, f"peak {peak:,} bytes"
