@@ -28,6 +28,7 @@ from .packages import CommandTask, run_cli
 from .policies import RestartPolicy, RetryPolicy
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .services import Service, ServiceState, ServiceStatus, Supervisor, service
+from .streams import Pipeline
 from .tasks import Registry, Task, TaskDefinition, TaskOptions, executor_register, task
 from .workflows import StepHandle, Workflow, load_workflow
 
@@ -54,6 +55,7 @@ __all__ = (
     "FieldError",
     "InputValidationError",
     "LogLine",
+    "Pipeline",
     "Registry",
     "RestartPolicy",
     "Retry",

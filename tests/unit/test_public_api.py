@@ -24,6 +24,7 @@ CURATED = (
     "FieldError",
     "InputValidationError",
     "LogLine",
+    "Pipeline",
     "Registry",
     "RestartPolicy",
     "Retry",

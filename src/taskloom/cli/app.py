@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import db, packages, run, runs, services, tasks, tokens, workflow
+from . import db, packages, pipelines, run, runs, services, tasks, tokens, workflow
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, print_error
 from .options import examples
 
@@ -26,6 +26,7 @@ app = typer.Typer(
         ("taskloom serve examples/", "serve tasks and services over HTTP until Ctrl-C"),
         ("taskloom services", "services and their state"),
         ("taskloom workflow run flow.yaml n=3", "run a workflow; prints its outputs"),
+        ("taskloom pipeline deploy demo.yaml", "run a stream pipeline until Ctrl-C"),
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -71,6 +72,8 @@ app.add_typer(tokens.token_app, name="token")
 app.command("manifest", epilog=packages.MANIFEST_EPILOG)(packages.manifest_command)
 app.command("packages", epilog=packages.PACKAGES_EPILOG)(packages.packages_command)
 app.add_typer(packages.package_app, name="package")
+app.add_typer(pipelines.pipeline_app, name="pipeline")
+app.add_typer(pipelines.topic_app, name="topic")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import context as context_module
 from ..exceptions import (
@@ -40,6 +40,9 @@ from .live import LiveRun
 from .scheduler import ReadyQueue
 from .serial import SerialRunner
 from .writer import BatchWriter
+
+if TYPE_CHECKING:
+    from ..streams import Bus, Deployment, DeploymentStatus, Pipeline
 
 __all__ = ["Engine", "RunEvent"]
 
@@ -119,6 +122,7 @@ class Engine(RunControl):
         self._supervisor: Supervisor | None = None
         self._services: dict[str, ServiceDefinition] = {}
         self._workflows: dict[str, WorkflowExecution] = {}  # workflow runs executing here
+        self._deployments: set[Deployment] = set()
         for item in tasks:
             self.register(item)
         for service in services:
@@ -183,6 +187,8 @@ class Engine(RunControl):
         await self._interrupt_workflows()
         if self._supervisor is not None:
             await self._supervisor.close()  # every service stopped, its last state saved
+        for deployment in list(self._deployments):
+            await deployment.stop()  # its last status saved before the store closes
         for task in list(self._background):
             task.cancel()
         executing = [live for live in self._live.values() if live.run.status == _RUNNING]
@@ -308,6 +314,41 @@ class Engine(RunControl):
         return await self._in_thread(
             functools.partial(self.store.get_service_logs, name, after_id=after_id, limit=limit)
         )
+
+    # pipelines -----------------------------------------------------------------------------
+    async def deploy(
+        self,
+        pipeline: Pipeline,
+        *,
+        name: str | None = None,
+        bus: Bus | str | None = None,
+        stages: Iterable[str] | None = None,
+        status_interval: float = 1.0,
+    ) -> Deployment:
+        """Check a pipeline's wiring and run its stages here until stopped (see
+        `taskloom.streams.deploy`); its status is kept in the engine's store."""
+        from ..streams.deployment import deploy
+
+        self._check_started()
+        deployment = await deploy(
+            pipeline,
+            name=name,
+            bus=bus,
+            store=self.store,
+            stages=stages,
+            status_interval=status_interval,
+        )
+        self._deployments.add(deployment)
+        deployment.add_stop_callback(self._deployments.discard)
+        return deployment
+
+    async def deployment_status(self, name: str) -> DeploymentStatus:
+        """The saved status of a deployment and its stages, from any process."""
+        from ..streams.deployment import deployment_status
+
+        self._check_started()
+        assert self.store is not None
+        return await self._in_thread(deployment_status, self.store, name)
 
     # submitting ----------------------------------------------------------------------------
     async def submit(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from .base import (
     ApiTokenRecord,
+    DeploymentRecord,
     PackageRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
     ServiceStartRecord,
+    StageRecord,
     Store,
     WriteBatch,
 )
@@ -22,6 +24,7 @@ from .sql import SqlStore
 
 __all__ = [
     "ApiTokenRecord",
+    "DeploymentRecord",
     "MemoryStore",
     "PackageRecord",
     "ServiceLogLine",
@@ -29,6 +32,7 @@ __all__ = [
     "ServiceRequest",
     "ServiceStartRecord",
     "SqlStore",
+    "StageRecord",
     "Store",
     "WriteBatch",
     "default_database_url",

@@ -16,11 +16,13 @@ from ..runs import Attempt, ErrorInfo, LogLine, Run
 __all__ = [
     "RUN_UPDATE_COLUMNS",
     "ApiTokenRecord",
+    "DeploymentRecord",
     "PackageRecord",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",
     "ServiceStartRecord",
+    "StageRecord",
     "Store",
     "WriteBatch",
 ]
@@ -181,6 +183,43 @@ class PackageRecord:
     updated_at: float = 0.0
 
 
+@dataclass(slots=True, kw_only=True)
+class DeploymentRecord:
+    """A deployment of a stream pipeline (a row of `pipeline_deployments`).
+
+    `topics` is a JSON-compatible description of its topics; `stop_requested` is set by
+    `request_deployment_stop` and cleared when the record is saved again.
+    """
+
+    name: str
+    pipeline: str
+    state: str
+    bus: str
+    started_at: float
+    topics: Any = None
+    stopped_at: float | None = None
+    stop_requested: bool = False
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class StageRecord:
+    """The saved status of one stage of a deployment (a row of `pipeline_stages`)."""
+
+    deployment: str
+    stage: str
+    task: str
+    state: str
+    messages_in: int = 0
+    messages_out: int = 0
+    dropped: int = 0
+    errors: int = 0
+    restarts: int = 0
+    last_timestamp: int | None = None
+    last_error: ErrorInfo | None = None
+    updated_at: float = 0.0
+
+
 class Store(Protocol):
     """Where runs, attempts, log lines and workers are kept.
 
@@ -316,3 +355,22 @@ class Store(Protocol):
 
     def delete_package(self, name: str) -> bool:
         """Forget a package; True if it was recorded."""
+
+    # pipelines ----------------------------------------------------------------------------
+    def save_deployment(self, record: DeploymentRecord) -> None:
+        """Insert or replace the record of the deployment `record.name`."""
+
+    def get_deployment(self, name: str) -> DeploymentRecord | None:
+        """The saved record of a deployment, or None."""
+
+    def list_deployments(self) -> list[DeploymentRecord]:
+        """Every deployment record, by name."""
+
+    def request_deployment_stop(self, name: str) -> bool:
+        """Set `stop_requested` on a deployment; False when there is no such deployment."""
+
+    def save_stage_records(self, deployment: str, records: Collection[StageRecord]) -> None:
+        """Insert or replace the status of each stage (one transaction)."""
+
+    def get_stage_records(self, deployment: str) -> list[StageRecord]:
+        """The saved stages of a deployment, by stage name."""

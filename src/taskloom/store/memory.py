@@ -23,13 +23,16 @@ from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .base import (
     RUN_UPDATE_COLUMNS,
     ApiTokenRecord,
+    DeploymentRecord,
     PackageRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
     ServiceStartRecord,
+    StageRecord,
     WriteBatch,
 )
+from .pipelines import MemoryPipelines
 
 __all__ = ["MemoryStore"]
 
@@ -89,7 +92,7 @@ class _Worker:
     heartbeat_at: float
 
 
-class MemoryStore:
+class MemoryStore(MemoryPipelines):
     """Runs, attempts, logs and workers in dictionaries."""
 
     def __init__(self) -> None:
@@ -109,6 +112,8 @@ class MemoryStore:
         self._service_logs: dict[str, list[ServiceLogLine]] = {}
         self._last_service_log_id = 0
         self._api_tokens: dict[str, ApiTokenRecord] = {}
+        self._deployments: dict[str, DeploymentRecord] = {}
+        self._stages: dict[str, dict[str, StageRecord]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"

@@ -10,9 +10,9 @@ Decisions kept deliberately simple so one schema serves SQLite and PostgreSQL:
 
 The revisions in `migrations/versions` create exactly these tables (0001 runs, attempts,
 log lines and workers; 0002 services and their starts; 0003 service requests and
-service log lines; 0007 API tokens); a test compares the two with
-service log lines; 0006 packages); a test compares the two with
-Alembic's autogenerate, so change both together (with a new revision).
+service log lines; 0004 pipeline deployments and their stages; 0005 packages; 0006 API
+tokens); a test compares the two with Alembic's autogenerate, so change both together
+(with a new revision).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ __all__ = [
     "log_lines",
     "metadata",
     "packages",
+    "pipeline_deployments",
+    "pipeline_stages",
     "runs",
     "service_log_lines",
     "service_requests",
@@ -212,6 +214,42 @@ api_tokens = Table(
     Column("revoked_at", Double, nullable=True),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("token_hash"),
+)
+
+#: Deployments of stream pipelines, by name; `stop_requested` is how other processes
+#: (the CLI) ask the processes running one to stop it.
+pipeline_deployments = Table(
+    "pipeline_deployments",
+    metadata,
+    Column("name", String(200), nullable=False),
+    Column("pipeline", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("bus", Text, nullable=False),
+    Column("topics", Text, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("stopped_at", Double, nullable=True),
+    Column("stop_requested", Boolean, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    PrimaryKeyConstraint("name"),
+)
+
+#: The status of each stage of a deployment, saved periodically by the process running it.
+pipeline_stages = Table(
+    "pipeline_stages",
+    metadata,
+    Column("deployment", String(200), nullable=False),
+    Column("stage", String(200), nullable=False),
+    Column("task", String(400), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("messages_in", BigInteger, nullable=False),
+    Column("messages_out", BigInteger, nullable=False),
+    Column("dropped", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("restarts", BigInteger, nullable=False),
+    Column("last_timestamp", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("updated_at", Double, nullable=False),
+    PrimaryKeyConstraint("deployment", "stage"),
 )
 
 #: Column names in table order; rows read with `select(table)` come back in this order.

@@ -37,6 +37,7 @@ from .base import (
 from .connect import create_store_engine, resolve_database_url, sqlite_file
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
+from .pipelines import SqlPipelines
 from .rows import (
     ATTEMPT_READ,
     LOG_READ,
@@ -80,7 +81,7 @@ from .schema import (
 __all__ = ["SqlStore"]
 
 
-class SqlStore:
+class SqlStore(SqlPipelines):
     """The store on SQLite (a file, or in memory) or PostgreSQL (psycopg 3)."""
 
     def __init__(

@@ -7,6 +7,7 @@ JSON Schema (draft 2020-12); descriptions come from the docstring (Google, NumPy
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
 import typing
@@ -27,6 +28,12 @@ __all__ = ["Port", "Signature", "SpecialParams", "inspect_function"]
 
 SPECIAL_NAMES = ("config", "state", "timestamp", "context")
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+_ASYNC_ITERATORS = (
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncGenerator,
+    collections.abc.AsyncIterable,
+)
 
 # Types whose validated value is already what JSON would hold: no dump needed to store them.
 _JSON_NATIVE = (int, float, str, bool, type(None))
@@ -235,6 +242,8 @@ def _constructible(task: str, name: str, annotation: Any) -> type[Any]:
 def _outputs(task: str, annotation: Any, doc: Docstring) -> tuple[dict[str, Port], dict[str, Any]]:
     if annotation is inspect.Signature.empty:
         annotation = Any
+    if get_origin(annotation) in _ASYNC_ITERATORS:  # a source: its outputs are what it yields
+        annotation = (get_args(annotation) or (Any,))[0]
     base, metadata = _strip_annotated(annotation)
     outputs: dict[str, Port] = {}
     if base is None or base is type(None):

@@ -1,7 +1,7 @@
 """Task packages: one row per package, installed in its own virtual environment.
 
-Revision ID: 0006
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-23 00:00:00
 
 Written by hand to match `taskloom/store/schema.py` as it was at this revision; the
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,58 @@
+"""Stream stages: the issue's `adder` with state and config, a timer source and a printer.
+
+taskloom pipeline deploy examples/streams.yaml
+taskloom pipeline deploy examples/streams.yaml --bus nats://127.0.0.1:4222
+taskloom topic tail demo/sums
+taskloom topic publish demo/numbers.a 5
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import taskloom
+
+
+@dataclass
+class Counter:
+    count: int = 0
+
+
+@dataclass
+class Step:
+    step: int = 1
+
+
+@taskloom.task
+def adder(a: int, b: int, timestamp: int, state: Counter, config: Step) -> int:
+    """Add the latest `a` and `b`, plus a count that grows by `config.step` per call."""
+    state.count += config.step
+    return a + b + state.count
+
+
+@taskloom.task
+def printer(value: int, timestamp: int) -> None:
+    """Print each value with its timestamp (a sink: it has no outputs)."""
+    print(f"{timestamp}: {value}", flush=True)
+
+
+@dataclass
+class TickConfig:
+    period: float = 1.0
+    count: int = 10
+
+
+@taskloom.task
+async def ticks(config: TickConfig) -> AsyncIterator[int]:
+    """A source: 0, 1, 2, ... every `period` seconds, `count` times."""
+    for i in range(config.count):
+        yield i
+        await asyncio.sleep(config.period)
+
+
+#: The same pipeline as `streams.yaml`, for `taskloom pipeline deploy examples/streams.py:demo`.
+demo = taskloom.Pipeline("demo")
+demo.stage(adder, inputs={"a": "numbers.a", "b": "numbers.b"}, outputs=["sums"], config={"step": 2})
+demo.stage(printer, inputs={"value": "sums"})

@@ -1,0 +1,385 @@
+"""A deployment: a pipeline's stages running in this process, on a bus, in a namespace.
+
+Topics of a deployment named `demo` are `demo.<topic>` on the bus, so one pipeline can be
+deployed twice (under two names) without crosstalk. The deployment and the status of each
+of its stages are saved in the store every `status_interval` seconds (not per message),
+and a stop requested through the store (`taskloom pipeline stop`) is acted on then.
+The same deployment name may run in several processes over NATS, each process running
+some of the stages (`stages=[...]`): they share the namespace, the record and the stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from ..store import Store
+from ..store.base import DeploymentRecord, StageRecord
+from .buses import Bus, open_bus
+from .errors import DeploymentNotFoundError, PortValidationError, WiringError
+from .messages import Message, now_ms
+from .pipeline import Pipeline
+from .queues import Backpressure, Subscription
+from .runner import StageRunner
+from .status import DeploymentState, DeploymentStatus, StageState, StageStatus
+
+__all__ = ["Deployment", "deploy", "deployment_status", "request_stop"]
+
+logger = logging.getLogger("taskloom.streams")
+
+_PLAIN = (int, float, str, bool, bytes)
+
+
+class Deployment:
+    """A running pipeline (or the part of it this process runs). See `deploy()`."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        name: str,
+        bus: Bus,
+        owns_bus: bool,
+        store: Store | None,
+        stages: Iterable[str] | None,
+        configs: dict[str, Any],
+        status_interval: float,
+    ) -> None:
+        self.pipeline = pipeline
+        self.name = name
+        self.bus = bus
+        self.store = store
+        self.namespace = f"{name}."
+        self.status_interval = status_interval
+        self._owns_bus = owns_bus
+        self._configs = configs
+        chosen = set(stages) if stages is not None else None
+        self.local_stages = [s for s in pipeline.stages if chosen is None or s.name in chosen]
+        self.runners: list[StageRunner] = []
+        self.started_at = time.time()
+        self.stopped_at: float | None = None
+        self.state = DeploymentState.RUNNING
+        self._stopped = asyncio.Event()
+        self._status_task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        # Kept in the final record: the other processes of this deployment stop on it too.
+        self._stop_requested = False
+        self._on_stop: list[Callable[[Deployment], None]] = []
+        self._validators: dict[str, list[tuple[str, str, Any, Callable[[Any], Any]]]] = {}
+        self._subscriptions: list[Subscription] = []
+
+    def __repr__(self) -> str:
+        return f"<Deployment {self.name!r} of {self.pipeline.name!r} on {self.bus.url}>"
+
+    async def _start(self) -> None:
+        if self._owns_bus:
+            await self.bus.start()
+        try:
+            self.runners = [
+                StageRunner(
+                    spec, namespace=self.namespace, bus=self.bus, config=self._configs[spec.name]
+                )
+                for spec in self.local_stages
+            ]
+            # Every stage listens before any source publishes.
+            readies = [s.ready for r in self.runners for s in r.subscriptions if s.ready]
+            if readies:
+                await asyncio.gather(*readies)
+            await self._save(with_record=True)
+        except BaseException:
+            for runner in self.runners:
+                await runner.stop()
+            if self._owns_bus:
+                await self.bus.close()
+            raise
+        for runner in self.runners:
+            runner.start()
+        self._status_task = asyncio.get_running_loop().create_task(self._report())
+
+    # messages from outside -------------------------------------------------------------
+    async def publish(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        timestamp: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish `value` on `topic` (timestamp: now in ms by default).
+
+        The value is checked against the type of every stage input the topic feeds;
+        `PortValidationError` names the stage, the input and what was expected.
+        """
+        for stage, port, annotation, validate in self._validators_for(topic):
+            if type(value) is annotation:
+                continue
+            try:
+                value = validate(value)
+            except ValidationError as exc:
+                message = "; ".join(e["msg"] for e in exc.errors())
+                raise PortValidationError(self.name, topic, stage, port, message) from None
+        stamp = now_ms() if timestamp is None else timestamp
+        await self.bus.publish(self.namespace + topic, Message(stamp, value, metadata))
+
+    def _validators_for(self, topic: str) -> list[tuple[str, str, Any, Callable[[Any], Any]]]:
+        validators = self._validators.get(topic)
+        if validators is None:
+            validators = []
+            for spec in self.pipeline.stages:
+                for port, wired in spec.inputs.items():
+                    input_port = spec.input_ports.get(port)
+                    if wired == topic and input_port is not None:
+                        annotation = input_port.annotation
+                        adapter = TypeAdapter(annotation)
+                        validators.append((spec.name, port, annotation, adapter.validate_python))
+            self._validators[topic] = validators
+        return validators
+
+    def subscribe(
+        self,
+        topic: str,
+        *,
+        maxsize: int = 1000,
+        backpressure: Backpressure | str = Backpressure.BLOCK,
+    ) -> Subscription:
+        """A subscription to `topic`: `async for message in deployment.subscribe("sums")`.
+
+        Over NATS, `await subscription.ready` before relying on messages from other
+        processes. Close it (or use `async with`) when done: a `block` subscription
+        nobody reads holds its producers back.
+        """
+        subscription = self.bus.subscribe(
+            self.namespace + topic, maxsize=maxsize, policy=backpressure
+        )
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def has_subscribers(self, topic: str) -> bool:
+        """Whether anyone listens to `topic` of this deployment."""
+        return await self.bus.has_subscribers(self.namespace + topic)
+
+    # status -------------------------------------------------------------------------------
+    def stage_statuses(self) -> list[StageStatus]:
+        """The live status of the stages this process runs."""
+        now = time.time()
+        statuses = [runner.status() for runner in self.runners]
+        for status in statuses:
+            status.updated_at = now
+        return statuses
+
+    def status(self) -> DeploymentStatus:
+        """The live status of this process's part of the deployment."""
+        return DeploymentStatus(
+            name=self.name,
+            pipeline=self.pipeline.name,
+            state=self.state,
+            bus=self.bus.url,
+            started_at=self.started_at,
+            stopped_at=self.stopped_at,
+            topics=self.pipeline.topics(),
+            stages=self.stage_statuses(),
+        )
+
+    async def _save(self, *, with_record: bool) -> None:
+        store = self.store
+        if store is None:
+            return
+        record = DeploymentRecord(
+            name=self.name,
+            pipeline=self.pipeline.name,
+            state=self.state.value,
+            bus=self.bus.url,
+            topics=self.pipeline.topics(),
+            started_at=self.started_at,
+            stopped_at=self.stopped_at,
+            stop_requested=self._stop_requested,
+            updated_at=time.time(),
+        )
+        stages = [_stage_record(self.name, s) for s in self.stage_statuses()]
+
+        def save() -> None:
+            # The record only at the start and the end: a periodic save would overwrite a
+            # stop request made in between.
+            if with_record:
+                store.save_deployment(record)
+            store.save_stage_records(self.name, stages)
+
+        await asyncio.to_thread(save)
+
+    async def _report(self) -> None:
+        store = self.store
+        while True:
+            await asyncio.sleep(self.status_interval)
+            try:
+                await self._save(with_record=False)
+                if store is not None:
+                    record = await asyncio.to_thread(store.get_deployment, self.name)
+                    if record is not None and record.stop_requested:
+                        self._stop_requested = True
+                        self._stopping = asyncio.get_running_loop().create_task(self.stop())
+                        return
+            except Exception as exc:  # the store is away for a moment: try next time
+                logger.warning("deployment %r: could not save its status: %s", self.name, exc)
+
+    # the end ------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Stop every stage this process runs, save the final status, release the bus."""
+        if self.state is DeploymentState.STOPPED:
+            await self._stopped.wait()
+            return
+        self.state = DeploymentState.STOPPED
+        task = self._status_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for runner in self.runners:
+            await runner.stop()
+        for subscription in self._subscriptions:
+            subscription.close()
+        self.stopped_at = time.time()
+        try:
+            await self._save(with_record=True)
+        finally:
+            if self._owns_bus:
+                await self.bus.close()
+            self._stopped.set()
+            for callback in self._on_stop:
+                callback(self)
+
+    async def wait(self) -> None:
+        """Until the deployment is stopped (by `stop()` or a stop request in the store)."""
+        await self._stopped.wait()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def add_stop_callback(self, callback: Callable[[Deployment], None]) -> None:
+        self._on_stop.append(callback)
+
+    async def __aenter__(self) -> Deployment:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+def _stage_record(deployment: str, status: StageStatus) -> StageRecord:
+    return StageRecord(
+        deployment=deployment,
+        stage=status.stage,
+        task=status.task,
+        state=status.state.value,
+        messages_in=status.messages_in,
+        messages_out=status.messages_out,
+        dropped=status.dropped,
+        errors=status.errors,
+        restarts=status.restarts,
+        last_timestamp=status.last_timestamp,
+        last_error=status.last_error,
+        updated_at=status.updated_at,
+    )
+
+
+async def deploy(
+    pipeline: Pipeline,
+    *,
+    name: str | None = None,
+    bus: Bus | str | None = None,
+    store: Store | None = None,
+    stages: Iterable[str] | None = None,
+    status_interval: float = 1.0,
+) -> Deployment:
+    """Check the pipeline's wiring and configs, then run its stages in this process.
+
+    - `name`: the deployment's name and topic namespace (default: the pipeline's name).
+    - `bus`: a bus, or its URL (`memory://`, the default, or `nats://host:port`); a bus
+      given by URL is opened here and closed with the deployment.
+    - `stages`: names of the stages to run in this process (default: all of them).
+    """
+    configs = pipeline.check()
+    deployment_name = name or pipeline.name
+    if name is not None and not isinstance(name, str):
+        raise WiringError(pipeline.name, [f"deployment name {name!r} must be a string"])
+    chosen = None if stages is None else list(stages)
+    if chosen is not None:
+        known = {s.name for s in pipeline.stages}
+        unknown = [s for s in chosen if s not in known]
+        if unknown:
+            raise WiringError(
+                pipeline.name,
+                [
+                    f"stage {s!r} does not exist (stages: {', '.join(sorted(known))})"
+                    for s in unknown
+                ],
+            )
+    owns_bus = bus is None or isinstance(bus, str)
+    the_bus = open_bus(bus) if bus is None or isinstance(bus, str) else bus
+    from .wiring import NAME
+
+    if not NAME.match(deployment_name):
+        raise WiringError(
+            pipeline.name,
+            [f"deployment name {deployment_name!r}: use letters, digits, '_' and '-' only"],
+        )
+    deployment = Deployment(
+        pipeline,
+        name=deployment_name,
+        bus=the_bus,
+        owns_bus=owns_bus,
+        store=store,
+        stages=chosen,
+        configs=configs,
+        status_interval=status_interval,
+    )
+    await deployment._start()
+    return deployment
+
+
+def deployment_status(store: Store, name: str) -> DeploymentStatus:
+    """The saved status of a deployment (every process's stages); blocking, store I/O."""
+    record = store.get_deployment(name)
+    if record is None:
+        raise DeploymentNotFoundError(name)
+    stages = [
+        StageStatus(
+            stage=r.stage,
+            task=r.task,
+            state=StageState(r.state),
+            messages_in=r.messages_in,
+            messages_out=r.messages_out,
+            dropped=r.dropped,
+            errors=r.errors,
+            restarts=r.restarts,
+            last_timestamp=r.last_timestamp,
+            last_error=r.last_error,
+            updated_at=r.updated_at,
+        )
+        for r in store.get_stage_records(name)
+    ]
+    return DeploymentStatus(
+        name=record.name,
+        pipeline=record.pipeline,
+        state=DeploymentState(record.state),
+        bus=record.bus,
+        started_at=record.started_at,
+        stopped_at=record.stopped_at,
+        stop_requested=record.stop_requested,
+        topics=record.topics or {},
+        stages=stages,
+    )
+
+
+def request_stop(store: Store, name: str) -> DeploymentStatus:
+    """Ask the processes running a deployment to stop it (they act within a status
+    interval); blocking, store I/O."""
+    if not store.request_deployment_stop(name):
+        raise DeploymentNotFoundError(name)
+    return deployment_status(store, name)

@@ -1,0 +1,256 @@
+"""`Pipeline`: a graph of stages wired by topics, built in Python or read from YAML."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter
+
+from ..exceptions import InputValidationError, TaskDefinitionError
+from ..loading import load_module
+from ..policies import RestartPolicy
+from ..tasks.definition import FunctionTask
+from ..tasks.signature import validate_special
+from .errors import StageConfigError, WiringError
+from .queues import Backpressure
+from .stages import DEFAULT_RESTART, StageSpec, ports_of, wire_outputs
+from .wiring import NAME, check_stages, type_name
+
+__all__ = ["Pipeline"]
+
+_STAGE_KEYS = frozenset(
+    {
+        "task",
+        "name",
+        "label",
+        "inputs",
+        "outputs",
+        "config",
+        "synchronized",
+        "queue_size",
+        "backpressure",
+        "thread_safe",
+    }
+)
+
+
+class Pipeline:
+    """Stages wired by topics; deploy it with `await engine.deploy(pipeline)`.
+
+    p = taskloom.Pipeline("demo")
+    p.stage(adder, inputs={"a": "numbers.a", "b": "numbers.b"}, outputs=["sums"])
+    p.stage(printer, inputs={"value": "sums"})
+    """
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not NAME.match(name):
+            raise WiringError(str(name), ["a pipeline name uses letters, digits, '_' and '-' only"])
+        self.name = name
+        self.stages: list[StageSpec] = []
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r} stages={[s.name for s in self.stages]}>"
+
+    def stage(
+        self,
+        task: Any,
+        *,
+        inputs: Mapping[str, str] | None = None,
+        outputs: Sequence[str] | Mapping[str, str] | str | None = None,
+        config: Any = None,
+        name: str | None = None,
+        label: str | None = None,
+        synchronized: bool = True,
+        queue_size: int = 1000,
+        backpressure: Backpressure | str = Backpressure.BLOCK,
+        restart: RestartPolicy | None = None,
+        thread_safe: bool | None = None,
+    ) -> StageSpec:
+        """Add a stage; the wiring is checked as a whole by `check()` (and at deploy).
+
+        - `inputs`: input port (parameter) -> topic.
+        - `outputs`: topics in the order of the output ports, or port -> topic; none: a sink.
+        - `config`: a mapping or an instance of the `config` parameter's class.
+        - `synchronized`: release messages in timestamp order across inputs (each input
+          waits while another input could still deliver an older message); False takes
+          whatever is queued, oldest first, without waiting for the other inputs.
+        - `queue_size`, `backpressure`: each input's bounded queue, and what a full one
+          does (`block` the producer, or `drop_oldest` and count it).
+        - `restart`: the `RestartPolicy` after the stage raises (default: at once, always).
+        - `thread_safe`: run a sync function in a worker thread (default: the task's).
+        """
+        try:
+            kind, input_ports, output_ports, config_type = ports_of(task)
+        except TypeError as exc:
+            raise WiringError(self.name, [str(exc)]) from None
+        if queue_size < 1:
+            raise WiringError(self.name, [f"queue_size must be >= 1, got {queue_size}"])
+        try:
+            policy = Backpressure(backpressure)
+        except ValueError:
+            raise WiringError(
+                self.name,
+                [f"backpressure {backpressure!r}: expected 'block' or 'drop_oldest'"],
+            ) from None
+        wired_outputs, problems = wire_outputs(output_ports, outputs)
+        if isinstance(task, FunctionTask):
+            default_name, default_label = task.name, task.label
+            default_thread_safe = task.options.thread_safe
+        else:
+            default_name = task.__name__
+            default_label = task.label or task.__name__
+            default_thread_safe = False
+        spec = StageSpec(
+            name=name or default_name,
+            task=task,
+            kind=kind,
+            label=label or default_label,
+            inputs=dict(inputs or {}),
+            outputs=wired_outputs,
+            input_ports=input_ports,
+            output_ports=output_ports,
+            config=config,
+            config_type=config_type,
+            synchronized=synchronized,
+            queue_size=queue_size,
+            backpressure=policy,
+            restart=restart or DEFAULT_RESTART,
+            thread_safe=default_thread_safe if thread_safe is None else thread_safe,
+            problems=problems,
+        )
+        self.stages.append(spec)
+        return spec
+
+    def get(self, name: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.stages)
+        raise KeyError(f"pipeline {self.name!r} has no stage {name!r} (stages: {known})")
+
+    def check(self) -> dict[str, Any]:
+        """Refuse a mis-wired pipeline (`WiringError`) or a bad config (`StageConfigError`).
+
+        Returns each stage's validated config (None for a stage without one).
+        """
+        problems = check_stages(self.stages)
+        for spec in self.stages:
+            if spec.config is not None and spec.config_type is None:
+                problems.append(
+                    f"stage {spec.name!r}: config given, but it takes none "
+                    "(it has no `config` parameter or `Config` class)"
+                )
+        if problems:
+            raise WiringError(self.name, problems)
+        configs: dict[str, Any] = {}
+        for spec in self.stages:
+            if spec.config_type is None:
+                configs[spec.name] = None
+                continue
+            try:
+                configs[spec.name] = validate_special(
+                    spec.name, "config", spec.config_type, spec.config
+                )
+            except InputValidationError as exc:
+                raise StageConfigError(self.name, spec.name, exc.errors) from None
+        return configs
+
+    def topics(self) -> dict[str, dict[str, Any]]:
+        """Each topic with the stage ports that publish to and read from it (with the JSON
+        Schema of each input, so another process can check what it publishes)."""
+        topics: dict[str, dict[str, Any]] = {}
+        for spec in self.stages:
+            for port, topic in spec.outputs.items():
+                entry = topics.setdefault(topic, {"producers": [], "consumers": []})
+                annotation = spec.output_ports[port].annotation
+                entry["producers"].append(
+                    {"stage": spec.name, "port": port, "type": type_name(annotation)}
+                )
+            for port, topic in spec.inputs.items():
+                entry = topics.setdefault(topic, {"producers": [], "consumers": []})
+                annotation = spec.input_ports[port].annotation if port in spec.input_ports else Any
+                entry["consumers"].append(
+                    {
+                        "stage": spec.name,
+                        "port": port,
+                        "type": type_name(annotation),
+                        "schema": _json_schema(annotation),
+                    }
+                )
+        return topics
+
+    # from files ----------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: Path | None = None) -> Pipeline:
+        """A pipeline from its YAML/JSON form (see docs/howto/streams.md)."""
+        if not isinstance(data, Mapping) or "name" not in data:
+            raise WiringError("?", ["the file needs a `name` and a list of `stages`"])
+        pipeline = cls(str(data["name"]))
+        stages = data.get("stages")
+        if not isinstance(stages, list) or not stages:
+            raise WiringError(pipeline.name, ["`stages` must be a non-empty list"])
+        for index, entry in enumerate(stages):
+            where = f"stages[{index}]"
+            if not isinstance(entry, Mapping) or "task" not in entry:
+                raise WiringError(pipeline.name, [f"{where}: needs `task: module:attr`"])
+            unknown = sorted(set(entry) - _STAGE_KEYS)
+            if unknown:
+                raise WiringError(
+                    pipeline.name,
+                    [
+                        f"{where}: unknown key(s) {', '.join(unknown)} "
+                        f"(known: {', '.join(sorted(_STAGE_KEYS))})"
+                    ],
+                )
+            options = {k: v for k, v in entry.items() if k != "task"}
+            pipeline.stage(load_object(str(entry["task"]), base=base), **options)
+        return pipeline
+
+    @classmethod
+    def load(cls, path: str | Path) -> Pipeline:
+        """Read a pipeline from a YAML (or JSON) file."""
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise WiringError(str(path), [f"cannot read the file: {exc}"]) from None
+        except yaml.YAMLError as exc:
+            raise WiringError(str(path), [f"not valid YAML: {exc}"]) from None
+        return cls.from_dict(data, base=file.resolve().parent)
+
+
+def _json_schema(annotation: Any) -> dict[str, Any] | None:
+    """The JSON Schema of a port's type (what other processes check values with), if any."""
+    try:
+        return TypeAdapter(annotation).json_schema()
+    except Exception:  # a type pydantic cannot describe: values are not checked outside
+        return None
+
+
+def load_object(target: str, *, base: Path | None = None) -> Any:
+    """The object `module:attr` or `path/file.py:attr` names (paths relative to `base`)."""
+    module_part, sep, attr = target.partition(":")
+    if not sep or not attr:
+        raise TaskDefinitionError(f"{target!r}: give `module:attr` or `path/file.py:attr`")
+    if module_part.endswith(".py") and base is not None and not Path(module_part).is_absolute():
+        module_part = str(base / module_part)
+    obj: Any = load_module(module_part)
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TaskDefinitionError(f"{module_part!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def load_pipeline(target: str) -> Pipeline:
+    """A pipeline from a YAML/JSON file or a `module:attr` naming a `Pipeline`."""
+    if target.endswith((".yaml", ".yml", ".json")):
+        return Pipeline.load(target)
+    obj = load_object(target)
+    if not isinstance(obj, Pipeline):
+        raise TaskDefinitionError(f"{target!r} is not a taskloom.Pipeline, got {obj!r}")
+    return obj

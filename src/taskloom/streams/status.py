@@ -1,0 +1,91 @@
+"""The status of a deployment and of each of its stages, as kept in the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..runs import ErrorInfo
+
+__all__ = ["DeploymentState", "DeploymentStatus", "StageState", "StageStatus"]
+
+
+class StageState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"  # it raised; its restart policy starts it again
+    FAILED = "failed"  # it raised and its restart policy gave up
+    FINISHED = "finished"  # a source ran out, or every input ended
+    STOPPED = "stopped"
+
+
+class DeploymentState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(slots=True, kw_only=True)
+class StageStatus:
+    """One stage: its state and its counters since the deployment started."""
+
+    stage: str
+    task: str
+    state: StageState
+    messages_in: int = 0
+    messages_out: int = 0
+    dropped: int = 0
+    errors: int = 0
+    restarts: int = 0
+    last_timestamp: int | None = None
+    last_error: ErrorInfo | None = None
+    updated_at: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "task": self.task,
+            "state": self.state.value,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "restarts": self.restarts,
+            "last_timestamp": self.last_timestamp,
+            "last_error": self.last_error.as_dict() if self.last_error else None,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class DeploymentStatus:
+    """A deployment: its pipeline, bus, state, and its stages (in every process)."""
+
+    name: str
+    pipeline: str
+    state: DeploymentState
+    bus: str
+    started_at: float
+    stopped_at: float | None = None
+    stop_requested: bool = False
+    topics: dict[str, Any] = field(default_factory=dict)
+    stages: list[StageStatus] = field(default_factory=list)
+
+    def stage(self, name: str) -> StageStatus:
+        for stage in self.stages:
+            if stage.stage == name:
+                return stage
+        raise KeyError(f"deployment {self.name!r} has no stage {name!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pipeline": self.pipeline,
+            "state": self.state.value,
+            "bus": self.bus,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "stop_requested": self.stop_requested,
+            "topics": self.topics,
+            "stages": [s.as_dict() for s in self.stages],
+        }

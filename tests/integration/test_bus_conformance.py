@@ -1,0 +1,169 @@
+"""The bus contract, on the in-process bus and on NATS.
+
+Each NATS case runs twice: publisher and subscriber on one connection (the message is
+handed over in-process) and on two connections (it crosses the server, serialised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from nats_support import require_nats
+from support import WAIT, until
+from taskloom.streams import Bus, MemoryBus, Message, Subscription
+from taskloom.streams.buses.nats import NatsBus, decode, encode
+
+
+@dataclass
+class Pair:
+    publisher: Bus
+    subscriber: Bus
+    crosses: bool  # messages leave the process (serialised)
+
+
+@pytest.fixture(params=["memory", "nats-local", "nats-remote"])
+async def buses(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    if request.param == "memory":
+        bus = MemoryBus()
+        await bus.start()
+        yield Pair(bus, bus, crosses=False)
+        await bus.close()
+        return
+    url = require_nats()
+    prefix = f"test{uuid.uuid4().hex[:12]}"  # no crosstalk between tests
+    one = NatsBus(url, prefix=prefix)
+    await one.start()
+    two = one
+    if request.param == "nats-remote":
+        two = NatsBus(url, prefix=prefix)
+        await two.start()
+    yield Pair(two, one, crosses=two is not one)
+    await one.close()
+    if two is not one:
+        await two.close()
+
+
+async def subscribe(bus: Bus, topic: str, **options: Any) -> Subscription:
+    subscription = bus.subscribe(topic, **options)
+    assert subscription.ready is not None
+    await asyncio.wait_for(subscription.ready, WAIT)
+    return subscription
+
+
+async def take(subscription: Subscription, count: int) -> list[Message]:
+    async with asyncio.timeout(WAIT):
+        return [await subscription.get() for _ in range(count)]
+
+
+async def test_messages_arrive_in_order_with_timestamps_and_metadata(buses: Pair) -> None:
+    subscription = await subscribe(buses.subscriber, "demo.sums")
+    for t in range(50):
+        await buses.publisher.publish("demo.sums", Message(1000 + t, t))
+    await buses.publisher.publish("demo.sums", Message(2000, "last", {"unit": "mm"}))
+    got = await take(subscription, 51)
+    assert got[:50] == [Message(1000 + t, t) for t in range(50)]
+    assert got[50] == Message(2000, "last", {"unit": "mm"})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -7,
+        2**40,
+        1.5,
+        "text",
+        "",
+        b"\x00\xffraw",
+        b"",
+        {"a": [1, 2, {"b": None}]},
+        [1, "x"],
+        True,
+    ],
+)
+async def test_values_survive_the_trip(buses: Pair, value: Any) -> None:
+    subscription = await subscribe(buses.subscriber, "values")
+    await buses.publisher.publish("values", Message(1, value))
+    (got,) = await take(subscription, 1)
+    assert got.value == value
+    assert type(got.value) is type(value)
+
+
+async def test_every_subscription_gets_every_message(buses: Pair) -> None:
+    first = await subscribe(buses.subscriber, "fan")
+    second = await subscribe(buses.subscriber, "fan")
+    other = await subscribe(buses.subscriber, "fan.other")
+    for t in range(5):
+        await buses.publisher.publish("fan", Message(t, t))
+    assert [m.value for m in await take(first, 5)] == list(range(5))
+    assert [m.value for m in await take(second, 5)] == list(range(5))
+    assert not other.buffer
+
+
+async def test_a_closed_subscription_gets_nothing_more(buses: Pair) -> None:
+    keep = await subscribe(buses.subscriber, "closing")
+    gone = await subscribe(buses.subscriber, "closing")
+    gone.close()
+    await buses.publisher.publish("closing", Message(1, 1))
+    assert await take(keep, 1) == [Message(1, 1)]
+    assert not gone.buffer
+    assert [m async for m in gone] == []
+
+
+async def test_anyone_listening(buses: Pair) -> None:
+    assert not await buses.publisher.has_subscribers("quiet")
+    subscription = await subscribe(buses.subscriber, "quiet")
+    assert await buses.publisher.has_subscribers("quiet")
+    subscription.close()
+
+    async def nobody() -> bool:
+        return not await buses.publisher.has_subscribers("quiet")
+
+    await until(nobody)
+
+
+async def test_drop_oldest_bounds_a_subscription_that_is_not_read(buses: Pair) -> None:
+    subscription = await subscribe(buses.subscriber, "flood", maxsize=10, policy="drop_oldest")
+    for t in range(100):
+        await buses.publisher.publish("flood", Message(t, t))
+
+    async def all_seen() -> bool:
+        return len(subscription.buffer) + subscription.dropped == 100
+
+    await until(all_seen)
+    assert len(subscription.buffer) == 10
+    assert [m.value for m in subscription.buffer] == list(range(90, 100))
+
+
+async def test_block_delivers_everything_to_a_slow_reader(buses: Pair) -> None:
+    subscription = await subscribe(buses.subscriber, "steady", maxsize=4, policy="block")
+
+    async def produce() -> None:
+        for t in range(40):
+            await buses.publisher.publish("steady", Message(t, t))
+
+    producer = asyncio.create_task(produce())
+    got: list[int] = []
+    while len(got) < 40:
+        message = await asyncio.wait_for(subscription.get(), WAIT)
+        got.append(message.value)
+        assert len(subscription.buffer) <= 4
+        await asyncio.sleep(0)
+    await asyncio.wait_for(producer, WAIT)
+    assert got == list(range(40))
+    assert subscription.dropped == 0
+
+
+def test_the_wire_format_round_trips() -> None:
+    for message in (
+        Message(-5, {"k": [1.5, None]}),
+        Message(2**62, b"\x00bytes", {"content": "video", "codec": "h264"}),
+        Message(0, "text", None),
+    ):
+        assert decode(encode(message)) == message

@@ -1,0 +1,97 @@
+"""The pipeline part of the store contract, on memory, a SQLite file and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskloom.runs import ErrorInfo
+from taskloom.store import DeploymentRecord, StageRecord, Store
+
+if TYPE_CHECKING:
+    from conftest import Backend
+
+
+def record(name: str = "demo", **fields: object) -> DeploymentRecord:
+    values: dict[str, object] = {
+        "name": name,
+        "pipeline": "demo",
+        "state": "running",
+        "bus": "memory://",
+        "started_at": 1000.0,
+        "topics": {"sums": {"producers": [{"stage": "adder"}], "consumers": []}},
+        "updated_at": 1000.5,
+    }
+    values.update(fields)
+    return DeploymentRecord(**values)  # type: ignore[arg-type]
+
+
+def test_a_deployment_is_saved_replaced_and_listed(store: Store) -> None:
+    assert store.get_deployment("demo") is None
+    store.save_deployment(record())
+    store.save_deployment(record("other", bus="nats://127.0.0.1:4222"))
+    assert store.get_deployment("demo") == record()
+    store.save_deployment(record(state="stopped", stopped_at=1010.0))
+    saved = store.get_deployment("demo")
+    assert saved is not None
+    assert (saved.state, saved.stopped_at) == ("stopped", 1010.0)
+    assert [r.name for r in store.list_deployments()] == ["demo", "other"]
+
+
+def test_a_stop_request_is_kept_until_the_record_is_saved_again(store: Store) -> None:
+    assert store.request_deployment_stop("demo") is False
+    store.save_deployment(record())
+    assert store.request_deployment_stop("demo") is True
+    saved = store.get_deployment("demo")
+    assert saved is not None
+    assert saved.stop_requested
+    store.save_deployment(record())
+    saved = store.get_deployment("demo")
+    assert saved is not None
+    assert not saved.stop_requested
+
+
+def test_stage_records_are_upserted_per_stage(store: Store) -> None:
+    error = ErrorInfo(type="ValueError", message="bad", traceback="tb")
+    first = StageRecord(
+        deployment="demo", stage="adder", task="adder", state="running", messages_in=3
+    )
+    second = StageRecord(
+        deployment="demo",
+        stage="printer",
+        task="mod.printer",
+        state="restarting",
+        messages_in=2,
+        messages_out=0,
+        dropped=1,
+        errors=1,
+        restarts=1,
+        last_timestamp=1_795_000_000_123,
+        last_error=error,
+        updated_at=5.0,
+    )
+    store.save_stage_records("demo", [second, first])
+    assert store.get_stage_records("demo") == [first, second]
+    store.save_stage_records(
+        "demo",
+        [
+            StageRecord(
+                deployment="demo", stage="adder", task="adder", state="stopped", messages_in=9
+            )
+        ],
+    )
+    stages = store.get_stage_records("demo")
+    assert [(s.stage, s.state, s.messages_in) for s in stages] == [
+        ("adder", "stopped", 9),
+        ("printer", "restarting", 2),
+    ]
+    assert store.get_stage_records("other") == []
+    store.save_stage_records("demo", [])
+
+
+def test_another_store_on_the_same_database_sees_it(shared_backend: Backend) -> None:
+    one, two = shared_backend.open(), shared_backend.open()
+    one.save_deployment(record())
+    assert two.request_deployment_stop("demo")
+    saved = one.get_deployment("demo")
+    assert saved is not None
+    assert saved.stop_requested
