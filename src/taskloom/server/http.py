@@ -88,7 +88,12 @@ class HttpServer:
             self.auth = await asyncio.to_thread(auth_required, store, loopback=loopback)
         self._socket = self._bind()
         self.port = int(self._socket.getsockname()[1])
-        app = create_app(engine, auth_required=self.auth, database=self.database)
+        app = create_app(
+            engine,
+            auth_required=self.auth,
+            database=self.database,
+            venvs_dir=self.settings.venvs_dir,
+        )
         config = uvicorn.Config(
             app,
             lifespan="off",
