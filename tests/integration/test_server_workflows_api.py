@@ -232,6 +232,10 @@ async def test_unparsable_text_and_bad_bodies_are_422s(api: httpx.AsyncClient) -
     response = await api.post("/workflows", json={"workflow": "steps: [unclosed"})
     assert response.status_code == 422
     assert "cannot parse the text" in error_of(response)["message"]
+    aliased = "name: w\nsteps:\n  a: &x {task: adder, inputs: {a: 1, b: 2}}\n  b: *x\n"
+    response = await api.post("/workflows", json={"workflow": aliased})
+    assert response.status_code == 422
+    assert "aliases (*name) are not accepted" in error_of(response)["message"]
     response = await api.post("/workflows", json={"workflow": 3})
     assert response.status_code == 422
     assert error_of(response)["type"] == "RequestValidationError"

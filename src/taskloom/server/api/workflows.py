@@ -74,11 +74,22 @@ def _check_served(workflow: Workflow, resolve: Resolver) -> None:
         raise WorkflowProblems(problems)
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases (`*name`): a few lines of them can stand for an exponential
+    amount of data, which no workflow needs."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", mark)
+        return super().compose_node(parent, index)
+
+
 def _parse(given: dict[str, Any] | str) -> Workflow:
     data: Any = given
     if isinstance(given, str):
         try:
-            data = yaml.safe_load(given)
+            data = yaml.load(given, Loader=_NoAliasLoader)  # a SafeLoader, without aliases
         except yaml.YAMLError as exc:
             raise WorkflowValidationError("workflow", f"cannot parse the text: {exc}") from None
     return Workflow.from_dict(data)
