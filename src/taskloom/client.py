@@ -1,10 +1,12 @@
 """The HTTP client: the engine's operations on a `taskloom serve` server, from Python.
 
 `Client` is synchronous, `AsyncClient` asynchronous; both mirror the engine (`submit`,
-`wait`, `get_run`, `list_runs`, `cancel`, `get_logs`, `get_attempts`, `tasks`, and the
-service operations) and raise the engine's exceptions: `InputValidationError` with its
-`FieldError`s on a 422, `UnknownTaskError` and `RunNotFoundError` on a 404, and so on.
-Runs come back as `Run` objects, service statuses as dictionaries.
+`wait`, `get_run`, `list_runs`, `cancel`, `get_logs`, `get_attempts`, `tasks`, the
+service operations, `submit_workflow`, `get_workflow`, `rerun_workflow`, and the package
+operations) and raise the engine's exceptions: `InputValidationError` with its
+`FieldError`s and `WorkflowValidationError` on a 422, `UnknownTaskError` and
+`RunNotFoundError` on a 404, and so on. Runs come back as `Run` objects, service
+statuses, workflow runs with their steps and packages as dictionaries.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from .exceptions import (
     TaskloomError,
     UnknownTaskError,
     WaitTimeoutError,
+    WorkflowError,
+    WorkflowValidationError,
 )
+from .packages.errors import PackageError, UnknownPackageError
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .services.errors import ServiceError, ServiceRunningError, UnknownServiceError
+from .workflows import Workflow
 
 __all__ = ["AsyncClient", "Client", "ClientError"]
 
@@ -73,6 +79,16 @@ def _error_from(response: httpx.Response) -> TaskloomError:
         exc = UnknownServiceError(str(error.get("name", "")))
         exc.args = (message,)
         return exc
+    if kind == "WorkflowValidationError":
+        step, field = error.get("step"), error.get("field")
+        exc = WorkflowValidationError(
+            str(error.get("workflow", "")),
+            str(error.get("problem", message)),
+            step=None if step is None else str(step),
+            field=None if field is None else str(field),
+        )
+        exc.args = (message,)  # every problem the server found, one per line
+        return exc
     simple: dict[str, type[TaskloomError]] = {
         "ServiceRunningError": ServiceRunningError,
         "ServiceError": ServiceError,
@@ -80,6 +96,10 @@ def _error_from(response: httpx.Response) -> TaskloomError:
         "EngineClosedError": EngineClosedError,
         "StoreError": StoreError,
         "TaskDefinitionError": TaskDefinitionError,
+        "WorkflowError": WorkflowError,
+        "NotAWorkflowRunError": WorkflowError,
+        "PackageError": PackageError,
+        "UnknownPackageError": UnknownPackageError,
     }
     if kind in simple:
         return simple[kind](message)
@@ -146,6 +166,16 @@ def _list_params(
     if before is not None:
         params["cursor"] = before
     return params
+
+
+def _workflow_body(
+    workflow: Workflow | dict[str, Any] | str, inputs: dict[str, Any] | None, priority: int | None
+) -> dict[str, Any]:
+    data = workflow.to_dict() if isinstance(workflow, Workflow) else workflow
+    body: dict[str, Any] = {"workflow": data, "inputs": inputs or {}}
+    if priority is not None:
+        body["priority"] = priority
+    return body
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -323,6 +353,53 @@ class Client:
         ]
         return lines
 
+    # workflows ------------------------------------------------------------------------
+    def submit_workflow(
+        self,
+        workflow: Workflow | dict[str, Any] | str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+    ) -> Run:
+        """Start a workflow (a `Workflow`, its data form, or YAML text) on the server; its
+        steps must name tasks the server serves. Raises `WorkflowValidationError` or
+        `InputValidationError`, and nothing is run."""
+        body = _workflow_body(workflow, inputs, priority)
+        return _run(self._call("POST", "/workflows", json=body))
+
+    def get_workflow(self, run_id: str) -> dict[str, Any]:
+        """The workflow run (`run`), its workflow (`workflow`) and its `steps`."""
+        result: dict[str, Any] = self._call("GET", f"/workflows/{run_id}")
+        return result
+
+    def rerun_workflow(self, run_id: str) -> Run:
+        """A new run of a finished workflow run, reusing the steps that completed."""
+        return _run(self._call("POST", f"/workflows/{run_id}/rerun"))
+
+    # packages -------------------------------------------------------------------------
+    def packages(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/packages")
+        return result
+
+    def package(self, name: str) -> dict[str, Any]:
+        """One package with its install log (raises `UnknownPackageError`)."""
+        result: dict[str, Any] = self._call("GET", f"/packages/{name}")
+        return result
+
+    def add_package(self, source: str, *, pip_args: Collection[str] = ()) -> dict[str, Any]:
+        """Start installing a package (admins); returns it `installing`: poll `package`."""
+        body = {"source": source, "pip_args": list(pip_args)}
+        result: dict[str, Any] = self._call("POST", "/packages", json=body)
+        return result
+
+    def reinstall_package(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/packages/{name}/reinstall")
+        return result
+
+    def remove_package(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/packages/{name}")
+        return result
+
 
 class AsyncClient:
     """The asynchronous client: `async with AsyncClient(url, token=...) as client:`.
@@ -462,3 +539,41 @@ class AsyncClient:
         page = await self._call("GET", f"/services/{name}/logs", params=params)
         lines: list[dict[str, Any]] = page["lines"]
         return lines
+
+    async def submit_workflow(
+        self,
+        workflow: Workflow | dict[str, Any] | str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+    ) -> Run:
+        body = _workflow_body(workflow, inputs, priority)
+        return _run(await self._call("POST", "/workflows", json=body))
+
+    async def get_workflow(self, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/workflows/{run_id}")
+        return result
+
+    async def rerun_workflow(self, run_id: str) -> Run:
+        return _run(await self._call("POST", f"/workflows/{run_id}/rerun"))
+
+    async def packages(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/packages")
+        return result
+
+    async def package(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/packages/{name}")
+        return result
+
+    async def add_package(self, source: str, *, pip_args: Collection[str] = ()) -> dict[str, Any]:
+        body = {"source": source, "pip_args": list(pip_args)}
+        result: dict[str, Any] = await self._call("POST", "/packages", json=body)
+        return result
+
+    async def reinstall_package(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", f"/packages/{name}/reinstall")
+        return result
+
+    async def remove_package(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("DELETE", f"/packages/{name}")
+        return result

@@ -59,7 +59,58 @@ ROUTES: list[tuple[str, str, dict[str, object] | None, Role]] = [
     ("POST", "/services/ticker/stop", None, Role.OPERATOR),
     ("GET", "/tokens", None, Role.ADMIN),
     ("POST", "/tokens", {"role": "viewer"}, Role.ADMIN),
+    (
+        "POST",
+        "/workflows",
+        {"workflow": {"name": "w", "steps": {"s": {"task": "adder", "inputs": {"a": 1, "b": 2}}}}},
+        Role.OPERATOR,
+    ),
+    ("GET", "/packages", None, Role.VIEWER),
 ]
+
+
+#: Admin routes of packages: (method, path, body, what an admin gets: the request is read).
+PACKAGE_ROUTES: list[tuple[str, str, dict[str, object] | None, int]] = [
+    ("POST", "/packages", {"source": "./no/such/folder"}, 422),
+    ("POST", "/packages/nope/reinstall", None, 404),
+    ("DELETE", "/packages/nope", None, 404),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), PACKAGE_ROUTES)
+async def test_package_changes_need_an_admin(
+    api: httpx.AsyncClient,
+    tokens: dict[str, str],
+    method: str,
+    path: str,
+    body: dict[str, object] | None,
+    status: int,
+) -> None:
+    assert (await api.request(method, path, json=body)).status_code == 401
+    for role in (Role.VIEWER, Role.OPERATOR):
+        response = await api.request(method, path, json=body, headers=headers(tokens[role.value]))
+        assert response.status_code == 403, role
+        assert "needs the admin role" in response.json()["error"]["message"]
+    response = await api.request(method, path, json=body, headers=headers(tokens["admin"]))
+    assert response.status_code == status, response.text
+
+
+async def test_workflow_reads_need_a_viewer_and_changes_an_operator(
+    api: httpx.AsyncClient, engine: taskloom.Engine, tokens: dict[str, str]
+) -> None:
+    workflow = taskloom.Workflow("pair")
+    workflow.step("adder", a=1, b=2)
+    run = await engine.submit(workflow)
+    await engine.wait(run.id)
+    viewer, operator = headers(tokens["viewer"]), headers(tokens["operator"])
+    path = f"/workflows/{run.id}"
+    assert (await api.get(path)).status_code == 401
+    assert (await api.get(path, headers=viewer)).json()["steps"][0]["result"] == 3
+    for action in ("rerun", "cancel"):
+        assert (await api.post(f"{path}/{action}")).status_code == 401
+        assert (await api.post(f"{path}/{action}", headers=viewer)).status_code == 403
+    assert (await api.post(f"{path}/rerun", headers=operator)).status_code == 201
+    assert (await api.post(f"{path}/cancel", headers=operator)).status_code == 200
 
 
 def headers(secret: str) -> dict[str, str]:

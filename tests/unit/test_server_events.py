@@ -25,6 +25,22 @@ def test_filters_pick_events_by_type_run_task_and_service() -> None:
     assert not EventFilter(service="pump").wants(service)
 
 
+def test_a_parent_filter_keeps_the_run_and_its_children() -> None:
+    workflow = Event("run", {"kind": "started"}, "wf", "workflow:w")
+    step = Event("run", {"kind": "finished"}, "s1", "adder", parent_id="wf")
+    line = Event("log", {"run_id": "s1"}, "s1", "adder", parent_id="wf")
+    other = Event("run", {"kind": "finished"}, "s2", "adder", parent_id="wf2")
+    service = Event("service", {"name": "ticker"}, service="ticker")
+    wanted = EventFilter(parent_id="wf")
+    assert [wanted.wants(e) for e in (workflow, step, line, other, service)] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
 async def test_a_slow_subscriber_loses_events_and_is_told_how_many(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -248,6 +248,13 @@ class Engine(RunControl):
         assert self.store is not None
         return self.register(await self._in_thread(ready_package_tasks, self.store))
 
+    def unregister(self, names: Iterable[str]) -> None:
+        """Forget these tasks (a removed package's): new runs of them are refused; runs
+        already submitted keep the definition they were given."""
+        for name in names:
+            self.registry.remove(name)
+            self._resolved.pop(name, None)
+
     def register_service(self, service: ServiceDefinition | type[Service]) -> ServiceDefinition:
         """Register a service (an `@service` function or a `Service` subclass).
 

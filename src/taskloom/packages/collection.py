@@ -138,6 +138,17 @@ class PackageCollector:
 
         Raises `PackageInstallError` (its `record` has the log) when the install fails.
         """
+        record, requirements = self.prepare_add(source, pip_args=pip_args)
+        return self.install(record, requirements)
+
+    def prepare_add(
+        self, source: str, *, pip_args: Sequence[str] = ()
+    ) -> tuple[PackageRecord, list[str]]:
+        """The first half of `add`: check the source and record the package `pending`.
+
+        Returns the record and what `install` gives pip; an invalid source or a package
+        recorded already raises `PackageError` before anything is recorded.
+        """
         parsed = read_source(source)
         existing = self.store.get_package(parsed.name)
         if existing is not None and existing.state != FAILED:
@@ -157,10 +168,15 @@ class PackageCollector:
             updated_at=now,
         )
         self._save(record)
-        return self._install(record, [parsed.requirement])
+        return record, [parsed.requirement]
 
     def reinstall(self, name: str) -> PackageRecord:
         """Make the package's venv again from its frozen requirements (or its source)."""
+        record, requirements = self.prepare_reinstall(name)
+        return self.install(record, requirements)
+
+    def prepare_reinstall(self, name: str) -> tuple[PackageRecord, list[str]]:
+        """The first half of `reinstall`: delete the venv and record the package `pending`."""
         record = self.get(name)
         if record.frozen and record.state == READY:
             lines = [
@@ -172,7 +188,7 @@ class PackageCollector:
         self._remove_venv(record)
         record.state, record.error, record.log = PENDING, None, ""
         self._save(record)
-        return self._install(record, requirements)
+        return record, requirements
 
     def remove(self, name: str) -> PackageRecord:
         """Forget the package and delete its venv."""
@@ -181,7 +197,8 @@ class PackageCollector:
         self.store.delete_package(record.name)
         return record
 
-    def _install(self, record: PackageRecord, requirements: list[str]) -> PackageRecord:
+    def install(self, record: PackageRecord, requirements: list[str]) -> PackageRecord:
+        """The second half of `add` and `reinstall`: make the venv and install (slow)."""
         log: list[str] = []
         try:
             record.state = INSTALLING

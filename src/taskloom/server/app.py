@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__
 from ..engine import Engine
 from .api import ROUTERS
+from .api.packages import PackageInstalls
 from .auth import AuthPolicy
 from .errors import install_error_handlers
 from .events import EventHub
@@ -31,13 +32,15 @@ def create_app(
     auth_required: bool = False,
     database: str = "",
     dashboard: Path | None = DASHBOARD_DIR,
+    venvs_dir: Path | None = None,
 ) -> FastAPI:
     """An app serving `engine` (which must be started before the first request).
 
     With `auth_required`, every route but `/api/health` needs a valid token from the
     engine's store. `database` is what `/api/health` shows as the database (passwords
     hidden by the caller). The dashboard folder is served at `/` when it has an
-    `index.html`.
+    `index.html`. Packages added through the API get their venvs in `venvs_dir`
+    (default: `.taskloom/venvs` under the working folder, as for `taskloom package add`).
     """
     assert engine.store is not None, "start the engine before making its app"
     app = FastAPI(
@@ -54,6 +57,8 @@ def create_app(
     hub = EventHub(engine)
     hub.start()
     app.state.events = hub
+    folder = venvs_dir if venvs_dir is not None else Path.cwd() / ".taskloom" / "venvs"
+    app.state.packages = PackageInstalls(engine, folder.resolve())
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix="/api")

@@ -10,6 +10,7 @@ a 4xx status here, and the request's own shape is checked by FastAPI (422).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,19 +28,61 @@ from ..exceptions import (
     TaskloomError,
     UnknownTaskError,
     WaitTimeoutError,
+    WorkflowError,
+    WorkflowValidationError,
 )
+from ..packages.errors import PackageError, UnknownPackageError
 from ..services.errors import ServiceRunningError, UnknownServiceError
 from .tokens import AuthError, ForbiddenError, TokenNotFoundError
 
-__all__ = ["STATUS_CODES", "error_body", "install_error_handlers", "status_for"]
+__all__ = [
+    "STATUS_CODES",
+    "NotAWorkflowRunError",
+    "WorkflowProblems",
+    "error_body",
+    "install_error_handlers",
+    "status_for",
+]
 
 logger = logging.getLogger("taskloom.server")
+
+
+class NotAWorkflowRunError(WorkflowError, LookupError):
+    """The run named in a workflow route is not a workflow run."""
+
+
+class WorkflowProblems(WorkflowValidationError):
+    """Several problems of one workflow found at once (each step whose task the server
+    does not serve); it reads as the first, and the response lists them all."""
+
+    def __init__(self, problems: list[WorkflowValidationError]) -> None:
+        first = problems[0]
+        super().__init__(first.workflow, first.problem, step=first.step, field=first.field)
+        self.args = ("\n".join(p.message for p in problems),)
+        self.problems = problems
+
+
+def _workflow_errors(exc: WorkflowValidationError) -> list[dict[str, Any]]:
+    problems = exc.problems if isinstance(exc, WorkflowProblems) else [exc]
+    errors = []
+    for problem in problems:
+        path = ["steps", problem.step] if problem.step is not None else []
+        if problem.field is not None:
+            named = re.fullmatch(r"input '(.+)'", problem.field)
+            path.append(f"inputs.{named.group(1)}" if named else problem.field.strip("'"))
+        field = ".".join(path) or "workflow"
+        errors.append({"field": field, "step": problem.step, "message": problem.problem})
+    return errors
+
 
 #: The status of each kind of error; the first class an error is an instance of wins.
 STATUS_CODES: tuple[tuple[type[TaskloomError], int], ...] = (
     (AuthError, 401),
     (ForbiddenError, 403),
     (InputValidationError, 422),
+    (WorkflowValidationError, 422),
+    (NotAWorkflowRunError, 404),
+    (UnknownPackageError, 404),
     (UnknownTaskError, 404),
     (RunNotFoundError, 404),
     (UnknownServiceError, 404),
@@ -48,6 +91,9 @@ STATUS_CODES: tuple[tuple[type[TaskloomError], int], ...] = (
     (DuplicateTaskError, 409),
     (WaitTimeoutError, 408),
     (TaskDefinitionError, 400),
+    # A workflow run still running (rerun), a package installing already.
+    (WorkflowError, 409),
+    (PackageError, 409),
     # The server's own trouble, never the client's input: try again later.
     (EngineClosedError, 503),
     (StoreError, 503),
@@ -75,11 +121,22 @@ async def _taskloom_error(_request: Request, exc: Exception) -> JSONResponse:
         extra = {"name": exc.name}
     elif isinstance(exc, RunNotFoundError):
         extra = {"run_id": exc.run_id}
+    elif isinstance(exc, WorkflowValidationError):
+        extra = {
+            "workflow": exc.workflow,
+            "step": exc.step,
+            "field": exc.field,
+            "problem": exc.problem,
+            "errors": _workflow_errors(exc),
+        }
+    type_name = "WorkflowValidationError" if isinstance(exc, WorkflowProblems) else None
     if status >= 500:
         logger.warning("%s: %s", type(exc).__name__, exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(
-        error_body(type(exc).__name__, exc.message, **extra), status_code=status, headers=headers
+        error_body(type_name or type(exc).__name__, exc.message, **extra),
+        status_code=status,
+        headers=headers,
     )
 
 

@@ -33,16 +33,19 @@ class Event:
     run_id: str | None = None
     task: str | None = None
     service: str | None = None
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventFilter:
-    """Which events a subscriber wants; None means any."""
+    """Which events a subscriber wants; None means any. `parent_id` keeps the events of
+    that run and of its children (a workflow run and its steps)."""
 
     types: frozenset[str] | None = None
     run_id: str | None = None
     task: str | None = None
     service: str | None = None
+    parent_id: str | None = None
 
     def wants(self, event: Event) -> bool:
         if self.types is not None and event.type not in self.types:
@@ -50,6 +53,8 @@ class EventFilter:
         if self.run_id is not None and event.run_id != self.run_id:
             return False
         if self.task is not None and event.task != self.task:
+            return False
+        if self.parent_id is not None and self.parent_id not in (event.parent_id, event.run_id):
             return False
         return self.service is None or event.service == self.service
 
@@ -117,11 +122,16 @@ class EventHub:
             return
         run = event.run
         if event.kind == "log" and event.line is not None:
-            data = {"run_id": run.id, "task": run.task, "line": event.line.as_dict()}
-            self.publish(Event("log", data, run.id, run.task))
+            data = {
+                "run_id": run.id,
+                "task": run.task,
+                "parent_id": run.parent_id,
+                "line": event.line.as_dict(),
+            }
+            self.publish(Event("log", data, run.id, run.task, parent_id=run.parent_id))
         else:
             data = {"kind": event.kind, "run": jsonable(run.as_dict())}
-            self.publish(Event("run", data, run.id, run.task))
+            self.publish(Event("run", data, run.id, run.task, parent_id=run.parent_id))
 
     def _on_service(self, status: ServiceStatus) -> None:
         if self._subscriptions:

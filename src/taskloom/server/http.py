@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -25,6 +26,8 @@ __all__ = ["GRACEFUL_SECONDS", "HttpServer", "ServerStartError"]
 
 GRACEFUL_SECONDS = 2.0
 _STARTUP_TIMEOUT = 10.0
+
+logger = logging.getLogger("taskloom.server")
 
 
 class ServerStartError(TaskloomError, OSError):
@@ -86,9 +89,19 @@ class HttpServer:
         if self.auth is None:
             loopback = self.settings.loopback
             self.auth = await asyncio.to_thread(auth_required, store, loopback=loopback)
+        try:
+            # The packages recorded in the database are served too, as `<package>/<task>`.
+            await engine.register_packages()
+        except TaskloomError as exc:  # a package that no longer loads must not stop serving
+            logger.error("could not register the packages' tasks: %s", exc)
         self._socket = self._bind()
         self.port = int(self._socket.getsockname()[1])
-        app = create_app(engine, auth_required=self.auth, database=self.database)
+        app = create_app(
+            engine,
+            auth_required=self.auth,
+            database=self.database,
+            venvs_dir=self.settings.venvs_dir,
+        )
         config = uvicorn.Config(
             app,
             lifespan="off",

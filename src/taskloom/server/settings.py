@@ -9,6 +9,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..exceptions import TaskloomError
 
@@ -38,12 +39,15 @@ class ServerSettings:
 
     `database_url` None is the embedded default (a SQLite file under the working folder).
     `port` 0 picks a free port. `access_log` prints one line per request on stderr.
+    `venvs_dir` is where packages added through the API get their venvs (None: the
+    default of `taskloom package add`).
     """
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     database_url: str | None = None
     access_log: bool = False
+    venvs_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -66,7 +70,8 @@ class ServerSettings:
         access_log: bool | None = None,
     ) -> ServerSettings:
         """Given values first, then `TASKLOOM_HOST`, `TASKLOOM_PORT`,
-        `TASKLOOM_DATABASE_URL`, `TASKLOOM_ACCESS_LOG`, then the defaults."""
+        `TASKLOOM_DATABASE_URL`, `TASKLOOM_ACCESS_LOG`, `TASKLOOM_VENVS_DIR`, then the
+        defaults."""
         env = os.environ if environ is None else environ
         if port is None:
             raw = env.get("TASKLOOM_PORT", "").strip()
@@ -81,4 +86,5 @@ class ServerSettings:
             port=port,
             database_url=database_url or env.get("TASKLOOM_DATABASE_URL") or None,
             access_log=access_log,
+            venvs_dir=Path(env["TASKLOOM_VENVS_DIR"]) if env.get("TASKLOOM_VENVS_DIR") else None,
         )

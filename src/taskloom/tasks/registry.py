@@ -110,6 +110,11 @@ class Registry:
     def find(self, name: str) -> TaskDefinition | None:
         return self._tasks.get(name)
 
+    def remove(self, name: str) -> TaskDefinition | None:
+        """Forget the task registered under `name`; returns it (None when unknown)."""
+        with self._lock:
+            return self._tasks.pop(name, None)
+
     def update(self, definitions: Iterable[TaskDefinition]) -> None:
         for definition in definitions:
             self.add(definition)

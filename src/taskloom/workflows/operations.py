@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -86,9 +86,15 @@ async def submit_workflow(
     *,
     priority: int | None = None,
     reuse: dict[str, Run] | None = None,
+    resolve: Callable[[Step], TaskDefinition] | None = None,
 ) -> Run:
-    """Check the workflow, record its run (committed), and start its first steps."""
-    definitions = check_workflow(workflow, _resolver(engine))
+    """Check the workflow, record its run (committed), and start its first steps.
+
+    `resolve` finds each step's task (by default: the step's task object, a registered
+    name, or a `module:attr` / `file.py:attr` target, imported); an error it raises is a
+    `WorkflowValidationError` naming the step.
+    """
+    definitions = check_workflow(workflow, resolve or _resolver(engine))
     stored = validate_workflow_inputs(workflow, inputs or {})
     now = time.time()
     run = Run(
@@ -137,9 +143,12 @@ def child_runs(store: Store, parent_id: str) -> list[Run]:
     return found
 
 
-async def rerun_workflow(engine: Engine, run_id: str) -> Run:
+async def rerun_workflow(
+    engine: Engine, run_id: str, *, resolve: Callable[[Step], TaskDefinition] | None = None
+) -> Run:
     """A new workflow run of the same workflow and inputs that reuses each step (or map
-    item) that completed with the same inputs; the rest runs again."""
+    item) that completed with the same inputs; the rest runs again (`resolve` as in
+    `submit_workflow`)."""
     old = await engine.get_run(run_id)
     workflow = workflow_of(old)
     if not old.is_finished:
@@ -154,7 +163,9 @@ async def rerun_workflow(engine: Engine, run_id: str) -> Run:
         prefix, _, suffix = key.partition("/")
         if prefix == run_id and child.status == RunStatus.COMPLETED:
             reuse[suffix] = child
-    return await submit_workflow(engine, workflow, old.inputs, priority=old.priority, reuse=reuse)
+    return await submit_workflow(
+        engine, workflow, old.inputs, priority=old.priority, reuse=reuse, resolve=resolve
+    )
 
 
 async def recover_workflows(engine: Engine) -> list[str]:

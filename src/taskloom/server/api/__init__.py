@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import events, health, runs, services, tasks, tokens
+from . import events, health, packages, runs, services, tasks, tokens, workflows
 
 __all__ = ["ROUTERS"]
 
@@ -16,6 +16,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     tasks.router,
     runs.router,
     services.router,
+    workflows.router,
+    packages.router,
     events.router,
     tokens.router,
 )

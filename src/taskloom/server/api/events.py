@@ -2,7 +2,7 @@
 
 Each event's SSE `event` field is its type (`run`, `log`, `service`, `lagged`) and its
 `data` a JSON object: `{"kind": "finished", "run": {...}}` for a run,
-`{"run_id", "task", "line": {...}}` for a log line, a service's status for a service.
+`{"run_id", "task", "parent_id", "line": {...}}` for a log line, a service's status for a service.
 """
 
 from __future__ import annotations
@@ -41,11 +41,15 @@ async def events(
     run_id: Annotated[str | None, Query(max_length=36)] = None,
     task: Annotated[str | None, Query(max_length=200)] = None,
     service: Annotated[str | None, Query(max_length=200)] = None,
+    parent_id: Annotated[
+        str | None,
+        Query(max_length=36, description="Only this run and its children (a workflow's steps)."),
+    ] = None,
 ) -> EventSourceResponse:
     """Follow runs, their log lines and services as they change."""
     wanted = frozenset[str](types) if types else None
     subscription = hub.subscribe(
-        EventFilter(types=wanted, run_id=run_id, task=task, service=service)
+        EventFilter(types=wanted, run_id=run_id, task=task, service=service, parent_id=parent_id)
     )
 
     async def stream() -> AsyncIterator[ServerSentEvent]:

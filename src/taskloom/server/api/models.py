@@ -3,7 +3,7 @@ and describe every response in the OpenAPI document."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +15,9 @@ __all__ = [
     "HealthOut",
     "LogLineOut",
     "LogsOut",
+    "PackageAddIn",
+    "PackageDetailOut",
+    "PackageOut",
     "RunOut",
     "RunPage",
     "ServiceConfigIn",
@@ -27,6 +30,9 @@ __all__ = [
     "TokenCreateIn",
     "TokenCreatedOut",
     "TokenOut",
+    "WorkflowOut",
+    "WorkflowStepOut",
+    "WorkflowSubmitIn",
 ]
 
 
@@ -207,3 +213,68 @@ class TokenCreatedOut(TokenOut):
     """The new token; `token` is the secret, shown this once and never again."""
 
     token: str
+
+
+class WorkflowSubmitIn(_In):
+    """A workflow in its data form (the object `taskloom workflow run FILE` reads, or the
+    YAML or JSON text of such a file) and the workflow's inputs."""
+
+    workflow: dict[str, Any] | Annotated[str, Field(max_length=1_000_000)] = Field(
+        description="name, description, inputs, steps, outputs; or that as YAML/JSON text"
+    )
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    priority: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+
+
+class WorkflowStepOut(BaseModel):
+    """One step: its place in the graph and how far it got."""
+
+    name: str
+    task: str
+    map: str | None
+    dependencies: list[str]
+    after: list[str]
+    optional: list[str]
+    status: str
+    counts: dict[str, int]
+    result: Any = None
+    run_ids: list[str]
+    runs: list[RunOut]
+
+
+class WorkflowOut(BaseModel):
+    """A workflow run, the workflow it runs (data form) and its steps, each after the
+    steps it depends on."""
+
+    run: RunOut
+    workflow: dict[str, Any]
+    steps: list[WorkflowStepOut]
+
+
+class PackageAddIn(_In):
+    """What to install: NAME[==VERSION] (extras and pins allowed), a wheel file or a
+    package folder on the server's machine; `pip_args` go to `pip install`."""
+
+    source: str = Field(min_length=1, max_length=2000)
+    pip_args: list[str] = Field(default_factory=list, max_length=50)
+
+
+class PackageOut(BaseModel):
+    name: str
+    version: str | None
+    state: str
+    source: str
+    venv: str | None
+    manifest: str | None
+    tasks: list[str]
+    frozen: list[str]
+    pip_args: list[str]
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+class PackageDetailOut(PackageOut):
+    """A package with its install log (kept when the install failed)."""
+
+    log: str

@@ -1,0 +1,238 @@
+"""Workflows: submit one given as data, read a workflow run with its steps, rerun, cancel.
+
+A workflow comes in the data form `taskloom workflow run FILE` reads (a JSON object, or
+the YAML or JSON text of a file). The server runs only the tasks it serves: a step's
+`task` must be a task the server has registered, by its name or by the `module:attr`
+reference a workflow built in Python records for it. A file path or a module the server
+does not serve is refused (422, naming the step) and never imported: a client cannot make
+the server load code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from fastapi import APIRouter
+
+from ...engine import Engine
+from ...exceptions import TaskloomError, WorkflowValidationError
+from ...runs import Run, RunStatus
+from ...store import Store
+from ...tasks.definition import TaskDefinition
+from ...workflows import Step, Workflow
+from ...workflows.model import task_reference
+from ...workflows.operations import (
+    WORKFLOW_PREFIX,
+    child_runs,
+    rerun_workflow,
+    submit_workflow,
+    workflow_of,
+)
+from ...workflows.validation import topological_order
+from ..encoding import jsonable
+from ..errors import NotAWorkflowRunError, WorkflowProblems
+from .deps import EngineDep, Operator, Viewer, responses
+from .models import RunOut, WorkflowOut, WorkflowSubmitIn
+
+__all__ = ["router", "served_resolver"]
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+Resolver = Callable[[Step], TaskDefinition]
+
+
+def served_resolver(engine: Engine) -> Resolver:
+    """Finds a step's task among the tasks `engine` serves, and nowhere else."""
+    by_reference = {task_reference(d): d for d in engine.registry}
+
+    def resolve(step: Step) -> TaskDefinition:
+        found = engine.registry.find(step.task) or by_reference.get(step.task)
+        if found is None:
+            served = ", ".join(sorted(engine.registry.names)) or "none"
+            raise TaskloomError(f"this server runs only the tasks it serves ({served})")
+        return found
+
+    return resolve
+
+
+def _check_served(workflow: Workflow, resolve: Resolver) -> None:
+    """Every step whose task is not served, all at once (the engine stops at the first)."""
+    problems = []
+    for step in workflow.steps.values():
+        try:
+            resolve(step)
+        except TaskloomError as exc:
+            problems.append(
+                WorkflowValidationError(
+                    workflow.name, f"unknown task {step.task!r}: {exc}", step=step.name
+                )
+            )
+    if problems:
+        raise WorkflowProblems(problems)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases (`*name`): a few lines of them can stand for an exponential
+    amount of data, which no workflow needs."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", mark)
+        return super().compose_node(parent, index)
+
+
+def _parse(given: dict[str, Any] | str) -> Workflow:
+    data: Any = given
+    if isinstance(given, str):
+        try:
+            data = yaml.load(given, Loader=_NoAliasLoader)  # a SafeLoader, without aliases
+        except yaml.YAMLError as exc:
+            raise WorkflowValidationError("workflow", f"cannot parse the text: {exc}") from None
+    return Workflow.from_dict(data)
+
+
+def _out(run: Run) -> dict[str, Any]:
+    data: dict[str, Any] = jsonable(run.as_dict())
+    return data
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=RunOut,
+    dependencies=[Operator],
+    responses=responses(401, 403, 422),
+)
+async def submit(body: WorkflowSubmitIn, engine: EngineDep) -> dict[str, Any]:
+    """Check a workflow and start it; returns the workflow run once it is committed.
+
+    422 `WorkflowValidationError` (one entry per problem, each naming its step; nothing
+    recorded) or `InputValidationError` for the workflow's inputs.
+    """
+    workflow = _parse(body.workflow)
+    resolve = served_resolver(engine)
+    _check_served(workflow, resolve)
+    run = await submit_workflow(
+        engine, workflow, body.inputs, priority=body.priority, resolve=resolve
+    )
+    return _out(run)
+
+
+async def _workflow_run(engine: Engine, run_id: str) -> Run:
+    run = await engine.get_run(run_id)
+    if not run.task.startswith(WORKFLOW_PREFIX):
+        raise NotAWorkflowRunError(f"run {run_id} (task {run.task!r}) is not a workflow run")
+    return run
+
+
+def _steps_of(store: Store, run: Run) -> dict[str, list[Run]]:
+    """The step runs of a workflow run by step, map items in item order."""
+    steps: dict[str, list[Run]] = {}
+    for child in child_runs(store, run.id):
+        prefix, _, rest = (child.idempotency_key or "").partition("/")
+        if prefix == run.id:
+            steps.setdefault(rest.partition("/")[0], []).append(child)
+    for runs in steps.values():
+        runs.sort(key=_item_index)
+    return steps
+
+
+def _item_index(run: Run) -> int:
+    tail = (run.idempotency_key or "").rpartition("/")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _step_status(step: Step, runs: list[Run]) -> str:
+    """One status per step: `waiting` before its first run, `running` while any is
+    unfinished, else the run's status (a map: `failed`, `cancelled`, `skipped` or
+    `completed`, the first that some item has, in that order)."""
+    if not runs:
+        return "waiting"
+    statuses = {r.status for r in runs}
+    if any(not r.is_finished for r in runs):
+        return "running"
+    if step.map is None:
+        return runs[0].status.value
+    for status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED):
+        if status in statuses:
+            return status.value
+    return RunStatus.COMPLETED.value
+
+
+def _step_out(step: Step, runs: list[Run]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.status.value] = counts.get(run.status.value, 0) + 1
+    finished = runs and all(r.status == RunStatus.COMPLETED for r in runs)
+    if step.map is None:
+        result = runs[0].result if finished else None
+    else:
+        result = [r.result for r in runs] if finished else None
+    return {
+        "name": step.name,
+        "task": step.task,
+        "map": step.map,
+        "dependencies": step.dependencies,
+        "after": list(step.after),
+        "optional": list(step.optional),
+        "status": _step_status(step, runs),
+        "counts": counts,
+        "result": jsonable(result),
+        "run_ids": [r.id for r in runs],
+        "runs": [_out(r) for r in runs],
+    }
+
+
+@router.get(
+    "/{run_id}",
+    response_model=WorkflowOut,
+    dependencies=[Viewer],
+    responses=responses(401, 403, 404),
+)
+async def get_workflow(run_id: str, engine: EngineDep) -> dict[str, Any]:
+    """A workflow run, its workflow, and its steps in an order where each comes after the
+    steps it depends on (enough to draw the graph and color it)."""
+    run = await _workflow_run(engine, run_id)
+    workflow = workflow_of(run)
+    assert engine.store is not None
+    steps = await asyncio.to_thread(_steps_of, engine.store, run)
+    return {
+        "run": _out(run),
+        "workflow": jsonable(workflow.to_dict()),
+        "steps": [
+            _step_out(workflow.steps[name], steps.get(name, []))
+            for name in topological_order(workflow)
+        ],
+    }
+
+
+@router.post(
+    "/{run_id}/rerun",
+    status_code=201,
+    response_model=RunOut,
+    dependencies=[Operator],
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def rerun(run_id: str, engine: EngineDep) -> dict[str, Any]:
+    """A new workflow run of a finished one's workflow and inputs, reusing the steps that
+    completed; 409 `WorkflowError` while it is still running."""
+    run = await _workflow_run(engine, run_id)
+    resolve = served_resolver(engine)
+    _check_served(workflow_of(run), resolve)
+    return _out(await rerun_workflow(engine, run_id, resolve=resolve))
+
+
+@router.post(
+    "/{run_id}/cancel",
+    response_model=RunOut,
+    dependencies=[Operator],
+    responses=responses(401, 403, 404),
+)
+async def cancel(run_id: str, engine: EngineDep) -> dict[str, Any]:
+    """Cancel a workflow run and its unfinished steps; a finished one is returned as it is."""
+    await _workflow_run(engine, run_id)
+    return _out(await engine.cancel(run_id))
