@@ -25,7 +25,9 @@ class Step:
     step: int = 1
 
 
-@taskloom.task
+# Registered as `stream_adder`: `examples/basics.py` already has a task named `adder`, and
+# `taskloom serve examples/` serves both files. The stages below are still named `adder`.
+@taskloom.task(name="stream_adder")
 def adder(a: int, b: int, timestamp: int, state: Counter, config: Step) -> int:
     """Add the latest `a` and `b`, plus a count that grows by `config.step` per call."""
     state.count += config.step
@@ -54,5 +56,11 @@ async def ticks(config: TickConfig) -> AsyncIterator[int]:
 
 #: The same pipeline as `streams.yaml`, for `taskloom pipeline deploy examples/streams.py:demo`.
 demo = taskloom.Pipeline("demo")
-demo.stage(adder, inputs={"a": "numbers.a", "b": "numbers.b"}, outputs=["sums"], config={"step": 2})
+demo.stage(
+    adder,
+    name="adder",
+    inputs={"a": "numbers.a", "b": "numbers.b"},
+    outputs=["sums"],
+    config={"step": 2},
+)
 demo.stage(printer, inputs={"value": "sums"})
