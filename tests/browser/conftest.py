@@ -44,7 +44,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def browser() -> Iterator[Any]:
     """Headless Chromium with a fresh profile folder: its one browser context."""
     require_chromium()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # A busy machine may take a while; a condition that never comes still fails in 15 s.
+    expect.set_options(timeout=15_000)
 
     profile = tempfile.mkdtemp(prefix="taskloom-chromium-")
     try:

@@ -43,3 +43,15 @@ def draw(
         "filled": filled,
         "note": note,
     }
+
+
+@taskloom.task(retries=2, retry_backoff=0.05, retry_jitter=False)
+def flaky(fail_times: int, context: taskloom.Context) -> str:
+    """Fail the first `fail_times` attempts, then succeed.
+
+    Args:
+        fail_times: how many attempts fail
+    """
+    if context.attempt <= fail_times:
+        raise RuntimeError(f"attempt {context.attempt} fails on purpose")
+    return f"attempt {context.attempt} succeeded"

@@ -16,9 +16,8 @@ REFUSED_SUBMIT = r"status of 422 .*\(http://[^)]*/api/runs\)"
 
 
 def _runs_of(dashboard: Dashboard, task: str) -> list[dict[str, object]]:
-    runs: list[dict[str, object]] = dashboard.server.api("GET", "/runs", params={"task": task})[
-        "runs"
-    ]
+    body = dashboard.server.api("GET", "/runs", params={"task": task})
+    runs: list[dict[str, object]] = body["runs"]
     return runs
 
 
@@ -30,7 +29,7 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
     expect(page.locator(".task-list a[data-task]")).to_have_count(1)
     page.locator(".task-list a[data-task=slow_count]").click()
     expect(page.locator("#launch-form")).to_be_visible()
-    page.fill("#input-n", "15")
+    page.fill("#input-n", "30")  # 3 s: long enough to be seen running
     dashboard.screenshot("catalog")
     page.evaluate("window.stillTheSamePage = true")
     page.get_by_role("button", name="Launch run").click()
@@ -41,8 +40,10 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
     expect(page.locator("#run-status .status")).to_have_text("running")
     expect(page.locator("#run-progress [role=progressbar]")).to_be_visible()
     expect(page.locator("#run-status .status")).to_have_text("completed")
-    expect(page.locator("#run-result")).to_have_text("15")
-    expect(page.locator("#run-logs")).to_contain_text("counted 15 of 15")
+    expect(page.locator("#run-result")).to_have_text("30")
+    expect(page.locator("#run-logs")).to_contain_text("counted 30 of 30")
+    # Each line once, whether it came as an event, from the API, or both.
+    expect(page.locator("#run-logs .line")).to_have_count(30)
     expect(page.locator("#run-attempts li")).to_have_count(1)
     expect(page.locator("#run-attempts")).to_contain_text("completed")
     expect(page.locator("#run-progress [role=progressbar]")).to_have_attribute(
@@ -54,8 +55,8 @@ def test_a_run_launched_from_the_form_completes_live(dashboard: Dashboard) -> No
 
     run = dashboard.server.api("GET", f"/runs/{run_id}")
     assert run["status"] == "completed"
-    assert run["inputs"] == {"n": 15}
-    assert run["result"] == 15
+    assert run["inputs"] == {"n": 30}
+    assert run["result"] == 30
 
 
 def test_an_invalid_field_shows_its_message_and_creates_no_run(dashboard: Dashboard) -> None:
@@ -271,3 +272,79 @@ def test_every_page_in_light_and_dark(dashboard: Dashboard, scheme: str, backgro
         assert page.evaluate("getComputedStyle(document.body).backgroundColor") == background
         expect(page.locator("#nav a[aria-current=page]")).to_have_count(1)
         dashboard.screenshot(label)
+
+
+def test_unknown_runs_tasks_and_addresses(dashboard: Dashboard) -> None:
+    dashboard.console.allow(r"status of 404 .*/api/runs/")
+    page = dashboard.page
+    dashboard.open("#/runs/01234567-89ab-7def-8123-456789abcdef")
+    expect(page.get_by_role("alert")).to_contain_text("no run with id")
+    dashboard.open("#/tasks/no_such_task")
+    expect(page.locator("#task-detail")).to_contain_text("No task is named no_such_task.")
+    dashboard.open("#/nowhere")
+    expect(page).to_have_url(re.compile(r"#/tasks$"))
+    expect(page.locator(".task-list a[data-task=adder]")).to_be_visible()
+
+
+def test_run_options_priority_and_idempotency_key(dashboard: Dashboard) -> None:
+    dashboard.console.allow(REFUSED_SUBMIT)
+    page = dashboard.page
+    dashboard.open("#/tasks/adder")
+    page.fill("#input-a", "1")
+    page.fill("#input-b", "2")
+    page.locator("#run-options summary").click()
+    page.fill("#option-priority", "high")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page.locator("#option-priority-message")).to_contain_text("integer")
+    expect(page).to_have_url(re.compile(r"#/tasks/adder$"))
+
+    page.fill("#option-priority", "7")
+    page.fill("#option-idempotency_key", "nightly-2026-11-23")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page.locator("#run-result")).to_have_text("3")
+    first = page.url.rsplit("/", 1)[1]
+    run = dashboard.server.api("GET", f"/runs/{first}")
+    assert run["priority"] == 7
+    assert run["idempotency_key"] == "nightly-2026-11-23"
+
+    # The same key again: the run recorded under it, not a new one.
+    dashboard.open("#/tasks/adder")
+    page.fill("#input-a", "1")
+    page.fill("#input-b", "2")
+    page.locator("#run-options summary").click()
+    page.fill("#option-idempotency_key", "nightly-2026-11-23")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page).to_have_url(re.compile(f"#/runs/{first}$"))
+
+
+def test_the_attempts_timeline_shows_each_retry(dashboard: Dashboard) -> None:
+    run = dashboard.server.api("POST", "/runs", json={"task": "flaky", "inputs": {"fail_times": 2}})
+    page = dashboard.page
+    dashboard.open(f"#/runs/{run['id']}")
+    expect(page.locator("#run-status .status")).to_have_text("completed")
+    expect(page.locator("#run-result")).to_have_text('"attempt 3 succeeded"')
+    attempts = page.locator("#run-attempts li")
+    expect(attempts).to_have_count(3)
+    expect(attempts.nth(0)).to_contain_text("RuntimeError: attempt 1 fails on purpose")
+    expect(attempts.nth(1).locator(".status")).to_have_text("failed")
+    expect(attempts.nth(2).locator(".status")).to_have_text("completed")
+    dashboard.screenshot("retries")
+
+
+def test_a_service_without_a_config_type_starts_with_optional_json(dashboard: Dashboard) -> None:
+    page = dashboard.page
+    dashboard.open("#/services")
+    row = page.locator("tr[data-service=heartbeat]")
+    expect(row.locator(".status")).to_have_text("stopped")
+    row.get_by_role("button", name="Start…").click()
+    form = page.locator("#service-start-form")
+    form.locator("#config-json").fill("{not json")
+    form.get_by_role("button", name="Start heartbeat").click()
+    expect(form.locator(".form-error")).to_contain_text("not valid JSON")
+    expect(row.locator(".status")).to_have_text("stopped")
+    form.locator("#config-json").fill("")
+    form.get_by_role("button", name="Start heartbeat").click()
+    expect(row.locator(".status")).to_have_text("running")
+    assert dashboard.server.api("GET", "/services/heartbeat")["state"] == "running"
+    row.get_by_role("button", name="Stop").click()
+    expect(row.locator(".status")).to_have_text("stopped")

@@ -171,7 +171,9 @@ class Engine(RunControl):
         if self._recover_enabled and len(self.registry):
             await self._recover(self.registry.names)
         if self._recover_enabled:
-            self._spawn(self._recover_workflows())
+            # Awaited, not spawned: a store read still running in a thread when the engine
+            # closes would race the store's close.
+            await self._recover_workflows()
 
     async def close(self) -> None:
         """Stop accepting runs, let executing ones finish (up to `shutdown_grace`), flush."""

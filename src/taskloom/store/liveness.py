@@ -182,8 +182,12 @@ class AdvisoryLocks:
         conn = self._held.pop(worker_id, None)
         if conn is None:
             return
-        # Closing the connection for real (not returning it to the pool) ends the session,
-        # which releases its advisory locks whatever state it is in.
+        # Unlocked explicitly first: the server ends a closed session a moment after the
+        # client hangs up, and until then another session would still find the lock held.
+        with suppress(SQLAlchemyError):
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": advisory_key(worker_id)})
+        # Then the connection is closed for real (not returned to the pool), which ends the
+        # session and so releases the lock in any case.
         with suppress(SQLAlchemyError):
             conn.invalidate()
         conn.close()

@@ -149,7 +149,8 @@ export const api = {
       next: (body && !Array.isArray(body) && (body.next_cursor ?? body.cursor ?? body.next)) || null,
     };
   },
-  submitRun: (task, inputs) => request("POST", "/runs", { task, inputs }),
+  /** `options`: `priority`, `idempotency_key` (left out when not given). */
+  submitRun: (task, inputs, options = {}) => request("POST", "/runs", { task, inputs, ...options }),
   getRun: (id) => request("GET", `/runs/${enc(id)}`),
   cancelRun: (id) => request("POST", `/runs/${enc(id)}/cancel`),
   getAttempts: async (id) => listOf(await request("GET", `/runs/${enc(id)}/attempts`), "attempts"),

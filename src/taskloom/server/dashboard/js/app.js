@@ -12,12 +12,15 @@ let leave = null;
 let generation = 0;
 
 /** The current address: its path, its query parameters and the route it matches. */
-function location() {
+function currentAddress() {
   const raw = window.location.hash.replace(/^#/, "") || "/";
   const [path, search = ""] = raw.split("?");
   for (const route of routes) {
     const match = path.match(route.path);
-    if (match) return { route, path, args: match.slice(1).map((a) => (a === undefined ? a : decodeURIComponent(a))), query: new URLSearchParams(search) };
+    if (match) {
+      const args = match.slice(1).map((arg) => (arg === undefined ? arg : decodeURIComponent(arg)));
+      return { route, path, args, query: new URLSearchParams(search) };
+    }
   }
   return null;
 }
@@ -34,7 +37,7 @@ function drawNav(current) {
 }
 
 async function show() {
-  const current = location();
+  const current = currentAddress();
   if (!current) {
     window.location.replace(home);
     return;

@@ -21,6 +21,7 @@ export async function render(main, { args }) {
   const title = h("h1");
   const badge = h("span", { id: "run-status" });
   const cancel = h("button", { type: "button", class: "danger", id: "cancel-run" }, "Cancel");
+  const again = h("button", { type: "button", id: "run-again", title: "Submit a new run of this task with the same inputs" }, "Run again");
   const notice = h("div");
   const facts = h("dl", { class: "facts" });
   const progress = h("div", { id: "run-progress" });
@@ -34,7 +35,7 @@ export async function render(main, { args }) {
   replace(
     main,
     h("p", {}, h("a", { href: `#/runs?task=${encodeURIComponent(run.task)}` }, "← Runs of ", run.task)),
-    h("div", { class: "row page-head" }, title, badge, h("span", { class: "spacer" }), cancel),
+    h("div", { class: "row page-head" }, title, badge, h("span", { class: "spacer" }), again, cancel),
     notice,
     progress,
     h(
@@ -102,14 +103,19 @@ export async function render(main, { args }) {
     }
   }
 
+  // Each attempt is a bar on one time axis, from the first attempt's start to the last's
+  // end: where it sits shows when it ran (and the wait before a retry), its width how long.
   function drawAttempts(list) {
     const now = Date.now() / 1000;
-    const longest = Math.max(0.001, ...list.map((a) => (a.finished_at ?? now) - a.started_at));
+    const first = Math.min(...list.map((a) => a.started_at));
+    const last = Math.max(...list.map((a) => a.finished_at ?? now));
+    const span = Math.max(0.001, last - first);
     replace(
       attempts,
       list.length
         ? list.map((attempt) => {
             const took = (attempt.finished_at ?? now) - attempt.started_at;
+            const at = Math.min(1, (attempt.started_at - first) / span); // 0..1 along the axis
             return h(
               "li",
               {},
@@ -118,7 +124,12 @@ export async function render(main, { args }) {
               h(
                 "div",
                 {},
-                h("div", { class: "bar", dataset: { status: attempt.status }, style: `width: ${Math.max(4, (took / longest) * 100)}%` }),
+                h("div", {
+                  class: "bar",
+                  dataset: { status: attempt.status },
+                  // A bar is at least 8px wide (style.css): one at the very end still fits.
+                  style: `margin-left: calc(${at * 100}% - ${at * 8}px); width: ${(took / span) * 100}%`,
+                }),
                 attempt.error ? h("div", { class: "muted" }, `${attempt.error.type}: ${attempt.error.message}`) : null,
               ),
             );
@@ -129,7 +140,8 @@ export async function render(main, { args }) {
 
   function addLines(lines) {
     const fresh = lines.filter((line) => {
-      const key = line.id ?? `${line.created_at}|${line.message}`;
+      // Lines from events may not have their store id yet: they are told apart by content.
+      const key = `${line.created_at}|${line.attempt}|${line.level}|${line.message}`;
       if (seenLines.has(key)) return false;
       seenLines.add(key);
       if (typeof line.id === "number") lastLineId = Math.max(lastLineId, line.id);
@@ -182,6 +194,18 @@ export async function render(main, { args }) {
     }
   });
 
+  again.addEventListener("click", async () => {
+    again.disabled = true;
+    try {
+      const next = await api.submitRun(run.task, run.inputs ?? {});
+      window.location.hash = `#/runs/${encodeURIComponent(next.id)}`;
+    } catch (error) {
+      replace(notice, errorNotice(error));
+    } finally {
+      again.disabled = false;
+    }
+  });
+
   // Events in a burst (a run's start, progress and end) make one refresh of the run.
   let pending = null;
   const refreshSoon = () => {
@@ -191,13 +215,17 @@ export async function render(main, { args }) {
     ["run", "log"],
     (event) => {
       if (event.runId !== id) return;
-      if (event.line && event.line.message !== undefined) addLines([event.line]);
-      if (event.kinds.has("log") && !(event.line && event.line.message !== undefined)) refreshLogs();
+      if (event.line) {
+        // A line the event carries whole is shown as it is; otherwise it is fetched.
+        if (event.line.message !== undefined) addLines([event.line]);
+        else refreshLogs();
+        return;
+      }
       if (event.run && event.run.status) {
         run = { ...run, ...event.run };
         drawRun();
       }
-      refreshSoon();
+      refreshSoon(); // the attempts (and anything the event left out) come from the API
     },
     () => {
       if (!FINISHED.has(run.status)) refreshRun();

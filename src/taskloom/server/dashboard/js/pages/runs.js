@@ -128,7 +128,8 @@ export async function render(main, { query }) {
   const refreshSoon = () => {
     if (pending === null) pending = setTimeout(() => ((pending = null), load()), REFRESH_MS);
   };
-  const stop = watch(["run"], refreshSoon, load);
+  // A log line changes nothing in the table; any other run event may.
+  const stop = watch(["run"], (event) => event.line || refreshSoon(), load);
   await load();
   return () => {
     stop();
