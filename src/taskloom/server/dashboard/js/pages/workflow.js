@@ -43,22 +43,39 @@ export function depths(steps) {
   return found;
 }
 
-/** Where each step's box goes: {name: {x, y}}, and the drawing's size. */
+/**
+ * Where each step's box goes: {name: {x, y}}, and the drawing's size. Within a column, a step
+ * sits near the average row of its dependencies (first column: in the workflow's order), which
+ * keeps most edges short and uncrossed.
+ */
 function layout(steps) {
   const depth = depths(steps);
-  const rows = new Map(); // depth -> how many boxes so far
-  const at = new Map();
+  const columns = new Map(); // depth -> its steps
   for (const step of steps) {
     const column = depth.get(step.name);
-    const row = rows.get(column) ?? 0;
-    rows.set(column, row + 1);
-    at.set(step.name, { x: BOX.margin + column * BOX.column, y: BOX.margin + row * BOX.row });
+    if (!columns.has(column)) columns.set(column, []);
+    columns.get(column).push(step);
   }
-  const columns = Math.max(1, ...[...depth.values()].map((d) => d + 1));
+  const rowOf = new Map();
+  const at = new Map();
+  const rows = new Map(); // depth -> how many boxes
+  for (const column of [...columns.keys()].sort((a, b) => a - b)) {
+    const placed = columns.get(column).map((step, index) => {
+      const above = (step.dependencies ?? []).filter((d) => rowOf.has(d)).map((d) => rowOf.get(d));
+      return { step, weight: above.length ? above.reduce((a, b) => a + b, 0) / above.length : index };
+    });
+    placed.sort((a, b) => a.weight - b.weight); // stable: ties keep the workflow's order
+    placed.forEach(({ step }, row) => {
+      rowOf.set(step.name, row);
+      at.set(step.name, { x: BOX.margin + column * BOX.column, y: BOX.margin + row * BOX.row });
+    });
+    rows.set(column, placed.length);
+  }
+  const count = Math.max(1, ...[...depth.values()].map((d) => d + 1));
   const tallest = Math.max(1, ...rows.values());
   return {
     at,
-    width: BOX.margin * 2 + (columns - 1) * BOX.column + BOX.width,
+    width: BOX.margin * 2 + (count - 1) * BOX.column + BOX.width,
     height: BOX.margin * 2 + (tallest - 1) * BOX.row + BOX.height,
   };
 }
