@@ -85,6 +85,9 @@ def test_a_workflow_dag_fills_in_live(dashboard: Dashboard) -> None:
     expect(page.locator("#parent-filter")).to_contain_text(run["id"])
     expect(page.locator("#runs-table tbody tr[data-run]")).to_have_count(2)
     dashboard.screenshot("step-runs")
+    page.locator("#clear-parent").click()
+    expect(page.locator("#parent-filter")).to_be_hidden()
+    expect(page).not_to_have_url(re.compile("parent_id"))
 
     # Rerun: a new workflow run, whose completed steps are reused.
     dashboard.open(f"#/workflows/{run['id']}")
