@@ -260,11 +260,19 @@ def test_every_page_in_light_and_dark(dashboard: Dashboard, scheme: str, backgro
     page = dashboard.page
     page.emulate_media(color_scheme=scheme)
     run = dashboard.server.api("POST", "/runs", json={"task": "slow_count", "inputs": {"n": 3}})
+    workflow = {"name": "pair", "steps": {"one": {"task": "adder", "inputs": {"a": 1, "b": 2}}}}
+    workflow_run = dashboard.server.api("POST", "/workflows", json={"workflow": workflow})
     addresses = {
         "tasks": ("#/tasks/slow_count", "#launch-form"),
         "runs": ("#/runs", "#runs-table tbody tr[data-run]"),
         "run": (f"#/runs/{run['id']}", "#run-status .status[data-status=completed]"),
         "services": ("#/services", "#services-table tbody tr[data-service]"),
+        "workflows": ("#/workflows", "#workflows-table tbody tr[data-run]"),
+        "workflow": (
+            f"#/workflows/{workflow_run['id']}",
+            "#workflow-graph g.step[data-status=completed]",
+        ),
+        "packages": ("#/packages", "#packages-table"),
     }
     for label, (address, ready) in addresses.items():
         dashboard.open(address)

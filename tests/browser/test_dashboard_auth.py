@@ -22,6 +22,7 @@ REFUSED = r"status of 40[13] "
 class Tokens:
     viewer: str
     operator: str
+    admin: str
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,7 @@ def tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, T
     made = Tokens(
         viewer=create_token(folder, database_url, "viewer"),
         operator=create_token(folder, database_url, "operator"),
+        admin=create_token(folder, database_url, "admin"),
     )
     with serving(folder) as running:
         yield running, made
@@ -102,3 +104,31 @@ def test_an_operator_launches_a_run_and_sees_it_complete(
     # The token is kept for the tab: another page needs no new sign-in.
     page.get_by_role("link", name="Services").click()
     expect(page.locator("#services-table tr[data-service=read_sensor]")).to_be_visible()
+
+
+def test_package_controls_are_shown_to_admins_only(
+    dashboard: Dashboard, tokens: tuple[Server, Tokens]
+) -> None:
+    dashboard.console.allow(REFUSED)
+    server, made = tokens
+    # A requirement pip cannot find, without an index: a real install that fails at once.
+    server.token = made.admin
+    body = {"source": "no-such-auth-package==1.0", "pip_args": ["--no-index"]}
+    server.api("POST", "/packages", json=body)
+    page = dashboard.page
+
+    dashboard.open("#/packages?package=no-such-auth-package")
+    _sign_in(dashboard, made.operator)
+    expect(page.locator("#package-state .status")).to_have_text("failed")
+    expect(page.locator("#package-log")).to_contain_text("no-such-auth-package==1.0")
+    expect(page.locator("#add-package")).to_be_hidden()
+    expect(page.get_by_role("button", name="Remove")).to_have_count(0)
+    expect(page.get_by_role("button", name="Reinstall")).to_have_count(0)
+    dashboard.screenshot("operator")
+
+    page.get_by_role("button", name="Sign out").click()
+    _sign_in(dashboard, made.admin)
+    expect(page.locator("#add-package")).to_be_visible()
+    page.get_by_role("button", name="Remove").click()
+    expect(page.locator("#packages-table tr[data-package=no-such-auth-package]")).to_have_count(0)
+    assert server.api("GET", "/packages") == []

@@ -166,4 +166,34 @@ export const api = {
     listOf(await request("GET", `/services/${enc(name)}/logs${query({ after_id: after || null })}`), "lines"),
   restartService: (name, config) =>
     request("POST", `/services/${enc(name)}/restart`, config === undefined ? {} : { config }),
+
+  /** `workflow`: the data form, as an object or as YAML/JSON text. */
+  submitWorkflow: (workflow, inputs) => request("POST", "/workflows", inputs === undefined ? { workflow } : { workflow, inputs }),
+  /** {run, workflow, steps}. */
+  getWorkflow: (id) => request("GET", `/workflows/${enc(id)}`),
+  rerunWorkflow: (id) => request("POST", `/workflows/${enc(id)}/rerun`),
+  cancelWorkflow: (id) => request("POST", `/workflows/${enc(id)}/cancel`),
+
+  listPackages: async () => listOf(await request("GET", "/packages"), "packages"),
+  /** The package with its install `log`. */
+  getPackage: (name) => request("GET", `/packages/${enc(name)}`),
+  addPackage: (source, pipArgs = []) => request("POST", "/packages", { source, pip_args: pipArgs }),
+  reinstallPackage: (name) => request("POST", `/packages/${enc(name)}/reinstall`),
+  removePackage: (name) => request("DELETE", `/packages/${enc(name)}`),
+
+  /**
+   * Whether the caller may do what admins do. A server that needs no token lets anyone; else,
+   * as no route says who the caller is, the token list (open to admins only) tells.
+   */
+  isAdmin: async () => {
+    const health = await request("GET", "/health");
+    if (!health?.auth && !getToken()) return true;
+    try {
+      await request("GET", "/tokens");
+      return true;
+    } catch (error) {
+      if (error.status === 403) return false;
+      throw error;
+    }
+  },
 };

@@ -2,7 +2,7 @@
 //
 // A page module exports `render(main, params)`, which fills `main` and may return a function
 // that the router calls when the page is left (to stop watching events or timers).
-// To add a page (workflows and their DAG, pipelines, packages), write its module next to
+// To add a page (pipelines, ...), write its module next to
 // these and add its route here; `nav` puts it in the top bar, `section` names the top-bar
 // entry a page without one of its own belongs to.
 
@@ -11,6 +11,9 @@ export const routes = [
   { path: /^\/runs$/, nav: "Runs", href: "#/runs", load: () => import("./runs.js") },
   { path: /^\/runs\/([^/]+)$/, section: "#/runs", load: () => import("./run.js") },
   { path: /^\/services$/, nav: "Services", href: "#/services", load: () => import("./services.js") },
+  { path: /^\/workflows$/, nav: "Workflows", href: "#/workflows", load: () => import("./workflows.js") },
+  { path: /^\/workflows\/([^/]+)$/, section: "#/workflows", load: () => import("./workflow.js") },
+  { path: /^\/packages$/, nav: "Packages", href: "#/packages", load: () => import("./packages.js") },
 ];
 
 /** Where "#/" and unknown addresses lead. */

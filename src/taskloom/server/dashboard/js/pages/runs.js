@@ -12,7 +12,8 @@ const STATUSES = ["pending", "running", "completed", "failed", "cancelled", "ski
 const REFRESH_MS = 300; // events in a burst make one refresh
 
 export async function render(main, { query }) {
-  const filters = { task: query.get("task") ?? "", status: query.get("status") ?? "" };
+  // `parent_id` (from a workflow's page) keeps the table to that workflow run's steps.
+  const filters = { task: query.get("task") ?? "", status: query.get("status") ?? "", parent_id: query.get("parent_id") ?? "" };
   const cursors = [query.get("cursor") || null]; // the cursor of each page seen, for "Previous"
   let next = null;
 
@@ -28,10 +29,27 @@ export async function render(main, { query }) {
   const previous = h("button", { type: "button", disabled: true }, "Previous");
   const following = h("button", { type: "button", disabled: true }, "Next");
   const pageLabel = h("span", { class: "muted" });
+  const parentNote = h("p", { id: "parent-filter", hidden: !filters.parent_id });
+  function drawParentNote() {
+    parentNote.hidden = !filters.parent_id;
+    replace(
+      parentNote,
+      filters.parent_id
+        ? [
+            "Steps of workflow run ",
+            h("a", { href: `#/workflows/${encodeURIComponent(filters.parent_id)}`, class: "mono" }, filters.parent_id),
+            " · ",
+            h("a", { href: "#", id: "clear-parent", onclick: (event) => (event.preventDefault(), (filters.parent_id = ""), refilter()) }, "all runs"),
+          ]
+        : null,
+    );
+  }
+  drawParentNote();
 
   replace(
     main,
     h("div", { class: "row page-head" }, h("h1", {}, "Runs"), h("span", { class: "spacer" }), taskSelect, statusSelect),
+    parentNote,
     notice,
     h(
       "div",
@@ -71,7 +89,7 @@ export async function render(main, { query }) {
   async function load() {
     const cursor = cursors.at(-1);
     try {
-      const page = await api.listRuns({ task: filters.task, status: filters.status, cursor, limit: PAGE_SIZE });
+      const page = await api.listRuns({ task: filters.task, status: filters.status, parent_id: filters.parent_id, cursor, limit: PAGE_SIZE });
       next = page.next;
       replace(notice);
       drawRows(page.items);
@@ -84,7 +102,7 @@ export async function render(main, { query }) {
   }
 
   function drawRows(runs) {
-    const empty = filters.task || filters.status ? "No runs match these filters." : "No runs yet: launch one from the task catalog.";
+    const empty = filters.task || filters.status || filters.parent_id ? "No runs match these filters." : "No runs yet: launch one from the task catalog.";
     replace(
       body,
       runs.length
@@ -110,6 +128,7 @@ export async function render(main, { query }) {
     cursors.length = 0;
     cursors.push(null);
     setQuery(filters);
+    drawParentNote();
     load();
   }
   taskSelect.addEventListener("change", refilter);
