@@ -213,3 +213,27 @@ async def test_roles_per_route(
         if method == "POST" and path == "/pipelines":
             assert response.status_code == 201
             assert (await api.post("/pipelines/chain/stop", headers=headers)).status_code == 200
+
+
+async def test_the_async_client_deploys_publishes_and_stops(engine: taskloom.Engine) -> None:
+    app = create_app(engine, pipelines=[SERVED])
+    transport = httpx.ASGITransport(app=app)
+    async with taskloom.AsyncClient("http://test", transport=transport) as client:
+        deployed = await client.deploy_pipeline("served", status_interval=0.1)
+        assert deployed["name"] == "served"
+        await client.publish("served", "numbers", 4)
+
+        async def counted() -> bool:
+            status = await client.pipeline_status("served")
+            return bool(status["stages"][0]["messages_out"] == 1)
+
+        await until(counted)
+        assert [d["name"] for d in await client.pipelines()] == ["served"]
+        with pytest.raises(taskloom.streams.PortValidationError) as invalid:
+            await client.publish("served", "numbers", [1])
+        assert invalid.value.deployment == "served"
+        assert invalid.value.topic == "numbers"
+        assert (await client.stop_pipeline("served"))["state"] == "stopped"
+        with pytest.raises(taskloom.streams.PipelineError, match="not running in this server"):
+            await client.publish("served", "numbers", 4)
+    app.state.events.close()

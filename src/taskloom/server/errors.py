@@ -33,7 +33,13 @@ from ..exceptions import (
 )
 from ..packages.errors import PackageError, UnknownPackageError
 from ..services.errors import ServiceRunningError, UnknownServiceError
-from ..streams.errors import DeploymentNotFoundError, PipelineError, WiringError
+from ..streams.errors import (
+    DeploymentNotFoundError,
+    PipelineError,
+    PortValidationError,
+    StageConfigError,
+    WiringError,
+)
 from .tokens import AuthError, ForbiddenError, TokenNotFoundError
 
 __all__ = [
@@ -132,7 +138,11 @@ async def _taskloom_error(_request: Request, exc: Exception) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, InputValidationError):
         extra = {"task": exc.task, "what": exc.what, "errors": [e.as_dict() for e in exc.errors]}
-    elif isinstance(exc, UnknownTaskError | UnknownServiceError):
+        if isinstance(exc, PortValidationError):
+            extra.update(deployment=exc.deployment, topic=exc.topic)
+        elif isinstance(exc, StageConfigError):
+            extra["pipeline"] = exc.pipeline
+    elif isinstance(exc, UnknownTaskError | UnknownServiceError | DeploymentNotFoundError):
         extra = {"name": exc.name}
     elif isinstance(exc, RunNotFoundError):
         extra = {"run_id": exc.run_id}
