@@ -11,6 +11,7 @@ export const routes = [
   { path: /^\/runs$/, nav: "Runs", href: "#/runs", load: () => import("./runs.js") },
   { path: /^\/runs\/([^/]+)$/, section: "#/runs", load: () => import("./run.js") },
   { path: /^\/services$/, nav: "Services", href: "#/services", load: () => import("./services.js") },
+  { path: /^\/pipelines$/, nav: "Pipelines", href: "#/pipelines", load: () => import("./pipelines.js") },
 ];
 
 /** Where "#/" and unknown addresses lead. */
