@@ -38,7 +38,7 @@ const rate = (value) => (value === null || value === undefined ? "—" : value.t
 export async function render(main, { query }) {
   const notice = h("div");
   const table = h("tbody");
-  const deployRow = h("div", { class: "row", id: "pipeline-deploy" });
+  const deployRow = h("div", { class: "row", id: "pipeline-deploy", style: "margin-bottom: 12px" });
   const detail = h("div", { id: "pipeline-detail" });
   let shown = query.get("deployment");
   let snapshot = null; // {status, at}: the last status of the shown deployment, for rates
