@@ -97,8 +97,32 @@ def test_deploy_publish_tail_status_and_stop_through_a_real_server(cli: Cli) -> 
         assert {d["name"] for d in client.pipelines()} == {"flow", "copy"}
 
         assert client.stop_pipeline("flow")["state"] == "stopped"
-        assert client.stop_pipeline("copy")["state"] == "stopped"
         with pytest.raises(taskloom.streams.DeploymentNotFoundError):
             client.pipeline_status("ghost")
+    # `copy` still runs, with a reader tailing it: the server stops both and exits 0.
+    ended = threading.Event()
+    got: list[dict[str, Any]] = []
+
+    def tail_copy() -> None:
+        try:
+            with taskloom.Client(served.url) as reader:
+                for message in reader.tail("copy", "out"):
+                    got.append(message)
+        except taskloom.TaskloomError:
+            pass  # the connection closed by the server as it stops: an end as good as any
+        finally:
+            ended.set()
+
+    threading.Thread(target=tail_copy, daemon=True).start()
+    with taskloom.Client(served.url) as client:
+        tries = 0
+        while not got:
+            client.publish("copy", "in", 1)
+            tries += 1
+            ended.wait(0.1)
+            assert tries < 200, "the tail of copy saw nothing"
     code, err = served.stop()
     assert code == 0, err
+    assert ended.wait(10), "the tail did not end with the server"
+    result = cli("pipeline", "status", "copy", "--json")
+    assert '"state": "stopped"' in result.stdout, result.stdout
