@@ -39,6 +39,12 @@ def test_deploy_watch_the_counts_move_publish_and_stop(dashboard: Dashboard) -> 
     )
     dashboard.screenshot("pipeline")
 
+    # Follow the totals live: lines come as the stage publishes.
+    page.locator("#tail-topic").select_option("totals")
+    page.locator("#tail-follow").click()
+    expect(page.locator("#tail-lines .line").nth(1)).to_be_visible()
+    dashboard.screenshot("follow")
+
     page.locator("#publish-topic").select_option("ticks")
     page.locator("#publish-value").fill('"many"')
     page.locator("#publish-form").get_by_role("button", name="Publish").click()

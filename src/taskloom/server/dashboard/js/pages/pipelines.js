@@ -3,12 +3,13 @@
 // Rates are computed here from successive status snapshots (messages per second between
 // two looks); the page asks for the status every second while it is open.
 
-import { ApiError, request } from "../api.js";
+import { API, ApiError, getToken, request } from "../api.js";
 import { setQuery } from "../address.js";
 import { errorNotice, h, replace, statusBadge } from "../dom.js";
 import { formatTime } from "../format.js";
 
 const POLL_MS = 1000;
+const TAIL_LINES = 50; // the newest messages a followed topic keeps on the page
 const enc = encodeURIComponent;
 
 const pipelinesApi = {
@@ -40,6 +41,8 @@ export async function render(main, { query }) {
   const table = h("tbody");
   const deployRow = h("div", { class: "row", id: "pipeline-deploy", style: "margin-bottom: 12px" });
   const detail = h("div", { id: "pipeline-detail" });
+  const tailBox = h("div", { id: "pipeline-tail" });
+  let source = null; // the EventSource of the followed topic
   let shown = query.get("deployment");
   let snapshot = null; // {status, at}: the last status of the shown deployment, for rates
   let stopped = false;
@@ -61,7 +64,46 @@ export async function render(main, { query }) {
       ),
     ),
     detail,
+    tailBox,
   );
+
+  function unfollow() {
+    source?.close();
+    source = null;
+  }
+
+  /** Follow a topic of the shown deployment: its newest messages, live (Server-Sent Events). */
+  function drawTail(status) {
+    unfollow();
+    if (!status.here || status.state !== "running") {
+      replace(tailBox);
+      return;
+    }
+    const names = Object.keys(status.topics).sort();
+    const topic = h("select", { id: "tail-topic", "aria-label": "Topic to follow" }, names.map((n) => h("option", { value: n }, n)));
+    const lines = h("div", { class: "logs", id: "tail-lines", role: "log" });
+    const dropped = h("span", { class: "muted", id: "tail-dropped" });
+    const follow = h("button", { type: "button", id: "tail-follow" }, "Follow");
+    follow.addEventListener("click", () => {
+      unfollow();
+      replace(lines);
+      replace(dropped);
+      const token = getToken();
+      const address = `${API}/pipelines/${enc(status.name)}/topics/${enc(topic.value)}/tail`;
+      source = new EventSource(`${address}${token ? `?token=${enc(token)}` : ""}`);
+      source.addEventListener("message", (event) => {
+        const message = JSON.parse(event.data);
+        lines.append(h("div", { class: "line" }, h("span", { class: "muted" }, String(message.timestamp)), h("span", { class: "level" }), h("span", { class: "mono" }, JSON.stringify(message.value))));
+        while (lines.childElementCount > TAIL_LINES) lines.firstElementChild.remove();
+        lines.scrollTop = lines.scrollHeight;
+      });
+      source.addEventListener("lagged", (event) => {
+        dropped.textContent = `${JSON.parse(event.data).dropped} dropped (the page fell behind)`;
+      });
+      source.addEventListener("error", () => unfollow()); // the deployment stopped
+    });
+    replace(tailBox, h("section", { class: "card", style: "margin-top: 20px" }, h("h3", {}, "Follow a topic"), h("div", { class: "row" }, topic, follow, dropped), lines));
+  }
 
   async function act(action, button) {
     button.disabled = true;
@@ -125,6 +167,8 @@ export async function render(main, { query }) {
     snapshot = null;
     setQuery({ deployment: name });
     replace(detail);
+    replace(tailBox);
+    unfollow();
     poll();
   }
 
@@ -185,6 +229,8 @@ export async function render(main, { query }) {
       shown = null;
       setQuery({});
       replace(detail);
+      replace(tailBox);
+      unfollow();
     });
     const parts = [
       h("div", { class: "row page-head" }, h("h2", { style: "margin: 0" }, h("span", { class: "mono" }, status.name)), statusBadge(status.state), h("span", { class: "muted" }, `on ${status.bus}`), h("span", { class: "spacer" }), close),
@@ -242,6 +288,9 @@ export async function render(main, { query }) {
         const status = await pipelinesApi.status(shown);
         const at = performance.now() / 1000;
         const rateOf = rates(snapshot?.status, status, snapshot ? at - snapshot.at : 0);
+        // The follow box is drawn once per deployment (and when it starts or stops running).
+        const live = status.here && status.state === "running";
+        if (!snapshot || live !== (snapshot.status.here && snapshot.status.state === "running")) drawTail(status);
         snapshot = { status, at };
         // Keep the publish box (and what is typed in it) while redrawing the numbers.
         const focused = document.activeElement?.id;
@@ -267,6 +316,7 @@ export async function render(main, { query }) {
   poll();
   return () => {
     stopped = true;
+    unfollow();
     clearInterval(lister);
     if (timer !== null) clearTimeout(timer);
   };
