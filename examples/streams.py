@@ -1,5 +1,8 @@
 """Stream stages: the issue's `adder` with state and config, a timer source and a printer.
 
+`taskloom serve examples/` serves the two pipelines below too: deploy them by name from
+the dashboard's Pipelines page or with `POST /api/pipelines {"pipeline": "ticking"}`.
+
 taskloom pipeline deploy examples/streams.yaml
 taskloom pipeline deploy examples/streams.yaml --bus nats://127.0.0.1:4222
 taskloom topic tail demo/sums
@@ -64,3 +67,16 @@ demo.stage(
     config={"step": 2},
 )
 demo.stage(printer, inputs={"value": "sums"})
+
+
+@taskloom.task
+def running_total(value: int, state: Counter) -> int:
+    """Add each value to a total kept between messages."""
+    state.count += value
+    return state.count
+
+
+#: A pipeline that moves on its own: a tick every 0.2 s, summed as it goes.
+ticking = taskloom.Pipeline("ticking")
+ticking.stage(ticks, outputs=["ticks"], config={"period": 0.2, "count": 1_000_000})
+ticking.stage(running_total, inputs={"value": "ticks"}, outputs=["totals"])

@@ -7,12 +7,18 @@ operations) and raise the engine's exceptions: `InputValidationError` with its
 `FieldError`s and `WorkflowValidationError` on a 422, `UnknownTaskError` and
 `RunNotFoundError` on a 404, and so on. Runs come back as `Run` objects, service
 statuses, workflow runs with their steps and packages as dictionaries.
+
+Pipelines: `deploy_pipeline`, `pipelines`, `pipeline_status`, `stop_pipeline`, `publish`
+and `tail` (an iterator over a topic's messages) raise the streams' exceptions:
+`WiringError`, `StageConfigError`, `PortValidationError` (422), `DeploymentNotFoundError`
+(404), `PipelineError` (409).
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -34,6 +40,13 @@ from .exceptions import (
 from .packages.errors import PackageError, UnknownPackageError
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .services.errors import ServiceError, ServiceRunningError, UnknownServiceError
+from .streams.errors import (
+    DeploymentNotFoundError,
+    PipelineError,
+    PortValidationError,
+    StageConfigError,
+    WiringError,
+)
 from .workflows import Workflow
 
 __all__ = ["AsyncClient", "Client", "ClientError"]
@@ -65,6 +78,9 @@ def _error_from(response: httpx.Response) -> TaskloomError:
         FieldError(str(e.get("field", "")), str(e.get("message", "")))
         for e in error.get("errors") or []
     ]
+    stream_error = _stream_error(kind, message, error, errors)
+    if stream_error is not None:
+        return stream_error
     if kind == "InputValidationError":
         return InputValidationError(
             str(error.get("task")), errors, what=str(error.get("what", "input"))
@@ -104,6 +120,81 @@ def _error_from(response: httpx.Response) -> TaskloomError:
     if kind in simple:
         return simple[kind](message)
     return ClientError(f"{kind}: {message}", status_code=response.status_code)
+
+
+def _stream_error(
+    kind: str, message: str, error: dict[str, Any], errors: list[FieldError]
+) -> TaskloomError | None:
+    """The streams' exceptions, rebuilt from an error body."""
+    exc: TaskloomError
+    if kind == "PortValidationError" and errors:
+        exc = PortValidationError(
+            str(error.get("deployment", "")),
+            str(error.get("topic", "")),
+            str(error.get("task", "")),
+            errors[0].field,
+            errors[0].message,
+        )
+    elif kind == "StageConfigError":
+        exc = StageConfigError(str(error.get("pipeline", "")), str(error.get("task", "")), errors)
+    elif kind == "WiringError":
+        exc = WiringError(str(error.get("pipeline", "")), [e.message for e in errors])
+    elif kind == "DeploymentNotFoundError":
+        exc = DeploymentNotFoundError(str(error.get("name", "")))
+    elif kind in ("PipelineError", "UnknownTopicError"):
+        exc = PipelineError(message)
+    else:
+        return None
+    exc.args = (message,)
+    return exc
+
+
+def _deploy_body(
+    pipeline: dict[str, Any] | str, name: str | None, bus: str | None, status_interval: float
+) -> dict[str, Any]:
+    return {"pipeline": pipeline, "name": name, "bus": bus, "status_interval": status_interval}
+
+
+def _publish_body(value: Any, timestamp: int | None, metadata: dict[str, Any] | None) -> Any:
+    return {"value": value, "timestamp": timestamp, "metadata": metadata}
+
+
+class _SseParser:
+    """Server-Sent Events from lines: (event, data) once a blank line ends an event."""
+
+    def __init__(self) -> None:
+        self.event = "message"
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        if not line:
+            if not self.data:
+                self.event = "message"
+                return None
+            done = (self.event, "\n".join(self.data))
+            self.event, self.data = "message", []
+            return done
+        if line.startswith(":"):
+            return None
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            self.event = value
+        elif field == "data":
+            self.data.append(value)
+        return None
+
+
+def _tail_message(event: str, data: str, dropped: list[int]) -> dict[str, Any] | None:
+    """A topic message as a dict (with `dropped`: messages lost so far), or None."""
+    if event == "lagged":
+        dropped[0] = int(json.loads(data)["dropped"])
+        return None
+    if event != "message":
+        return None
+    message: dict[str, Any] = json.loads(data)
+    message["dropped"] = dropped[0]
+    return message
 
 
 def _checked(response: httpx.Response) -> Any:
@@ -400,6 +491,78 @@ class Client:
         result: dict[str, Any] = self._call("DELETE", f"/packages/{name}")
         return result
 
+    # pipelines ------------------------------------------------------------------------
+    def deploy_pipeline(
+        self,
+        pipeline: dict[str, Any] | str,
+        *,
+        name: str | None = None,
+        bus: str | None = None,
+        status_interval: float = 1.0,
+    ) -> dict[str, Any]:
+        """Deploy a pipeline in the server: the name of one its files define, or its data
+        form (a dict, or YAML text) whose stages name served tasks. Returns its status;
+        raises `WiringError`, `StageConfigError`, or `PipelineError` when the name runs."""
+        body = _deploy_body(pipeline, name, bus, status_interval)
+        result: dict[str, Any] = self._call("POST", "/pipelines", json=body)
+        return result
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """Every deployment's status, running or stopped."""
+        result: list[dict[str, Any]] = self._call("GET", "/pipelines")
+        return result
+
+    def pipeline_status(self, name: str) -> dict[str, Any]:
+        """A deployment's status: each stage's state, messages in and out, drops, errors."""
+        result: dict[str, Any] = self._call("GET", f"/pipelines/{name}")
+        return result
+
+    def stop_pipeline(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/pipelines/{name}/stop")
+        return result
+
+    def publish(
+        self,
+        deployment: str,
+        topic: str,
+        value: Any,
+        *,
+        timestamp: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Publish one message; raises `PortValidationError` for a value the topic's
+        inputs do not accept."""
+        body = _publish_body(value, timestamp, metadata)
+        result: dict[str, Any] = self._call(
+            "POST", f"/pipelines/{deployment}/topics/{topic}", json=body
+        )
+        return result
+
+    def tail(
+        self, deployment: str, topic: str, *, count: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """A topic's messages as they come (`timestamp`, `value`, `metadata`, and
+        `dropped`: how many this reader lost by falling behind); ends after `count`
+        messages, or when the deployment stops."""
+        path = f"/pipelines/{deployment}/topics/{topic}/tail"
+        parser, dropped, seen = _SseParser(), [0], 0
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        try:
+            with self._http.stream("GET", path, timeout=timeout) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error_from(response)
+                for line in response.iter_lines():
+                    done = parser.feed(line)
+                    message = done and _tail_message(*done, dropped)
+                    if message:
+                        yield message
+                        seen += 1
+                        if count is not None and seen >= count:
+                            return
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+
 
 class AsyncClient:
     """The asynchronous client: `async with AsyncClient(url, token=...) as client:`.
@@ -577,3 +740,75 @@ class AsyncClient:
     async def remove_package(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("DELETE", f"/packages/{name}")
         return result
+
+    # pipelines ------------------------------------------------------------------------
+    async def deploy_pipeline(
+        self,
+        pipeline: dict[str, Any] | str,
+        *,
+        name: str | None = None,
+        bus: str | None = None,
+        status_interval: float = 1.0,
+    ) -> dict[str, Any]:
+        """Deploy a pipeline in the server: the name of one its files define, or its data
+        form (a dict, or YAML text) whose stages name served tasks. Returns its status;
+        raises `WiringError`, `StageConfigError`, or `PipelineError` when the name runs."""
+        body = _deploy_body(pipeline, name, bus, status_interval)
+        result: dict[str, Any] = await self._call("POST", "/pipelines", json=body)
+        return result
+
+    async def pipelines(self) -> list[dict[str, Any]]:
+        """Every deployment's status, running or stopped."""
+        result: list[dict[str, Any]] = await self._call("GET", "/pipelines")
+        return result
+
+    async def pipeline_status(self, name: str) -> dict[str, Any]:
+        """A deployment's status: each stage's state, messages in and out, drops, errors."""
+        result: dict[str, Any] = await self._call("GET", f"/pipelines/{name}")
+        return result
+
+    async def stop_pipeline(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", f"/pipelines/{name}/stop")
+        return result
+
+    async def publish(
+        self,
+        deployment: str,
+        topic: str,
+        value: Any,
+        *,
+        timestamp: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Publish one message; raises `PortValidationError` for a value the topic's
+        inputs do not accept."""
+        body = _publish_body(value, timestamp, metadata)
+        result: dict[str, Any] = await self._call(
+            "POST", f"/pipelines/{deployment}/topics/{topic}", json=body
+        )
+        return result
+
+    async def tail(
+        self, deployment: str, topic: str, *, count: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A topic's messages as they come (`timestamp`, `value`, `metadata`, and
+        `dropped`: how many this reader lost by falling behind); ends after `count`
+        messages, or when the deployment stops."""
+        path = f"/pipelines/{deployment}/topics/{topic}/tail"
+        parser, dropped, seen = _SseParser(), [0], 0
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        try:
+            async with self._http.stream("GET", path, timeout=timeout) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise _error_from(response)
+                async for line in response.aiter_lines():
+                    done = parser.feed(line)
+                    message = done and _tail_message(*done, dropped)
+                    if message:
+                        yield message
+                        seen += 1
+                        if count is not None and seen >= count:
+                            return
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc

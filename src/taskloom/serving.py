@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,8 @@ class Served:
 
     tasks: list[TaskDefinition] = field(default_factory=list)
     services: list[ServiceDefinition] = field(default_factory=list)
+    #: `taskloom.Pipeline` objects at module level: deployable by name through the API.
+    pipelines: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +98,19 @@ def load_served(targets: Sequence[str]) -> Served:
             found += len(tasks) + len(services)
             served.tasks.extend(tasks)
             served.services.extend(services)
+            served.pipelines.extend(_pipelines_in(module))
         if not found:
             raise TaskDefinitionError(f"{target!r} defines no tasks and no services")
     return served
+
+
+def _pipelines_in(module: Any) -> list[Any]:
+    # Only when the module uses streams: serving tasks alone never imports them.
+    if "taskloom.streams.pipeline" not in sys.modules:
+        return []
+    from .streams.pipeline import Pipeline
+
+    return [v for v in vars(module).values() if isinstance(v, Pipeline)]
 
 
 @contextlib.contextmanager

@@ -183,7 +183,7 @@ def serve_command(
             )
         except SettingsError as exc:
             raise CliError(exc.message) from exc
-        http = HttpServer(settings, database=_database_text(url))
+        http = HttpServer(settings, database=_database_text(url), pipelines=served.pipelines)
         with _logging_to_stderr(verbose=verbose):
             try:
                 result = run_to_end(

@@ -7,6 +7,7 @@ after (`taskloom serve` does both, in the same event loop as the server).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -14,8 +15,10 @@ from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..engine import Engine
+from ..streams import Pipeline
 from .api import ROUTERS
 from .api.packages import PackageInstalls
+from .api.pipelines import DeploymentsHere
 from .auth import AuthPolicy
 from .errors import install_error_handlers
 from .events import EventHub
@@ -33,6 +36,7 @@ def create_app(
     database: str = "",
     dashboard: Path | None = DASHBOARD_DIR,
     venvs_dir: Path | None = None,
+    pipelines: Sequence[Pipeline] = (),
 ) -> FastAPI:
     """An app serving `engine` (which must be started before the first request).
 
@@ -59,6 +63,7 @@ def create_app(
     app.state.events = hub
     folder = venvs_dir if venvs_dir is not None else Path.cwd() / ".taskloom" / "venvs"
     app.state.packages = PackageInstalls(engine, folder.resolve())
+    app.state.pipelines = DeploymentsHere(list(pipelines))
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix="/api")

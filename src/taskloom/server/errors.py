@@ -33,11 +33,19 @@ from ..exceptions import (
 )
 from ..packages.errors import PackageError, UnknownPackageError
 from ..services.errors import ServiceRunningError, UnknownServiceError
+from ..streams.errors import (
+    DeploymentNotFoundError,
+    PipelineError,
+    PortValidationError,
+    StageConfigError,
+    WiringError,
+)
 from .tokens import AuthError, ForbiddenError, TokenNotFoundError
 
 __all__ = [
     "STATUS_CODES",
     "NotAWorkflowRunError",
+    "UnknownTopicError",
     "WorkflowProblems",
     "error_body",
     "install_error_handlers",
@@ -49,6 +57,14 @@ logger = logging.getLogger("taskloom.server")
 
 class NotAWorkflowRunError(WorkflowError, LookupError):
     """The run named in a workflow route is not a workflow run."""
+
+
+class UnknownTopicError(PipelineError, LookupError):
+    """A deployment has no topic of this name."""
+
+    def __init__(self, deployment: str, topic: str, known: list[str]) -> None:
+        listed = ", ".join(known) or "none"
+        super().__init__(f"deployment {deployment!r} has no topic {topic!r} (topics: {listed})")
 
 
 class WorkflowProblems(WorkflowValidationError):
@@ -87,6 +103,9 @@ STATUS_CODES: tuple[tuple[type[TaskloomError], int], ...] = (
     (RunNotFoundError, 404),
     (UnknownServiceError, 404),
     (TokenNotFoundError, 404),
+    (DeploymentNotFoundError, 404),
+    (UnknownTopicError, 404),
+    (WiringError, 422),
     (ServiceRunningError, 409),
     (DuplicateTaskError, 409),
     (WaitTimeoutError, 408),
@@ -94,6 +113,8 @@ STATUS_CODES: tuple[tuple[type[TaskloomError], int], ...] = (
     # A workflow run still running (rerun), a package installing already.
     (WorkflowError, 409),
     (PackageError, 409),
+    # A deployment running already, or not running in this server.
+    (PipelineError, 409),
     # The server's own trouble, never the client's input: try again later.
     (EngineClosedError, 503),
     (StoreError, 503),
@@ -117,10 +138,19 @@ async def _taskloom_error(_request: Request, exc: Exception) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, InputValidationError):
         extra = {"task": exc.task, "what": exc.what, "errors": [e.as_dict() for e in exc.errors]}
-    elif isinstance(exc, UnknownTaskError | UnknownServiceError):
+        if isinstance(exc, PortValidationError):
+            extra.update(deployment=exc.deployment, topic=exc.topic)
+        elif isinstance(exc, StageConfigError):
+            extra["pipeline"] = exc.pipeline
+    elif isinstance(exc, UnknownTaskError | UnknownServiceError | DeploymentNotFoundError):
         extra = {"name": exc.name}
     elif isinstance(exc, RunNotFoundError):
         extra = {"run_id": exc.run_id}
+    elif isinstance(exc, WiringError):
+        extra = {
+            "pipeline": exc.pipeline,
+            "errors": [{"field": "pipeline", "message": p} for p in exc.problems],
+        }
     elif isinstance(exc, WorkflowValidationError):
         extra = {
             "workflow": exc.workflow,

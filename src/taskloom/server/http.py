@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import uvicorn
 
@@ -45,9 +46,16 @@ class HttpServer:
     """Serves an engine's API on `settings.host:settings.port` (port 0: a free one)."""
 
     def __init__(
-        self, settings: ServerSettings, *, auth: bool | None = None, database: str = ""
+        self,
+        settings: ServerSettings,
+        *,
+        auth: bool | None = None,
+        database: str = "",
+        pipelines: Sequence[Any] = (),
     ) -> None:
         self.settings = settings
+        #: The pipelines of the served files, deployable by name.
+        self.pipelines = list(pipelines)
         #: None decides from the address and the store (see `auth.auth_required`).
         self.auth = auth
         self.database = database
@@ -101,6 +109,7 @@ class HttpServer:
             auth_required=self.auth,
             database=self.database,
             venvs_dir=self.settings.venvs_dir,
+            pipelines=self.pipelines,
         )
         config = uvicorn.Config(
             app,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import events, health, packages, runs, services, tasks, tokens, workflows
+from . import events, health, packages, pipelines, runs, services, tasks, tokens, workflows
 
 __all__ = ["ROUTERS"]
 
@@ -18,6 +18,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     services.router,
     workflows.router,
     packages.router,
+    pipelines.router,
     events.router,
     tokens.router,
 )

@@ -14,6 +14,7 @@ export const routes = [
   { path: /^\/workflows$/, nav: "Workflows", href: "#/workflows", load: () => import("./workflows.js") },
   { path: /^\/workflows\/([^/]+)$/, section: "#/workflows", load: () => import("./workflow.js") },
   { path: /^\/packages$/, nav: "Packages", href: "#/packages", load: () => import("./packages.js") },
+  { path: /^\/pipelines$/, nav: "Pipelines", href: "#/pipelines", load: () => import("./pipelines.js") },
 ];
 
 /** Where "#/" and unknown addresses lead. */
