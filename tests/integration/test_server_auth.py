@@ -241,3 +241,11 @@ async def test_the_server_refuses_a_public_address_without_a_token(
     with pytest.raises(AuthError, match="refusing to listen"):
         await server.start(engine)
     assert server.port is None  # nothing was bound
+
+
+async def test_whoami_says_the_callers_role(api: httpx.AsyncClient, tokens: dict[str, str]) -> None:
+    assert (await api.get("/whoami")).status_code == 401
+    for role, secret in tokens.items():
+        response = await api.get("/whoami", headers={"Authorization": f"Bearer {secret}"})
+        assert response.status_code == 200
+        assert response.json()["role"] == role

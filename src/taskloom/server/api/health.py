@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
 
 from ... import __version__
-from .deps import EngineDep
-from .models import HealthOut
+from ..tokens import Caller
+from .deps import EngineDep, Viewer, responses
+from .models import CallerOut, HealthOut
 
 __all__ = ["router"]
 
@@ -24,3 +27,10 @@ async def health(request: Request, engine: EngineDep) -> HealthOut:
         tasks=len(engine.registry),
         services=len(engine.supervisor.names),
     )
+
+
+@router.get("/whoami", response_model=CallerOut, responses=responses(401))
+async def whoami(caller: Annotated[Caller, Viewer]) -> CallerOut:
+    """Who the caller is: the token's role, id and name (`admin` and no token when the
+    server needs no token). The dashboard shows or hides controls by it."""
+    return CallerOut(role=caller.role.value, token_id=caller.token_id, name=caller.name)

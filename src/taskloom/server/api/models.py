@@ -201,6 +201,12 @@ class HealthOut(BaseModel):
     services: int
 
 
+class CallerOut(BaseModel):
+    role: str
+    token_id: str | None = None
+    name: str | None = None
+
+
 class TokenOut(BaseModel):
     id: str
     name: str
