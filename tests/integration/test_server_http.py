@@ -106,6 +106,21 @@ async def test_service_changes_are_events(server: HttpServer) -> None:
     assert [d["state"] for _k, d in seen][-1] == "stopped"
 
 
+async def test_service_log_lines_are_events(server: HttpServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url + "/api") as http:
+        params = {"type": "service_log", "service": "ticker"}
+        async with http.stream("GET", "/events", params=params) as stream:
+            events = EventReader(stream)
+            await events.subscribed()
+            started = await http.post("/services/ticker/start", json={"config": {"period": 0.05}})
+            assert started.status_code == 200
+            seen = await events.until(lambda s: len(s) >= 3)
+            assert (await http.post("/services/ticker/stop")).status_code == 200
+    assert {k for k, _d in seen} == {"service_log"}
+    assert [d["message"] for _k, d in seen[:3]] == ["tick 1", "tick 2", "tick 3"]
+    assert {(d["service"], d["start_number"]) for _k, d in seen} == {("ticker", 1)}
+
+
 async def test_stop_ends_open_event_streams_in_bounded_time(engine: taskloom.Engine) -> None:
     server = HttpServer(ServerSettings(port=0))
     await server.start(engine)

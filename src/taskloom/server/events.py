@@ -16,6 +16,7 @@ from typing import Any
 
 from ..engine import Engine, RunEvent
 from ..services.status import ServiceStatus
+from ..store import ServiceLogLine
 from .encoding import jsonable
 
 __all__ = ["QUEUE_SIZE", "Event", "EventFilter", "EventHub", "Subscription"]
@@ -26,7 +27,8 @@ QUEUE_SIZE = 1000
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event: `type` is `run`, `log`, `service` or `lagged`; `data` is JSON-ready."""
+    """One event: `type` is `run`, `log`, `service`, `service_log` or `lagged`; `data` is
+    JSON-ready."""
 
     type: str
     data: dict[str, Any]
@@ -95,6 +97,8 @@ class EventHub:
         supervisor = self._engine.supervisor
         supervisor.add_listener(self._on_service)
         self._removers.append(lambda: supervisor.remove_listener(self._on_service))
+        supervisor.add_log_listener(self._on_service_log)
+        self._removers.append(lambda: supervisor.remove_log_listener(self._on_service_log))
 
     def close(self) -> None:
         for remove in self._removers:
@@ -137,3 +141,7 @@ class EventHub:
         if self._subscriptions:
             data = jsonable(status.as_dict())
             self.publish(Event("service", data, service=status.name))
+
+    def _on_service_log(self, line: ServiceLogLine) -> None:
+        if self._subscriptions:
+            self.publish(Event("service_log", jsonable(line.as_dict()), service=line.service))

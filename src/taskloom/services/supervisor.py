@@ -48,6 +48,7 @@ ACTIONS = ("start", "stop", "restart")
 EXIT_SERVICE_FAILED = 1
 
 Listener = Callable[[ServiceStatus], None]
+LogListener = Callable[[ServiceLogLine], None]
 
 logger = logging.getLogger("taskloom.services")
 
@@ -146,6 +147,8 @@ class Supervisor:
         self._log_limit = log_limit
         self._slots: dict[str, _Slot] = {}
         self._listeners: list[Listener] = []
+        self._log_listeners: list[LogListener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._exit = asyncio.Event()
         self._exit_code: int | None = None
         self._closed = False
@@ -225,6 +228,28 @@ class Supervisor:
 
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
+
+    def add_log_listener(self, listener: LogListener) -> None:
+        """Call `listener(line)` on the event loop for every line a service logs."""
+        self._log_listeners.append(listener)
+
+    def remove_log_listener(self, listener: LogListener) -> None:
+        self._log_listeners.remove(listener)
+
+    def _on_log(self, line: ServiceLogLine) -> None:
+        """A line logged by a service, from any thread: saved, and told to log listeners."""
+        self._save_log(line)
+        loop = self._loop
+        if self._log_listeners and loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody listens any more
+                loop.call_soon_threadsafe(self._tell_log_listeners, line)
+
+    def _tell_log_listeners(self, line: ServiceLogLine) -> None:
+        for listener in list(self._log_listeners):
+            try:
+                listener(line)
+            except Exception:
+                logger.exception("service log listener %r failed", listener)
 
     def _set_state(self, slot: _Slot, state: ServiceState) -> None:
         slot.state = state
@@ -335,6 +360,7 @@ class Supervisor:
         return validate_special(definition.name, "config", kind, config)
 
     def _launch(self, slot: _Slot) -> ServiceStatus:
+        self._loop = asyncio.get_running_loop()
         slot.restart_times.clear()  # a start by a caller begins a fresh restart window
         slot.stop_timed_out = False
         self._set_state(slot, ServiceState.STARTING)
@@ -548,7 +574,7 @@ class Supervisor:
             task=definition.name,
             attempt=record.number,
             timestamp=int(record.started_at * 1000),
-            sink=_ServiceSink(slot, record, self._clock, self._save_log),
+            sink=_ServiceSink(slot, record, self._clock, self._on_log),
         )
         slot.context = context
         token = context_module.set_current(context)

@@ -35,7 +35,7 @@ router = APIRouter(tags=["events"], dependencies=[Viewer])
 async def events(
     hub: HubDep,
     types: Annotated[
-        list[Literal["run", "log", "service"]] | None,
+        list[Literal["run", "log", "service", "service_log"]] | None,
         Query(alias="type", description="Only these types."),
     ] = None,
     run_id: Annotated[str | None, Query(max_length=36)] = None,
@@ -46,7 +46,7 @@ async def events(
         Query(max_length=36, description="Only this run and its children (a workflow's steps)."),
     ] = None,
 ) -> EventSourceResponse:
-    """Follow runs, their log lines and services as they change."""
+    """Follow runs, their log lines, services and their log lines as they change."""
     wanted = frozenset[str](types) if types else None
     subscription = hub.subscribe(
         EventFilter(types=wanted, run_id=run_id, task=task, service=service, parent_id=parent_id)
