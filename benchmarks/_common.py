@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import re
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,3 +51,29 @@ def report(title: str, figures: dict[str, str]) -> None:
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"  {key.ljust(width)}  {value}")
+
+
+def start_serve(folder: Path, database: Path) -> tuple[subprocess.Popen[str], str]:
+    """`taskloom serve served.py --port 0` in `folder` on a SQLite `database`; returns the
+    process and the URL it printed once it serves."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskloom", "serve", "served.py", "--port", "0"],
+        cwd=folder,
+        env={"PATH": "/usr/bin:/bin", "TASKLOOM_DATABASE_URL": f"sqlite:///{database}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        match = re.search(r"serving (http://\S+)", line)
+        if match:
+            return process, match.group(1)
+    raise SystemExit(f"taskloom serve ended with {process.wait()}")
+
+
+def percentiles_ms(samples: list[float]) -> str:
+    """p50 and p95 of samples in seconds, as milliseconds."""
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    return f"p50 {statistics.median(ordered) * 1e3:6.2f} ms, p95 {p95 * 1e3:6.2f} ms"

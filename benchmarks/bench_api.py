@@ -15,11 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sqlite3
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import machine, report
+from _common import machine, percentiles_ms, report, start_serve
 
 from taskloom.runs import new_run_id
 from taskloom.store import open_store
@@ -87,12 +83,6 @@ def fill(database: Path, n: int) -> float:
     return time.perf_counter() - began
 
 
-def percentiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
-    return f"p50 {statistics.median(ordered) * 1e3:6.2f} ms, p95 {p95 * 1e3:6.2f} ms"
-
-
 def timed(n: int, call: Callable[[], Any]) -> list[float]:
     for _ in range(5):  # warm up
         call()
@@ -104,24 +94,6 @@ def timed(n: int, call: Callable[[], Any]) -> list[float]:
     return samples
 
 
-def start_server(folder: Path, database: Path) -> tuple[subprocess.Popen[str], str]:
-    (folder / "served.py").write_text(SERVED, encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "taskloom", "serve", "served.py", "--port", "0"],
-        cwd=folder,
-        env={"PATH": "/usr/bin:/bin", "TASKLOOM_DATABASE_URL": f"sqlite:///{database}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        match = re.search(r"serving (http://\S+)", line)
-        if match:
-            return process, match.group(1)
-    raise SystemExit(f"taskloom serve ended with {process.wait()}")
-
-
 def main(n: int, requests: int) -> None:
     with tempfile.TemporaryDirectory(prefix="taskloom-bench-") as name:
         folder = Path(name)
@@ -129,7 +101,8 @@ def main(n: int, requests: int) -> None:
         open_store(f"sqlite:///{database}").close()  # creates and migrates the file
         fill_seconds = fill(database, n)
         store = open_store(f"sqlite:///{database}")
-        process, url = start_server(folder, database)
+        (folder / "served.py").write_text(SERVED, encoding="utf-8")
+        process, url = start_serve(folder, database)
         try:
             queries: dict[str, dict[str, Any]] = {
                 "newest runs": {},
@@ -155,8 +128,8 @@ def main(n: int, requests: int) -> None:
 
                     api_samples = timed(requests, through_api)
                     worst = max(worst, sorted(api_samples)[int(len(api_samples) * 0.95)])
-                    figures[f"{label}: API"] = percentiles(api_samples)
-                    figures[f"{label}: store"] = percentiles(timed(requests, in_store))
+                    figures[f"{label}: API"] = percentiles_ms(api_samples)
+                    figures[f"{label}: store"] = percentiles_ms(timed(requests, in_store))
 
                 # Deep pages: follow the cursor from the newest run, page after page.
                 cursor: list[str | None] = [None]
@@ -169,7 +142,7 @@ def main(n: int, requests: int) -> None:
 
                 pages = timed(requests, next_page)
                 worst = max(worst, sorted(pages)[int(len(pages) * 0.95)])
-                figures[f"cursor pages 1..{requests + 5}: API"] = percentiles(pages)
+                figures[f"cursor pages 1..{requests + 5}: API"] = percentiles_ms(pages)
             figures["worst p95 through the API"] = f"{worst * 1e3:.2f} ms (target <= 50 ms)"
             report(f"listing a page of {PAGE} runs through the HTTP API", figures)
         finally:

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-from _common import bare_asyncio_rate, machine, report
+from _common import bare_asyncio_rate, machine, report, start_serve
 
 SERVED = """import taskloom
 
@@ -39,23 +36,6 @@ def double(value: int) -> int:
 flow = taskloom.Pipeline("flow")
 flow.stage(double, inputs={"value": "numbers"}, outputs=["doubled"], queue_size=100_000)
 """
-
-
-def start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "taskloom", "serve", "served.py", "--port", "0"],
-        cwd=folder,
-        env={"PATH": "/usr/bin:/bin", "TASKLOOM_DATABASE_URL": f"sqlite:///{folder / 'api.db'}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        match = re.search(r"serving (http://\S+)", line)
-        if match:
-            return process, match.group(1)
-    raise SystemExit(f"taskloom serve ended with {process.wait()}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -73,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="taskloom-bench-") as name:
         folder = Path(name)
         (folder / "served.py").write_text(SERVED, encoding="utf-8")
-        process, url = start_server(folder)
+        process, url = start_serve(folder, folder / "api.db")
         try:
             with httpx.Client(base_url=url + "/api", timeout=30) as api:
                 api.post("/pipelines", json={"pipeline": "flow"}).raise_for_status()

@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import machine, report
+from _common import machine, percentiles_ms, report, start_serve
 
 import taskloom
 
@@ -71,36 +67,13 @@ async def in_process(folder: Path, n: int) -> float:
         return elapsed
 
 
-def start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "taskloom", "serve", "served.py", "--port", "0"],
-        cwd=folder,
-        env={"PATH": "/usr/bin:/bin", "TASKLOOM_DATABASE_URL": f"sqlite:///{folder / 'api.db'}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        match = re.search(r"serving (http://\S+)", line)
-        if match:
-            return process, match.group(1)
-    raise SystemExit(f"taskloom serve ended with {process.wait()}")
-
-
-def percentiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p95 = ordered[int(len(ordered) * 0.95)]
-    return f"p50 {statistics.median(ordered) * 1e3:.2f} ms  p95 {p95 * 1e3:.2f} ms"
-
-
 def main(n: int, reads: int) -> None:
     baseline = asyncio.run(bare_chain(n))
     with tempfile.TemporaryDirectory(prefix="taskloom-bench-") as name:
         folder = Path(name)
         (folder / "served.py").write_text(SERVED, encoding="utf-8")
         local = asyncio.run(in_process(folder, n))
-        process, url = start_server(folder)
+        process, url = start_serve(folder, folder / "api.db")
         try:
             with httpx.Client(base_url=url + "/api", timeout=120) as http:
                 http.post("/runs", json={"task": "step", "inputs": {"x": 0}})  # warm up
@@ -125,7 +98,7 @@ def main(n: int, reads: int) -> None:
             "machine": machine(),
             "submit to end, HTTP": f"{over_http:.3f} s",
             "submit to end, engine in process": f"{local:.3f} s",
-            f"GET /api/workflows/{{id}} ({n:,} steps)": percentiles(samples),
+            f"GET /api/workflows/{{id}} ({n:,} steps)": percentiles_ms(samples),
             "bare asyncio chain": (
                 f"{baseline * 1e3:.1f} ms (HTTP ratio {over_http / baseline:,.0f}x)"
             ),

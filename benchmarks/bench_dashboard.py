@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, report
-from bench_api import fill, start_server
+from _common import machine, report, start_serve
+from bench_api import SERVED, fill
 
 from taskloom.store import open_store
 
@@ -81,7 +81,8 @@ def main(n: int, samples: int) -> None:
         database = folder / "dashboard.db"
         open_store(f"sqlite:///{database}").close()  # creates and migrates the file
         fill_seconds = fill(database, n)
-        process, url = start_server(folder, database)
+        (folder / "served.py").write_text(SERVED, encoding="utf-8")
+        process, url = start_serve(folder, database)
         profile = tempfile.mkdtemp(prefix="taskloom-chromium-")
         try:
             with sync_playwright() as playwright:

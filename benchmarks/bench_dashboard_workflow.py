@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import machine, report
-from bench_api_workflows import SERVED, start_server
+from _common import machine, report, start_serve
+from bench_api_workflows import SERVED
 from bench_dashboard import ARGS, CHROMIUM, summary
 
 WIDTH = 10
@@ -67,7 +67,7 @@ def main(n: int, samples: int) -> None:
     with tempfile.TemporaryDirectory(prefix="taskloom-bench-") as name:
         folder = Path(name)
         (folder / "served.py").write_text(SERVED, encoding="utf-8")
-        process, url = start_server(folder)
+        process, url = start_serve(folder, folder / "api.db")
         profile = tempfile.mkdtemp(prefix="taskloom-chromium-")
         try:
             api = f"{url.rstrip('/')}/api"

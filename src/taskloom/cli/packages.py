@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -106,6 +106,18 @@ def _install_failed(exc: PackageInstallError) -> None:
     raise typer.Exit(EXIT_FAILED)
 
 
+def _install(install: Callable[[], PackageRecord]) -> None:
+    """Run an install (add or reinstall) and report how it ended."""
+    try:
+        record = install()
+    except PackageInstallError as exc:
+        _install_failed(exc)
+        return
+    except PackageError as exc:
+        raise CliError(str(exc)) from exc
+    _installed(record)
+
+
 @package_app.command("add")
 def add_command(
     source: Annotated[
@@ -129,14 +141,7 @@ def add_command(
 ) -> None:
     """Install a task package into its own venv and register its tasks as PACKAGE/TASK."""
     with reporting_errors(verbose=verbose), _collector(db, venvs) as collector:
-        try:
-            record = collector.add(source, pip_args=pip_arg or [])
-        except PackageInstallError as exc:
-            _install_failed(exc)
-            return
-        except PackageError as exc:
-            raise CliError(str(exc)) from exc
-        _installed(record)
+        _install(lambda: collector.add(source, pip_args=pip_arg or []))
 
 
 @package_app.command("reinstall")
@@ -148,14 +153,7 @@ def reinstall_command(
 ) -> None:
     """Make a package's venv again from its frozen requirements."""
     with reporting_errors(verbose=verbose), _collector(db, venvs) as collector:
-        try:
-            record = collector.reinstall(name)
-        except PackageInstallError as exc:
-            _install_failed(exc)
-            return
-        except PackageError as exc:
-            raise CliError(str(exc)) from exc
-        _installed(record)
+        _install(lambda: collector.reinstall(name))
 
 
 @package_app.command("remove")
