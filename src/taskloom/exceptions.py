@@ -18,6 +18,7 @@ __all__ = [
     "Retry",
     "RunNotFoundError",
     "StoreError",
+    "StoreUnavailableError",
     "TaskDefinitionError",
     "TaskTimeoutError",
     "TaskloomError",
@@ -154,3 +155,12 @@ class WorkflowValidationError(WorkflowError, ValueError):
 
 class StoreError(TaskloomError):
     """The store (database) could not complete an operation."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot commit right now (database down, disk full or locked); nothing was
+    accepted: try again after `retry_after` seconds."""
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -39,6 +39,7 @@ CURATED = (
     "ServiceStatus",
     "StepHandle",
     "StoreError",
+    "StoreUnavailableError",
     "Supervisor",
     "Task",
     "TaskDefinition",
