@@ -23,6 +23,7 @@ __all__ = [
     "TaskTimeoutError",
     "TaskloomError",
     "UnknownTaskError",
+    "UnstorableValueError",
     "WaitTimeoutError",
     "WorkerLostError",
     "WorkflowError",
@@ -164,3 +165,10 @@ class StoreUnavailableError(StoreError):
     def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnstorableValueError(StoreError):
+    """A value cannot be stored: it holds text that UTF-8 cannot encode (a lone surrogate).
+
+    Raised for a run's result, which then fails its attempt; inputs with such text are
+    refused as `InputValidationError` naming the field."""

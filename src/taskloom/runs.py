@@ -18,6 +18,7 @@ __all__ = [
     "Run",
     "RunStatus",
     "new_run_id",
+    "storable_text",
 ]
 
 
@@ -80,14 +81,38 @@ def new_run_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def storable_text(text: str) -> str:
+    """`text` as every store can keep it, written the same in memory and in the database.
+
+    A lone surrogate (a Python `str` can hold one; UTF-8 cannot encode it) becomes its
+    backslash escape (`\\ud800`), and so does NUL (`\\x00`; PostgreSQL text cannot hold it).
+    Other text comes back as it is, the same object.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 @dataclass(slots=True)
 class ErrorInfo:
-    """Why an attempt or a run failed."""
+    """Why an attempt or a run failed. Its text is kept storable (see `storable_text`)."""
 
     type: str
     message: str
     traceback: str | None = None
     retryable: bool = False
+
+    def __post_init__(self) -> None:
+        self.type = storable_text(self.type)
+        self.message = storable_text(self.message)
+        if self.traceback is not None:
+            self.traceback = storable_text(self.traceback)
 
     @classmethod
     def from_exception(cls, exc: BaseException, *, retryable: bool = False) -> ErrorInfo:
@@ -186,7 +211,9 @@ class Attempt:
 
 @dataclass(slots=True)
 class LogLine:
-    """A line a run logged, through `context.logger` or the standard `logging` module."""
+    """A line a run logged, through `context.logger` or the standard `logging` module.
+
+    Characters no store can keep are escaped (see `storable_text`)."""
 
     run_id: str
     attempt: int
@@ -194,6 +221,9 @@ class LogLine:
     level: str
     message: str
     id: int | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        self.message = storable_text(self.message)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

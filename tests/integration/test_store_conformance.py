@@ -123,10 +123,10 @@ def test_empty_batch_is_a_no_op(store: Store) -> None:
 
 
 def test_failing_batch_leaves_nothing(store: Store) -> None:
-    (existing,) = add_runs(store, make_run())
+    (existing,) = add_runs(store, make_run(idempotency_key="taken"))
     newcomer = make_run()
     batch = WriteBatch(
-        new_runs=[newcomer, make_run(id=existing.id)],  # the second one clashes
+        new_runs=[newcomer, make_run(idempotency_key="taken")],  # the second one clashes
         run_updates={existing.id: {"status": RunStatus.RUNNING, "attempts": 1}},
         new_attempts=[Attempt(existing.id, 1, started_at=T0)],
         logs=[LogLine(existing.id, 1, T0, "INFO", "hello")],
@@ -140,14 +140,36 @@ def test_failing_batch_leaves_nothing(store: Store) -> None:
 
 
 def test_failing_attempt_insert_rolls_back_the_runs(store: Store) -> None:
+    add_runs(store, make_run(idempotency_key="taken"))
     (run,) = add_runs(store, make_run())
-    store.write(WriteBatch(new_attempts=[Attempt(run.id, 1, started_at=T0)]))
     newcomer = make_run()
     with pytest.raises(StoreError):
         store.write(
-            WriteBatch(new_runs=[newcomer], new_attempts=[Attempt(run.id, 1, started_at=T0)])
+            WriteBatch(
+                new_runs=[newcomer, make_run(idempotency_key="taken")],
+                new_attempts=[Attempt(run.id, 1, started_at=T0)],
+            )
         )
     assert store.get_run(newcomer.id) is None
+    assert store.get_attempts(run.id) == []
+
+
+def test_a_batch_written_again_changes_nothing_more(store: Store) -> None:
+    # A commit cut off mid-way may have happened: the writer then writes the same batch
+    # again, and the runs and attempts already there are left as they are.
+    run = make_run()
+    batch = WriteBatch(
+        new_runs=[run],
+        run_updates={run.id: {"status": RunStatus.RUNNING, "attempts": 1}},
+        new_attempts=[Attempt(run.id, 1, started_at=T0)],
+    )
+    store.write(batch)
+    store.write(batch)
+    stored = store.get_run(run.id)
+    assert stored is not None
+    assert (stored.status, stored.attempts) == (RunStatus.RUNNING, 1)
+    assert [a.number for a in store.get_attempts(run.id)] == [1]
+    assert len(store.list_runs()) == 1
 
 
 def test_unknown_update_column_is_rejected(store: Store) -> None:

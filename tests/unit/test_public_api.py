@@ -48,6 +48,7 @@ CURATED = (
     "TaskTimeoutError",
     "TaskloomError",
     "UnknownTaskError",
+    "UnstorableValueError",
     "WaitTimeoutError",
     "WorkerLostError",
     "Workflow",

@@ -31,6 +31,7 @@ from ..store import ServiceLogLine, Store, open_store
 from ..tasks.definition import TaskDefinition
 from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
+from ..tasks.validation import refuse_unstorable
 from ..workflows import Workflow, operations
 from ..workflows.scheduler import WorkflowExecution
 from .control import RunControl
@@ -381,9 +382,11 @@ class Engine(RunControl):
             return await operations.submit_workflow(self, task, inputs, priority=priority)
         definition = self._definition(task)
         call, stored = definition.validate_inputs({} if inputs is None else inputs)
+        refuse_unstorable(definition.name, stored)
         config_value, config_json = self._config_for(definition, config)
         loop = self._loop
         assert loop is not None and self._writer is not None
+        self._writer.check_available(definition.name)
         run = Run(
             id=new_run_id(),
             task=definition.name,
@@ -400,7 +403,7 @@ class Engine(RunControl):
         if idempotency_key is not None:
             return await self._submit_idempotent(live, idempotency_key)
         committed: asyncio.Future[None] = loop.create_future()
-        self._writer.new_run(run, functools.partial(self._on_inserted, live, committed))
+        self._writer.submit_run(run, functools.partial(self._on_inserted, live, committed))
         await committed
         return run.copy()  # a snapshot: the engine goes on updating its own record
 
@@ -428,6 +431,7 @@ class Engine(RunControl):
         for index, item in enumerate(inputs):
             try:
                 call, stored = definition.validate_inputs({} if item is None else item)
+                refuse_unstorable(definition.name, stored)
             except InputValidationError as exc:
                 errors = [
                     FieldError(f"[{index}].{e.field}", e.message, e.value) for e in exc.errors
@@ -448,8 +452,9 @@ class Engine(RunControl):
         if not lives:
             return []
         assert self._loop is not None and self._writer is not None
+        self._writer.check_available(definition.name)
         committed: asyncio.Future[None] = self._loop.create_future()
-        self._writer.new_runs(
+        self._writer.submit_runs(
             [live.run for live in lives],
             functools.partial(self._on_many_inserted, lives, committed),
         )

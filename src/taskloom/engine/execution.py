@@ -19,15 +19,16 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from .. import context as context_module
-from ..exceptions import Retry, TaskTimeoutError
+from ..exceptions import Retry, TaskTimeoutError, UnstorableValueError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from ..store import Store
 from ..tasks.definition import FunctionTask, TaskDefinition
 from ..tasks.registry import Registry
+from ..tasks.validation import unstorable_fields
 from .live import LiveRun, TaskReportedFailure
 from .scheduler import ReadyQueue
 from .serial import Outcome, SerialRunner
-from .writer import BatchWriter
+from .writer import BatchWriter, ReplacedOutcome
 
 __all__ = ["FINISHED_CACHE_SIZE", "Listener", "RunEvent", "RunExecution", "settle"]
 
@@ -273,7 +274,8 @@ class RunExecution:
         if live.cancelling:  # a result arriving after cancel is discarded
             self._attempt_stopped(live)
             return
-        if type(result) not in _JSON_SCALARS:
+        kind = type(result)
+        if kind not in _JSON_SCALARS:
             try:
                 result = to_jsonable_python(result)
             except Exception as exc:
@@ -282,6 +284,19 @@ class RunExecution:
                     TypeError(
                         f"task {live.task_name!r} returned a value that cannot be stored "
                         f"as JSON: {exc}"
+                    ),
+                )
+                return
+        if (kind is str and not result.isascii()) or kind not in _JSON_SCALARS:
+            # Text UTF-8 cannot encode (a lone surrogate) would be refused by the store.
+            unstorable = unstorable_fields(result)
+            if unstorable:
+                where = unstorable[0].field.replace("(inputs)", "the value")
+                self._attempt_failed(
+                    live,
+                    UnstorableValueError(
+                        f"task {live.task_name!r}: run {live.run.id}: result could not be "
+                        f"stored: {where}: {unstorable[0].message}"
                     ),
                 )
                 return
@@ -405,6 +420,7 @@ class RunExecution:
             attempt,
             attempt_fields,
             live.on_final_commit,
+            task=run.task,
         )
         if live.timer is not None:
             live.timer.cancel()
@@ -422,6 +438,10 @@ class RunExecution:
 
     def _on_final_commit(self, live: LiveRun, error: BaseException | None) -> None:
         run_id = live.run.id
+        if isinstance(error, ReplacedOutcome):  # stored as a failure: so is our record
+            run = live.run
+            run.status, run.result, run.error = RunStatus.FAILED, None, error.error
+            error = None
         self._live.pop(run_id, None)
         if error is None:
             finished = self._finished

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..context import Context
-from ..runs import LogLine, Run
+from ..runs import LogLine, Run, storable_text
 from ..tasks.classes import ClassTask, Task
 from ..tasks.definition import FunctionTask, TaskDefinition
 
@@ -91,6 +91,8 @@ class LiveRun:
 
     # the RunSink the Context reports to (may be called from task threads) ----------------
     def report_progress(self, fraction: float, message: str | None) -> None:
+        if message is not None:
+            message = storable_text(message)
         self.run.progress = fraction
         self.run.progress_message = message
         self.engine._on_progress(self, {"progress": fraction, "progress_message": message})

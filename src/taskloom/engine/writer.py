@@ -5,6 +5,19 @@ takes everything that queued up while it was busy, merges changes to the same ru
 attempt, commits them in one transaction, and then runs the callbacks of that batch on the
 event loop. One commit thus serves thousands of runs, and a caller that must not go on
 before its change is durable (`submit`) awaits a callback of the batch that held it.
+
+A batch is all or nothing in the database, but not for the runs in it:
+
+* When the database refuses a value (text it cannot encode, say), the batch is split in
+  halves until the change at fault stands alone; every other change commits. The change at
+  fault fails its own run alone: a submit is refused, an end whose result cannot be stored
+  is recorded as a failure that says so (`ReplacedOutcome`), any other change is dropped
+  and logged.
+* When the database cannot take the batch through no fault of the data (down, locked,
+  disk full), nothing is dropped: the changes go back to the front of the queue and are
+  written again with backoff until it comes back. Meanwhile new submits are refused at once
+  (`StoreUnavailableError`, with a time to retry after), and so are the submits that were
+  waiting in the failed batch: those runs were never accepted.
 """
 
 from __future__ import annotations
@@ -12,25 +25,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..exceptions import StoreError
-from ..runs import Attempt, LogLine, Run
-from ..store.base import Store, WriteBatch
+from ..exceptions import FieldError, InputValidationError, StoreError, StoreUnavailableError
+from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from ..store.base import Store, StoreBusyError, UncertainCommitError, WriteBatch
+from ..tasks.validation import unstorable_fields
 
-__all__ = ["BatchWriter"]
+__all__ = ["BatchWriter", "ReplacedOutcome"]
 
 logger = logging.getLogger("taskloom.engine")
 
 Callback = Callable[[BaseException | None], None]
+Op = tuple[int, Any, Any, Any]
 
 #: Up to this many queued changes are committed on the event loop when the writer is idle.
 INLINE_MAX = 16
+#: Backoff between writes while the store is unavailable: from the first to the last.
+RETRY_FIRST = 0.05
+RETRY_MAX = 2.0
+#: How long `close` goes on trying to commit what is queued while the store is unavailable.
+CLOSE_TIMEOUT = 10.0
 
 # Operation kinds, kept as small ints: the deque holds (kind, key, payload, callback).
+# A submit (`_SUBMIT*`, `_IDEMPOTENT`) is a run a caller waits to have accepted: while the
+# store is unavailable it is refused rather than kept. `_NEW_RUN*` are runs the engine
+# itself adds for runs already accepted (workflow steps): those are kept until written.
 (
+    _SUBMIT,
+    _SUBMIT_MANY,
     _NEW_RUN,
     _NEW_RUNS,
     _UPDATE_RUN,
@@ -40,26 +66,46 @@ INLINE_MAX = 16
     _IDEMPOTENT,
     _START,
     _FINISH,
-) = range(9)
+) = range(11)
+_SUBMITS = frozenset({_SUBMIT, _SUBMIT_MANY, _IDEMPOTENT})
+
+
+class ReplacedOutcome(StoreError):
+    """Handed to a run's end callback: the end was stored as `error` instead, because the
+    database refused its result. The engine makes its own record of the run say the same."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class BatchWriter:
     """Collects changes from the loop and commits them in batches from its own thread."""
 
     def __init__(
-        self, store: Store, loop: asyncio.AbstractEventLoop, *, max_batch: int = 2_000
+        self,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_batch: int = 2_000,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self._store = store
         self._loop = loop
         self._max_batch = max_batch
-        self._ops: deque[tuple[int, Any, Any, Callback | None]] = deque()
+        self._close_timeout = close_timeout
+        self._ops: deque[Op] = deque()
         self._wake = threading.Event()
+        self._stopping = threading.Event()  # cuts a backoff short when closing
         self._closing = False
         self._kick_scheduled = False
         self._loop_thread = threading.get_ident()
         self._write_lock = threading.Lock()
         self._inline = bool(getattr(store, "inline_writes", False))
         self._thread = threading.Thread(target=self._main, name="taskloom-writer", daemon=True)
+        self._outage: StoreUnavailableError | None = None  # set while the store is unavailable
+        self._outage_since = 0.0
+        self._backoff = 0.0
         self.batches = 0
         self.rows = 0
 
@@ -67,7 +113,37 @@ class BatchWriter:
         self._thread.start()
 
     # called on the loop ---------------------------------------------------------------------
+    @property
+    def unavailable(self) -> StoreUnavailableError | None:
+        """Why the store cannot commit now, or None when it can."""
+        return self._outage
+
+    def check_available(self, task: str) -> None:
+        """Raise `StoreUnavailableError` while the store cannot commit: a run submitted now
+        would wait for as long as the database is away, so it is refused instead."""
+        outage = self._outage
+        if outage is not None:
+            raise self._refusal(task, outage)
+
+    def _refusal(self, task: str, cause: BaseException) -> StoreUnavailableError:
+        retry_after = max(1.0, self._backoff)
+        error = StoreUnavailableError(
+            f"task {task!r}: the run was not accepted: the store is unavailable ({cause}); "
+            f"try again in {retry_after:g} s",
+            retry_after=retry_after,
+        )
+        error.__cause__ = cause
+        return error
+
+    def submit_run(self, run: Run, callback: Callback) -> None:
+        """A submitted run: `callback(None)` once it is committed, or with why not."""
+        self._push((_SUBMIT, run.id, run, callback))
+
+    def submit_runs(self, runs: list[Run], callback: Callback) -> None:
+        self._push((_SUBMIT_MANY, None, runs, callback))
+
     def new_run(self, run: Run, callback: Callback) -> None:
+        """A run the engine adds for work already accepted: kept until it is written."""
         self._push((_NEW_RUN, run.id, run, callback))
 
     def new_runs(self, runs: list[Run], callback: Callback) -> None:
@@ -95,12 +171,15 @@ class BatchWriter:
         attempt: int | None,
         attempt_fields: dict[str, Any] | None,
         callback: Callback | None,
+        *,
+        task: str | None = None,
     ) -> None:
-        """A run (or an attempt of it) ended: update both (one queue entry)."""
-        self._push((_FINISH, run_id, (fields, attempt, attempt_fields), callback))
+        """A run (or an attempt of it) ended: update both (one queue entry). `task` names
+        the run's task in the error recorded if the database refuses the outcome."""
+        self._push((_FINISH, run_id, (fields, attempt, attempt_fields, task), callback))
 
     def insert_idempotent(self, run: Run, callback: Callable[[Run | BaseException], None]) -> None:
-        self._push((_IDEMPOTENT, run.id, run, callback))  # type: ignore[arg-type]
+        self._push((_IDEMPOTENT, run.id, run, callback))
 
     def update_run(
         self, run_id: str, fields: dict[str, Any], callback: Callback | None = None
@@ -117,7 +196,7 @@ class BatchWriter:
         """`callback` runs once everything queued before it is committed."""
         self._push((_BARRIER, None, None, callback))
 
-    def _push(self, op: tuple[int, Any, Any, Callback | None]) -> None:
+    def _push(self, op: Op) -> None:
         self._ops.append(op)
         if threading.get_ident() != self._loop_thread:  # a task's thread: wake the writer
             if not self._wake.is_set():
@@ -133,11 +212,13 @@ class BatchWriter:
         if not self._ops:
             return
         # A few changes on an idle writer: committing them here costs less than two
-        # thread wake-ups (SQLite only, where a small commit takes microseconds).
+        # thread wake-ups (SQLite only, where a small commit takes microseconds). Such a
+        # commit never waits for another process's lock: busy, it is left to the thread.
         if (
             self._inline
+            and self._outage is None
             and len(self._ops) <= INLINE_MAX
-            and all(op[0] != _NEW_RUNS for op in self._ops)  # one op, many rows
+            and all(op[0] != _NEW_RUNS and op[0] != _SUBMIT_MANY for op in self._ops)
             and self._write_lock.acquire(False)
         ):
             try:
@@ -150,8 +231,14 @@ class BatchWriter:
             self._wake.set()
 
     def close(self) -> None:
-        """Commit what is queued, then stop the thread (blocking; call from a thread)."""
+        """Commit what is queued, then stop the thread (blocking; call from a thread).
+
+        While the store is unavailable it goes on trying for `close_timeout` seconds; what
+        is still not written then is given up (logged): the next engine on the database
+        takes over those runs from where the store last saw them.
+        """
         self._closing = True
+        self._stopping.set()
         self._wake.set()
         self._thread.join()
 
@@ -163,102 +250,285 @@ class BatchWriter:
             self._wake.clear()
             with self._write_lock:
                 while ops:
-                    self._write_some()
+                    if self._write_some():
+                        continue
+                    if self._closing and self._outage_duration() > self._close_timeout:
+                        self._give_up()
+                        break
+                    # Unavailable: wait, then try again (new changes queue meanwhile).
+                    if self._closing:
+                        time.sleep(RETRY_FIRST)
+                    else:
+                        self._stopping.wait(self._backoff)
             if self._closing and not ops:
                 return
 
-    def _write_some(self, *, inline: bool = False) -> None:
+    def _outage_duration(self) -> float:
+        return time.monotonic() - self._outage_since if self._outage is not None else 0.0
+
+    def _take(self) -> list[Op]:
         ops = self._ops
-        batch = WriteBatch()
-        callbacks: list[Callback] = []
-        idempotent: list[tuple[Run, Callable[[Run | BaseException], None]]] = []
-        new_attempts: dict[tuple[str, int], Attempt] = {}
-        run_updates = batch.run_updates
-        attempt_updates = batch.attempt_updates
-        count = 0
-        while ops and count < self._max_batch:
-            kind, key, payload, callback = ops.popleft()
-            count += 1
-            if kind == _START:
-                fields, attempt = payload
-                existing = run_updates.get(key)
-                if existing is None:
-                    run_updates[key] = fields
-                else:
-                    existing.update(fields)
-                new_attempts[(key, attempt.number)] = attempt
-            elif kind == _FINISH:
-                fields, number, attempt_fields = payload
-                existing = run_updates.get(key)
-                if existing is None:
-                    run_updates[key] = fields
-                else:
-                    existing.update(fields)
-                if number is not None:
-                    attempt = new_attempts.get((key, number))
-                    if attempt is not None:  # started and finished within one batch: one row
-                        for name, value in attempt_fields.items():
-                            setattr(attempt, name, value)
-                    else:
-                        attempt_updates.setdefault((key, number), {}).update(attempt_fields)
-            elif kind == _UPDATE_RUN:
-                existing = run_updates.get(key)
-                if existing is None:
-                    run_updates[key] = payload
-                else:
-                    existing.update(payload)
-            elif kind == _NEW_RUN:
-                batch.new_runs.append(payload)
-            elif kind == _NEW_RUNS:
-                batch.new_runs.extend(payload)
-            elif kind == _UPDATE_ATTEMPT:
-                attempt = new_attempts.get(key)
-                if attempt is not None:  # started and finished within one batch: one row
-                    for name, value in payload.items():
-                        setattr(attempt, name, value)
-                else:
-                    attempt_updates.setdefault(key, {}).update(payload)
-            elif kind == _LOG:
-                batch.logs.append(payload)
-            elif kind == _IDEMPOTENT:
-                idempotent.append((payload, callback))  # type: ignore[arg-type]
+        taken: list[Op] = []
+        while ops and len(taken) < self._max_batch:
+            op = ops.popleft()
+            taken.append(op)
+            if op[0] == _IDEMPOTENT:
                 break  # keep order: what follows may depend on which run was kept
-            if callback is not None and kind != _IDEMPOTENT:
-                callbacks.append(callback)
-        batch.new_attempts = list(new_attempts.values())
-        error: BaseException | None = None
-        if batch:
+        return taken
+
+    def _write_some(self, *, inline: bool = False) -> bool:
+        """Commit the next batch and hand its callbacks to the loop; False when the store
+        was unavailable (what was not written is back at the front of the queue)."""
+        taken = self._take()
+        outcomes: list[tuple[Callable[[Any], None], Any]] = []
+        units: deque[list[Op]] = deque([taken])
+        available = True
+        while units:
+            unit = units.popleft()
             try:
-                self._store.write(batch)
-            except Exception as exc:
-                logger.exception("taskloom: writing %d changes to the store failed", count)
-                error = StoreError(f"the store could not commit {count} changes: {exc}")
-                error.__cause__ = exc
-            self.batches += 1
-            self.rows += count
-        results: list[tuple[Callable[[Any], None], Any]] = []
-        for run, on_done in idempotent:
-            try:
-                results.append((on_done, self._store.insert_run_idempotent(run)))
-            except Exception as exc:
-                results.append(
-                    (on_done, StoreError(f"the store could not insert run {run.id}: {exc}"))
-                )
+                self._commit_unit(unit, outcomes)
+            except StoreBusyError:
+                # Another process holds the lock: leave this to the thread, which waits.
+                self._requeue([unit, *units], refuse_submits=None, outcomes=outcomes)
+                break
+            except StoreUnavailableError as exc:
+                # A commit cut off mid-way may have happened: its submits stay queued (the
+                # inserts are idempotent) rather than be refused and stored all the same.
+                refuse = None if isinstance(exc, UncertainCommitError) else exc
+                self._requeue([unit, *units], refuse_submits=refuse, outcomes=outcomes)
+                self._enter_outage(exc)
+                available = False
+                break
+            except Exception as exc:  # the data: any error but unavailability
+                if not isinstance(exc, StoreError):
+                    logger.exception("taskloom: writing %d changes failed", len(unit))
+                    exc = StoreError(f"a value cannot be stored: {exc}")
+                if len(unit) > 1:  # split until the change at fault stands alone
+                    half = len(unit) // 2
+                    units.extendleft([unit[half:], unit[:half]])
+                else:
+                    replacement = self._refused(unit[0], exc, outcomes)
+                    if replacement is not None:
+                        units.appendleft([replacement])
+        if available and self._outage is not None:
+            self._leave_outage()
         if inline:
-            _deliver(callbacks, error, results)
-        elif callbacks or results:
-            self._loop.call_soon_threadsafe(_deliver, callbacks, error, results)
+            _deliver(outcomes)
+        elif outcomes:
+            self._loop.call_soon_threadsafe(_deliver, outcomes)
+        return available
+
+    def _commit_unit(
+        self, unit: list[Op], outcomes: list[tuple[Callable[[Any], None], Any]]
+    ) -> None:
+        """Write `unit` as one transaction; on success its callbacks join `outcomes`."""
+        if unit[-1][0] == _IDEMPOTENT:
+            if len(unit) > 1:
+                self._commit_unit(unit[:-1], outcomes)
+                del unit[:-1]  # written: a retry of this unit starts at the insert
+            _, _, run, on_done = unit[0]
+            kept = self._store.insert_run_idempotent(run)
+            outcomes.append((on_done, kept))
+            return
+        batch, callbacks = _merge(unit)
+        if batch:
+            self._store.write(batch, wait=not self._inline_call())
+            self.batches += 1
+            self.rows += len(unit)
+        outcomes.extend((callback, None) for callback in callbacks)
+
+    def _inline_call(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def _requeue(
+        self,
+        units: list[list[Op]],
+        *,
+        refuse_submits: StoreUnavailableError | None,
+        outcomes: list[tuple[Callable[[Any], None], Any]],
+    ) -> None:
+        """Put what was not written back at the front of the queue, in order; with
+        `refuse_submits`, the submits among it are refused instead of kept."""
+        kept: list[Op] = []
+        for unit in units:
+            for op in unit:
+                if refuse_submits is not None and op[0] in _SUBMITS:
+                    outcomes.append((op[3], self._refusal(_task_of(op), refuse_submits)))
+                else:
+                    kept.append(op)
+        self._ops.extendleft(reversed(kept))
+
+    def _enter_outage(self, exc: StoreUnavailableError) -> None:
+        if self._outage is None:
+            self._outage_since = time.monotonic()
+            self._backoff = RETRY_FIRST
+            logger.warning(
+                "taskloom: the store is unavailable (%s); %d changes wait to be written, "
+                "trying again with backoff; new submits are refused until it is back",
+                exc,
+                len(self._ops),
+            )
+        else:
+            self._backoff = min(self._backoff * 2, RETRY_MAX)
+        self._outage = exc
+
+    def _leave_outage(self) -> None:
+        logger.warning(
+            "taskloom: the store is available again after %.1f s", self._outage_duration()
+        )
+        self._outage = None
+        self._backoff = 0.0
+
+    def _give_up(self) -> None:
+        """Closing while the store stays away: end every waiting callback with the error."""
+        outage = self._outage
+        assert outage is not None
+        ops = list(self._ops)
+        self._ops.clear()
+        logger.error(
+            "taskloom: closing with %d changes the unavailable store did not take (%s); "
+            "their runs resume from what the store holds when an engine next opens it",
+            len(ops),
+            outage,
+        )
+        outcomes: list[tuple[Callable[[Any], None], Any]] = []
+        for op in ops:
+            if op[3] is not None:
+                error = self._refusal(_task_of(op), outage) if op[0] in _SUBMITS else outage
+                outcomes.append((op[3], error))
+        if outcomes:
+            self._loop.call_soon_threadsafe(_deliver, outcomes)
+
+    def _refused(
+        self, op: Op, exc: StoreError, outcomes: list[tuple[Callable[[Any], None], Any]]
+    ) -> Op | None:
+        """The database refused this one change: fail what it belongs to, alone. Returns a
+        change to write in its place, if any."""
+        kind, key, payload, callback = op
+        if kind in (_SUBMIT, _NEW_RUN, _IDEMPOTENT, _SUBMIT_MANY, _NEW_RUNS):
+            runs: list[Run] = payload if isinstance(payload, list) else [payload]
+            outcomes.append((callback, _run_refused(runs, exc)))
+            return None
+        if kind == _FINISH and not getattr(callback, "replaced", False):
+            # The outcome cannot be stored: the run fails, saying so (once; should even
+            # that be refused, the change is dropped below).
+            fields, number, attempt_fields, task = payload
+            where = f"task {task!r}: run {key}" if task else f"run {key}"
+            error = ErrorInfo("UnstorableValueError", f"{where}: result could not be stored: {exc}")
+            failed = {**fields, "status": RunStatus.FAILED, "result": None, "error": error}
+            attempt_failed = None
+            if attempt_fields is not None:
+                attempt_failed = {**attempt_fields, "status": "failed", "error": error}
+            replaced = _replaced(callback, error)
+            return (_FINISH, key, (failed, number, attempt_failed, task), replaced)
+        logger.error("taskloom: the store refused a change of run %s, dropped: %s", key, exc)
+        if callback is not None:
+            outcomes.append((callback, exc))
+        return None
 
 
-def _deliver(
-    callbacks: list[Callback],
-    error: BaseException | None,
-    results: list[tuple[Callable[[Any], None], Any]],
+def _merge(ops: list[Op]) -> tuple[WriteBatch, list[Callback]]:
+    """One batch from many changes; changes to one run or attempt merge into one row.
+
+    Payloads are never changed in place (a merge makes a new dict or attempt), so the same
+    changes can be merged again when a batch is split or written again.
+    """
+    batch = WriteBatch()
+    callbacks: list[Callback] = []
+    new_attempts: dict[tuple[str, int], Attempt] = {}
+    run_updates = batch.run_updates
+    attempt_updates = batch.attempt_updates
+    for kind, key, payload, callback in ops:
+        if kind == _START:
+            fields, attempt = payload
+            existing = run_updates.get(key)
+            run_updates[key] = fields if existing is None else {**existing, **fields}
+            new_attempts[(key, attempt.number)] = attempt
+        elif kind == _FINISH:
+            fields, number, attempt_fields, _ = payload
+            existing = run_updates.get(key)
+            run_updates[key] = fields if existing is None else {**existing, **fields}
+            if number is not None:
+                _attempt_change(new_attempts, attempt_updates, (key, number), attempt_fields)
+        elif kind == _UPDATE_RUN:
+            existing = run_updates.get(key)
+            run_updates[key] = payload if existing is None else {**existing, **payload}
+        elif kind in (_SUBMIT, _NEW_RUN):
+            batch.new_runs.append(payload)
+        elif kind in (_SUBMIT_MANY, _NEW_RUNS):
+            batch.new_runs.extend(payload)
+        elif kind == _UPDATE_ATTEMPT:
+            _attempt_change(new_attempts, attempt_updates, key, payload)
+        elif kind == _LOG:
+            batch.logs.append(payload)
+        if callback is not None:
+            callbacks.append(callback)
+    batch.new_attempts = list(new_attempts.values())
+    return batch, callbacks
+
+
+def _attempt_change(
+    new_attempts: dict[tuple[str, int], Attempt],
+    attempt_updates: dict[tuple[str, int], dict[str, Any]],
+    key: tuple[str, int],
+    fields: dict[str, Any],
 ) -> None:
-    for callback in callbacks:
+    attempt = new_attempts.get(key)
+    if attempt is not None:  # started and finished within one batch: one row
+        new_attempts[key] = Attempt(
+            attempt.run_id,
+            attempt.number,
+            attempt.started_at,
+            fields.get("finished_at", attempt.finished_at),
+            fields.get("status", attempt.status),
+            fields.get("error", attempt.error),
+            attempt.worker_id,
+        )
+    else:
+        existing = attempt_updates.get(key)
+        attempt_updates[key] = fields if existing is None else {**existing, **fields}
+
+
+def _task_of(op: Op) -> str:
+    payload = op[2]
+    run = payload[0] if isinstance(payload, list) and payload else payload
+    return run.task if isinstance(run, Run) else "?"
+
+
+def _run_refused(runs: list[Run], exc: StoreError) -> StoreError | InputValidationError:
+    """Why a new run was not stored: its inputs' fields when they are at fault."""
+    for index, run in enumerate(runs):
+        errors = unstorable_fields(run.inputs)
+        if errors:
+            if len(runs) > 1:
+                errors = [FieldError(f"[{index}].{e.field}", e.message) for e in errors]
+            return InputValidationError(run.task, errors)
+    first = runs[0]
+    names = f"run {first.id}" if len(runs) == 1 else f"{len(runs)} runs"
+    return StoreError(f"task {first.task!r}: {names} could not be stored: {exc}")
+
+
+class _Replaced:
+    """The callback of an end written in place of one the database refused."""
+
+    replaced = True
+
+    def __init__(self, callback: Callback | None, error: ErrorInfo) -> None:
+        self._callback = callback
+        self._error = error
+
+    def __call__(self, outcome: BaseException | None) -> None:
+        if self._callback is not None:
+            self._callback(ReplacedOutcome(self._error) if outcome is None else outcome)
+
+
+def _replaced(callback: Callback | None, error: ErrorInfo) -> Callback:
+    return _Replaced(callback, error)
+
+
+def _deliver(outcomes: list[tuple[Callable[[Any], None], Any]]) -> None:
+    for callback, value in outcomes:
         try:
-            callback(error)
+            callback(value)
         except Exception:
             logger.exception("taskloom: a commit callback failed")
-    for on_done, value in results:
-        on_done(value)

@@ -108,7 +108,7 @@ class _ServiceSink:
                 start_number=self._start.number,
                 created_at=line.created_at,
                 level=level,
-                message=message,
+                message=line.message,  # made storable by LogLine
             )
         )
 

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from ..exceptions import StoreUnavailableError
 from ..runs import Attempt, ErrorInfo, LogLine, Run
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "ServiceStartRecord",
     "StageRecord",
     "Store",
+    "StoreBusyError",
+    "UncertainCommitError",
     "WriteBatch",
 ]
 
@@ -46,6 +49,18 @@ RUN_UPDATE_COLUMNS = frozenset(
         "cancel_requested",
     }
 )
+
+
+class StoreBusyError(StoreUnavailableError):
+    """Another connection holds the database's write lock (a write that may not wait)."""
+
+
+class UncertainCommitError(StoreUnavailableError):
+    """The connection was lost while committing: the batch may or may not be stored.
+
+    Writing the same batch again is safe: new runs and attempts are inserted only if they
+    are not there yet, and updates set the same values again.
+    """
 
 
 @dataclass(slots=True)
@@ -236,8 +251,14 @@ class Store(Protocol):
         """Release connections and the worker locks this store holds."""
 
     # writes -------------------------------------------------------------------------------
-    def write(self, batch: WriteBatch) -> None:
-        """Apply a batch atomically: all of it is committed, or none of it."""
+    def write(self, batch: WriteBatch, *, wait: bool = True) -> None:
+        """Apply a batch atomically: all of it is committed, or none of it.
+
+        `StoreUnavailableError` (and its branches): the database could not take it now,
+        through no fault of the data; the same batch can be written again. Any other
+        `StoreError`: the database refused a value in the batch. With `wait` False a write
+        that would wait for another process's lock raises `StoreBusyError` at once.
+        """
 
     def insert_run_idempotent(self, run: Run) -> Run:
         """Insert `run` unless a run with its `idempotency_key` exists; return the one kept."""

@@ -127,7 +127,7 @@ class MemoryStore(MemoryPipelines):
 
     # writes -----------------------------------------------------------------------------
 
-    def write(self, batch: WriteBatch) -> None:
+    def write(self, batch: WriteBatch, *, wait: bool = True) -> None:
         if not batch:
             return
         try:
@@ -143,15 +143,15 @@ class MemoryStore(MemoryPipelines):
                 (key, _encode("an attempt update", values, _ATTEMPT_CODECS))
                 for key, values in batch.attempt_updates.items()
             ]
-        except PydanticSerializationError as exc:
-            raise StoreError(f"could not write a batch: a value is not JSON: {exc}") from exc
+        except (PydanticSerializationError, UnicodeError) as exc:
+            raise StoreError(f"a value is not JSON or not valid Unicode: {exc}") from exc
         with self._lock:
             # Check every constraint first, so a failing batch changes nothing.
             staged: dict[str, Run] = {}
             keys: dict[str, str] = {}
             for run in new_runs:
                 if run.id in self._runs or run.id in staged:
-                    raise StoreError(f"could not write a batch: run {run.id!r} exists")
+                    continue  # written before: a batch may be written again (as in SQL)
                 key = run.idempotency_key
                 if key is not None and (key in self._keys or key in keys):
                     raise StoreError(f"could not write a batch: idempotency key {key!r} is used")
@@ -162,7 +162,7 @@ class MemoryStore(MemoryPipelines):
             for attempt in new_attempts:
                 akey = (attempt.run_id, attempt.number)
                 if akey in self._attempts or akey in staged_attempts:
-                    raise StoreError(f"could not write a batch: attempt {akey!r} exists")
+                    continue
                 staged_attempts[akey] = attempt
             for run_id, changes in run_updates:
                 current = staged.get(run_id) or self._runs.get(run_id)

@@ -225,8 +225,12 @@ class Statements:
             raise StoreError(f"unsupported database driver paramstyle {dialect.paramstyle!r}")
         self._quote = dialect.identifier_preparer.quote
         self._updates: dict[tuple[str, tuple[str, ...]], str] = {}
-        self.insert_run = self._insert(runs, [c.name for c in runs.c])
-        self.insert_attempt = self._insert(attempts, [c.name for c in attempts.c])
+        # A run or attempt already there is left alone, so a batch whose commit was cut off
+        # (it may have committed) can be written again.
+        self.insert_run = self._insert(runs, [c.name for c in runs.c], conflict=("id",))
+        self.insert_attempt = self._insert(
+            attempts, [c.name for c in attempts.c], conflict=("run_id", "number")
+        )
         log_columns = [c.name for c in log_lines.c if c.name != "id"]
         self.insert_log = self._insert(log_lines, log_columns)
         unfinished = ", ".join(f"'{s}'" for s in UNFINISHED)
@@ -238,10 +242,14 @@ class Statements:
         self.claim_from = f"{claim} = {self._mark}"
         self.claim_unowned = f"{claim} IS NULL"
 
-    def _insert(self, table: Table, columns: Sequence[str]) -> str:
+    def _insert(self, table: Table, columns: Sequence[str], conflict: Sequence[str] = ()) -> str:
         names = ", ".join(self._quote(c) for c in columns)
         marks = ", ".join([self._mark] * len(columns))
-        return f"INSERT INTO {self._quote(table.name)} ({names}) VALUES ({marks})"
+        sql = f"INSERT INTO {self._quote(table.name)} ({names}) VALUES ({marks})"
+        if conflict:
+            keys = ", ".join(self._quote(c) for c in conflict)
+            sql += f" ON CONFLICT ({keys}) DO NOTHING"
+        return sql
 
     def update(self, table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> str:
         """`UPDATE table SET columns... WHERE keys...`, parameters in that order."""

@@ -21,9 +21,9 @@ from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
-from ..exceptions import StoreError
+from ..exceptions import StoreError, StoreUnavailableError
 from ..runs import Attempt, LogLine, Run, RunStatus
 from .base import (
     ApiTokenRecord,
@@ -32,9 +32,11 @@ from .base import (
     ServiceRecord,
     ServiceRequest,
     ServiceStartRecord,
+    StoreBusyError,
+    UncertainCommitError,
     WriteBatch,
 )
-from .connect import create_store_engine, resolve_database_url, sqlite_file
+from .connect import BUSY_TIMEOUT, create_store_engine, resolve_database_url, sqlite_file
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
 from .pipelines import SqlPipelines
@@ -79,6 +81,12 @@ from .schema import (
 )
 
 __all__ = ["SqlStore"]
+
+
+def _is_busy(exc: Exception) -> bool:
+    """Whether a SQLite error says another connection holds the lock."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 class SqlStore(SqlPipelines):
@@ -181,6 +189,9 @@ class SqlStore(SqlPipelines):
                 raise StoreError(f"cannot {what}: the store is not open (call open() first)")
             try:
                 yield engine
+            except (OperationalError, InterfaceError) as exc:
+                # Not the data's fault: the database is down, unreachable, full or locked.
+                raise StoreUnavailableError(f"could not {what}: {exc}") from exc
             except SQLAlchemyError as exc:
                 raise StoreError(f"could not {what}: {exc}") from exc
 
@@ -194,35 +205,65 @@ class SqlStore(SqlPipelines):
 
     # writes -----------------------------------------------------------------------------
 
-    def write(self, batch: WriteBatch) -> None:
+    def write(self, batch: WriteBatch, *, wait: bool = True) -> None:
+        """Commit `batch` in one transaction.
+
+        Raises `StoreUnavailableError` when the database cannot take it for a reason that
+        is not the data (down, unreachable, locked, disk full): the same batch may be
+        written again later (`UncertainCommitError` when the commit itself was cut off and
+        may have happened: inserts are idempotent, so writing it again is safe). Any other
+        `StoreError` means the database refused a value of the batch. With `wait` False a
+        SQLite lock held by another connection fails at once (`StoreBusyError`) instead of
+        waiting for it.
+        """
         if not batch:
             return
         with self._use("write a batch") as engine:
             assert self._statements is not None
             try:
                 plan = plan_batch(self._statements, batch)
-            except PydanticSerializationError as exc:
-                raise StoreError(f"could not write a batch: a value is not JSON: {exc}") from exc
-            driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+            except (PydanticSerializationError, UnicodeError) as exc:
+                raise StoreError(f"a value is not JSON or not valid Unicode: {exc}") from exc
+            dbapi = engine.dialect.loaded_dbapi
             # The hot path keeps one driver connection for writing and drives the
             # transaction itself: a pool checkout and SQLAlchemy's transaction bookkeeping
             # per batch cost more than a small batch's SQL.
             connection = self._write_connection(engine)
-            cursor = connection.cursor()
+            cursor = None
+            committing = False
             try:
+                cursor = connection.cursor()
                 if self._sqlite:
-                    cursor.execute("BEGIN IMMEDIATE")
+                    if not wait:
+                        cursor.execute("PRAGMA busy_timeout=0")
+                    try:
+                        cursor.execute("BEGIN IMMEDIATE")
+                    finally:
+                        if not wait:
+                            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
                 for sql, rows in plan:
                     cursor.executemany(sql, rows)
+                committing = True
                 connection.commit() if not self._sqlite else cursor.execute("COMMIT")
-            except driver_error as exc:
+            except (dbapi.OperationalError, dbapi.InterfaceError) as exc:
                 self._rollback(connection)
-                raise StoreError(f"could not write a batch: {exc}") from exc
+                if not wait and self._sqlite and _is_busy(exc):
+                    raise StoreBusyError(f"could not write a batch: {exc}") from exc
+                if committing and not self._sqlite:
+                    # A PostgreSQL connection lost during COMMIT: it may have committed.
+                    raise UncertainCommitError(f"could not write a batch: {exc}") from exc
+                raise StoreUnavailableError(f"could not write a batch: {exc}") from exc
+            except (dbapi.Error, UnicodeError, ValueError) as exc:
+                # sqlite3 cannot encode a lone surrogate; PostgreSQL refuses NUL in text.
+                self._rollback(connection)
+                raise StoreError(f"a value cannot be stored: {exc}") from exc
             except BaseException:
                 self._rollback(connection)
                 raise
             finally:
-                cursor.close()
+                if cursor is not None:
+                    with contextlib.suppress(Exception):  # a broken connection's cursor
+                        cursor.close()
 
     @property
     def inline_writes(self) -> bool:

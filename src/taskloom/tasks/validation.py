@@ -15,12 +15,14 @@ import jsonschema
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from ..exceptions import FieldError
+from ..exceptions import FieldError, InputValidationError
 
 __all__ = [
     "coerce_cli_value",
     "field_errors_from_jsonschema",
     "field_errors_from_pydantic",
+    "refuse_unstorable",
+    "unstorable_fields",
 ]
 
 _EXPECTED: dict[str, str] = {
@@ -69,6 +71,68 @@ def _dotted(loc: Iterable[Any]) -> str:
         else:
             parts.append(str(item))
     return "".join(parts) or "(inputs)"
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+def refuse_unstorable(task: str, values: Mapping[str, Any]) -> None:
+    """Raise `InputValidationError` naming each field of `values` that cannot be stored.
+
+    The common case (numbers and ASCII text at the top level) is decided without a walk.
+    """
+    for key, value in values.items():
+        kind = type(value)
+        if (kind in _PLAIN or (kind is str and value.isascii())) and key.isascii():
+            continue
+        errors = unstorable_fields(dict(values), hint=": send valid Unicode (UTF-8) text")
+        if errors:
+            raise InputValidationError(task, errors)
+        return
+
+
+def unstorable_fields(values: Any, *, hint: str = "") -> list[FieldError]:
+    """The fields of JSON-compatible `values` that hold text UTF-8 cannot encode.
+
+    A Python `str` may hold a lone surrogate (JSON's `"\\ud800"` decodes to one); no
+    database can store it, and escaping it would change the input, so it is refused.
+    """
+    errors: list[FieldError] = []
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), values)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            at = None if value.isascii() else _lone_surrogate(value)
+            if at is not None:
+                errors.append(
+                    FieldError(
+                        _dotted(loc),
+                        f"text holds a lone surrogate {value[at]!r} at position {at}, which "
+                        f"UTF-8 cannot encode{hint}",
+                    )
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not key.isascii() and _lone_surrogate(key) is not None:
+                    errors.append(
+                        FieldError(
+                            _dotted((*loc, key)),
+                            f"the key holds a lone surrogate, which UTF-8 cannot encode{hint}",
+                        )
+                    )
+                stack.append(((*loc, key), item))
+        elif isinstance(value, list | tuple):
+            stack.extend(((*loc, index), item) for index, item in enumerate(value))
+    errors.sort(key=lambda e: e.field)
+    return errors
+
+
+def _lone_surrogate(text: str) -> int | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def _got(value: Any) -> str:

@@ -33,7 +33,7 @@ from ..loading import resolve_task
 from ..runs import ErrorInfo, Run, RunStatus, new_run_id
 from ..store import Store
 from ..tasks.definition import TaskDefinition
-from ..tasks.validation import field_errors_from_jsonschema
+from ..tasks.validation import field_errors_from_jsonschema, refuse_unstorable
 from .model import Step, Workflow
 from .scheduler import WorkflowExecution
 from .validation import check_workflow
@@ -96,6 +96,8 @@ async def submit_workflow(
     """
     definitions = check_workflow(workflow, resolve or _resolver(engine))
     stored = validate_workflow_inputs(workflow, inputs or {})
+    definition = workflow.to_dict()
+    refuse_unstorable(workflow.task_name, {"inputs": stored, "workflow": definition})
     now = time.time()
     run = Run(
         id=new_run_id(),
@@ -107,12 +109,13 @@ async def submit_workflow(
         worker_id=engine.worker_id,
         created_at=now,
         started_at=now,
-        config={"workflow": workflow.to_dict()},
+        config={"workflow": definition},
     )
     execution = WorkflowExecution(engine, workflow, definitions, run, reuse=reuse)
     committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     assert engine._writer is not None
-    engine._writer.new_run(run, functools.partial(_settle_none, committed))
+    engine._writer.check_available(workflow.task_name)
+    engine._writer.submit_run(run, functools.partial(_settle_none, committed))
     await committed
     engine._workflows[run.id] = execution
     if engine._listeners:
