@@ -30,6 +30,7 @@ from .exceptions import (
     InputValidationError,
     RunNotFoundError,
     StoreError,
+    StoreUnavailableError,
     TaskDefinitionError,
     TaskloomError,
     UnknownTaskError,
@@ -105,6 +106,8 @@ def _error_from(response: httpx.Response) -> TaskloomError:
         )
         exc.args = (message,)  # every problem the server found, one per line
         return exc
+    if kind == "StoreUnavailableError":
+        return StoreUnavailableError(message, retry_after=_retry_after(response, error))
     simple: dict[str, type[TaskloomError]] = {
         "ServiceRunningError": ServiceRunningError,
         "ServiceError": ServiceError,
@@ -120,6 +123,16 @@ def _error_from(response: httpx.Response) -> TaskloomError:
     if kind in simple:
         return simple[kind](message)
     return ClientError(f"{kind}: {message}", status_code=response.status_code)
+
+
+def _retry_after(response: httpx.Response, error: dict[str, Any]) -> float:
+    """Seconds to wait: the body's exact figure, else the `Retry-After` header's."""
+    for value in (error.get("retry_after"), response.headers.get("retry-after")):
+        try:
+            return max(0.0, float(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+    return 1.0
 
 
 def _stream_error(

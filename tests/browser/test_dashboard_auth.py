@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 from browser_harness import Dashboard, Server, create_token, served_folder, serving
 from playwright.sync_api import expect
@@ -132,3 +133,37 @@ def test_package_controls_are_shown_to_admins_only(
     page.get_by_role("button", name="Remove").click()
     expect(page.locator("#packages-table tr[data-package=no-such-auth-package]")).to_have_count(0)
     assert server.api("GET", "/packages") == []
+
+
+def test_live_events_carry_the_token_in_a_header_and_end_when_it_is_revoked(
+    dashboard: Dashboard, tokens: tuple[Server, Tokens]
+) -> None:
+    dashboard.console.allow(REFUSED)
+    server, made = tokens
+    server.token = made.admin
+    doomed = server.api("POST", "/tokens", json={"role": "viewer", "name": "revoked-in-test"})
+    page = dashboard.page
+    streams: list[tuple[str, str | None]] = []
+    page.on(
+        "request",
+        lambda r: streams.append((r.url, r.headers.get("authorization")))
+        if "/api/events" in r.url
+        else None,
+    )
+    dashboard.open("#/runs")
+    _sign_in(dashboard, doomed["token"])
+    expect(page.locator("#live")).to_have_attribute("data-state", "open")
+    assert streams, "the page opened no event stream"
+    for url, _authorization in streams:
+        assert "token" not in url
+    assert streams[-1][1] == f"Bearer {doomed['token']}"
+
+    httpx.delete(
+        f"{server.url}/api/tokens/{doomed['id']}",
+        headers={"Authorization": f"Bearer {made.admin}"},
+        timeout=10,
+    ).raise_for_status()
+    # The server ends the stream; the page then asks for another token.
+    expect(page.locator("#live")).not_to_have_attribute("data-state", "open", timeout=5000)
+    expect(page.locator("#sign-in-form")).to_be_visible()
+    expect(page.locator("#token-error")).to_contain_text("unknown or revoked")

@@ -34,7 +34,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[taskloom.Engine]:
 async def api(engine: taskloom.Engine) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(engine, database="api.db")
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test/api") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost/api") as client:
         yield client
     app.state.events.close()
 
@@ -298,7 +298,7 @@ async def test_an_unknown_service_is_a_404(api: httpx.AsyncClient) -> None:
 
 
 async def test_the_dashboard_is_served_at_the_root(api: httpx.AsyncClient) -> None:
-    page = await api.get("http://test/")
+    page = await api.get("http://localhost/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "taskloom" in page.text
@@ -328,7 +328,7 @@ async def test_a_bug_in_the_server_is_a_500_in_the_same_shape(
 
     app.add_api_route("/api/broken", broken_route)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test/api") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost/api") as client:
         response = await client.get("/broken")
     app.state.events.close()
     assert response.status_code == 500

@@ -43,7 +43,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[taskloom.Engine]:
 def make_api(engine: taskloom.Engine, *, auth: bool = False) -> httpx.AsyncClient:
     app = create_app(engine, auth_required=auth, pipelines=[SERVED])
     transport = httpx.ASGITransport(app=app)
-    return httpx.AsyncClient(transport=transport, base_url="http://test/api")
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost/api")
 
 
 @pytest.fixture
@@ -218,7 +218,7 @@ async def test_roles_per_route(
 async def test_the_async_client_deploys_publishes_and_stops(engine: taskloom.Engine) -> None:
     app = create_app(engine, pipelines=[SERVED])
     transport = httpx.ASGITransport(app=app)
-    async with taskloom.AsyncClient("http://test", transport=transport) as client:
+    async with taskloom.AsyncClient("http://localhost", transport=transport) as client:
         deployed = await client.deploy_pipeline("served", status_interval=0.1)
         assert deployed["name"] == "served"
         await client.publish("served", "numbers", 4)

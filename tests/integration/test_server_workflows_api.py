@@ -56,7 +56,7 @@ async def app_state(engine: taskloom.Engine, tmp_path: Path) -> AsyncIterator[An
 @pytest.fixture
 async def api(app_state: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app_state)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test/api") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost/api") as client:
         yield client
 
 

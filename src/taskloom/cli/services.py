@@ -155,8 +155,38 @@ def serve_command(
         ),
     ] = None,
     access_log: Annotated[
-        bool, typer.Option("--access-log", help="Print a line per HTTP request on stderr.")
+        bool,
+        typer.Option(
+            "--access-log",
+            help="Print a line per HTTP request on stderr (token= values redacted).",
+        ),
     ] = False,
+    allowed_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            show_default=False,
+            help=(
+                "A name the Host header may carry besides localhost, 127.0.0.1 and [::1] "
+                "(repeat for several; *.example.org for every name under it). Also "
+                "TASKLOOM_ALLOWED_HOSTS, comma-separated. Off loopback, any Host is "
+                "accepted unless names are given."
+            ),
+        ),
+    ] = None,
+    max_body: Annotated[
+        str | None,
+        typer.Option(
+            "--max-body",
+            metavar="SIZE",
+            show_default=False,
+            help=(
+                "The largest request body read, in bytes or as 512K, 16M, 1G; larger "
+                "ones get 413. Default: 16M. Also TASKLOOM_MAX_BODY."
+            ),
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve tasks and services over HTTP until Ctrl-C or SIGTERM.
@@ -169,7 +199,7 @@ def serve_command(
     """
     # Imported here: the web stack is only needed by this command.
     from ..server.http import HttpServer, ServerStartError
-    from ..server.settings import ServerSettings, SettingsError
+    from ..server.settings import ServerSettings, SettingsError, parse_size
     from ..server.tokens import AuthError
 
     with reporting_errors(verbose=verbose):
@@ -179,7 +209,12 @@ def serve_command(
         url = database_url(db)
         try:
             settings = ServerSettings.from_env(
-                host=host, port=port, database_url=url, access_log=access_log or None
+                host=host,
+                port=port,
+                database_url=url,
+                access_log=access_log or None,
+                allowed_hosts=allowed_hosts,
+                max_body=parse_size(max_body, what="--max-body") if max_body else None,
             )
         except SettingsError as exc:
             raise CliError(exc.message) from exc

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.routing import Match, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from .. import __version__
 from ..engine import Engine
@@ -20,8 +22,13 @@ from .api import ROUTERS
 from .api.packages import PackageInstalls
 from .api.pipelines import DeploymentsHere
 from .auth import AuthPolicy
-from .errors import install_error_handlers
+from .bodies import JsonBodies
+from .errors import RouteMethods, install_error_handlers
 from .events import EventHub
+from .guard import HostPolicy, RequestGuard
+from .openapi import truthful_openapi
+from .revocation import TokenStreams
+from .settings import DEFAULT_MAX_BODY
 
 __all__ = ["DASHBOARD_DIR", "create_app"]
 
@@ -37,6 +44,8 @@ def create_app(
     dashboard: Path | None = DASHBOARD_DIR,
     venvs_dir: Path | None = None,
     pipelines: Sequence[Pipeline] = (),
+    hosts: HostPolicy | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> FastAPI:
     """An app serving `engine` (which must be started before the first request).
 
@@ -45,6 +54,8 @@ def create_app(
     hidden by the caller). The dashboard folder is served at `/` when it has an
     `index.html`. Packages added through the API get their venvs in `venvs_dir`
     (default: `.taskloom/venvs` under the working folder, as for `taskloom package add`).
+    `hosts` are the names the `Host` header may carry (default: loopback ones only) and
+    `max_body` the largest body read, in bytes (see `guard.py`).
     """
     assert engine.store is not None, "start the engine before making its app"
     app = FastAPI(
@@ -67,6 +78,32 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix="/api")
+    app.state.methods = RouteMethods(ROUTERS, prefix="/api")
+    app.openapi = truthful_openapi(app, auth_required=auth_required)  # type: ignore[method-assign]
+    if auth_required:
+        streams = TokenStreams(engine.store)
+        app.state.token_streams = streams
+        app.add_middleware(streams.middleware)
+    else:
+        app.state.token_streams = None
+    app.add_middleware(JsonBodies)
+    policy = hosts if hosts is not None else HostPolicy.for_server(bind="127.0.0.1", loopback=True)
+    # Added last, so it runs first: a refused request reaches nothing else.
+    app.add_middleware(RequestGuard, hosts=policy, max_body=max_body)
     if dashboard is not None and (dashboard / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=dashboard, html=True), name="dashboard")
+        app.router.routes.append(
+            _Dashboard("/", StaticFiles(directory=dashboard, html=True), name="dashboard")
+        )
     return app
+
+
+class _Dashboard(Mount):
+    """The dashboard's files at `/`, but never for a path under `/api`: there the API's
+    own answers hold (404 for no such route, 405 with `Allow` for a method a route does
+    not take), not the files' ones."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = str(scope.get("path", ""))
+        if path == "/api" or path.startswith("/api/"):
+            return Match.NONE, {}
+        return super().matches(scope)

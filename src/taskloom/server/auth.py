@@ -3,8 +3,9 @@
 Tokens are required when the server is bound to an address other than loopback (it refuses
 to start without a valid token), or when the store holds a valid token; a server on
 loopback with no token in its store lets every local caller in as admin. A token comes in
-`Authorization: Bearer <token>`, or as the `token` query parameter for clients that cannot
-set headers (a browser's EventSource).
+`Authorization: Bearer <token>` and nowhere else: never in a URL, where it would be kept in
+access logs, browser history and proxies (the dashboard reads its event stream with
+`fetch`, which sends the header).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..store import Store
@@ -36,18 +37,11 @@ _bearer = HTTPBearer(auto_error=False, description="A token from `taskloom token
 async def _caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    token: Annotated[
-        str | None,
-        Query(
-            include_in_schema=False,
-            description="The token, for clients that cannot set headers (EventSource).",
-        ),
-    ] = None,
 ) -> Caller:
     policy: AuthPolicy = request.app.state.auth
     if not policy.required:
         return Caller(Role.ADMIN)
-    secret = credentials.credentials if credentials is not None else token
+    secret = credentials.credentials if credentials is not None else None
     if not secret:
         raise AuthError()
     record = await asyncio.to_thread(policy.store.find_api_token, hash_token(secret))

@@ -10,13 +10,17 @@ a 4xx status here, and the request's own shape is checked by FastAPI (422).
 from __future__ import annotations
 
 import logging
+import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from ..exceptions import (
     DuplicateTaskError,
@@ -24,6 +28,7 @@ from ..exceptions import (
     InputValidationError,
     RunNotFoundError,
     StoreError,
+    StoreUnavailableError,
     TaskDefinitionError,
     TaskloomError,
     UnknownTaskError,
@@ -45,9 +50,11 @@ from .tokens import AuthError, ForbiddenError, TokenNotFoundError
 __all__ = [
     "STATUS_CODES",
     "NotAWorkflowRunError",
+    "RouteMethods",
     "UnknownTopicError",
     "WorkflowProblems",
     "error_body",
+    "error_headers",
     "install_error_handlers",
     "status_for",
 ]
@@ -132,6 +139,16 @@ def error_body(type_name: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"type": type_name, "message": message, **extra}}
 
 
+def error_headers(exc: TaskloomError) -> dict[str, str] | None:
+    """The headers an error's response carries: how to authenticate after a 401, when to
+    try again after a store that cannot commit now (whole seconds, at least 1)."""
+    if status_for(exc) == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, StoreUnavailableError):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return None
+
+
 async def _taskloom_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TaskloomError)
     status = status_for(exc)
@@ -162,11 +179,12 @@ async def _taskloom_error(_request: Request, exc: Exception) -> JSONResponse:
     type_name = "WorkflowValidationError" if isinstance(exc, WorkflowProblems) else None
     if status >= 500:
         logger.warning("%s: %s", type(exc).__name__, exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, StoreUnavailableError):
+        extra["retry_after"] = exc.retry_after
     return JSONResponse(
         error_body(type_name or type(exc).__name__, exc.message, **extra),
         status_code=status,
-        headers=headers,
+        headers=error_headers(exc),
     )
 
 
@@ -192,13 +210,54 @@ async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+#: The error `type` of the answers the HTTP layer gives by itself.
+_HTTP_NAMES = {
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "BodyTooLarge",
+    415: "UnsupportedMediaType",
+}
+
+
+class RouteMethods:
+    """The methods each path of the API takes, for the `Allow` header of a 405.
+
+    Each method of a path is a route of its own, and Starlette names only the first
+    route's methods in `Allow`: the answer names those of every route of the path. The
+    table is made from the routers themselves, whatever way FastAPI routes them."""
+
+    def __init__(self, routers: Sequence[APIRouter], *, prefix: str) -> None:
+        self._paths: list[tuple[re.Pattern[str], frozenset[str]]] = []
+        for router in routers:
+            for route in router.routes:
+                if isinstance(route, APIRoute):
+                    pattern, _format, _convertors = compile_path(prefix + route.path)
+                    self._paths.append((pattern, frozenset(route.methods or ())))
+
+    def allowed(self, path: str) -> list[str]:
+        methods: set[str] = set()
+        for pattern, route_methods in self._paths:
+            if pattern.match(path):
+                methods |= route_methods
+        return sorted(methods)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    table: RouteMethods | None = getattr(request.app.state, "methods", None)
+    return table.allowed(request.url.path) if table is not None else []
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    names = {404: "NotFound", 405: "MethodNotAllowed"}
+    headers = dict(getattr(exc, "headers", None) or {})
+    message = str(exc.detail)
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = ", ".join(allowed)
+        message = f"{request.method} {request.url.path}: use {' or '.join(allowed)}"
     return JSONResponse(
-        error_body(names.get(exc.status_code, "HTTPError"), str(exc.detail)),
+        error_body(_HTTP_NAMES.get(exc.status_code, "HTTPError"), message),
         status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
+        headers=headers or None,
     )
 
 

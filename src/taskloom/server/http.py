@@ -4,6 +4,10 @@ The serving process owns SIGINT and SIGTERM (see `serving.py`), so uvicorn's own
 capture is turned off; the server is stopped by `stop()`, which lets requests in flight end
 for `GRACEFUL_SECONDS` and then closes the remaining connections (event streams never end
 by themselves).
+
+With `--access-log`, uvicorn prints each request's path and query: any `token=` value in
+them is replaced by `[redacted]` before the line is written (the API takes tokens only in
+a header, but a client may still put one in a URL).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +25,7 @@ import uvicorn
 from ..engine import Engine
 from ..exceptions import TaskloomError
 from .app import create_app
+from .guard import HostPolicy
 from .settings import ServerSettings
 from .tokens import auth_required
 
@@ -33,6 +39,25 @@ logger = logging.getLogger("taskloom.server")
 
 class ServerStartError(TaskloomError, OSError):
     """The HTTP server could not start."""
+
+
+_TOKEN_VALUE = re.compile(r"(token=)[^&\s\"']*", re.IGNORECASE)
+
+
+def redact_tokens(text: str) -> str:
+    """`text` with the value of every `token=` replaced by `[redacted]`."""
+    return _TOKEN_VALUE.sub(r"\1[redacted]", text)
+
+
+class _RedactTokens(logging.Filter):
+    """Keeps token values out of the access log (set on uvicorn's access logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_tokens(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_tokens(a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 class _Server(uvicorn.Server):
@@ -63,6 +88,7 @@ class HttpServer:
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
+        self._redact: logging.Filter | None = None
 
     @property
     def url(self) -> str:
@@ -104,12 +130,19 @@ class HttpServer:
             logger.error("could not register the packages' tasks: %s", exc)
         self._socket = self._bind()
         self.port = int(self._socket.getsockname()[1])
+        hosts = HostPolicy.for_server(
+            bind=self.settings.host,
+            loopback=self.settings.loopback,
+            allowed=self.settings.allowed_hosts,
+        )
         app = create_app(
             engine,
             auth_required=self.auth,
             database=self.database,
             venvs_dir=self.settings.venvs_dir,
             pipelines=self.pipelines,
+            hosts=hosts,
+            max_body=self.settings.max_body,
         )
         config = uvicorn.Config(
             app,
@@ -119,6 +152,9 @@ class HttpServer:
             timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
             server_header=False,
         )
+        # uvicorn configures its loggers when the config is made: the filter comes after.
+        self._redact = _RedactTokens()
+        logging.getLogger("uvicorn.access").addFilter(self._redact)
         self._server = server = _Server(config)
         self._task = asyncio.create_task(server.serve(sockets=[self._socket]), name="taskloom-http")
         deadline = asyncio.get_running_loop().time() + _STARTUP_TIMEOUT
@@ -143,9 +179,15 @@ class HttpServer:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, 1.0)
         finally:
-            events = getattr(getattr(app, "state", None), "events", None)
+            state = getattr(app, "state", None)
+            events = getattr(state, "events", None)
             if events is not None:
                 events.close()
+            streams = getattr(state, "token_streams", None)
+            if streams is not None:
+                streams.close()
+            if self._redact is not None:
+                logging.getLogger("uvicorn.access").removeFilter(self._redact)
             if self._socket is not None:
                 self._socket.close()
             self._server = self._task = None

@@ -15,6 +15,7 @@ from conftest import build_wheel, write_taskloom_package
 import taskloom
 from taskloom.server.api.packages import PackageInstalls
 from taskloom.server.app import create_app
+from taskloom.server.tokens import create_token
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,9 +23,16 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, PackageInstalls]]:
     async with taskloom.Engine(f"sqlite:///{tmp_path / 'api.db'}") as engine:
-        app = create_app(engine, venvs_dir=tmp_path / "venvs")
+        assert engine.store is not None
+        # `--find-links` makes pip look outside its index: that needs an admin token.
+        secret, _record = create_token(engine.store, "admin")
+        app = create_app(engine, venvs_dir=tmp_path / "venvs", auth_required=True)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test/api") as client:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://localhost/api",
+            headers={"Authorization": f"Bearer {secret}"},
+        ) as client:
             yield client, app.state.packages
         await app.state.packages.wait_installs()
         app.state.events.close()

@@ -5,12 +5,20 @@ package `installing`, answer 202 at once, and install in a thread off the event 
 client polls `GET /api/packages/{name}` until the state is `ready` or `failed` (a failed
 install keeps its log and error there). A package that becomes ready has its tasks
 registered in the server's engine as `<package>/<task>`; a removed one's are forgotten.
+
+Installing runs the package's build and install code. Options that may make pip fetch from
+somewhere other than its default index (`pip_args` but those that only narrow what pip
+does, such as `--no-index`; a `name @ URL` requirement) need a caller with an admin token:
+a server without tokens lets every local process in as admin, and these options are the
+ones that turn a local caller into code run from anywhere. Such a server refuses them with
+403; `taskloom package add` on the server's machine, or a token, allows them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +37,7 @@ from ...packages.collection import (
 from ...packages.definitions import package_tasks
 from ...packages.errors import PackageError
 from ...store import PackageRecord
+from ..tokens import Caller, ForbiddenError
 from .deps import Admin, Viewer, responses
 from .models import PackageAddIn, PackageDetailOut, PackageOut
 
@@ -186,17 +195,45 @@ async def get_package(name: str, installs: InstallsDep) -> dict[str, Any]:
     return package_out(await asyncio.to_thread(installs.collector.get, name), with_log=True)
 
 
+#: `pip install` options that only narrow what pip does: allowed without a token. Any
+#: other may name an index, a link page, a requirements file or a VCS URL.
+_NARROWING_PIP_ARGS = frozenset(
+    {"--no-index", "--no-deps", "--pre", "--prefer-binary", "--no-cache-dir", "-q", "--quiet"}
+)
+
+
+def _fetches_elsewhere(body: PackageAddIn) -> str | None:
+    """What in the request may make pip fetch from outside its default index."""
+    others = [arg for arg in body.pip_args if arg not in _NARROWING_PIP_ARGS]
+    if others:
+        return f"pip_args {others!r}"
+    if "://" in body.source or re.search(r"\s@", body.source):
+        return f"the source {body.source!r} (a URL)"
+    return None
+
+
 @router.post(
     "",
     status_code=202,
     response_model=PackageOut,
-    dependencies=[Admin],
     responses=responses(401, 403, 409, 422),
 )
-async def add_package(body: PackageAddIn, installs: InstallsDep) -> dict[str, Any]:
+async def add_package(
+    body: PackageAddIn, installs: InstallsDep, caller: Annotated[Caller, Admin]
+) -> dict[str, Any]:
     """Start installing a package; 202 with it `installing`. Poll `GET /api/packages/{name}`
     for `ready` or `failed`. 422 for a source that is no requirement, wheel or folder;
-    409 `PackageError` when the package is recorded already (and not failed)."""
+    409 `PackageError` when the package is recorded already (and not failed). 403 on a
+    server without tokens for `pip_args` (but `--no-index`, `--no-deps`, `--pre`,
+    `--prefer-binary`, `--no-cache-dir`, `--quiet`) or a URL source."""
+    elsewhere = _fetches_elsewhere(body)
+    if elsewhere is not None and caller.token_id is None:
+        raise ForbiddenError(
+            f"package {body.source!r}: {elsewhere} would make pip fetch code from outside the "
+            "default index, which needs an admin token and this server has no tokens: run "
+            "`taskloom package add` on the server's machine, or create a token with "
+            "`taskloom token create --role admin` and restart the server"
+        )
     return await installs.add(body.source, body.pip_args)
 
 

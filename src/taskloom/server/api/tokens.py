@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from ...store import ApiTokenRecord, Store
 from ..auth import AuthPolicy
+from ..revocation import TokenStreams
 from ..tokens import TokenNotFoundError, create_token
 from .deps import Admin, responses
 from .models import TokenCreatedOut, TokenCreateIn, TokenOut
@@ -47,7 +48,11 @@ async def create(body: TokenCreateIn, request: Request) -> dict[str, Any]:
 
 @router.delete("/{token_id}", status_code=204, responses=responses(401, 403, 404))
 async def revoke(token_id: str, request: Request) -> Response:
-    """Revoke a token: requests with it get 401 from now on."""
+    """Revoke a token: requests with it get 401 from now on, and the event streams open
+    with it end."""
     if not await asyncio.to_thread(_store(request).revoke_api_token, token_id):
         raise TokenNotFoundError(f"no valid token with id {token_id!r}")
+    streams: TokenStreams | None = request.app.state.token_streams
+    if streams is not None:
+        streams.check_now()
     return Response(status_code=204)

@@ -4,14 +4,17 @@
 // unnamed event's data; `describe` tells from both what the event is about. While the connection is down, pages
 // that watch events are refreshed on a timer instead, so they never show stale state for long.
 
-import { API, getToken } from "./api.js";
+import { API, UNAUTHORIZED } from "./api.js";
+import { openStream } from "./sse.js";
 
 const POLL_MS = 2000;
-const RETRY_MS = 5000;
+const RETRY_MS = 5000; // after the server refused the stream
+const RECONNECT_MS = 1000; // after an open stream ended
 
 const handlers = new Map(); // kind -> Set of functions
 const refreshers = new Set();
-let source = null;
+let source = null; // the open stream: { close }
+let live = false;
 let pollTimer = null;
 let retryTimer = null;
 let indicator = null;
@@ -89,33 +92,33 @@ function stopPolling() {
   pollTimer = null;
 }
 
-// Named SSE events reach only listeners of their name: these are the names the server may use.
-const NAMED = [
-  "run", "run.updated", "run.log", "log", "submitted", "started", "progress", "retrying", "finished",
-  "service", "service.updated", "workflow", "pipeline", "topic", "lagged",
-];
-
 /** Open the shared connection (again, after the token changed); `element` shows its state. */
 export function connect(element = indicator) {
   indicator = element;
   if (retryTimer !== null) clearTimeout(retryTimer);
   retryTimer = null;
   source?.close();
-  // An EventSource cannot set headers: the token goes in the query.
-  const token = getToken();
-  source = new EventSource(`${API}/events${token ? `?token=${encodeURIComponent(token)}` : ""}`);
+  live = false;
   setState("connecting");
-  source.addEventListener("open", () => setState("open"));
-  source.addEventListener("error", () => {
-    setState("error");
-    // The browser retries a dropped connection by itself, but not one the server refused
-    // (an error status): that one is opened again here, a little later.
-    if (source.readyState === EventSource.CLOSED && retryTimer === null) {
-      retryTimer = setTimeout(() => ((retryTimer = null), connect()), RETRY_MS);
-    }
+  // Read with fetch, not EventSource: the token goes in the Authorization header, never in the URL.
+  const stream = openStream(`${API}/events`, {
+    onOpen: () => {
+      live = true;
+      setState("open");
+    },
+    onEvent: (name, data) => onMessage({ type: name, data }),
+    onEnd: (status) => {
+      if (source !== stream) return;
+      live = false;
+      setState("error");
+      // A refused token (revoked, say): the app asks for another one.
+      if (status === 401) window.dispatchEvent(new CustomEvent(UNAUTHORIZED));
+      if (retryTimer === null) {
+        retryTimer = setTimeout(() => ((retryTimer = null), connect()), status ? RETRY_MS : RECONNECT_MS);
+      }
+    },
   });
-  source.addEventListener("message", onMessage);
-  for (const name of NAMED) source.addEventListener(name, onMessage);
+  source = stream;
 }
 
 /** Close the connection and stop polling (no token, or a refused one). */
@@ -124,6 +127,7 @@ export function disconnect() {
   retryTimer = null;
   source?.close();
   source = null;
+  live = false;
   stopPolling();
   if (indicator) {
     indicator.dataset.state = "off";
@@ -133,7 +137,7 @@ export function disconnect() {
 
 /** Whether events arrive now (pages need not poll). */
 export function isLive() {
-  return source !== null && source.readyState === EventSource.OPEN;
+  return source !== null && live;
 }
 
 /**

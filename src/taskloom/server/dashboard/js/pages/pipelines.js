@@ -3,10 +3,11 @@
 // Rates are computed here from successive status snapshots (messages per second between
 // two looks); the page asks for the status every second while it is open.
 
-import { API, ApiError, getToken, request } from "../api.js";
+import { API, ApiError, request } from "../api.js";
 import { setQuery } from "../address.js";
 import { errorNotice, h, replace, statusBadge } from "../dom.js";
 import { formatTime } from "../format.js";
+import { openStream } from "../sse.js";
 
 const POLL_MS = 1000;
 const TAIL_LINES = 50; // the newest messages a followed topic keeps on the page
@@ -42,7 +43,7 @@ export async function render(main, { query }) {
   const deployRow = h("div", { class: "row", id: "pipeline-deploy", style: "margin-bottom: 12px" });
   const detail = h("div", { id: "pipeline-detail" });
   const tailBox = h("div", { id: "pipeline-tail" });
-  let source = null; // the EventSource of the followed topic
+  let source = null; // the stream of the followed topic: { close }
   let shown = query.get("deployment");
   let snapshot = null; // {status, at}: the last status of the shown deployment, for rates
   let stopped = false;
@@ -88,19 +89,22 @@ export async function render(main, { query }) {
       unfollow();
       replace(lines);
       replace(dropped);
-      const token = getToken();
       const address = `${API}/pipelines/${enc(status.name)}/topics/${enc(topic.value)}/tail`;
-      source = new EventSource(`${address}${token ? `?token=${enc(token)}` : ""}`);
-      source.addEventListener("message", (event) => {
-        const message = JSON.parse(event.data);
-        lines.append(h("div", { class: "line" }, h("span", { class: "muted" }, String(message.timestamp)), h("span", { class: "level" }), h("span", { class: "mono" }, JSON.stringify(message.value))));
-        while (lines.childElementCount > TAIL_LINES) lines.firstElementChild.remove();
-        lines.scrollTop = lines.scrollHeight;
+      // Read with fetch: the token goes in the Authorization header, never in the URL.
+      const stream = openStream(address, {
+        onEvent: (name, data) => {
+          if (name === "lagged") {
+            dropped.textContent = `${JSON.parse(data).dropped} dropped (the page fell behind)`;
+            return;
+          }
+          const message = JSON.parse(data);
+          lines.append(h("div", { class: "line" }, h("span", { class: "muted" }, String(message.timestamp)), h("span", { class: "level" }), h("span", { class: "mono" }, JSON.stringify(message.value))));
+          while (lines.childElementCount > TAIL_LINES) lines.firstElementChild.remove();
+          lines.scrollTop = lines.scrollHeight;
+        },
+        onEnd: () => source === stream && unfollow(), // the deployment stopped
       });
-      source.addEventListener("lagged", (event) => {
-        dropped.textContent = `${JSON.parse(event.data).dropped} dropped (the page fell behind)`;
-      });
-      source.addEventListener("error", () => unfollow()); // the deployment stopped
+      source = stream;
     });
     replace(tailBox, h("section", { class: "card", style: "margin-top: 20px" }, h("h3", {}, "Follow a topic"), h("div", { class: "row" }, topic, follow, dropped), lines));
   }
