@@ -32,7 +32,7 @@ from ..tasks.definition import TaskDefinition
 from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
 from ..tasks.validation import refuse_unstorable
-from ..workflows import Workflow, operations
+from ..workflows import Workflow, WorkflowLimits, operations
 from ..workflows.scheduler import WorkflowExecution
 from .control import RunControl
 from .execution import Listener, RunEvent, settle
@@ -70,6 +70,8 @@ class Engine(RunControl):
       None leaves the collector alone.
     - `services`: services to supervise (see `register_service`); the engine's `Supervisor`
       keeps their state in the engine's store and stops them when the engine closes.
+    - `workflow_limits`: the most steps in one workflow and items in one map it accepts
+      (default `WorkflowLimits()`: 10,000 steps, 100,000 items).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Engine(RunControl):
         gc_threshold: int | None = 50_000,
         tasks: Iterable[Any] = (),
         services: Iterable[ServiceDefinition | type[Service]] = (),
+        workflow_limits: WorkflowLimits | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -95,6 +98,7 @@ class Engine(RunControl):
         self.registry = Registry()
         self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency
+        self.workflow_limits = workflow_limits or WorkflowLimits()
         self._threads = threads or min(32, (os.cpu_count() or 1) + 4)
         self._recover_enabled = recover
         self._heartbeat_interval = heartbeat_interval

@@ -7,7 +7,6 @@ reads from YAML or JSON; `to_dict` writes them back (what the store keeps, so `r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,13 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter
 
+from ..documents import MAX_DEPTH, DocumentLimitError, TooManyMembersError, check_depth
+from ..documents import load_json as _load_json
+from ..documents import load_yaml as _load_yaml
 from ..exceptions import WorkflowValidationError
 from ..tasks.definition import TaskDefinition
 from ..tasks.registry import as_task
+from .limits import WorkflowLimits
 from .references import Ref, ReferenceSyntaxError, dump_value, parse_value, references_in
 
 __all__ = ["ON_FAILURE", "Step", "StepHandle", "Workflow", "load_workflow"]
@@ -290,13 +293,27 @@ class Workflow:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, *, source: str = "workflow") -> Workflow:
-        """Read the data form (what YAML or JSON gives); errors name the step and the key."""
+    def from_dict(
+        cls, data: Any, *, source: str = "workflow", limits: WorkflowLimits | None = None
+    ) -> Workflow:
+        """Read the data form (what YAML or JSON gives); errors name the step and the key.
+
+        With `limits`, a definition with more steps than allowed is refused before any
+        step is read (`WorkflowLimitError`). Data nested deeper than `MAX_DEPTH` levels
+        is refused either way.
+        """
         if not isinstance(data, dict):
             raise WorkflowValidationError(source, "expected a mapping with name and steps")
         name = data.get("name")
         if not isinstance(name, str) or not name:
             raise WorkflowValidationError(source, "'name' is missing (a non-empty string)")
+        steps = data.get("steps")
+        if limits is not None and isinstance(steps, dict):
+            limits.check_steps(name, len(steps))
+        try:
+            check_depth(data, MAX_DEPTH)
+        except DocumentLimitError as exc:
+            raise WorkflowValidationError(name, f"{exc}; flatten the data") from None
         unknown = sorted(set(data) - _TOP_KEYS)
         if unknown:
             raise WorkflowValidationError(
@@ -306,7 +323,6 @@ class Workflow:
         if not isinstance(inputs, dict):
             raise WorkflowValidationError(name, "'inputs' must map input names to JSON Schemas")
         workflow = cls(name, inputs=inputs, description=str(data.get("description") or ""))
-        steps = data.get("steps")
         if not isinstance(steps, dict) or not steps:
             raise WorkflowValidationError(name, "'steps' must map step names to steps")
         for step_name, spec in steps.items():
@@ -321,18 +337,33 @@ class Workflow:
         return workflow
 
 
-def load_workflow(path: str | Path) -> Workflow:
-    """Read a workflow from a YAML (`.yaml`, `.yml`) or JSON file."""
+def load_workflow(path: str | Path, *, limits: WorkflowLimits | None = None) -> Workflow:
+    """Read a workflow from a YAML (`.yaml`, `.yml`) or JSON file.
+
+    `limits` (default: `WorkflowLimits()`) bounds its steps; YAML is read without aliases
+    and no deeper than `MAX_DEPTH` levels.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise WorkflowValidationError(str(path), f"cannot read the file: {exc.strerror}") from None
+    limits = limits or WorkflowLimits()
+    data = parse_text(text, source=str(path), limits=limits, json_only=path.suffix == ".json")
+    return Workflow.from_dict(data, source=str(path), limits=limits)
+
+
+def parse_text(text: str, *, source: str, limits: WorkflowLimits, json_only: bool = False) -> Any:
+    """The data form of a workflow's YAML (or JSON) text, read within `limits`: counting
+    stops past `max_steps` steps, before the rest is read."""
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if json_only:
+            return _load_json(text)
+        return _load_yaml(text, counted_key="steps", max_members=limits.max_steps)
+    except TooManyMembersError:
+        raise limits.too_many_steps(source, None) from None
     except (ValueError, yaml.YAMLError) as exc:
-        raise WorkflowValidationError(str(path), f"cannot parse the file: {exc}") from None
-    return Workflow.from_dict(data, source=str(path))
+        raise WorkflowValidationError(source, f"cannot parse the text: {exc}") from None
 
 
 def task_reference(definition: TaskDefinition) -> str:

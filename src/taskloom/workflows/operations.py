@@ -92,9 +92,11 @@ async def submit_workflow(
 
     `resolve` finds each step's task (by default: the step's task object, a registered
     name, or a `module:attr` / `file.py:attr` target, imported); an error it raises is a
-    `WorkflowValidationError` naming the step.
+    `WorkflowValidationError` naming the step. A workflow over the engine's
+    `workflow_limits` is refused first (`WorkflowLimitError`).
     """
-    definitions = check_workflow(workflow, resolve or _resolver(engine))
+    limits = engine.workflow_limits
+    definitions = check_workflow(workflow, resolve or _resolver(engine), limits=limits)
     stored = validate_workflow_inputs(workflow, inputs or {})
     definition = workflow.to_dict()
     refuse_unstorable(workflow.task_name, {"inputs": stored, "workflow": definition})
@@ -111,7 +113,7 @@ async def submit_workflow(
         started_at=now,
         config={"workflow": definition},
     )
-    execution = WorkflowExecution(engine, workflow, definitions, run, reuse=reuse)
+    execution = WorkflowExecution(engine, workflow, definitions, run, reuse=reuse, limits=limits)
     committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     assert engine._writer is not None
     engine._writer.check_available(workflow.task_name)

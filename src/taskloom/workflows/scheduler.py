@@ -5,13 +5,23 @@ lowered; a dependent whose count reaches zero starts. A failed (or skipped, or c
 required dependency skips its dependents at once, which skip theirs in turn.
 
 Step runs take the engine's normal path: inserted through its `BatchWriter` (one commit
-for all items of a `map`), queued in its `ReadyQueue`, executed and recorded like any run.
+for many items of a `map`), queued in its `ReadyQueue`, executed and recorded like any run.
 Each step run is a child of the workflow run (`parent_id`) and carries the idempotency key
 `<workflow run id>/<step>` (a map item: `<workflow run id>/<step>/<index>`), which is how
 `show` and `rerun` find a step's runs. The engine reports a step run's end through
 `LiveRun.on_finish` as it records it: no coroutine per step, and the inserts of the
 dependents join the commit of that end (the writer keeps order, so nothing that depends
 on a result is committed before it).
+
+Large maps and wide workflows are taken in slices, so the event loop they share with
+everything else (the HTTP API) is never held for long, and the writer's queue stays
+short (a read that waits for it, such as listing runs, waits for a few thousand changes,
+not a whole map): a map's items are validated `ITEMS_PER_TURN` per turn of the loop,
+before any of them runs (one invalid item fails the step with nothing run); at most
+`window` items of one map are inserted and not yet finished (the engine's concurrency
+and one slice more: as many as can run, and the next ones ready), the next slice is
+inserted as earlier ones end; and steps that become ready together start
+`ITEMS_PER_TURN` per turn.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import InputValidationError
 from ..runs import ErrorInfo, Run, RunStatus, new_run_id
 from ..tasks.definition import TaskDefinition
+from .limits import WorkflowLimitError, WorkflowLimits
 from .model import Step, Workflow
 from .references import Ref, resolve_value
 
@@ -34,7 +45,10 @@ if TYPE_CHECKING:
     from ..engine.engine import Engine
     from ..engine.live import LiveRun
 
-__all__ = ["WorkflowExecution", "step_key"]
+__all__ = ["ITEMS_PER_TURN", "WorkflowExecution", "step_key"]
+
+#: Map items validated (or inserted, or steps started) in one turn of the event loop.
+ITEMS_PER_TURN = 250
 
 _COMPLETED, _FAILED = RunStatus.COMPLETED, RunStatus.FAILED
 _CANCELLED, _SKIPPED = RunStatus.CANCELLED, RunStatus.SKIPPED
@@ -48,12 +62,17 @@ def step_key(run_id: str, step: str, index: int | None = None) -> str:
 
 class _StepState:
     __slots__ = (
+        "active",
         "definition",
         "dependents",
         "error",
         "held",
+        "in_flight",
+        "items",
         "lives",
+        "next_item",
         "outcomes",
+        "prepared",
         "remaining",
         "result",
         "skip_cause",
@@ -73,10 +92,18 @@ class _StepState:
         self.error: ErrorInfo | None = None
         self.skip_cause: str | None = None
         self.started = False
-        self.lives: list[LiveRun] = []
-        self.held: deque[LiveRun] = deque()  # map items past the step's concurrency
+        # Items not finished, by index (a finished item's run, task and context are let go).
+        self.lives: dict[int, LiveRun] = {}
+        self.held: deque[tuple[int, LiveRun]] = deque()  # items past the step's concurrency
         self.outcomes: list[Run | None] = []
-        self.remaining = 0
+        self.remaining = 0  # items without an outcome
+        # A map: the list it maps over and its inputs while they are validated, then each
+        # item's (call, stored inputs); items from `next_item` on are not inserted yet.
+        self.items: tuple[dict[str, Any], list[Any]] | None = None
+        self.prepared: list[tuple[dict[str, Any], Any]] = []
+        self.next_item = 0
+        self.in_flight = 0  # inserted (or being inserted), not finished
+        self.active = 0  # handed to the engine's queue, not finished
 
 
 class WorkflowExecution:
@@ -90,11 +117,16 @@ class WorkflowExecution:
         run: Run,
         *,
         reuse: dict[str, Run] | None = None,
+        limits: WorkflowLimits | None = None,
     ) -> None:
         self.engine = engine
         self.workflow = workflow
         self.run = run
         self.reuse = reuse or {}
+        self.limits = limits or WorkflowLimits()
+        # Items of one map inserted and not finished: as many as the engine may run at
+        # once, and a slice more, queued, so none waits for an insert to commit.
+        self.window = engine.concurrency + ITEMS_PER_TURN
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.done: asyncio.Future[Run] = loop.create_future()
@@ -113,6 +145,7 @@ class WorkflowExecution:
         self.stopping: ErrorInfo | None = None  # set by cancel or by the engine closing
         self.stop_status = _CANCELLED
         self._settled: deque[_StepState] = deque()
+        self._to_start: deque[_StepState] = deque()  # ready, to start in later turns
         self._draining = False
         self._finishing = False
 
@@ -122,10 +155,23 @@ class WorkflowExecution:
 
     def _start_all(self, ready: list[_StepState]) -> None:
         """Start steps that became ready together, higher priority first: their runs are
-        queued in this order, so with no free slot the engine takes them in this order."""
+        queued in this order, so with no free slot the engine takes them in this order.
+        Many at once start `ITEMS_PER_TURN` per turn of the loop."""
         ready.sort(key=_priority, reverse=True)
-        for state in ready:
-            self._ready(state)
+        if not self._to_start and len(ready) <= ITEMS_PER_TURN:
+            for state in ready:
+                self._ready(state)
+            return
+        if not self._to_start:
+            self.loop.call_soon(self._start_some)
+        self._to_start.extend(ready)
+
+    def _start_some(self) -> None:
+        waiting = self._to_start
+        for _ in range(min(ITEMS_PER_TURN, len(waiting))):
+            self._ready(waiting.popleft())
+        if waiting:
+            self.loop.call_soon(self._start_some)
 
     async def cancel(self) -> Run:
         """Cancel every running and pending step; the workflow run ends `cancelled`."""
@@ -138,7 +184,7 @@ class WorkflowExecution:
         self.stopping = error
         self.stop_status = status
         for state in self.states.values():
-            for live in state.lives:
+            for live in list(state.lives.values()):
                 if not live.run.is_finished:
                     self.engine._cancel_live(live)
 
@@ -153,9 +199,8 @@ class WorkflowExecution:
             return
         try:
             inputs = self._resolve(step)
-            items: list[dict[str, Any]]
             if step.map is None:
-                items = [inputs]
+                prepared = [self._validated(state, inputs, None)]
             else:
                 over = inputs.get(step.map)
                 if not isinstance(over, list):
@@ -163,23 +208,51 @@ class WorkflowExecution:
                         f"step {step.name!r}: input {step.map!r} to map over must be a list, "
                         f"got {type(over).__name__}"
                     )
-                items = [{**inputs, step.map: item} for item in over]
-            prepared = []
-            for index, item in enumerate(items):
-                try:
-                    call, stored = state.definition.validate_inputs(item)
-                except InputValidationError as exc:
-                    where = f"item {index} of " if step.map is not None else ""
-                    raise InputValidationError(
-                        f"{exc.task} ({where}step {step.name!r} of workflow "
-                        f"{self.workflow.name!r})",
-                        exc.errors,
-                    ) from None
-                prepared.append((call, stored))
-        except (InputValidationError, LookupError, TypeError) as exc:
+                self.limits.check_map_items(self.workflow.name, step.name, step.map, len(over))
+                state.items = (inputs, over)
+                self._validate_items(state)
+                return
+        except (InputValidationError, WorkflowLimitError, LookupError, TypeError) as exc:
             self._record_terminal(state, _FAILED, error=ErrorInfo.from_exception(exc))
             return
         self._launch(state, prepared)
+
+    def _validate_items(self, state: _StepState) -> None:
+        """Validate the next `ITEMS_PER_TURN` items of a map; launch it once all are."""
+        assert state.items is not None
+        if self.stopping is not None:
+            state.items, state.prepared = None, []
+            self._record_terminal(state, _CANCELLED, error=self.stopping)
+            return
+        inputs, over = state.items
+        name = state.step.map
+        assert name is not None
+        prepared = state.prepared
+        end = min(len(over), len(prepared) + ITEMS_PER_TURN)
+        try:
+            for index in range(len(prepared), end):
+                prepared.append(self._validated(state, {**inputs, name: over[index]}, index))
+        except InputValidationError as exc:
+            state.items, state.prepared = None, []
+            self._record_terminal(state, _FAILED, error=ErrorInfo.from_exception(exc))
+            return
+        if end < len(over):
+            self.loop.call_soon(self._validate_items, state)
+            return
+        state.items = None
+        self._launch(state, prepared)
+
+    def _validated(
+        self, state: _StepState, item: dict[str, Any], index: int | None
+    ) -> tuple[dict[str, Any], Any]:
+        try:
+            return state.definition.validate_inputs(item)
+        except InputValidationError as exc:
+            where = f"item {index} of " if index is not None else ""
+            raise InputValidationError(
+                f"{exc.task} ({where}step {state.step.name!r} of workflow {self.workflow.name!r})",
+                exc.errors,
+            ) from None
 
     def _resolve(self, step: Step) -> dict[str, Any]:
         inputs: dict[str, Any] = {}
@@ -225,19 +298,29 @@ class WorkflowExecution:
         return run
 
     def _launch(self, state: _StepState, prepared: list[tuple[dict[str, Any], Any]]) -> None:
+        state.outcomes = [None] * len(prepared)
+        state.remaining = len(prepared)
+        state.prepared = prepared
+        if not prepared:  # a map over an empty list
+            self._settle(state, _COMPLETED, result=[])
+            return
+        self._insert_items(state)
+
+    def _insert_items(self, state: _StepState) -> None:
+        """Insert the step's next items, as many as the window leaves room for."""
         from ..engine.live import LiveRun
 
         step = state.step
         is_map = step.map is not None
-        state.outcomes = [None] * len(prepared)
-        state.remaining = len(prepared)
-        if not prepared:  # a map over an empty list
-            self._settle(state, _COMPLETED, result=[])
+        start = state.next_item
+        end = min(len(state.prepared), start + self.window - state.in_flight)
+        if end <= start:
             return
         runs: list[Run] = []
-        lives: list[LiveRun] = []
+        lives: list[tuple[int, LiveRun]] = []
         reused: list[tuple[int, Run]] = []
-        for index, (call, stored) in enumerate(prepared):
+        for index in range(start, end):
+            call, stored = state.prepared[index]
             key = step_key(self.run.id, step.name, index if is_map else None)
             old = self.reuse.get(key.partition("/")[2])
             if old is not None and old.inputs == stored:
@@ -250,9 +333,15 @@ class WorkflowExecution:
             run = self._new_run(state, stored, key, RunStatus.PENDING)
             runs.append(run)
             live = LiveRun(self.engine, run, state.definition, call, None)
-            live.on_finish = functools.partial(self._item_done, state, index)
-            lives.append(live)
-        state.lives = lives
+            # Not handed to the engine's queue yet (see `_inserted`); a cancel before the
+            # insert is committed reports the end through this.
+            live.on_finish = functools.partial(self._item_done, state, index, False)
+            lives.append((index, live))
+            state.lives[index] = live
+        state.next_item = end
+        state.in_flight += end - start
+        if end == len(state.prepared):
+            state.prepared = []  # all inserted: let the inputs go
         self.reused += len(reused)
         assert self.engine._writer is not None
         inserted = functools.partial(self._inserted, state, lives, reused)
@@ -264,14 +353,14 @@ class WorkflowExecution:
     def _inserted(
         self,
         state: _StepState,
-        lives: list[LiveRun],
+        lives: list[tuple[int, LiveRun]],
         reused: list[tuple[int, Run]],
         error: BaseException | None,
     ) -> None:
         engine = self.engine
         if error is not None:
             failure = ErrorInfo.from_exception(error)
-            for live in lives:
+            for _, live in lives:
                 if not live.run.is_finished:
                     engine._finish(live, _FAILED, error=failure)
             for index, run in reused:
@@ -282,39 +371,54 @@ class WorkflowExecution:
                 engine._emit("submitted", run)
                 engine._emit("finished", run)
         limit = state.step.concurrency
-        for live in lives:
+        for index, live in lives:
             if live.run.is_finished:  # cancelled before its insert was committed
                 continue
             engine._live[live.run.id] = live
-            if limit is not None and limit <= 0:
-                state.held.append(live)
+            if limit is not None and state.active >= limit:
+                state.held.append((index, live))
                 continue
-            if limit is not None:
-                limit -= 1
-            engine._on_inserted(live, None, None)
+            self._hand(state, index, live)
         for index, run in reused:
             self._item_finished(state, index, run)
 
-    def _item_done(self, state: _StepState, index: int, live: LiveRun) -> None:
-        """A step run ended (called by the engine as it records the end)."""
-        if state.held:
-            # Next turn: an inline task would otherwise run inside this call, and the next
-            # inside that one, as deep as the list of held items.
-            self.loop.call_soon(self._release_held, state)
+    def _hand(self, state: _StepState, index: int, live: LiveRun) -> None:
+        """Queue an item in the engine (it counts against the step's concurrency)."""
+        live.on_finish = functools.partial(self._item_done, state, index, True)
+        state.active += 1
+        self.engine._on_inserted(live, None, None)
+
+    def _item_done(self, state: _StepState, index: int, handed: bool, live: LiveRun) -> None:
+        """A step run ended (called by the engine as it records the end); `handed`: it
+        was in the engine's queue, not held back by the step's concurrency."""
+        state.lives.pop(index, None)
+        if handed:
+            state.active -= 1
+            if state.held:
+                # Next turn: an inline task would otherwise run inside this call, and the
+                # next inside that one, as deep as the list of held items.
+                self.loop.call_soon(self._release_held, state)
         self._item_finished(state, index, live.run)
 
     def _release_held(self, state: _StepState) -> None:
-        held = state.held
-        while held:
-            live = held.popleft()
+        held, limit = state.held, state.step.concurrency
+        while held and (limit is None or state.active < limit):
+            index, live = held.popleft()
             if not live.run.is_finished:
-                self.engine._on_inserted(live, None, None)
-                return
+                self._hand(state, index, live)
 
     def _item_finished(self, state: _StepState, index: int, run: Run) -> None:
         state.outcomes[index] = run
         state.remaining -= 1
+        state.in_flight -= 1
         if state.remaining:
+            if state.next_item < len(state.outcomes) and state.status is None:
+                if self.stopping is not None:
+                    if not state.in_flight:  # nothing of the rest was inserted: none ran
+                        state.prepared = []
+                        self._settle(state, _CANCELLED, error=self.stopping)
+                elif state.in_flight <= self.window - ITEMS_PER_TURN:
+                    self._insert_items(state)
             return
         outcomes = [r for r in state.outcomes if r is not None]
         if state.step.map is None:
@@ -372,7 +476,7 @@ class WorkflowExecution:
         state.status = status
         state.result = result
         state.error = error
-        state.lives = []
+        state.lives = {}
         self.open -= 1
         self.counts[str(status)] += 1
         if status == _FAILED or (status == _CANCELLED and self.stopping is None):

@@ -13,8 +13,10 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..documents import MAX_DEPTH, DocumentLimitError, check_depth
 from ..exceptions import TaskloomError, WorkflowValidationError
 from ..tasks.definition import TaskDefinition
+from .limits import WorkflowLimits
 from .model import ON_FAILURE, Step, Workflow
 from .references import Ref, dump_value, references_in
 
@@ -22,11 +24,20 @@ __all__ = ["check_workflow", "step_output_schema", "topological_order"]
 
 Resolver = Callable[[Step], TaskDefinition]
 _STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+#: Levels of the data form above a step's inputs (the workflow, `steps`, the step).
+_ABOVE_INPUTS = 3
 
 
-def check_workflow(workflow: Workflow, resolve: Resolver) -> dict[str, TaskDefinition]:
-    """Resolve each step's task and check the whole workflow; returns the tasks by step."""
+def check_workflow(
+    workflow: Workflow, resolve: Resolver, *, limits: WorkflowLimits | None = None
+) -> dict[str, TaskDefinition]:
+    """Resolve each step's task and check the whole workflow; returns the tasks by step.
+
+    `limits` (default: `WorkflowLimits()`) is checked first, before anything per step.
+    """
     name = workflow.name
+    limits = limits or WorkflowLimits()
+    limits.check_steps(name, len(workflow.steps))
     definitions: dict[str, TaskDefinition] = {}
     for step in workflow.steps.values():
         try:
@@ -36,7 +47,7 @@ def check_workflow(workflow: Workflow, resolve: Resolver) -> dict[str, TaskDefin
                 name, f"unknown task {step.task!r}: {exc}", step=step.name
             ) from None
     for step in workflow.steps.values():
-        _check_step(workflow, step, definitions[step.name])
+        _check_step(workflow, step, definitions[step.name], limits)
     topological_order(workflow)
     for step in workflow.steps.values():
         _check_types(workflow, step, definitions)
@@ -66,8 +77,17 @@ def step_output_schema(step: Step, definition: TaskDefinition) -> dict[str, Any]
     return {"type": "array", "items": schema} if step.map is not None else schema
 
 
-def _check_step(workflow: Workflow, step: Step, definition: TaskDefinition) -> None:
+def _check_step(
+    workflow: Workflow, step: Step, definition: TaskDefinition, limits: WorkflowLimits
+) -> None:
     wf = workflow.name
+    try:
+        # A workflow built in Python is stored in its data form: it must read back.
+        check_depth(step.inputs, MAX_DEPTH - _ABOVE_INPUTS)
+    except DocumentLimitError as exc:
+        raise WorkflowValidationError(
+            wf, f"inputs {exc}; flatten the data", step=step.name
+        ) from None
     if not _STEP_NAME.fullmatch(step.name):
         raise WorkflowValidationError(
             wf,
@@ -127,6 +147,8 @@ def _check_step(workflow: Workflow, step: Step, definition: TaskDefinition) -> N
             step=step.name,
             field=f"input {step.map!r}",
         )
+    if step.map is not None and isinstance(step.inputs[step.map], list):
+        limits.check_map_items(wf, step.name, step.map, len(step.inputs[step.map]))
     if step.on_failure not in ON_FAILURE:
         raise WorkflowValidationError(
             wf,
