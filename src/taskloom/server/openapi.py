@@ -12,11 +12,14 @@ and these are added here to every operation they can reach:
   health, which touches no store.
 
 Every error response is described by the one error shape (`ErrorOut`), never by FastAPI's
-own validation shape, which this server does not send.
+own validation shape, which this server does not send. And each operation that creates
+something links to the operations on what it created (`POST /api/runs` to
+`GET /api/runs/{run_id}` and the rest), so clients and fuzzers know where its id goes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +82,36 @@ def _complete(path: str, method: str, operation: dict[str, Any], *, auth: bool) 
                 response["headers"] = dict(_RETRY_AFTER)
 
 
+def _link_created(document: dict[str, Any]) -> None:
+    # `POST /api/runs` answers a run whose `id` is the `{run_id}` of `/api/runs/{run_id}...`;
+    # a deployment's `name` is the `{name}` of `/api/pipelines/{name}...`.
+    paths: dict[str, Any] = document.get("paths", {})
+    schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
+    for path, item in paths.items():
+        created = item.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        ref = created.get("content", {}).get("application/json", {}).get("schema", {})
+        fields = schemas.get(str(ref.get("$ref", "")).rsplit("/", 1)[-1], {}).get("properties", {})
+        links: dict[str, Any] = {}
+        for target, target_item in paths.items():
+            found = re.match(re.escape(path) + r"/\{(\w+)\}", target)
+            if found is None:
+                continue
+            parameter = found.group(1)
+            field = "id" if parameter.endswith("_id") else parameter
+            if field not in fields:
+                continue
+            for operation in target_item.values():
+                if isinstance(operation, dict) and "operationId" in operation:
+                    links[operation["operationId"]] = {
+                        "operationId": operation["operationId"],
+                        "parameters": {parameter: f"$response.body#/{field}"},
+                    }
+        if links:
+            created["links"] = links
+
+
 def truthful_openapi(app: FastAPI, *, auth_required: bool) -> Callable[[], dict[str, Any]]:
     """A replacement for `app.openapi`: FastAPI's document, completed once."""
     generate = app.openapi
@@ -97,6 +130,7 @@ def truthful_openapi(app: FastAPI, *, auth_required: bool) -> Callable[[], dict[
             schemas.pop(unused, None)
         if not auth_required:
             components.pop("securitySchemes", None)
+        _link_created(document)
         app.openapi_schema = document
         return document
 
