@@ -48,7 +48,7 @@ from .streams.errors import (
     StageConfigError,
     WiringError,
 )
-from .workflows import Workflow
+from .workflows import Workflow, WorkflowLimitError
 
 __all__ = ["AsyncClient", "Client", "ClientError"]
 
@@ -96,9 +96,10 @@ def _error_from(response: httpx.Response) -> TaskloomError:
         exc = UnknownServiceError(str(error.get("name", "")))
         exc.args = (message,)
         return exc
-    if kind == "WorkflowValidationError":
+    if kind in ("WorkflowValidationError", "WorkflowLimitError"):
         step, field = error.get("step"), error.get("field")
-        exc = WorkflowValidationError(
+        kind_of = WorkflowLimitError if kind == "WorkflowLimitError" else WorkflowValidationError
+        exc = kind_of(
             str(error.get("workflow", "")),
             str(error.get("problem", message)),
             step=None if step is None else str(step),

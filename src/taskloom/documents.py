@@ -14,7 +14,8 @@ Python: the place to count and bound).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -33,6 +34,7 @@ __all__ = [
     "DocumentLimitError",
     "TooManyMembersError",
     "check_depth",
+    "count_json_members",
     "load_json",
     "load_yaml",
 ]
@@ -182,6 +184,69 @@ def load_json(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise DocumentLimitError(f"nested deeper than {max_depth} levels") from None
     check_depth(value, max_depth)
     return value
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+# The decoder's own string reader (C), typed here: the stubs leave it out.
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+def count_json_members(text: str, path: Sequence[str], limit: int) -> int | None:
+    """How many members the object at `path` (keys of nested objects from the top) of a
+    JSON text has, read one member at a time and never more than `limit` + 1 of them:
+    `TooManyMembersError` past `limit`. None when the text has no such object or is not
+    JSON (the full parse that follows says what is wrong).
+
+    Each member's value is decoded (in C) and dropped at once, so a text with a million
+    members costs what `limit` of them cost, not a million objects in memory.
+    """
+    try:
+        return _count_members(text, list(path), limit)
+    except TooManyMembersError:
+        raise
+    except (ValueError, IndexError, RecursionError):
+        return None
+
+
+def _count_members(text: str, path: list[str], limit: int) -> int | None:
+    space, decode, scan = _skip_space, _DECODER.raw_decode, _scanstring
+    position = space(text, 0)
+    depth = 0
+    while True:  # in the object at position: find the key path[depth], or count members
+        if text[position] != "{":
+            return None
+        position = space(text, position + 1)
+        counting = depth == len(path)
+        count = 0
+        while text[position] != "}":
+            if text[position] != '"':
+                return None
+            key, position = scan(text, position + 1)
+            position = space(text, position)
+            if text[position] != ":":
+                return None
+            position = space(text, position + 1)
+            if not counting and key == path[depth]:
+                depth += 1
+                break  # descend into this value
+            if counting:
+                count += 1
+                if count > limit:
+                    raise TooManyMembersError(
+                        path[-1], limit, f"more than {limit:,} entries under {path[-1]!r}"
+                    )
+            _, position = decode(text, position)
+            position = space(text, position)
+            if text[position] == ",":
+                position = space(text, position + 1)
+        else:
+            return count if counting else None
+
+
+def _skip_space(text: str, position: int) -> int:
+    match = _SPACE.match(text, position)
+    return position if match is None else match.end()
 
 
 def check_depth(value: Any, max_depth: int = MAX_DEPTH) -> None:

@@ -23,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .api.workflows import refuse_oversized
 from .errors import error_body
 
 __all__ = ["JsonBodies", "is_json_media_type", "parse_strict"]
@@ -105,6 +106,11 @@ def _refusal(scope: Scope, body: bytes) -> Response | None:
             f"(it came with {sent})"
         )
         return JSONResponse(error_body("UnsupportedMediaType", message), status_code=415)
+    # A workflow with far more steps than allowed is refused by a count that stops at the
+    # limit, before the full parse below builds every step of it in memory.
+    oversized = refuse_oversized(scope, body)
+    if oversized is not None:
+        return oversized
     try:
         parse_strict(body)
     except ValueError as exc:

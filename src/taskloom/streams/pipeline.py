@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter
 
+from ..documents import DocumentLimitError, load_yaml
 from ..exceptions import InputValidationError, TaskDefinitionError
 from ..loading import load_module
 from ..policies import RestartPolicy
@@ -211,13 +212,14 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | Path) -> Pipeline:
-        """Read a pipeline from a YAML (or JSON) file."""
+        """Read a pipeline from a YAML (or JSON) file (without aliases, no deeper than
+        64 levels)."""
         file = Path(path)
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            data = load_yaml(file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise WiringError(str(path), [f"cannot read the file: {exc}"]) from None
-        except yaml.YAMLError as exc:
+        except (DocumentLimitError, yaml.YAMLError) as exc:
             raise WiringError(str(path), [f"not valid YAML: {exc}"]) from None
         return cls.from_dict(data, base=file.resolve().parent)
 

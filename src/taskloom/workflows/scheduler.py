@@ -17,11 +17,11 @@ Large maps and wide workflows are taken in slices, so the event loop they share 
 everything else (the HTTP API) is never held for long, and the writer's queue stays
 short (a read that waits for it, such as listing runs, waits for a few thousand changes,
 not a whole map): a map's items are validated `ITEMS_PER_TURN` per turn of the loop,
-before any of them runs (one invalid item fails the step with nothing run); at most
-`window` items of one map are inserted and not yet finished (the engine's concurrency
-and one slice more: as many as can run, and the next ones ready), the next slice is
-inserted as earlier ones end; and steps that become ready together start
-`ITEMS_PER_TURN` per turn.
+before any of them runs (one invalid item fails the step with nothing run); a map keeps
+only so many items inserted and not yet finished (as many as may run: `MAP_RUNNING`, or
+the step's own `concurrency`, or the engine's if lower; and a slice more, queued, so none
+waits for an insert to commit), and inserts the next slice as earlier items end; steps
+that become ready together start `ITEMS_PER_TURN` per turn.
 """
 
 from __future__ import annotations
@@ -45,10 +45,13 @@ if TYPE_CHECKING:
     from ..engine.engine import Engine
     from ..engine.live import LiveRun
 
-__all__ = ["ITEMS_PER_TURN", "WorkflowExecution", "step_key"]
+__all__ = ["ITEMS_PER_TURN", "MAP_RUNNING", "WorkflowExecution", "step_key"]
 
 #: Map items validated (or inserted, or steps started) in one turn of the event loop.
 ITEMS_PER_TURN = 250
+#: Items of a map without a `concurrency` of its own that may run at once (fewer if the
+#: engine's concurrency is lower): more in flight only lengthen the writer's queue.
+MAP_RUNNING = 500
 
 _COMPLETED, _FAILED = RunStatus.COMPLETED, RunStatus.FAILED
 _CANCELLED, _SKIPPED = RunStatus.CANCELLED, RunStatus.SKIPPED
@@ -124,9 +127,6 @@ class WorkflowExecution:
         self.run = run
         self.reuse = reuse or {}
         self.limits = limits or WorkflowLimits()
-        # Items of one map inserted and not finished: as many as the engine may run at
-        # once, and a slice more, queued, so none waits for an insert to commit.
-        self.window = engine.concurrency + ITEMS_PER_TURN
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.done: asyncio.Future[Run] = loop.create_future()
@@ -313,7 +313,7 @@ class WorkflowExecution:
         step = state.step
         is_map = step.map is not None
         start = state.next_item
-        end = min(len(state.prepared), start + self.window - state.in_flight)
+        end = min(len(state.prepared), start + self._window(state) - state.in_flight)
         if end <= start:
             return
         runs: list[Run] = []
@@ -349,6 +349,10 @@ class WorkflowExecution:
             self.engine._writer.new_run(runs[0], inserted)
         else:
             self.engine._writer.new_runs(runs, inserted)
+
+    def _window(self, state: _StepState) -> int:
+        running = state.step.concurrency or MAP_RUNNING
+        return min(self.engine.concurrency, running) + ITEMS_PER_TURN
 
     def _inserted(
         self,
@@ -417,7 +421,7 @@ class WorkflowExecution:
                     if not state.in_flight:  # nothing of the rest was inserted: none ran
                         state.prepared = []
                         self._settle(state, _CANCELLED, error=self.stopping)
-                elif state.in_flight <= self.window - ITEMS_PER_TURN:
+                elif state.in_flight <= self._window(state) - ITEMS_PER_TURN:
                     self._insert_items(state)
             return
         outcomes = [r for r in state.outcomes if r is not None]

@@ -26,6 +26,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from ...documents import DocumentLimitError, check_depth, load_yaml
 from ...engine import Engine
 from ...streams import Deployment, Pipeline
 from ...streams.deployment import request_stop
@@ -43,7 +44,6 @@ from ...workflows.model import task_reference
 from ..encoding import jsonable
 from ..errors import UnknownTopicError
 from .deps import EngineDep, Operator, Viewer, responses
-from .workflows import _NoAliasLoader
 
 __all__ = ["DeploymentsHere", "router"]
 
@@ -202,18 +202,24 @@ def _from_data(engine: Engine, data: Any) -> Pipeline:
 
 
 def _pipeline_of(engine: Engine, here: DeploymentsHere, given: dict[str, Any] | str) -> Pipeline:
+    """The pipeline a request names or gives (YAML text: read without aliases and no
+    deeper than 64 levels; any data form: no deeper than 64 levels, 422 otherwise)."""
+    data: Any = given
     if isinstance(given, str):
         if given in here.pipelines:
             return here.pipelines[given]
         try:
-            data = yaml.load(given, Loader=_NoAliasLoader)  # a SafeLoader, without aliases
-        except yaml.YAMLError as exc:
+            data = load_yaml(given)
+        except (DocumentLimitError, yaml.YAMLError) as exc:
             raise WiringError("pipeline", [f"cannot parse the text: {exc}"]) from None
         if isinstance(data, str):
             known = ", ".join(sorted(here.pipelines)) or "none"
             raise WiringError("pipeline", [f"no served pipeline named {given!r} (served: {known})"])
-        return _from_data(engine, data)
-    return _from_data(engine, given)
+    try:
+        check_depth(data)
+    except DocumentLimitError as exc:
+        raise WiringError("pipeline", [f"{exc}; flatten the data"]) from None
+    return _from_data(engine, data)
 
 
 # status -----------------------------------------------------------------------------------
@@ -279,7 +285,8 @@ async def deploy(body: DeployIn, engine: EngineDep, request: Request) -> dict[st
     deployment of the same name runs here.
     """
     here = _here(request)
-    pipeline = _pipeline_of(engine, here, body.pipeline)
+    # Off the loop: YAML text takes a while to read.
+    pipeline = await asyncio.to_thread(_pipeline_of, engine, here, body.pipeline)
     name = body.name or pipeline.name
     if name in here.running:
         raise PipelineError(f"deployment {name!r} is running already; stop it first")

@@ -6,6 +6,12 @@ the YAML or JSON text of a file). The server runs only the tasks it serves: a st
 reference a workflow built in Python records for it. A file path or a module the server
 does not serve is refused (422, naming the step) and never imported: a client cannot make
 the server load code.
+
+A workflow is bounded by the engine's `workflow_limits` (steps in it, items in one map)
+and read no deeper than 64 levels: 422 naming the limit. A large body is counted before
+it is parsed (`refuse_oversized`, called by the JSON body check in front of every route),
+so a million steps are refused without being built; the data form is read off the event
+loop.
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import yaml
 from fastapi import APIRouter
+from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
+from ...documents import TooManyMembersError, count_json_members
 from ...engine import Engine
 from ...exceptions import TaskloomError, WorkflowValidationError
 from ...runs import Run, RunStatus
 from ...store import Store
 from ...tasks.definition import TaskDefinition
-from ...workflows import Step, Workflow
-from ...workflows.model import task_reference
+from ...workflows import Step, Workflow, WorkflowLimits
+from ...workflows.model import parse_text, task_reference
 from ...workflows.operations import (
     WORKFLOW_PREFIX,
     child_runs,
@@ -33,11 +41,11 @@ from ...workflows.operations import (
 )
 from ...workflows.validation import topological_order
 from ..encoding import jsonable
-from ..errors import NotAWorkflowRunError, WorkflowProblems
+from ..errors import NotAWorkflowRunError, WorkflowProblems, error_body
 from .deps import EngineDep, Operator, Viewer, responses
 from .models import RunOut, WorkflowOut, WorkflowSubmitIn
 
-__all__ = ["router", "served_resolver"]
+__all__ = ["COUNTED_ABOVE", "refuse_oversized", "router", "served_resolver"]
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
@@ -74,25 +82,53 @@ def _check_served(workflow: Workflow, resolve: Resolver) -> None:
         raise WorkflowProblems(problems)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without aliases (`*name`): a few lines of them can stand for an exponential
-    amount of data, which no workflow needs."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", mark)
-        return super().compose_node(parent, index)
-
-
-def _parse(given: dict[str, Any] | str) -> Workflow:
+def _parse(given: dict[str, Any] | str, limits: WorkflowLimits) -> Workflow:
+    """The workflow of a request, within `limits` (YAML text: read without aliases, no
+    deeper than 64 levels, and no further than `limits.max_steps` steps)."""
     data: Any = given
     if isinstance(given, str):
-        try:
-            data = yaml.load(given, Loader=_NoAliasLoader)  # a SafeLoader, without aliases
-        except yaml.YAMLError as exc:
-            raise WorkflowValidationError("workflow", f"cannot parse the text: {exc}") from None
-    return Workflow.from_dict(data)
+        data = parse_text(given, source="workflow", limits=limits)
+    return Workflow.from_dict(data, limits=limits)
+
+
+#: Bodies up to this size are parsed as they come (a few MiB of objects at most); larger
+#: ones have their steps counted first.
+COUNTED_ABOVE = 1 << 20
+
+
+def refuse_oversized(scope: Scope, body: bytes) -> Response | None:
+    """422 for `POST /api/workflows` with more steps than the engine allows, found by
+    counting them in the raw body: stops past the limit, builds nothing per step."""
+    if (
+        len(body) <= COUNTED_ABOVE
+        or scope.get("method") != "POST"
+        or scope.get("path") not in ("/api/workflows", "/api/workflows/")
+    ):
+        return None
+    engine: Engine | None = getattr(scope["app"].state, "engine", None)
+    limits = engine.workflow_limits if engine is not None else WorkflowLimits()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # the body check that follows says what is wrong
+    try:
+        count_json_members(text, ("workflow", "steps"), limits.max_steps)
+    except TooManyMembersError:
+        # The name may come after the steps, which were not all read: none is named.
+        error = limits.too_many_steps("workflow", None)
+        return JSONResponse(
+            error_body(
+                type(error).__name__,
+                error.message,
+                workflow=error.workflow,
+                step=None,
+                field=error.field,
+                problem=error.problem,
+                errors=[{"field": "steps", "step": None, "message": error.problem}],
+            ),
+            status_code=422,
+        )
+    return None
 
 
 def _out(run: Run) -> dict[str, Any]:
@@ -113,7 +149,8 @@ async def submit(body: WorkflowSubmitIn, engine: EngineDep) -> dict[str, Any]:
     422 `WorkflowValidationError` (one entry per problem, each naming its step; nothing
     recorded) or `InputValidationError` for the workflow's inputs.
     """
-    workflow = _parse(body.workflow)
+    # Off the loop: a large workflow takes a while to read and check as data.
+    workflow = await asyncio.to_thread(_parse, body.workflow, engine.workflow_limits)
     resolve = served_resolver(engine)
     _check_served(workflow, resolve)
     run = await submit_workflow(
