@@ -179,3 +179,17 @@ def test_listing_runs_stays_quick_while_a_large_map_runs(cli: Cli) -> None:
         f"p99 {p99(busy) * 1e3:.0f} ms during the map (median "
         f"{statistics.median(busy) * 1e3:.0f} ms), idle p99 {p99(idle) * 1e3:.0f} ms"
     )
+
+
+def test_the_cli_limits_are_flags_and_variables(cli: Cli) -> None:
+    (cli.cwd / "bounded_tasks.py").write_text(TASKS, encoding="utf-8")
+    steps = "".join(f"  s{i}: {{task: bounded_tasks.py:step}}\n" for i in range(3))
+    (cli.cwd / "wide.yaml").write_text(f"name: wide\nsteps:\n{steps}", encoding="utf-8")
+
+    refused = cli("workflow", "run", "wide.yaml", "--max-workflow-steps", "2")
+    assert refused.returncode == 2
+    assert "the limit is 2 steps in one workflow" in refused.stderr
+    cli.env["TASKLOOM_MAX_WORKFLOW_STEPS"] = "2"
+    assert cli("workflow", "run", "wide.yaml").returncode == 2
+    cli.env["TASKLOOM_MAX_WORKFLOW_STEPS"] = "3"
+    assert cli("workflow", "run", "wide.yaml").returncode == 0

@@ -19,7 +19,8 @@ from ..exceptions import RunNotFoundError, WorkflowError
 from ..runs import Run, RunStatus
 from ..store import Store
 from ..tasks.validation import coerce_cli_value
-from ..workflows import Workflow, load_workflow
+from ..workflows import Workflow, WorkflowLimits, load_workflow
+from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
 from ..workflows.operations import child_runs, workflow_of
 from ..workflows.validation import topological_order
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, print_error, reporting_errors
@@ -49,6 +50,25 @@ RunArgument = Annotated[
 #: Failed items of a map step listed by `show`; the rest are counted.
 SHOWN_ITEMS = 5
 
+MaxStepsOption = Annotated[
+    int,
+    typer.Option(
+        "--max-workflow-steps",
+        envvar="TASKLOOM_MAX_WORKFLOW_STEPS",
+        min=1,
+        help="The most steps one workflow may have.",
+    ),
+]
+MaxItemsOption = Annotated[
+    int,
+    typer.Option(
+        "--max-map-items",
+        envvar="TASKLOOM_MAX_MAP_ITEMS",
+        min=1,
+        help="The most items one map step may run.",
+    ),
+]
+
 
 @workflow_app.command("run")
 def run_command(
@@ -66,21 +86,25 @@ def run_command(
         bool, typer.Option("--json", help="Print the whole workflow run record.")
     ] = False,
     verbose: VerboseOption = False,
+    max_steps: MaxStepsOption = DEFAULT_MAX_STEPS,
+    max_items: MaxItemsOption = DEFAULT_MAX_MAP_ITEMS,
 ) -> None:
     """Run a workflow file and print its outputs as JSON.
 
     Progress of the steps goes to stderr. Exit status: 0 completed, 1 a step failed or the
-    workflow was cancelled, 2 invalid workflow or inputs (nothing is run).
+    workflow was cancelled, 2 invalid workflow or inputs, or over the limits (nothing is
+    run).
     """
     with reporting_errors(verbose=verbose), _workflow_errors():
-        workflow = load_workflow(path)
+        limits = WorkflowLimits(max_steps=max_steps, max_map_items=max_items)
+        workflow = load_workflow(path, limits=limits)
         inputs = _parse_pairs(workflow, pairs or ())
         url = database_url(db)
 
         async def submit(engine: Engine) -> Run:
             return await engine.submit(workflow, inputs)
 
-        run = asyncio.run(_execute(url, workflow.name, submit))
+        run = asyncio.run(_execute(url, workflow.name, submit, limits))
         _report(run, json_output=json_output)
 
 
@@ -92,6 +116,8 @@ def rerun_command(
         bool, typer.Option("--json", help="Print the whole workflow run record.")
     ] = False,
     verbose: VerboseOption = False,
+    max_steps: MaxStepsOption = DEFAULT_MAX_STEPS,
+    max_items: MaxItemsOption = DEFAULT_MAX_MAP_ITEMS,
 ) -> None:
     """Run a finished workflow run again: steps that completed with the same inputs are
     reused (their tasks are not called), the failed, skipped and cancelled ones run.
@@ -103,7 +129,8 @@ def rerun_command(
         async def submit(engine: Engine) -> Run:
             return await engine.rerun_workflow(run_id)
 
-        run = asyncio.run(_execute(database_url(db), run_id, submit))
+        limits = WorkflowLimits(max_steps=max_steps, max_map_items=max_items)
+        run = asyncio.run(_execute(database_url(db), run_id, submit, limits))
         _report(run, json_output=json_output)
 
 
@@ -206,10 +233,12 @@ class StepProgress:
             self.progress = None
 
 
-async def _execute(url: str, label: str, submit: Callable[[Engine], Awaitable[Run]]) -> Run:
+async def _execute(
+    url: str, label: str, submit: Callable[[Engine], Awaitable[Run]], limits: WorkflowLimits
+) -> Run:
     progress = StepProgress(make_console(stderr=True), f"workflow {label}")
     try:
-        async with Engine(url, recover=False) as engine:
+        async with Engine(url, recover=False, workflow_limits=limits) as engine:
             engine.add_listener(progress.on_event)
             run = await submit(engine)
             return await engine.wait(run.id)
