@@ -158,7 +158,7 @@ def serve_command(
         bool,
         typer.Option(
             "--access-log",
-            help="Print a line per HTTP request on stderr (token= values redacted).",
+            help="Print a line per HTTP request on stdout (token= values redacted).",
         ),
     ] = False,
     allowed_hosts: Annotated[
