@@ -199,7 +199,10 @@ async def test_the_writer_fails_only_the_change_the_database_refuses(database_ur
         now = time.time()
         for run in good_runs[:20]:
             writer.start(
-                run.id, {"status": RunStatus.RUNNING, "attempts": 1}, Attempt(run.id, 1, now)
+                run.id,
+                {"status": RunStatus.RUNNING, "attempts": 1},
+                Attempt(run.id, 1, now),
+                got.callback(f"start {run.id}"),
             )
         target = good_runs[5]
         for run in good_runs[:20]:
@@ -218,6 +221,7 @@ async def test_the_writer_fails_only_the_change_the_database_refuses(database_ur
         writer.log(nul_line)
         writer.log(LogLine(good_runs[6].id, 1, now, "info", "the line after"))
         for run in good_runs[:20]:
+            assert await got.value(f"start {run.id}") is None
             outcome = await got.value(f"end {run.id}")
             if run is target:
                 assert isinstance(outcome, ReplacedOutcome)

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from .. import context as context_module
-from ..exceptions import Retry, TaskTimeoutError, UnstorableValueError
+from ..exceptions import Retry, StoreError, TaskTimeoutError, UnstorableValueError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from ..store import Store
 from ..tasks.definition import FunctionTask, TaskDefinition
@@ -102,26 +102,53 @@ class RunExecution:
         live.dispatched = True
         context = live.new_context()
         task = live.task
+        assert self._loop is not None
         if task.is_async or task.is_async_generator or not isinstance(task, FunctionTask):
-            self._begin(live)
-            live.execution = asyncio.ensure_future(self._execute_async(live, context))
+            started: asyncio.Future[None] = self._loop.create_future()
+            self._begin(live, functools.partial(settle, started))
+            live.execution = asyncio.ensure_future(self._execute_async(live, context, started))
         elif task.options.inline:
-            self._begin(live)
-            token = context_module.set_current(context)
-            try:
-                result = live.sync_callable(context)()
-            except BaseException as exc:
-                self._attempt_failed(live, exc)
-            else:
-                self._attempt_succeeded(live, result)
-            finally:
-                context_module.reset_current(token)
+            self._begin(live, functools.partial(self._call_inline, live, live.token, context))
         else:
             self._execute_in_thread(live, context)
 
-    def _begin(self, live: LiveRun) -> None:
-        """The attempt's call begins now: record it (on the loop, or in a task's thread with
-        `_begin_lock` held; see `_begin_in_thread`)."""
+    def _call_inline(
+        self,
+        live: LiveRun,
+        token: int,
+        context: context_module.Context,
+        error: BaseException | None,
+    ) -> None:
+        """An inline task's call, on the loop, once its start is committed."""
+        if live.settled or live.token != token:
+            return  # cancelled or interrupted meanwhile
+        if error is not None:
+            self._start_not_recorded(live, error)
+            return
+        context_token = context_module.set_current(context)
+        try:
+            result = live.sync_callable(context)()
+        except BaseException as exc:
+            self._attempt_failed(live, exc)
+        else:
+            self._attempt_succeeded(live, result)
+        finally:
+            context_module.reset_current(context_token)
+
+    def _start_not_recorded(self, live: LiveRun, error: BaseException) -> None:
+        """The store did not take an attempt's start, so its call must not begin. Closing:
+        the run stays as the store holds it, for the next engine; otherwise it fails."""
+        if self._closing:
+            live.settled = True
+            return
+        self._attempt_failed(live, error)
+
+    def _begin(self, live: LiveRun, committed: Callable[[BaseException | None], None]) -> None:
+        """The attempt begins: record it (on the loop, or in a task's thread with
+        `_begin_lock` held; see `_begin_in_thread`). `committed` is told once the start
+        is in the store: only then does the task's code run, so a crash never leaves an
+        execution uncounted (the attempt count never says less than happened).
+        """
         run = live.run
         now = time.time()
         run.attempts = live.token
@@ -142,30 +169,51 @@ class RunExecution:
                 "scheduled_at": None,
             },
             Attempt(run.id, run.attempts, now, worker_id=self.worker_id),
+            committed,
         )
         if self._listeners:
             self._emit_threadsafe("started", run)
 
     def _begin_in_thread(self, live: LiveRun, token: int) -> bool:
-        """Called by a task's thread right before the call; False: skip the call.
+        """Called by a task's thread right before the call; False: skip the call. Waits (in
+        the thread) until the attempt's start is committed.
 
         A run waiting for a thread is still `pending`: cancelling it then records no attempt,
         and a crash leaves it to be run, not failed as lost.
         """
+        committed = StartCommitted()
         with self._begin_lock:
             if live.settled or live.token != token or self._closing:
                 return False
-            self._begin(live)
+            self._begin(live, committed)
+        writer = self._writer
+        assert writer is not None
+        writer.write_here(committed)
+        while not committed.wait(1.0):
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                return False
+        if committed.error is not None:
+            # Not recorded (the engine is closing and the store is away): skip the call;
+            # the run stays as the store holds it, for the next engine.
+            return False
         timeout = live.task.options.timeout
         if timeout is not None and self._loop is not None:
             # Its timeout counts from here, not from when it was handed over.
             self._loop.call_soon_threadsafe(self._thread_started, live, token, timeout)
         return True
 
-    async def _execute_async(self, live: LiveRun, context: context_module.Context) -> None:
+    async def _execute_async(
+        self, live: LiveRun, context: context_module.Context, started: asyncio.Future[None]
+    ) -> None:
         context_module.set_current(context)  # this asyncio task's own context copy
         timeout = live.task.options.timeout
         try:
+            try:
+                await started  # the attempt is on record before the task's code runs
+            except StoreError as exc:
+                self._start_not_recorded(live, exc)
+                return
             if timeout is None:
                 result = await live.invoke_async(context)
             else:
@@ -491,6 +539,21 @@ class RunExecution:
                 listener(event)
             except Exception:
                 logger.exception("taskloom: a run listener failed")
+
+
+class StartCommitted(threading.Event):
+    """What a task's thread waits on until its attempt's start is committed. The writer
+    calls it from its own thread (`threadsafe`), not through the event loop."""
+
+    threadsafe = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: BaseException | None = None
+
+    def __call__(self, error: BaseException | None) -> None:
+        self.error = error
+        self.set()
 
 
 def settle(future: asyncio.Future[Any], value: Any) -> None:

@@ -149,20 +149,12 @@ class BatchWriter:
     def new_runs(self, runs: list[Run], callback: Callback) -> None:
         self._push((_NEW_RUNS, None, runs, callback))
 
-    def start(self, run_id: str, fields: dict[str, Any], attempt: Attempt) -> None:
-        """A run's attempt began: update the run and add the attempt (one queue entry).
-
-        The commit waits one more turn of the event loop than other changes, so a run that
-        ends in its first step (its task is scheduled after this call) has its start and
-        its end committed together.
-        """
-        if threading.get_ident() != self._loop_thread:  # begun in a task's thread
-            self._push((_START, run_id, (fields, attempt), None))
-            return
-        self._ops.append((_START, run_id, (fields, attempt), None))
-        if not self._kick_scheduled:
-            self._kick_scheduled = True
-            self._loop.call_soon(self._loop.call_soon, self._kick)
+    def start(
+        self, run_id: str, fields: dict[str, Any], attempt: Attempt, callback: Callback
+    ) -> None:
+        """A run's attempt begins: update the run and add the attempt (one queue entry).
+        `callback` is told when it is committed: the task's code waits for that."""
+        self._push((_START, run_id, (fields, attempt), callback))
 
     def finish(
         self,
@@ -229,6 +221,19 @@ class BatchWriter:
                 return
         if not self._wake.is_set():
             self._wake.set()
+
+    def write_here(self, written: threading.Event) -> None:
+        """From a task's thread that waits for a change of its own (its start): when the
+        writer thread is idle, commit what is queued right here, in order, instead of
+        waking it and being woken back. Returns when `written` is set or the writer thread
+        has the queue."""
+        while not written.is_set() and self._outage is None and self._write_lock.acquire(False):
+            try:
+                if not self._ops:
+                    return
+                self._write_some()
+            finally:
+                self._write_lock.release()
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread (blocking; call from a thread).
@@ -315,7 +320,13 @@ class BatchWriter:
         if inline:
             _deliver(outcomes)
         elif outcomes:
-            self._loop.call_soon_threadsafe(_deliver, outcomes)
+            # A task's thread waiting for its start is told from here: a hop through the
+            # loop would cost more than the commit.
+            later = [item for item in outcomes if not getattr(item[0], "threadsafe", False)]
+            if len(later) < len(outcomes):
+                _deliver([item for item in outcomes if getattr(item[0], "threadsafe", False)])
+            if later:
+                self._loop.call_soon_threadsafe(_deliver, later)
         return available
 
     def _commit_unit(
