@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
 import pytest
-from conftest import Cli
 from test_server import Served
+
+if TYPE_CHECKING:  # the conftest module of this folder, for its type only
+    from conftest import Cli
 
 pytestmark = pytest.mark.timeout(60)
 
