@@ -554,6 +554,47 @@ def test_runs_of_a_killed_worker_process_are_claimable(
         assert [r.id for r in store.claim_orphaned_runs("me", ["demo.add"])] == [run.id]
 
 
+def test_workers_are_listed_with_what_they_hold(store: Store) -> None:
+    store.register_worker("w1", hostname="host-a", pid=11)
+    store.register_worker("w2", hostname="host-b", pid=22)
+    add_runs(
+        store,
+        make_run(worker_id="w1", status=RunStatus.RUNNING),
+        make_run(worker_id="w1"),
+        make_run(worker_id="w1", status=RunStatus.COMPLETED),
+    )
+    listed = {w.id: w for w in store.list_workers()}
+    assert set(listed) == {"w1", "w2"}
+    assert (listed["w1"].hostname, listed["w1"].pid, listed["w1"].holds) == ("host-a", 11, 2)
+    assert (listed["w2"].state, listed["w2"].holds) == ("alive", 0)
+    # Alive workers are never pruned, however old their heartbeat.
+    assert store.prune_workers(lost_before=time.time() + 3600) == 0
+    store.unregister_worker("w2")
+    assert [w.id for w in store.list_workers()] == ["w1"]
+
+
+def test_a_lost_worker_is_listed_lost_and_pruned_after_the_retention(
+    shared_backend: Backend, spawn_worker: SpawnWorker
+) -> None:
+    store = shared_backend.open()
+    store.register_worker("me", hostname="h", pid=1)
+    with spawn_worker(shared_backend.url, "gone") as proc, spawn_worker(
+        shared_backend.url, "holder"
+    ) as holder:
+        add_runs(store, make_run(worker_id="holder", status=RunStatus.RUNNING))
+        for process in (proc, holder):
+            process.kill()
+            process.wait()
+        assert reported_dead(shared_backend, store, "gone")
+        assert reported_dead(shared_backend, store, "holder")
+        states = {w.id: w.state for w in store.list_workers()}
+        assert states == {"me": "alive", "gone": "lost", "holder": "lost"}
+        # Within the retention nothing goes; after it, the lost worker that holds no run.
+        assert store.prune_workers(lost_before=time.time() - 3600) == 0
+        assert store.prune_workers(lost_before=time.time() + 1) == 1
+        assert {w.id for w in store.list_workers()} == {"me", "holder"}
+
+
 # --- cancellation -------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -23,6 +24,9 @@ __all__ = ["RunControl"]
 
 logger = logging.getLogger("taskloom.engine")
 T = TypeVar("T")
+
+#: Lost workers' records are pruned on this many heartbeats (the first one, then every 300).
+PRUNE_EVERY = 300
 _PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
 
 
@@ -30,6 +34,7 @@ class RunControl(RunExecution):
     _recover_enabled: bool
     _recovered: set[str]
     _heartbeat_interval: float
+    lost_worker_retention: float
     _workflows: dict[str, WorkflowExecution]
 
     if TYPE_CHECKING:  # provided by Engine
@@ -162,6 +167,10 @@ class RunControl(RunExecution):
                     elif run_id in self._workflows:
                         self._spawn(self._workflows[run_id].cancel())
                 beats += 1
+                if beats % PRUNE_EVERY == 1:  # soon after start, then now and then
+                    lost_before = time.time() - self.lost_worker_retention
+                    prune = functools.partial(store.prune_workers, lost_before=lost_before)
+                    await self._in_thread(prune)
                 if self._recover_enabled and beats % 5 == 0:
                     if self._recovered:
                         await self._recover(list(self._recovered))

@@ -42,6 +42,9 @@ from .scheduler import ReadyQueue
 from .serial import SerialRunner
 from .writer import BatchWriter
 
+#: How long the record of a lost worker (its process gone) is kept: a week.
+LOST_WORKER_RETENTION = 7 * 24 * 3600.0
+
 if TYPE_CHECKING:
     from ..streams import Bus, Deployment, DeploymentStatus, Pipeline
 
@@ -65,6 +68,8 @@ class Engine(RunControl):
       then are interrupted and queued again for the next engine, without using a retry.
     - `cancel_grace`: seconds a class task whose `cancel()` was called may take to return
       before it is stopped.
+    - `lost_worker_retention`: seconds the record of a lost worker (its process gone,
+      holding no unfinished run) is kept before it is pruned (default: a week).
     - `gc_threshold`: while the engine runs, the first threshold of Python's cyclic garbage
       collector is at least this (see `engine/gc_tuning.py` for why and what it costs);
       None leaves the collector alone.
@@ -89,6 +94,7 @@ class Engine(RunControl):
         tasks: Iterable[Any] = (),
         services: Iterable[ServiceDefinition | type[Service]] = (),
         workflow_limits: WorkflowLimits | None = None,
+        lost_worker_retention: float = LOST_WORKER_RETENTION,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -102,6 +108,7 @@ class Engine(RunControl):
         self._threads = threads or min(32, (os.cpu_count() or 1) + 4)
         self._recover_enabled = recover
         self._heartbeat_interval = heartbeat_interval
+        self.lost_worker_retention = lost_worker_retention
         self.shutdown_grace = shutdown_grace
         self.cancel_grace = cancel_grace
         self._gc_threshold = gc_threshold

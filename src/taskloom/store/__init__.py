@@ -16,6 +16,7 @@ from .base import (
     ServiceStartRecord,
     StageRecord,
     Store,
+    WorkerRecord,
     WriteBatch,
 )
 from .connect import default_database_url, resolve_database_url
@@ -34,6 +35,7 @@ __all__ = [
     "SqlStore",
     "StageRecord",
     "Store",
+    "WorkerRecord",
     "WriteBatch",
     "default_database_url",
     "open_store",

@@ -27,6 +27,7 @@ __all__ = [
     "Store",
     "StoreBusyError",
     "UncertainCommitError",
+    "WorkerRecord",
     "WriteBatch",
 ]
 
@@ -156,6 +157,25 @@ class ServiceLogLine:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(slots=True, kw_only=True)
+class WorkerRecord:
+    """A worker (an engine's process) as the store knows it: `alive` while its process
+    holds its lock, `lost` otherwise (killed, or its machine gone); `holds` is how many
+    unfinished runs it owns."""
+
+    id: str
+    hostname: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    alive: bool
+    holds: int = 0
+
+    @property
+    def state(self) -> str:
+        return "alive" if self.alive else "lost"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -291,6 +311,14 @@ class Store(Protocol):
 
     def is_worker_alive(self, worker_id: str) -> bool:
         """True while the worker's process holds its lock (exact, no lease to wait out)."""
+
+    def list_workers(self) -> list[WorkerRecord]:
+        """Every worker recorded, alive or lost, oldest first, with the runs each holds."""
+
+    def prune_workers(self, *, lost_before: float) -> int:
+        """Remove the records of lost workers whose last heartbeat is older than
+        `lost_before` (seconds since the epoch) and that hold no unfinished run; returns
+        how many were removed."""
 
     def claim_orphaned_runs(self, worker_id: str, tasks: Collection[str]) -> list[Run]:
         """Take over the unfinished runs of `tasks` whose worker is gone (or unset).

@@ -30,6 +30,7 @@ from .base import (
     ServiceRequest,
     ServiceStartRecord,
     StageRecord,
+    WorkerRecord,
     WriteBatch,
 )
 from .pipelines import MemoryPipelines
@@ -262,6 +263,31 @@ class MemoryStore(MemoryPipelines):
     def is_worker_alive(self, worker_id: str) -> bool:
         with self._lock:
             return worker_id in self._workers
+
+    def list_workers(self) -> list[WorkerRecord]:
+        # Only this process reaches an in-memory store: every registered worker is alive.
+        with self._lock:
+            holding: dict[str, int] = {}
+            for run in self._runs.values():
+                if run.worker_id is not None and not run.is_finished:
+                    holding[run.worker_id] = holding.get(run.worker_id, 0) + 1
+            records = [
+                WorkerRecord(
+                    id=worker_id,
+                    hostname=worker.hostname,
+                    pid=worker.pid,
+                    started_at=worker.started_at,
+                    heartbeat_at=worker.heartbeat_at,
+                    alive=True,
+                    holds=holding.get(worker_id, 0),
+                )
+                for worker_id, worker in self._workers.items()
+            ]
+        records.sort(key=lambda w: (w.started_at, w.id))
+        return records
+
+    def prune_workers(self, *, lost_before: float) -> int:
+        return 0  # none is ever lost: a worker leaves by unregistering
 
     def claim_orphaned_runs(self, worker_id: str, tasks: Collection[str]) -> list[Run]:
         wanted = set(tasks)

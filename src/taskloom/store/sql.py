@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
-from sqlalchemy import Table, and_, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
@@ -34,6 +34,7 @@ from .base import (
     ServiceStartRecord,
     StoreBusyError,
     UncertainCommitError,
+    WorkerRecord,
     WriteBatch,
 )
 from .connect import BUSY_TIMEOUT, create_store_engine, resolve_database_url, sqlite_file
@@ -425,6 +426,49 @@ class SqlStore(SqlPipelines):
     def is_worker_alive(self, worker_id: str) -> bool:
         with self._use("check a worker"):
             return self._locks().is_alive(worker_id)
+
+    def _workers_holding(self, conn: Any) -> dict[str, int]:
+        held = conn.execute(
+            select(runs.c.worker_id, func.count())
+            .where(runs.c.status.in_(UNFINISHED), runs.c.worker_id.is_not(None))
+            .group_by(runs.c.worker_id)
+        )
+        return {str(worker): int(count) for worker, count in held}
+
+    def list_workers(self) -> list[WorkerRecord]:
+        with self._use("list the workers") as engine:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(workers).order_by(workers.c.started_at, workers.c.id)
+                ).all()
+                holding = self._workers_holding(conn)
+            locks = self._locks()
+            return [
+                WorkerRecord(
+                    id=row.id,
+                    hostname=row.hostname,
+                    pid=row.pid,
+                    started_at=row.started_at,
+                    heartbeat_at=row.heartbeat_at,
+                    alive=locks.is_alive(row.id),
+                    holds=holding.get(row.id, 0),
+                )
+                for row in rows
+            ]
+
+    def prune_workers(self, *, lost_before: float) -> int:
+        with self._use("prune lost workers") as engine:
+            with engine.connect() as conn:
+                stale = conn.execute(
+                    select(workers.c.id).where(workers.c.heartbeat_at < lost_before)
+                ).scalars().all()
+                holding = self._workers_holding(conn) if stale else {}
+            locks = self._locks()
+            gone = [w for w in stale if w not in holding and not locks.is_alive(w)]
+            if gone:
+                with self._writer().begin() as conn:
+                    conn.execute(delete(workers).where(workers.c.id.in_(gone)))
+            return len(gone)
 
     def claim_orphaned_runs(self, worker_id: str, tasks: Collection[str]) -> list[Run]:
         tasks = sorted(set(tasks))
