@@ -22,7 +22,7 @@ from fault_processes import Server, snapshot, unfinished
 from fault_tasks import RETRIED
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-from invariants import check_runs
+from invariants import check_attempts_truth, check_runs
 
 from support import until
 from taskloom.runs import Run
@@ -155,6 +155,7 @@ async def scenario(schedule: list[Round]) -> None:
 
 def check(url: str, ledger: str, history: History, *, final_pid: int) -> None:
     checked = check_runs(url, ledger, history.accepted)
+    check_attempts_truth(checked)
     for rid, key in history.accepted.items():
         assert checked.runs[rid].inputs["key"] == key
     # Never completed twice: a run whose end was committed before a kill never ran again.
