@@ -630,11 +630,16 @@ class Engine(RunControl):
         *,
         before: str | None = None,
     ) -> list[Run]:
-        """Runs, newest first; `before` is the id of the last run of the previous page."""
+        """Runs, newest first; `before` is the id of the last run of the previous page.
+
+        Read from the store without waiting for the changes queued to it: a listing stays
+        quick however busy the engine is. Without a status filter, runs this engine holds
+        show its own newer record.
+        Every change a caller awaited (a submit, a run's end that `wait` returned) is in it.
+        """
         self._check_started()
-        await self.flush()
         assert self.store is not None
-        return await self._in_thread(
+        found = await self._in_thread(
             functools.partial(
                 self.store.list_runs,
                 task=task,
@@ -644,6 +649,12 @@ class Engine(RunControl):
                 before=before,
             )
         )
+        if status is None:  # (a newer status could fall outside a status filter)
+            for index, run in enumerate(found):
+                live = self._live.get(run.id)
+                if live is not None:
+                    found[index] = live.run.copy()
+        return found
 
     async def get_attempts(self, run_id: str) -> list[Attempt]:
         self._check_started()

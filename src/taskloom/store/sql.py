@@ -188,9 +188,12 @@ class SqlStore(SqlPipelines):
             engine = self._engine
             if engine is None:
                 raise StoreError(f"cannot {what}: the store is not open (call open() first)")
+            dbapi = engine.dialect.loaded_dbapi
             try:
                 yield engine
-            except (OperationalError, InterfaceError) as exc:
+            except (
+                OperationalError, InterfaceError, dbapi.OperationalError, dbapi.InterfaceError
+            ) as exc:
                 # Not the data's fault: the database is down, unreachable, full or locked.
                 raise StoreUnavailableError(f"could not {what}: {exc}") from exc
             except SQLAlchemyError as exc:
@@ -229,7 +232,11 @@ class SqlStore(SqlPipelines):
             # The hot path keeps one driver connection for writing and drives the
             # transaction itself: a pool checkout and SQLAlchemy's transaction bookkeeping
             # per batch cost more than a small batch's SQL.
-            connection = self._write_connection(engine)
+            try:
+                connection = self._write_connection(engine)
+            except (dbapi.Error, OperationalError, InterfaceError) as exc:
+                # No connection to be had (the server is down or unreachable).
+                raise StoreUnavailableError(f"could not write a batch: {exc}") from exc
             cursor = None
             committing = False
             try:
