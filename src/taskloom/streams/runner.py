@@ -196,7 +196,8 @@ class StageRunner:
             errors=self.errors,
             restarts=self.restarts,
             last_timestamp=self.last_timestamp,
-            last_error=self.last_error,
+            # A stage's own error first; else a bus outage that may have lost its messages.
+            last_error=self.last_error or getattr(self.bus, "interruption", None),
         )
 
     def start(self) -> None:

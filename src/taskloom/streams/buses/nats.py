@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.errors import NoRespondersError, SlowConsumerError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from ...runs import ErrorInfo
 from ..errors import PipelineError
 from ..messages import Message
 from ..queues import Backpressure, Signal, Subscription
@@ -102,6 +104,11 @@ class NatsBus:
         self._asking: dict[str, asyncio.Future[bool]] = {}
         #: Messages the NATS client dropped because a subscriber of this bus fell behind.
         self.slow_consumer_drops = 0
+        #: Why messages may have gone missing: the connection to the server was lost (NATS
+        #: keeps nothing for a subscriber that is away). None while it never was.
+        self.interruption: ErrorInfo | None = None
+        self.interruptions = 0
+        self._down_since: float | None = None
 
     def __repr__(self) -> str:
         return f"<NatsBus {self.url}>"
@@ -118,6 +125,8 @@ class NatsBus:
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
                 # A full write buffer waits for the flusher instead of growing without bound.
                 pending_size=8 * 1024 * 1024,
                 flush_timeout=10,
@@ -132,6 +141,32 @@ class NatsBus:
         self._remote_interest[topic] = True
         if msg.reply:
             await msg.respond(b"1")
+
+    async def _on_disconnected(self) -> None:
+        if self._down_since is not None or self._nc is None or self._nc.is_closed:
+            return  # already down, or closing on purpose
+        self._down_since = time.time()
+        self.interruptions += 1
+        self.interruption = ErrorInfo(
+            "BusInterrupted",
+            f"the connection to the NATS bus {self.url} was lost at "
+            f"{_clock(self._down_since)}; reconnecting. Messages sent while it is down are "
+            "not delivered here",
+        )
+        logger.warning("NATS bus %s: the connection was lost; reconnecting", self.url)
+
+    async def _on_reconnected(self) -> None:
+        since, self._down_since = self._down_since, None
+        if since is None:
+            return
+        down = time.time() - since
+        self.interruption = ErrorInfo(
+            "BusInterrupted",
+            f"the connection to the NATS bus {self.url} was lost at {_clock(since)} for "
+            f"{down:.1f} s ({self.interruptions} time(s) in all); messages sent meanwhile "
+            "may not have been delivered",
+        )
+        logger.warning("NATS bus %s: reconnected after %.1f s", self.url, down)
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):
@@ -318,3 +353,7 @@ async def _unsubscribe(remote: list[NatsSubscription]) -> None:
             await item.unsubscribe()
         except Exception as exc:  # the connection is going away: nothing left to undo
             logger.debug("unsubscribe: %s", exc)
+
+
+def _clock(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
