@@ -26,6 +26,7 @@ from .services.status import ServiceState
 from .services.supervisor import Supervisor
 from .tasks.definition import TaskDefinition
 from .tasks.registry import tasks_in_module
+from .workflows import WorkflowLimits
 
 __all__ = [
     "POLL_INTERVAL",
@@ -156,6 +157,7 @@ async def serve(
     on_ready: Callable[[Engine, Supervisor], None] | None = None,
     on_stopping: Callable[[str], None] | None = None,
     surfaces: Sequence[Surface] = (),
+    workflow_limits: WorkflowLimits | None = None,
 ) -> ServeResult:
     """Serve until SIGINT or SIGTERM (exit code 0) or until an `exit_on_failure` service
     fails for good (the supervisor's non-zero exit code). Every service is stopped before
@@ -167,7 +169,12 @@ async def serve(
     """
     stop = asyncio.Event()
     with _on_signals(asyncio.get_running_loop(), stop.set):
-        async with Engine(database_url, tasks=served.tasks, services=served.services) as engine:
+        async with Engine(
+            database_url,
+            tasks=served.tasks,
+            services=served.services,
+            workflow_limits=workflow_limits,
+        ) as engine:
             supervisor = engine.supervisor
             poller: asyncio.Task[None] | None = None
             started: list[Surface] = []

@@ -193,3 +193,16 @@ def test_the_cli_limits_are_flags_and_variables(cli: Cli) -> None:
     assert cli("workflow", "run", "wide.yaml").returncode == 2
     cli.env["TASKLOOM_MAX_WORKFLOW_STEPS"] = "3"
     assert cli("workflow", "run", "wide.yaml").returncode == 0
+
+
+def test_serve_takes_the_workflow_limits_as_flags(cli: Cli) -> None:
+    served = serve(cli, "--max-workflow-steps", "3", "--max-map-items", "3")
+    wide = {"name": "wide", "steps": {f"s{i}": {"task": "step"} for i in range(4)}}
+    with httpx.Client(base_url=served.url + "/api", timeout=30) as http:
+        refused = http.post("/workflows", json={"workflow": wide})
+        assert refused.status_code == 422, refused.text
+        assert "the limit is 3 steps in one workflow" in refused.json()["error"]["message"]
+        run = http.post("/workflows", json={"workflow": map_workflow(4)}).json()
+        done = http.get(f"/runs/{run['id']}/wait", params={"timeout": 30}).json()
+    assert done["status"] == "failed", done
+    assert "the limit is 3 items" in json.dumps(done["error"])

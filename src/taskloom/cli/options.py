@@ -16,6 +16,8 @@ __all__ = [
     "DATABASE_ENV",
     "DbOption",
     "JsonOption",
+    "MaxItemsOption",
+    "MaxStepsOption",
     "VerboseOption",
     "database_url",
     "display_url",
@@ -39,6 +41,25 @@ DbOption = Annotated[
         ),
     ),
 ]
+MaxStepsOption = Annotated[
+    int,
+    typer.Option(
+        "--max-workflow-steps",
+        envvar="TASKLOOM_MAX_WORKFLOW_STEPS",
+        min=1,
+        help="The most steps one workflow may have.",
+    ),
+]
+MaxItemsOption = Annotated[
+    int,
+    typer.Option(
+        "--max-map-items",
+        envvar="TASKLOOM_MAX_MAP_ITEMS",
+        min=1,
+        help="The most items one map step may run.",
+    ),
+]
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors.")]
 

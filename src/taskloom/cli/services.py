@@ -23,10 +23,14 @@ from ..services.supervisor import Supervisor
 from ..serving import Served, load_served, run_to_end, serve
 from ..store import ServiceLogLine, ServiceRecord, ServiceStartRecord, Store, open_store
 from ..store.connect import sqlite_file
+from ..workflows import WorkflowLimits
+from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, print_error, reporting_errors
 from .options import (
     DbOption,
     JsonOption,
+    MaxItemsOption,
+    MaxStepsOption,
     VerboseOption,
     database_url,
     display_url,
@@ -187,6 +191,8 @@ def serve_command(
             ),
         ),
     ] = None,
+    max_steps: MaxStepsOption = DEFAULT_MAX_STEPS,
+    max_items: MaxItemsOption = DEFAULT_MAX_MAP_ITEMS,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve tasks and services over HTTP until Ctrl-C or SIGTERM.
@@ -225,6 +231,9 @@ def serve_command(
                     serve(
                         served,
                         url,
+                        workflow_limits=WorkflowLimits(
+                            max_steps=max_steps, max_map_items=max_items
+                        ),
                         surfaces=[http],
                         on_ready=lambda _e, supervisor: _announce(
                             served, supervisor, url, targets, http

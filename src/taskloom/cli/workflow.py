@@ -24,7 +24,16 @@ from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
 from ..workflows.operations import child_runs, workflow_of
 from ..workflows.validation import topological_order
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, print_error, reporting_errors
-from .options import DbOption, JsonOption, VerboseOption, database_url, dump_json, examples
+from .options import (
+    DbOption,
+    JsonOption,
+    MaxItemsOption,
+    MaxStepsOption,
+    VerboseOption,
+    database_url,
+    dump_json,
+    examples,
+)
 from .render import STATUS_STYLES, format_duration, make_console
 from .runs import _opened_store
 
@@ -49,26 +58,6 @@ RunArgument = Annotated[
 ]
 #: Failed items of a map step listed by `show`; the rest are counted.
 SHOWN_ITEMS = 5
-
-MaxStepsOption = Annotated[
-    int,
-    typer.Option(
-        "--max-workflow-steps",
-        envvar="TASKLOOM_MAX_WORKFLOW_STEPS",
-        min=1,
-        help="The most steps one workflow may have.",
-    ),
-]
-MaxItemsOption = Annotated[
-    int,
-    typer.Option(
-        "--max-map-items",
-        envvar="TASKLOOM_MAX_MAP_ITEMS",
-        min=1,
-        help="The most items one map step may run.",
-    ),
-]
-
 
 @workflow_app.command("run")
 def run_command(
