@@ -14,6 +14,7 @@ Python: the place to count and bound).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 import yaml.cyaml
 from yaml.composer import Composer
-from yaml.constructor import SafeConstructor
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import Event
 from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.parser import Parser
@@ -149,6 +150,22 @@ class _BoundedLoader(_Parser, _BoundedComposer, SafeConstructor, Resolver):  # t
     get_single_node = _BoundedComposer.get_single_node
     check_node = _BoundedComposer.check_node
     get_node = _BoundedComposer.get_node
+
+    def construct_finite_float(self, node: Node) -> float:
+        """A YAML float, refused when it is `.nan` or `.inf`: JSON (and so a run's inputs
+        and the store) has no such numbers."""
+        value: float = SafeConstructor.construct_yaml_float(self, node)  # type: ignore[arg-type]
+        if not math.isfinite(value):
+            raise ConstructorError(
+                None,
+                None,
+                f"{node.value!r} is not a finite number (JSON has no NaN or Infinity)",
+                node.start_mark,
+            )
+        return value
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.construct_finite_float)
 
 
 def load_yaml(

@@ -25,12 +25,6 @@ task's schema (`POST /api/runs`), `config` against the service's config type
 (`POST /api/workflows`, `POST /api/pipelines`). A body valid by the document may still be
 refused there with 422 naming the field, so `positive_data_acceptance` also accepts 422 for
 them (and only for them).
-
-The same is widened for `POST /api/pipelines/{name}/topics/{topic}`, for another reason:
-its `timestamp` is bounded at 2**62, beyond what a double holds exactly, and schemathesis
-compares bounds as doubles, so it takes 4611686018427387999 for valid. The server is right
-to refuse it; the bound should move to 2**53 (what JSON readers hold exactly), and then
-this entry goes.
 """
 
 from __future__ import annotations
@@ -65,7 +59,6 @@ CHECKED_AT_RUN_TIME = [
     "POST /api/pipelines",
     "POST /api/services/{name}/start",
     "POST /api/services/{name}/restart",
-    "POST /api/pipelines/{name}/topics/{topic}",  # the 2**62 bound, see above
 ]
 
 NEVER_ENDING = ["GET /api/events", "GET /api/pipelines/{name}/topics/{topic}/tail"]

@@ -117,6 +117,17 @@ steps:
     assert done["result"]["outputs"] == {"twice": 16}
 
 
+@pytest.mark.parametrize("number", [".nan", ".inf", "-.Inf"])
+async def test_yaml_nan_and_infinity_are_refused_with_422(
+    api: httpx.AsyncClient, number: str
+) -> None:
+    text = f"name: odd\nsteps:\n  once: {{task: adder, inputs: {{a: {number}, b: 1}}}}\n"
+    response = await api.post("/workflows", json={"workflow": text})
+    assert response.status_code == 422, response.text
+    assert "is not a finite number (JSON has no NaN or Infinity)" in response.text
+    assert (await api.get("/runs")).json()["runs"] == []
+
+
 async def test_a_map_step_lists_its_items_in_order(api: httpx.AsyncClient) -> None:
     workflow = {
         "name": "mapped",

@@ -66,7 +66,7 @@ class ServerSettings:
     """Where the server listens and which database it uses.
 
     `database_url` None is the embedded default (a SQLite file under the working folder).
-    `port` 0 picks a free port. `access_log` prints one line per request on stderr.
+    `port` 0 picks a free port. `access_log` prints one line per request on stdout.
     `venvs_dir` is where packages added through the API get their venvs (None: the
     default of `taskloom package add`). `allowed_hosts` are names the `Host` header may
     carry besides loopback ones (see `guard.HostPolicy`); `max_body` is the largest

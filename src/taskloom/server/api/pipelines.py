@@ -95,7 +95,8 @@ class DeployIn(BaseModel):
 
 class PublishIn(BaseModel):
     value: Any = Field(description="The message's value, checked against the inputs it feeds.")
-    timestamp: int | None = Field(default=None, ge=0, le=2**62, description="Milliseconds.")
+    # 2**53: the largest integer every JSON reader holds exactly.
+    timestamp: int | None = Field(default=None, ge=0, le=2**53, description="Milliseconds.")
     metadata: dict[str, Any] | None = None
 
 

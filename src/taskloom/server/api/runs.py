@@ -134,7 +134,7 @@ async def get_attempts(run_id: str, engine: EngineDep) -> list[dict[str, Any]]:
 async def get_logs(
     run_id: str,
     engine: EngineDep,
-    after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=2**53)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
 ) -> dict[str, Any]:
     """The run's log lines with an id above `after_id`, oldest first."""

@@ -102,7 +102,7 @@ async def restart_service(
 async def service_logs(
     name: str,
     engine: EngineDep,
-    after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=2**53)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> dict[str, Any]:
     """The service's log lines with an id above `after_id`, oldest first."""
