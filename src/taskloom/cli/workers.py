@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 from rich.table import Table
 
@@ -20,15 +22,7 @@ WORKERS_EPILOG = examples(
 
 
 def _as_dict(worker: WorkerRecord) -> dict[str, object]:
-    return {
-        "id": worker.id,
-        "state": worker.state,
-        "hostname": worker.hostname,
-        "pid": worker.pid,
-        "started_at": worker.started_at,
-        "heartbeat_at": worker.heartbeat_at,
-        "holds": worker.holds,
-    }
+    return {"state": worker.state, **dataclasses.asdict(worker)}
 
 
 def workers_command(
