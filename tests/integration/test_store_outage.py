@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 import taskloom
 from support import until
 from taskloom import Engine, RunStatus, StoreUnavailableError
+from taskloom.store import SqlStore
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 
@@ -67,7 +68,9 @@ async def test_runs_that_end_while_the_database_is_away_are_committed_when_it_is
     postgres_database: str,
 ) -> None:
     release.clear()
-    async with Engine(postgres_database) as engine:
+    # Heartbeats come often, so some fall in the outage: the worker's lock (a session
+    # advisory lock) ends with its session and must be taken again once it is back.
+    async with Engine(postgres_database, heartbeat_interval=0.05) as engine:
         engine.register(held)
         engine.register(quick)
         before = [await engine.submit(quick, {"n": i}) for i in range(20)]
@@ -94,6 +97,10 @@ async def test_runs_that_end_while_the_database_is_away_are_committed_when_it_is
             with pytest.raises(StoreUnavailableError):
                 await asyncio.wait_for(engine.submit(quick, {"n": -1}), 1)
             assert not waits.done()
+            # Keep the database away for some heartbeats (each one fails to retake the
+            # worker's lock), then let it come back.
+            await asyncio.sleep(0.5)
+            assert not waits.done()
         finally:
             await asyncio.to_thread(_cut, postgres_database, allow=True)
 
@@ -101,6 +108,16 @@ async def test_runs_that_end_while_the_database_is_away_are_committed_when_it_is
         assert [(r.status, r.result) for r in ended] == [
             (RunStatus.COMPLETED, i) for i in range(len(running))
         ]
+        observer = SqlStore(postgres_database)
+        observer.open()
+        try:
+
+            async def alive_again() -> bool:
+                return await asyncio.to_thread(observer.is_worker_alive, engine.worker_id)
+
+            await until(alive_again)  # another process would not take its runs over
+        finally:
+            observer.close()
         after = await engine.submit(quick, {"n": 7})  # accepted again
         assert (await engine.wait(after.id, timeout=20)).result == 7
         accepted = {r.id for r in await engine.list_runs(task="quick", limit=10_000)}

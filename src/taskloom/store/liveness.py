@@ -161,10 +161,13 @@ class AdvisoryLocks:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._held: dict[str, Connection] = {}
+        #: Workers whose lock this store must hold, even while the server is away.
+        self._wanted: set[str] = set()
 
     def acquire(self, worker_id: str) -> None:
         if worker_id in self._held:
             return
+        self._wanted.add(worker_id)
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             taken = conn.execute(
@@ -175,10 +178,15 @@ class AdvisoryLocks:
             raise
         if not taken:
             conn.close()
+            self._wanted.discard(worker_id)
             raise StoreError(f"worker {worker_id!r} is already running (its lock is held)")
         self._held[worker_id] = conn
 
     def release(self, worker_id: str) -> None:
+        self._wanted.discard(worker_id)
+        self._drop(worker_id)
+
+    def _drop(self, worker_id: str) -> None:
         conn = self._held.pop(worker_id, None)
         if conn is None:
             return
@@ -195,17 +203,21 @@ class AdvisoryLocks:
     def release_all(self) -> None:
         for worker_id in list(self._held):
             self.release(worker_id)
+        self._wanted.clear()
 
     def check(self, worker_id: str) -> None:
-        conn = self._held.get(worker_id)
-        if conn is None:
+        if worker_id not in self._wanted:
             return
-        try:
-            conn.exec_driver_sql("SELECT 1")
-        except SQLAlchemyError:
-            # The session ended (server restart, network): so did the lock. Retake it.
-            self.release(worker_id)
-            self.acquire(worker_id)
+        conn = self._held.get(worker_id)
+        if conn is not None:
+            try:
+                conn.exec_driver_sql("SELECT 1")
+                return
+            except SQLAlchemyError:
+                # The session ended (server restart, network): so did the lock.
+                self._drop(worker_id)
+        # Retake it; while the server is away this fails, and the next check tries again.
+        self.acquire(worker_id)
 
     def is_alive(self, worker_id: str) -> bool:
         if worker_id in self._held:

@@ -297,8 +297,11 @@ class SqlStore(SqlPipelines):
     def _drop_write_connection(self) -> None:
         raw, self._raw_writer = self._raw_writer, None
         if raw is not None:
-            with contextlib.suppress(Exception):  # already broken; nothing more to release
+            try:
                 raw.invalidate()
+            except Exception:  # already broken: close the driver's connection at least
+                with contextlib.suppress(Exception):
+                    raw.driver_connection.close()
 
     def _upsert(self, what: str, table: Table, values: dict[str, Any]) -> None:
         """Insert a row, or update the row with its primary key (one statement)."""
