@@ -67,7 +67,8 @@ async def _first_refusal(engine: Engine) -> StoreUnavailableError:
 async def test_runs_that_end_while_the_database_is_away_are_committed_when_it_is_back(
     postgres_database: str,
 ) -> None:
-    release.clear()
+    global release
+    release = asyncio.Event()  # of this test's event loop
     # Heartbeats come often, so some fall in the outage: the worker's lock (a session
     # advisory lock) ends with its session and must be taken again once it is back.
     async with Engine(postgres_database, heartbeat_interval=0.05) as engine:
@@ -132,3 +133,43 @@ async def test_runs_that_end_while_the_database_is_away_are_committed_when_it_is
         quick_runs = await engine.list_runs(task="quick", limit=10_000)
         assert {r.id for r in quick_runs} == accepted
         assert all(r.status == RunStatus.COMPLETED for r in quick_runs)
+
+
+@taskloom.task(retries=1)
+async def held_twice(n: int) -> int:
+    await release.wait()
+    return n
+
+
+async def test_an_engine_closed_while_the_database_is_away_leaves_its_runs_to_the_next(
+    postgres_database: str,
+) -> None:
+    global release
+    release = asyncio.Event()  # of this test's event loop
+    engine = Engine(postgres_database, heartbeat_interval=0.05, shutdown_grace=0.5)
+    async with engine:
+        engine.register(held_twice)
+        running = [await engine.submit(held_twice, {"n": i}) for i in range(10)]
+
+        async def all_running() -> bool:
+            runs = [await engine.get_run(r.id) for r in running]
+            return all(r.status == RunStatus.RUNNING for r in runs)
+
+        await until(all_running)
+        await engine.flush()
+        await asyncio.to_thread(_cut, postgres_database, allow=False)
+        release.set()  # they end now; the ends cannot be committed
+        began = asyncio.get_running_loop().time()
+    # The close gave up on the unreachable store after its bound, instead of hanging.
+    closed_after = asyncio.get_running_loop().time() - began
+    assert closed_after < 30, f"closing took {closed_after:.1f} s"
+    await asyncio.to_thread(_cut, postgres_database, allow=True)
+
+    # The next engine takes the runs over from what the store holds: each started once
+    # and was lost, so each runs again (its retry) and completes; none is left running.
+    async with Engine(postgres_database) as successor:
+        successor.register(held_twice)
+        ended = await successor.wait_many([r.id for r in running], timeout=30)
+        assert [(r.status, r.result, r.attempts) for r in ended] == [
+            (RunStatus.COMPLETED, i, 2) for i in range(len(running))
+        ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import socket
 import threading
@@ -21,6 +22,7 @@ from ..exceptions import (
     FieldError,
     InputValidationError,
     RunNotFoundError,
+    StoreError,
     WaitTimeoutError,
 )
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
@@ -41,6 +43,8 @@ from .live import LiveRun
 from .scheduler import ReadyQueue
 from .serial import SerialRunner
 from .writer import BatchWriter
+
+logger = logging.getLogger("taskloom.engine")
 
 #: How long the record of a lost worker (its process gone) is kept: a week.
 LOST_WORKER_RETENTION = 7 * 24 * 3600.0
@@ -215,7 +219,12 @@ class Engine(RunControl):
         assert self._writer is not None and self.store is not None and self._io is not None
         await self._in_thread(self._writer.close)
         store = self.store
-        await self._in_thread(store.unregister_worker, self.worker_id)
+        try:
+            await self._in_thread(store.unregister_worker, self.worker_id)
+        except StoreError as exc:
+            # The store is away: the worker's record stays, and shows as lost once the
+            # store below lets its lock go; the next engine takes its runs over.
+            logger.warning("taskloom: could not unregister worker %s: %s", self.worker_id, exc)
         if self._store_given is None:
             await self._in_thread(store.close)
         context_module.uninstall_log_capture()
