@@ -51,11 +51,18 @@ def test_a_workflow_dag_fills_in_live(dashboard: Dashboard) -> None:
     expect(page.locator("#workflow-graph path.edge[data-from=count][data-to=total]")).to_have_count(
         1
     )
-    count_box = _step(page, "count").bounding_box()
-    total_box = _step(page, "total").bounding_box()
-    assert count_box is not None
-    assert total_box is not None
-    assert total_box["x"] > count_box["x"], "a step is drawn right of what it depends on"
+    # Both boxes read in one go on the page: the graph is drawn again as events arrive,
+    # and an element read between two drawings may already be gone.
+    count_x, total_x = page.wait_for_function(
+        """() => {
+            const x = (name) => document
+                .querySelector(`#workflow-graph g.step[data-step=${name}]`)
+                ?.getBoundingClientRect().x;
+            const both = [x("count"), x("total")];
+            return both.every((value) => value !== undefined) ? both : null;
+        }"""
+    ).json_value()
+    assert total_x > count_x, "a step is drawn right of what it depends on"
     expect(_step(page, "hello")).to_contain_text("[map]")
     dashboard.screenshot("running")
     page.evaluate("window.stillTheSamePage = true")
