@@ -322,9 +322,11 @@ class BatchWriter:
         elif outcomes:
             # A task's thread waiting for its start is told from here: a hop through the
             # loop would cost more than the commit.
-            later = [item for item in outcomes if not getattr(item[0], "threadsafe", False)]
-            if len(later) < len(outcomes):
-                _deliver([item for item in outcomes if getattr(item[0], "threadsafe", False)])
+            now: list[tuple[Callable[[Any], None], Any]] = []
+            later: list[tuple[Callable[[Any], None], Any]] = []
+            for item in outcomes:
+                (now if getattr(item[0], "threadsafe", False) else later).append(item)
+            _deliver(now)
             if later:
                 self._loop.call_soon_threadsafe(_deliver, later)
         return available
@@ -420,7 +422,7 @@ class BatchWriter:
             runs: list[Run] = payload if isinstance(payload, list) else [payload]
             outcomes.append((callback, _run_refused(runs, exc)))
             return None
-        if kind == _FINISH and not getattr(callback, "replaced", False):
+        if kind == _FINISH and not isinstance(callback, _Replaced):
             # The outcome cannot be stored: the run fails, saying so (once; should even
             # that be refused, the change is dropped below).
             fields, number, attempt_fields, task = payload
@@ -430,7 +432,7 @@ class BatchWriter:
             attempt_failed = None
             if attempt_fields is not None:
                 attempt_failed = {**attempt_fields, "status": "failed", "error": error}
-            replaced = _replaced(callback, error)
+            replaced = _Replaced(callback, error)
             return (_FINISH, key, (failed, number, attempt_failed, task), replaced)
         logger.error("taskloom: the store refused a change of run %s, dropped: %s", key, exc)
         if callback is not None:
@@ -522,8 +524,6 @@ def _run_refused(runs: list[Run], exc: StoreError) -> StoreError | InputValidati
 class _Replaced:
     """The callback of an end written in place of one the database refused."""
 
-    replaced = True
-
     def __init__(self, callback: Callback | None, error: ErrorInfo) -> None:
         self._callback = callback
         self._error = error
@@ -531,10 +531,6 @@ class _Replaced:
     def __call__(self, outcome: BaseException | None) -> None:
         if self._callback is not None:
             self._callback(ReplacedOutcome(self._error) if outcome is None else outcome)
-
-
-def _replaced(callback: Callback | None, error: ErrorInfo) -> Callback:
-    return _Replaced(callback, error)
 
 
 def _deliver(outcomes: list[tuple[Callable[[Any], None], Any]]) -> None:
