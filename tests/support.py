@@ -44,3 +44,35 @@ def load_helper(name: str) -> ModuleType:
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return module
+
+
+def _other_sessions(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+async def killed_sessions_ended(url: str, timeout: float = WAIT) -> None:
+    """Wait until a killed process's PostgreSQL sessions have ended.
+
+    A SIGKILL closes the sockets, but a COMMIT the server had already read still lands
+    while its backend winds down: the database is settled only once no other session is
+    left on it. A SQLite file has no sessions of its own, so nothing is waited for.
+    """
+    if not url.startswith("postgresql"):
+        return
+
+    async def settled() -> bool:
+        return await asyncio.to_thread(_other_sessions, url) == 0
+
+    await until(settled, timeout=timeout, interval=0.02)

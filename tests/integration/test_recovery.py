@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from tasks_for_tests import recovery_tasks
 
-from support import until
+from support import killed_sessions_ended, until
 from taskloom import Engine, Run
 from taskloom.store import open_store
 
@@ -94,6 +94,7 @@ def snapshot(url: str) -> dict[str, Run]:
 async def test_runs_of_a_killed_engine_are_finished_by_the_next(database_url: str) -> None:
     async with engine_process(database_url, count=300, concurrency=60) as child:
         await child.kill()
+    await killed_sessions_ended(database_url)
     left = await asyncio.to_thread(snapshot, database_url)
     assert len(left) == child.accepted == 300
     was_running = {rid for rid, run in left.items() if run.status == "running"}
@@ -177,6 +178,7 @@ async def test_a_task_first_seen_at_submit_takes_over_its_orphaned_runs(
 ) -> None:
     async with engine_process(database_url, count=40, concurrency=8) as child:
         await child.kill()
+    await killed_sessions_ended(database_url)
     left = await asyncio.to_thread(snapshot, database_url)
     orphans = {rid for rid, run in left.items() if not run.is_finished}
     mine = {rid for rid in orphans if left[rid].task == "sleepy_with_retry"}
