@@ -137,7 +137,9 @@ class Run:
     """One execution of a task with given inputs.
 
     `attempts` is how many attempts have been made so far. Times are seconds since the
-    epoch (UTC).
+    epoch (UTC). `queue` is the queue its workers take it from; `worker_id` the worker that
+    holds it (None: unclaimed, any live worker serving its task and queue may take it);
+    `lease` counts its claims, and every write its holder makes is conditional on it.
     """
 
     id: str
@@ -160,6 +162,8 @@ class Run:
     progress_message: str | None = None
     cancel_requested: bool = False
     config: dict[str, Any] | None = None
+    queue: str = "default"
+    lease: int = 0
 
     @property
     def is_finished(self) -> bool:

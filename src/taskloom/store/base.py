@@ -162,8 +162,12 @@ class ServiceLogLine:
 @dataclass(slots=True, kw_only=True)
 class WorkerRecord:
     """A worker (an engine's process) as the store knows it: `alive` while its process
-    holds its lock, `lost` otherwise (killed, or its machine gone); `holds` is how many
-    unfinished runs it owns."""
+    holds its lock and its lease has not run out, `lost` otherwise (killed, paused, cut
+    off, or its machine gone); `holds` is how many unfinished runs it owns.
+
+    `queues` is None for a worker that takes every queue of the tasks it serves;
+    `concurrency` is None for an engine that executes no runs (`worker=False`).
+    """
 
     id: str
     hostname: str
@@ -172,6 +176,10 @@ class WorkerRecord:
     heartbeat_at: float
     alive: bool
     holds: int = 0
+    name: str | None = None
+    queues: list[str] | None = None
+    concurrency: int | None = None
+    expires_at: float | None = None
 
     @property
     def state(self) -> str:

@@ -152,6 +152,8 @@ def run_row(run: Run) -> tuple[Any, ...]:
         run.progress_message,
         bool(run.cancel_requested),
         _dumps_or_none(run.config),
+        run.queue,
+        run.lease,
     )
 
 
@@ -170,7 +172,7 @@ def attempt_row(attempt: Attempt) -> tuple[Any, ...]:
 def run_from_row(row: Sequence[Any]) -> Run:
     (run_id, task, status, priority, inputs, result, error, n_attempts, max_attempts) = row[:9]
     (parent_id, key, worker_id, created_at, scheduled_at, started_at, finished_at) = row[9:16]
-    (progress, progress_message, cancel_requested, config) = row[16:]
+    (progress, progress_message, cancel_requested, config, queue, lease) = row[16:]
     return Run(
         id=run_id,
         task=task,
@@ -192,6 +194,8 @@ def run_from_row(row: Sequence[Any]) -> Run:
         progress_message=progress_message,
         cancel_requested=bool(cancel_requested),
         config=_loads_or_none(config),
+        queue=queue,
+        lease=lease,
     )
 
 

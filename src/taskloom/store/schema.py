@@ -88,6 +88,8 @@ runs = Table(
     Column("progress_message", Text, nullable=True),
     Column("cancel_requested", Boolean, nullable=False),
     Column("config", Text, nullable=True),
+    Column("queue", String(100), nullable=False, server_default="default"),
+    Column("lease", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("idempotency_key"),
     # Listing is newest first, optionally filtered by task or status.
@@ -102,8 +104,25 @@ runs = Table(
         sqlite_where=text("parent_id IS NOT NULL"),
         postgresql_where=text("parent_id IS NOT NULL"),
     ),
-    # No index on worker_id: the queries by worker (cancel requests, orphan takeover) ask for
-    # unfinished runs, which the status index finds; every index costs on each write.
+    # What a worker claims: unclaimed pending runs of its queues, by priority then age. The
+    # leading column is an equality, so a backlog in a queue nobody serves costs a claim
+    # nothing; the index holds only claimable runs, so a run leaves it when it is claimed.
+    Index(
+        "ix_runs_claimable",
+        "queue",
+        text("priority DESC"),
+        "created_at",
+        sqlite_where=text("status = 'pending' AND worker_id IS NULL"),
+        postgresql_where=text("status = 'pending' AND worker_id IS NULL"),
+    ),
+    # The runs a worker holds (reaping a dead one, cancel requests, concurrency counts).
+    Index(
+        "ix_runs_held",
+        "worker_id",
+        "task",
+        sqlite_where=text("worker_id IS NOT NULL AND status IN ('pending', 'running')"),
+        postgresql_where=text("worker_id IS NOT NULL AND status IN ('pending', 'running')"),
+    ),
 )
 
 attempts = Table(
@@ -140,6 +159,16 @@ workers = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", Double, nullable=False),
     Column("heartbeat_at", Double, nullable=False),
+    # What it serves: a name people give it, its queues (a JSON list; null: every queue of
+    # the tasks it serves) and how many runs it executes at once (null: it executes none).
+    Column("name", String(200), nullable=True),
+    Column("queues", Text, nullable=True),
+    Column("concurrency", Integer, nullable=True),
+    # Its lease, on the database's clock: renewed with each heartbeat; a worker whose lease
+    # ran out is dead even while its process holds its lock (paused, cut off).
+    Column("expires_at", Double, nullable=True),
+    # When a reaper found it dead and gave its runs back (it never comes back as itself).
+    Column("lost_at", Double, nullable=True),
     PrimaryKeyConstraint("id"),
 )
 
