@@ -35,7 +35,7 @@ PACKAGE_ROOT = str(Path(taskloom.store.__file__).resolve().parents[2])
 #: checked by its definition as the database reports it instead.
 EXPRESSION_INDEXES = {
     "ix_runs_claimable": (
-        "queue, priority desc, created_at where status = 'pending' and worker_id is null"
+        "queue, priority desc, created_at, id where status = 'pending' and worker_id is null"
     ),
 }
 

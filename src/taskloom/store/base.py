@@ -15,8 +15,11 @@ from ..exceptions import StoreUnavailableError
 from ..runs import Attempt, ErrorInfo, LogLine, Run
 
 __all__ = [
+    "LEASE_TTL",
+    "NOTHING_WRITTEN",
     "RUN_UPDATE_COLUMNS",
     "ApiTokenRecord",
+    "ClaimRequest",
     "DeploymentRecord",
     "PackageRecord",
     "ServiceLogLine",
@@ -29,7 +32,11 @@ __all__ = [
     "UncertainCommitError",
     "WorkerRecord",
     "WriteBatch",
+    "WriteResult",
 ]
+
+#: Seconds a worker's lease lasts on the database's clock unless its heartbeat renews it.
+LEASE_TTL = 10.0
 
 #: Columns of a run that `WriteBatch.run_updates` may change. Values are Python values:
 #: `status` a `RunStatus` or its string, `error` an `ErrorInfo` or None, `result` any
@@ -64,13 +71,36 @@ class UncertainCommitError(StoreUnavailableError):
     """
 
 
+@dataclass(slots=True, kw_only=True)
+class ClaimRequest:
+    """What a worker asks of the queue: up to `limit` claimable runs of `tasks` in `queues`.
+
+    A run is claimable when it is `pending`, held by no worker, and due (`scheduled_at`
+    unset or not after `now`). Higher priority first, then older first. A task named in
+    `limits` has at most that many runs held by all workers together (a run held counts
+    from its claim to its end).
+    """
+
+    worker_id: str
+    tasks: Collection[str]
+    queues: Collection[str]
+    limit: int
+    now: float
+    limits: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class WriteBatch:
     """Changes the engine commits together, in one transaction.
 
     The store applies them in this order: new runs, run updates, new attempts, attempt
-    updates, log lines. `attempt_updates` is keyed by `(run_id, attempt_number)` and may
-    change `finished_at`, `status` and `error`.
+    updates, log lines, then the claim. `attempt_updates` is keyed by
+    `(run_id, attempt_number)` and may change `finished_at`, `status` and `error`.
+
+    `fences` makes the changes of a run conditional: `{run_id: (worker_id, lease)}`. When
+    the run is no longer held by that worker under that lease (a reaper gave it away, it
+    was claimed again), none of its changes in the batch is applied and its id is in
+    `WriteResult.rejected`; the rest of the batch commits.
     """
 
     new_runs: list[Run] = field(default_factory=list)
@@ -78,6 +108,8 @@ class WriteBatch:
     new_attempts: list[Attempt] = field(default_factory=list)
     attempt_updates: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     logs: list[LogLine] = field(default_factory=list)
+    fences: dict[str, tuple[str, int]] = field(default_factory=dict)
+    claim: ClaimRequest | None = None
 
     def __bool__(self) -> bool:
         return bool(
@@ -86,7 +118,21 @@ class WriteBatch:
             or self.new_attempts
             or self.attempt_updates
             or self.logs
+            or self.claim
         )
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a committed batch did beyond its changes: the runs whose changes were refused
+    by their fence, and the runs the claim took (as they are now: held by the claimer,
+    with their new lease)."""
+
+    rejected: frozenset[str] = frozenset()
+    claimed: list[Run] = field(default_factory=list)
+
+
+NOTHING_WRITTEN = WriteResult()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -279,8 +325,9 @@ class Store(Protocol):
         """Release connections and the worker locks this store holds."""
 
     # writes -------------------------------------------------------------------------------
-    def write(self, batch: WriteBatch, *, wait: bool = True) -> None:
-        """Apply a batch atomically: all of it is committed, or none of it.
+    def write(self, batch: WriteBatch, *, wait: bool = True) -> WriteResult:
+        """Apply a batch atomically: all of it is committed, or none of it (but for the
+        changes its fences refuse, see `WriteBatch`).
 
         `StoreUnavailableError` (and its branches): the database could not take it now,
         through no fault of the data; the same batch can be written again. Any other
@@ -309,10 +356,33 @@ class Store(Protocol):
     def get_logs(self, run_id: str, *, after_id: int = 0, limit: int = 1000) -> list[LogLine]: ...
 
     # workers and ownership ----------------------------------------------------------------
-    def register_worker(self, worker_id: str, *, hostname: str, pid: int) -> None:
-        """Record a live worker and take the lock that proves it is alive."""
+    def register_worker(
+        self,
+        worker_id: str,
+        *,
+        hostname: str,
+        pid: int,
+        name: str | None = None,
+        queues: Collection[str] | None = None,
+        concurrency: int | None = None,
+        ttl: float = LEASE_TTL,
+    ) -> None:
+        """Record a live worker, take the lock that proves it is alive, and start its lease
+        (`ttl` seconds on the database's clock)."""
 
-    def heartbeat(self, worker_id: str) -> None: ...
+    def heartbeat(self, worker_id: str, *, ttl: float = LEASE_TTL) -> bool:
+        """Renew the worker's lease; False when it had run out or a reaper found the worker
+        lost (its runs are gone: it must register again under a new id)."""
+
+    def reap(self, worker_id: str) -> int:
+        """Give back the runs of dead workers (lock gone or lease run out), if no other
+        reaper is at it: pending ones as they are; a running one's attempt fails with
+        `WorkerLostError`, and the run is pending again when it has attempts left, failed
+        otherwise. Workflow runs and their steps are left to workflow recovery. Each dead
+        worker is marked lost. Returns how many runs were given back or ended."""
+
+    def finished_among(self, run_ids: Collection[str]) -> list[Run]:
+        """The runs among `run_ids` that have finished."""
 
     def unregister_worker(self, worker_id: str) -> None:
         """Remove the worker's record and release its lock."""

@@ -21,8 +21,11 @@ from pydantic_core import PydanticSerializationError, to_json
 from ..exceptions import StoreError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .base import (
+    LEASE_TTL,
+    NOTHING_WRITTEN,
     RUN_UPDATE_COLUMNS,
     ApiTokenRecord,
+    ClaimRequest,
     DeploymentRecord,
     PackageRecord,
     ServiceLogLine,
@@ -32,8 +35,10 @@ from .base import (
     StageRecord,
     WorkerRecord,
     WriteBatch,
+    WriteResult,
 )
 from .pipelines import MemoryPipelines
+from .queue import lost_error
 
 __all__ = ["MemoryStore"]
 
@@ -91,6 +96,11 @@ class _Worker:
     pid: int
     started_at: float
     heartbeat_at: float
+    name: str | None = None
+    queues: list[str] | None = None
+    concurrency: int | None = None
+    expires_at: float = 0.0
+    lost_at: float | None = None
 
 
 class MemoryStore(MemoryPipelines):
@@ -128,9 +138,9 @@ class MemoryStore(MemoryPipelines):
 
     # writes -----------------------------------------------------------------------------
 
-    def write(self, batch: WriteBatch, *, wait: bool = True) -> None:
+    def write(self, batch: WriteBatch, *, wait: bool = True) -> WriteResult:
         if not batch:
-            return
+            return NOTHING_WRITTEN
         try:
             new_runs = [_stored_run(r) for r in batch.new_runs]
             run_updates = [
@@ -165,6 +175,19 @@ class MemoryStore(MemoryPipelines):
                 if akey in self._attempts or akey in staged_attempts:
                     continue
                 staged_attempts[akey] = attempt
+            rejected = frozenset(
+                run_id
+                for run_id, fence in batch.fences.items()
+                if run_id not in staged
+                and (
+                    (held := self._runs.get(run_id)) is None
+                    or (held.worker_id, held.lease) != fence
+                )
+            )
+            if rejected:
+                run_updates = [u for u in run_updates if u[0] not in rejected]
+                staged_attempts = {k: a for k, a in staged_attempts.items() if k[0] not in rejected}
+                attempt_updates = [u for u in attempt_updates if u[0][0] not in rejected]
             for run_id, changes in run_updates:
                 current = staged.get(run_id) or self._runs.get(run_id)
                 if current is not None:
@@ -177,9 +200,47 @@ class MemoryStore(MemoryPipelines):
             self._keys.update(keys)
             self._attempts.update(staged_attempts)
             for line in batch.logs:
+                if line.run_id in rejected:
+                    continue
                 self._last_log_id += 1
                 stored = replace(line, id=self._last_log_id)
                 self._logs.setdefault(line.run_id, []).append(stored)
+            claimed = [] if batch.claim is None else self._claim(batch.claim)
+            if rejected or claimed:
+                return WriteResult(rejected=rejected, claimed=claimed)
+            return NOTHING_WRITTEN
+
+    def _claim(self, request: ClaimRequest) -> list[Run]:
+        tasks, queues = set(request.tasks), set(request.queues)
+        claimable = sorted(
+            (
+                r
+                for r in self._runs.values()
+                if r.status is RunStatus.PENDING
+                and r.worker_id is None
+                and r.task in tasks
+                and r.queue in queues
+                and (r.scheduled_at is None or r.scheduled_at <= request.now)
+            ),
+            key=lambda r: (-r.priority, r.created_at, r.id),
+        )
+        held: dict[str, int] = {}
+        for run in self._runs.values():
+            if run.worker_id is not None and not run.is_finished:
+                held[run.task] = held.get(run.task, 0) + 1
+        claimed: list[Run] = []
+        for run in claimable:
+            if len(claimed) >= request.limit:
+                break
+            limit = request.limits.get(run.task)
+            if limit is not None:
+                if held.get(run.task, 0) >= limit:
+                    continue
+                held[run.task] = held.get(run.task, 0) + 1
+            run.worker_id = request.worker_id
+            run.lease += 1
+            claimed.append(copy.deepcopy(run))
+        return claimed
 
     def insert_run_idempotent(self, run: Run) -> Run:
         with self._lock:
@@ -245,16 +306,51 @@ class MemoryStore(MemoryPipelines):
 
     # workers and ownership --------------------------------------------------------------
 
-    def register_worker(self, worker_id: str, *, hostname: str, pid: int) -> None:
+    def register_worker(
+        self,
+        worker_id: str,
+        *,
+        hostname: str,
+        pid: int,
+        name: str | None = None,
+        queues: Collection[str] | None = None,
+        concurrency: int | None = None,
+        ttl: float = LEASE_TTL,
+    ) -> None:
         now = time.time()
         with self._lock:
-            self._workers[worker_id] = _Worker(hostname, pid, now, now)
+            self._workers[worker_id] = _Worker(
+                hostname,
+                pid,
+                now,
+                now,
+                name=name,
+                queues=None if queues is None else sorted(set(queues)),
+                concurrency=concurrency,
+                expires_at=now + ttl,
+            )
 
-    def heartbeat(self, worker_id: str) -> None:
+    def heartbeat(self, worker_id: str, *, ttl: float = LEASE_TTL) -> bool:
+        now = time.time()
+        with self._lock:
+            worker = self._workers.get(worker_id)
+            if worker is None or worker.expires_at < now:
+                return False
+            worker.heartbeat_at = now
+            worker.expires_at = now + ttl
+            return True
+
+    def update_worker(self, worker_id: str, *, queues: Collection[str] | None) -> None:
         with self._lock:
             worker = self._workers.get(worker_id)
             if worker is not None:
-                worker.heartbeat_at = time.time()
+                worker.queues = None if queues is None else sorted(set(queues))
+
+    def retire_worker(self, worker_id: str) -> None:
+        with self._lock:
+            worker = self._workers.get(worker_id)
+            if worker is not None:
+                worker.expires_at = 0.0
 
     def unregister_worker(self, worker_id: str) -> None:
         with self._lock:
@@ -262,10 +358,52 @@ class MemoryStore(MemoryPipelines):
 
     def is_worker_alive(self, worker_id: str) -> bool:
         with self._lock:
-            return worker_id in self._workers
+            worker = self._workers.get(worker_id)
+            return worker is not None and worker.expires_at >= time.time()
+
+    def reap(self, worker_id: str) -> int:
+        now = time.time()
+        touched = 0
+        with self._lock:
+            workflows = {r.id for r in self._runs.values() if r.task.startswith("workflow:")}
+            for run in self._runs.values():
+                owner = run.worker_id
+                if owner is None or owner == worker_id or run.is_finished:
+                    continue
+                if self.is_worker_alive(owner):
+                    continue
+                if run.task.startswith("workflow:") or run.parent_id in workflows:
+                    continue  # left to workflow recovery
+                touched += 1
+                if run.status is RunStatus.RUNNING:
+                    retry = run.attempts < run.max_attempts
+                    error = lost_error(run.id, run.task, run.attempts, retry)
+                    attempt = self._attempts.get((run.id, run.attempts))
+                    if attempt is not None and attempt.status == "running":
+                        attempt.status, attempt.finished_at, attempt.error = "failed", now, error
+                    run.error = error
+                    if retry:
+                        run.status, run.worker_id, run.scheduled_at = RunStatus.PENDING, None, None
+                    else:
+                        run.status, run.finished_at = RunStatus.FAILED, now
+                else:
+                    run.worker_id = None
+            for worker in self._workers.values():
+                if worker.expires_at < now and worker.lost_at is None:
+                    worker.lost_at = now
+        return touched
+
+    def finished_among(self, run_ids: Collection[str]) -> list[Run]:
+        with self._lock:
+            found = [self._runs.get(run_id) for run_id in set(run_ids)]
+            return [copy.deepcopy(r) for r in found if r is not None and r.is_finished]
+
+    def watch(self, callback: Callable[[str, str], None]) -> None:
+        return None  # only this process reaches it: nothing to hear from others
 
     def list_workers(self) -> list[WorkerRecord]:
-        # Only this process reaches an in-memory store: every registered worker is alive.
+        # Only this process reaches an in-memory store: a registered worker is alive
+        # while its lease lasts.
         with self._lock:
             holding: dict[str, int] = {}
             for run in self._runs.values():
@@ -278,8 +416,12 @@ class MemoryStore(MemoryPipelines):
                     pid=worker.pid,
                     started_at=worker.started_at,
                     heartbeat_at=worker.heartbeat_at,
-                    alive=True,
+                    alive=worker.lost_at is None and worker.expires_at >= time.time(),
                     holds=holding.get(worker_id, 0),
+                    name=worker.name,
+                    queues=worker.queues,
+                    concurrency=worker.concurrency,
+                    expires_at=worker.expires_at,
                 )
                 for worker_id, worker in self._workers.items()
             ]

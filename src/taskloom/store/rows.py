@@ -291,22 +291,32 @@ def _group_updates(
 
 
 def plan_batch(
-    statements: Statements, batch: WriteBatch
+    statements: Statements, batch: WriteBatch, skip: Collection[str] = ()
 ) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Encode a batch into (sql, rows) pairs, before any transaction is opened."""
+    """Encode a batch into (sql, rows) pairs, before any transaction is opened; the
+    changes of the runs in `skip` (refused by their fence) are left out."""
     plan: list[tuple[str, list[tuple[Any, ...]]]] = []
     if batch.new_runs:
         plan.append((statements.insert_run, [run_row(r) for r in batch.new_runs]))
-    run_groups = _group_updates("a run update", batch.run_updates, _RUN_ENCODERS)
+    run_updates = batch.run_updates
+    new_attempts = batch.new_attempts
+    attempt_updates = batch.attempt_updates
+    logs = batch.logs
+    if skip:
+        run_updates = {k: v for k, v in run_updates.items() if k not in skip}
+        new_attempts = [a for a in new_attempts if a.run_id not in skip]
+        attempt_updates = {k: v for k, v in attempt_updates.items() if k[0] not in skip}
+        logs = [g for g in logs if g.run_id not in skip]
+    run_groups = _group_updates("a run update", run_updates, _RUN_ENCODERS)
     for columns, rows in run_groups.items():
         plan.append((statements.update(runs, columns, ("id",)), rows))
-    if batch.new_attempts:
-        plan.append((statements.insert_attempt, [attempt_row(a) for a in batch.new_attempts]))
-    attempt_groups = _group_updates("an attempt update", batch.attempt_updates, _ATTEMPT_ENCODERS)
+    if new_attempts:
+        plan.append((statements.insert_attempt, [attempt_row(a) for a in new_attempts]))
+    attempt_groups = _group_updates("an attempt update", attempt_updates, _ATTEMPT_ENCODERS)
     for columns, rows in attempt_groups.items():
         plan.append((statements.update(attempts, columns, ("run_id", "number")), rows))
-    if batch.logs:
-        rows = [(g.run_id, g.attempt, g.created_at, g.level, g.message) for g in batch.logs]
+    if logs:
+        rows = [(g.run_id, g.attempt, g.created_at, g.level, g.message) for g in logs]
         plan.append((statements.insert_log, rows))
     return plan
 

@@ -112,6 +112,7 @@ runs = Table(
         "queue",
         text("priority DESC"),
         "created_at",
+        "id",
         sqlite_where=text("status = 'pending' AND worker_id IS NULL"),
         postgresql_where=text("status = 'pending' AND worker_id IS NULL"),
     ),

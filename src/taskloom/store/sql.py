@@ -9,6 +9,7 @@ so no per-row SQLAlchemy processing runs (`rows.Statements`).
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -17,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Double, Table, and_, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
@@ -26,6 +27,8 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQL
 from ..exceptions import StoreError, StoreUnavailableError
 from ..runs import Attempt, LogLine, Run, RunStatus
 from .base import (
+    LEASE_TTL,
+    NOTHING_WRITTEN,
     ApiTokenRecord,
     PackageRecord,
     ServiceLogLine,
@@ -36,11 +39,14 @@ from .base import (
     UncertainCommitError,
     WorkerRecord,
     WriteBatch,
+    WriteResult,
 )
 from .connect import BUSY_TIMEOUT, create_store_engine, resolve_database_url, sqlite_file
+from .feed import ChangeFeed, Notice, PostgresFeed, SqliteFeed
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
 from .pipelines import SqlPipelines
+from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, QueueSql, notices
 from .rows import (
     ATTEMPT_READ,
     LOG_READ,
@@ -108,6 +114,7 @@ class SqlStore(SqlPipelines):
         self._engine: Engine | None = None
         self._write_engine: Engine | None = None
         self._statements: Statements | None = None
+        self._queue: QueueSql | None = None
         self._workers: WorkerLocks | None = None
         self._raw_writer: Any = None  # the pooled connection `write` keeps (see there)
         self._sqlite = False
@@ -162,6 +169,7 @@ class SqlStore(SqlPipelines):
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_engine = engine.execution_options(taskloom_write=True)
         self._statements = Statements(engine.dialect)
+        self._queue = QueueSql(engine.dialect)
         if engine.dialect.name == "postgresql":
             self._workers = AdvisoryLocks(engine)
         elif self._file is not None:
@@ -192,7 +200,10 @@ class SqlStore(SqlPipelines):
             try:
                 yield engine
             except (
-                OperationalError, InterfaceError, dbapi.OperationalError, dbapi.InterfaceError
+                OperationalError,
+                InterfaceError,
+                dbapi.OperationalError,
+                dbapi.InterfaceError,
             ) as exc:
                 # Not the data's fault: the database is down, unreachable, full or locked.
                 raise StoreUnavailableError(f"could not {what}: {exc}") from exc
@@ -209,7 +220,7 @@ class SqlStore(SqlPipelines):
 
     # writes -----------------------------------------------------------------------------
 
-    def write(self, batch: WriteBatch, *, wait: bool = True) -> None:
+    def write(self, batch: WriteBatch, *, wait: bool = True) -> WriteResult:
         """Commit `batch` in one transaction.
 
         Raises `StoreUnavailableError` when the database cannot take it for a reason that
@@ -221,13 +232,21 @@ class SqlStore(SqlPipelines):
         waiting for it.
         """
         if not batch:
-            return
+            return NOTHING_WRITTEN
         with self._use("write a batch") as engine:
-            assert self._statements is not None
+            assert self._statements is not None and self._queue is not None
+            queue = self._queue
             try:
                 plan = plan_batch(self._statements, batch)
             except (PydanticSerializationError, UnicodeError) as exc:
                 raise StoreError(f"a value is not JSON or not valid Unicode: {exc}") from exc
+            fences = batch.fences
+            if fences and batch.new_runs:
+                # A run inserted by this very batch is held as it says.
+                inserted = {run.id for run in batch.new_runs}
+                fences = {k: v for k, v in fences.items() if k not in inserted}
+            sent = notices(batch) if queue.postgres else ()
+            result = NOTHING_WRITTEN
             dbapi = engine.dialect.loaded_dbapi
             # The hot path keeps one driver connection for writing and drives the
             # transaction itself: a pool checkout and SQLAlchemy's transaction bookkeeping
@@ -249,8 +268,18 @@ class SqlStore(SqlPipelines):
                     finally:
                         if not wait:
                             cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+                if fences:
+                    rejected = queue.fenced_out(cursor, fences)
+                    if rejected:
+                        result = WriteResult(rejected=rejected)
+                        plan = plan_batch(self._statements, batch, skip=rejected)
                 for sql, rows in plan:
                     cursor.executemany(sql, rows)
+                if batch.claim is not None:
+                    claimed = queue.claim(cursor, batch.claim)
+                    if claimed:
+                        result = WriteResult(rejected=result.rejected, claimed=claimed)
+                queue.notify(cursor, sent)
                 committing = True
                 connection.commit() if not self._sqlite else cursor.execute("COMMIT")
             except (dbapi.OperationalError, dbapi.InterfaceError) as exc:
@@ -272,6 +301,7 @@ class SqlStore(SqlPipelines):
                 if cursor is not None:
                     with contextlib.suppress(Exception):  # a broken connection's cursor
                         cursor.close()
+            return result
 
     @property
     def inline_writes(self) -> bool:
@@ -396,8 +426,19 @@ class SqlStore(SqlPipelines):
 
     # workers and ownership --------------------------------------------------------------
 
-    def register_worker(self, worker_id: str, *, hostname: str, pid: int) -> None:
+    def register_worker(
+        self,
+        worker_id: str,
+        *,
+        hostname: str,
+        pid: int,
+        name: str | None = None,
+        queues: Collection[str] | None = None,
+        concurrency: int | None = None,
+        ttl: float = LEASE_TTL,
+    ) -> None:
         with self._use("register a worker"):
+            assert self._queue is not None
             locks = self._locks()
             locks.acquire(worker_id)
             now = time.time()
@@ -411,21 +452,49 @@ class SqlStore(SqlPipelines):
                             pid=pid,
                             started_at=now,
                             heartbeat_at=now,
+                            name=name,
+                            queues=None if queues is None else json.dumps(sorted(set(queues))),
+                            concurrency=concurrency,
+                            expires_at=literal_column(self._queue.now_sql) + ttl,
                         )
                     )
             except BaseException:
                 locks.release(worker_id)
                 raise
 
-    def heartbeat(self, worker_id: str) -> None:
+    def heartbeat(self, worker_id: str, *, ttl: float = LEASE_TTL) -> bool:
         with self._use("record a heartbeat"):
+            assert self._queue is not None
             self._locks().check(worker_id)
+            db_now: Any = literal_column(self._queue.now_sql, Double())
+            with self._writer().begin() as conn:
+                renewed = conn.execute(
+                    update(workers)
+                    .where(
+                        workers.c.id == worker_id,
+                        workers.c.lost_at.is_(None),
+                        or_(workers.c.expires_at.is_(None), workers.c.expires_at >= db_now),
+                    )
+                    .values(heartbeat_at=time.time(), expires_at=db_now + ttl)
+                )
+            return renewed.rowcount == 1
+
+    def update_worker(self, worker_id: str, *, queues: Collection[str] | None) -> None:
+        """Record the queues a worker serves now (they grow as it learns tasks)."""
+        with self._use("update a worker"):
+            shown = None if queues is None else json.dumps(sorted(set(queues)))
+            with self._writer().begin() as conn:
+                conn.execute(update(workers).where(workers.c.id == worker_id).values(queues=shown))
+
+    def retire_worker(self, worker_id: str) -> None:
+        """A worker that lost its lease lets its id go: the lock is released and the
+        record marked expired, so a reaper gives its runs back (it registers anew)."""
+        with self._use("retire a worker"):
             with self._writer().begin() as conn:
                 conn.execute(
-                    update(workers)
-                    .where(workers.c.id == worker_id)
-                    .values(heartbeat_at=time.time())
+                    update(workers).where(workers.c.id == worker_id).values(expires_at=0.0)
                 )
+            self._locks().release(worker_id)
 
     def unregister_worker(self, worker_id: str) -> None:
         with self._use("unregister a worker"):
@@ -433,9 +502,94 @@ class SqlStore(SqlPipelines):
                 conn.execute(delete(workers).where(workers.c.id == worker_id))
             self._locks().release(worker_id)
 
+    def _lease_state(self, conn: Any, worker_id: str) -> bool:
+        """Whether a worker's record says it is alive: not lost, lease not run out."""
+        assert self._queue is not None
+        db_now: Any = literal_column(self._queue.now_sql, Double())
+        row = conn.execute(
+            select(workers.c.lost_at, workers.c.expires_at, db_now).where(workers.c.id == worker_id)
+        ).first()
+        if row is None:
+            return True  # no record (made before leases): its lock alone says
+        lost_at, expires_at, now = row
+        return lost_at is None and (expires_at is None or expires_at >= now)
+
     def is_worker_alive(self, worker_id: str) -> bool:
-        with self._use("check a worker"):
-            return self._locks().is_alive(worker_id)
+        with self._use("check a worker") as engine:
+            if not self._locks().is_alive(worker_id):
+                return False
+            with engine.connect() as conn:
+                return self._lease_state(conn, worker_id)
+
+    def reap(self, worker_id: str) -> int:
+        with self._use("reap dead workers") as engine:
+            assert self._queue is not None
+            queue = self._queue
+            locks = self._locks()
+            db_now: Any = literal_column(queue.now_sql, Double())
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(workers.c.id, workers.c.expires_at, db_now).where(
+                        workers.c.lost_at.is_(None), workers.c.id != worker_id
+                    )
+                ).all()
+            # Checked outside the transaction: a lock check is a round trip of its own.
+            dead = [
+                w
+                for w, expires_at, now in rows
+                if (expires_at is not None and expires_at < now) or not locks.is_alive(w)
+            ]
+            known = {w for w, _, _ in rows} | {worker_id}
+            touched = 0
+            with self._writer().begin() as conn:
+                cursor = conn.connection.cursor()
+                try:
+                    if not queue.take_reaper_lock(cursor):
+                        return 0
+                    orphans = [
+                        w for w in queue.orphan_owners(cursor, known) if not locks.is_alive(w)
+                    ]
+                    now = time.time()
+                    for dead_id in [*dead, *orphans]:
+                        touched += queue.reap_worker(cursor, dead_id, now)
+                    if dead:
+                        conn.execute(
+                            update(workers)
+                            .where(workers.c.id.in_(dead), workers.c.lost_at.is_(None))
+                            .values(lost_at=now)
+                        )
+                    if touched:
+                        queue.notify(cursor, [(QUEUE_CHANNEL, "")])
+                finally:
+                    cursor.close()
+            return touched
+
+    def watch(self, callback: Notice) -> ChangeFeed | None:
+        """Start a feed of other processes' commits (see `feed.py`); None for an
+        in-memory database, which no other process can reach."""
+        if self._engine is None:
+            raise StoreError("cannot watch the store: it is not open (call open() first)")
+        if self._engine.dialect.name == "postgresql":
+            url = make_url(self.url).set(drivername="postgresql")
+            conninfo = url.render_as_string(hide_password=False)
+            import psycopg
+
+            return PostgresFeed(lambda: psycopg.connect(conninfo), callback).start()
+        if self._file is not None:
+            return SqliteFeed(self._file, callback).start()
+        return None
+
+    def finished_among(self, run_ids: Collection[str]) -> list[Run]:
+        ids = sorted(set(run_ids))
+        found: list[Run] = []
+        with self._use("read runs") as engine, engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = select(*RUN_READ).where(
+                    runs.c.id.in_(ids[start : start + 500]),
+                    runs.c.status.not_in(UNFINISHED),
+                )
+                found.extend(run_from_row(r) for r in conn.execute(query))
+        return found
 
     def _workers_holding(self, conn: Any) -> dict[str, int]:
         held = conn.execute(
@@ -447,9 +601,11 @@ class SqlStore(SqlPipelines):
 
     def list_workers(self) -> list[WorkerRecord]:
         with self._use("list the workers") as engine:
+            assert self._queue is not None
+            db_now: Any = literal_column(self._queue.now_sql, Double()).label("db_now")
             with engine.connect() as conn:
                 rows = conn.execute(
-                    select(workers).order_by(workers.c.started_at, workers.c.id)
+                    select(workers, db_now).order_by(workers.c.started_at, workers.c.id)
                 ).all()
                 holding = self._workers_holding(conn)
             locks = self._locks()
@@ -460,8 +616,16 @@ class SqlStore(SqlPipelines):
                     pid=row.pid,
                     started_at=row.started_at,
                     heartbeat_at=row.heartbeat_at,
-                    alive=locks.is_alive(row.id),
+                    alive=(
+                        row.lost_at is None
+                        and (row.expires_at is None or row.expires_at >= row.db_now)
+                        and locks.is_alive(row.id)
+                    ),
                     holds=holding.get(row.id, 0),
+                    name=row.name,
+                    queues=None if row.queues is None else list(json.loads(row.queues)),
+                    concurrency=row.concurrency,
+                    expires_at=row.expires_at,
                 )
                 for row in rows
             ]
@@ -469,9 +633,11 @@ class SqlStore(SqlPipelines):
     def prune_workers(self, *, lost_before: float) -> int:
         with self._use("prune lost workers") as engine:
             with engine.connect() as conn:
-                stale = conn.execute(
-                    select(workers.c.id).where(workers.c.heartbeat_at < lost_before)
-                ).scalars().all()
+                stale = (
+                    conn.execute(select(workers.c.id).where(workers.c.heartbeat_at < lost_before))
+                    .scalars()
+                    .all()
+                )
                 holding = self._workers_holding(conn) if stale else {}
             locks = self._locks()
             gone = [w for w in stale if w not in holding and not locks.is_alive(w)]
@@ -521,12 +687,20 @@ class SqlStore(SqlPipelines):
 
     def request_cancel(self, run_id: str) -> Run | None:
         with self._use("request a cancellation"):
+            assert self._queue is not None
             with self._writer().begin() as conn:
-                conn.execute(
+                held = conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id, runs.c.status.in_(UNFINISHED))
                     .values(cancel_requested=True)
-                )
+                    .returning(runs.c.worker_id)
+                ).first()
+                if held is not None and held.worker_id is not None:
+                    cursor = conn.connection.cursor()
+                    try:  # the holder, wherever it runs, hears of it at the commit
+                        self._queue.notify(cursor, [(CANCEL_CHANNEL, held.worker_id)])
+                    finally:
+                        cursor.close()
             return self.get_run(run_id)
 
     def cancel_requests(self, worker_id: str) -> list[str]:
@@ -544,7 +718,7 @@ class SqlStore(SqlPipelines):
             if run is None or run.is_finished:
                 return False
             owner = run.worker_id
-            if owner is not None and self._locks().is_alive(owner):
+            if owner is not None and self.is_worker_alive(owner):
                 return False
             same_owner = runs.c.worker_id.is_(None) if owner is None else runs.c.worker_id == owner
             cancelled = RunStatus.CANCELLED.value

@@ -35,7 +35,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_runs_claimable",
         "runs",
-        ["queue", sa.text("priority DESC"), "created_at"],
+        ["queue", sa.text("priority DESC"), "created_at", "id"],
         sqlite_where=sa.text(_CLAIMABLE),
         postgresql_where=sa.text(_CLAIMABLE),
     )

@@ -1,0 +1,121 @@
+"""How a process hears of the commits other processes make on the same database.
+
+* PostgreSQL: `LISTEN` on the queue's channels (see `queue.py`) on a connection of its
+  own; each notification is handed on as `(channel, payload)`. After the connection was
+  lost and made again, `("resync", "")` says that notifications may have been missed.
+* A SQLite file: `PRAGMA data_version` changes whenever another connection commits; it is
+  read every few milliseconds on a connection of its own (a cheap read of a counter), and
+  a change is handed on as `("changed", "")`: what changed is for the listener to read.
+
+The callback runs in the feed's thread and must not block (hand over to a loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, RUNS_CHANNEL
+
+__all__ = ["ChangeFeed", "Notice", "PostgresFeed", "SqliteFeed"]
+
+logger = logging.getLogger("taskloom.store")
+
+Notice = Callable[[str, str], None]
+
+#: How often a SQLite feed reads the database's change counter.
+SQLITE_INTERVAL = 0.004
+#: Backoff while a PostgreSQL feed cannot connect.
+RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0
+
+
+class ChangeFeed:
+    """A thread that hands notices of other processes' commits to a callback."""
+
+    def __init__(self, name: str, callback: Notice) -> None:
+        self._callback = callback
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def start(self) -> ChangeFeed:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _tell(self, channel: str, payload: str) -> None:
+        try:
+            self._callback(channel, payload)
+        except Exception:
+            logger.exception("taskloom: a change feed listener failed")
+
+    def _main(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class SqliteFeed(ChangeFeed):
+    def __init__(self, path: Path, callback: Notice, interval: float = SQLITE_INTERVAL) -> None:
+        super().__init__("taskloom-feed", callback)
+        self._path = path
+        self._interval = interval
+
+    def _main(self) -> None:
+        connection = sqlite3.connect(self._path, check_same_thread=False, timeout=5)
+        try:
+            last = None
+            while not self._stop.wait(self._interval):
+                try:
+                    (version,) = connection.execute("PRAGMA data_version").fetchone()
+                except sqlite3.Error:
+                    continue  # locked or briefly away: read it next time
+                if last is not None and version != last:
+                    self._tell("changed", "")
+                last = version
+        finally:
+            connection.close()
+
+
+class PostgresFeed(ChangeFeed):
+    def __init__(self, connect: Callable[[], Any], callback: Notice) -> None:
+        super().__init__("taskloom-feed", callback)
+        self._connect = connect
+        self._connection: Any = None
+
+    def _main(self) -> None:
+        backoff = RECONNECT_FIRST
+        first = True
+        while not self._stop.is_set():
+            try:
+                connection = self._connect()
+            except Exception as exc:
+                logger.debug("taskloom: change feed cannot connect: %s", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX)
+                continue
+            backoff = RECONNECT_FIRST
+            try:
+                connection.autocommit = True
+                for channel in (QUEUE_CHANNEL, RUNS_CHANNEL, CANCEL_CHANNEL):
+                    connection.execute(f"LISTEN {channel}")
+                if not first:
+                    self._tell("resync", "")
+                first = False
+                while not self._stop.is_set():
+                    for note in connection.notifies(timeout=0.25):
+                        self._tell(note.channel, note.payload)
+            except Exception as exc:
+                if not self._stop.is_set():
+                    logger.warning("taskloom: change feed lost its connection: %s", exc)
+                    self._stop.wait(backoff)
+            finally:
+                try:
+                    connection.close()
+                except Exception:
+                    logger.debug("taskloom: closing the change feed's connection failed")

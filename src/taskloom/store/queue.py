@@ -1,0 +1,274 @@
+"""The run queue in SQL: claims, fences, the reaper and wake-up notices.
+
+Everything here runs on a driver cursor inside a transaction the caller opened (`BEGIN
+IMMEDIATE` on SQLite, so a claim or a reap holds the one write lock; a transaction on
+PostgreSQL, where a claim skips the rows other claimers locked):
+
+* a claim takes up to N claimable runs in priority order in one statement, raising each
+  run's lease; a task with a concurrency limit is counted and claimed under a lock of its
+  own (an advisory transaction lock on PostgreSQL), so the limit holds across workers;
+* a fence check locks the batch's runs (in id order, so two batches never deadlock) and
+  names those no longer held by the worker under the lease it wrote with;
+* the reaper gives back the runs of dead workers, one reaper at a time;
+* on PostgreSQL, a commit that makes runs claimable, ends runs or asks for a cancel sends
+  one NOTIFY per channel (never one per row): workers and waiters in other processes wake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+
+from ..exceptions import WorkerLostError
+from ..runs import TERMINAL_STATUSES, ErrorInfo, Run
+from .base import ClaimRequest, WriteBatch
+from .rows import RUN_READ, UNFINISHED, run_from_row
+
+__all__ = [
+    "CANCEL_CHANNEL",
+    "QUEUE_CHANNEL",
+    "RUNS_CHANNEL",
+    "QueueSql",
+    "lost_error",
+    "notices",
+]
+
+#: NOTIFY channels: runs became claimable (payload: their queues), runs ended (payload:
+#: `id status` lines), a cancel was asked of a worker (payload: the worker's id).
+QUEUE_CHANNEL = "taskloom_queue"
+RUNS_CHANNEL = "taskloom_runs"
+CANCEL_CHANNEL = "taskloom_cancel"
+#: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more: longer ones are split.
+PAYLOAD_MAX = 7_800
+#: Ids per statement on SQLite (well under its limit of bound parameters).
+CHUNK = 500
+
+_TERMINAL = TERMINAL_STATUSES
+_RUN_COLUMNS = ", ".join(c.name for c in RUN_READ)
+
+
+def _key(text: str) -> int:
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+REAPER_KEY = _key("taskloom-reaper")
+
+
+def lost_error(run_id: str, task: str, attempt: int, retryable: bool) -> ErrorInfo:
+    lost = WorkerLostError(
+        f"the engine executing attempt {attempt} of run {run_id} (task {task!r}) "
+        "stopped without finishing it"
+    )
+    error = ErrorInfo.from_exception(lost, retryable=retryable)
+    error.traceback = None
+    return error
+
+
+def notices(batch: WriteBatch) -> list[tuple[str, str]]:
+    """The NOTIFYs a batch's commit sends: claimable queues and ended runs."""
+    queues = {run.queue for run in batch.new_runs if run.worker_id is None}
+    ended: list[str] = []
+    for run_id, fields in batch.run_updates.items():
+        status = fields.get("status")
+        if status is not None and str(status) in _TERMINAL:
+            ended.append(f"{run_id} {status}")
+        elif "worker_id" in fields and fields["worker_id"] is None:
+            queues.add("")  # given back: a queue the writer did not say, wake everyone
+    sent: list[tuple[str, str]] = []
+    if queues:
+        sent.append((QUEUE_CHANNEL, ",".join(sorted(queues))))
+    sent.extend((RUNS_CHANNEL, payload) for payload in _chunks(ended))
+    return sent
+
+
+def _chunks(lines: Sequence[str]) -> Iterable[str]:
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) + 1 > PAYLOAD_MAX:
+            yield "\n".join(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        yield "\n".join(chunk)
+
+
+class QueueSql:
+    """The queue's statements for one dialect, run on a driver cursor."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.postgres = dialect.name == "postgresql"
+        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        # The database's clock, in seconds since the epoch.
+        self.now_sql = (
+            "extract(epoch from clock_timestamp())::double precision"
+            if self.postgres
+            else "((julianday('now') - 2440587.5) * 86400.0)"
+        )
+
+    # helpers ----------------------------------------------------------------------------
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """`column = ?` for one value (an index's order holds), else `column IN (...)` on
+        SQLite and `column = ANY(%s)` on PostgreSQL."""
+        if len(values) == 1:
+            return f"{column} = {self._mark}", [values[0]]
+        if self.postgres:
+            return f"{column} = ANY({self._mark})", [list(values)]
+        marks = ", ".join([self._mark] * len(values))
+        return f"{column} IN ({marks})", list(values)
+
+    def db_now(self, cursor: Any) -> float:
+        cursor.execute(f"SELECT {self.now_sql}")
+        return float(cursor.fetchone()[0])
+
+    def notify(self, cursor: Any, sent: Collection[tuple[str, str]]) -> None:
+        if self.postgres and sent:
+            calls = ", ".join(f"pg_notify({self._mark}, {self._mark})" for _ in sent)
+            cursor.execute(f"SELECT {calls}", [v for pair in sent for v in pair])
+
+    # fences -----------------------------------------------------------------------------
+    def fenced_out(self, cursor: Any, fences: dict[str, tuple[str, int]]) -> frozenset[str]:
+        """Lock the fenced runs and return those whose holder or lease is not the one
+        their changes were made under."""
+        ids = sorted(fences)
+        held: dict[str, tuple[str | None, int]] = {}
+        step = len(ids) if self.postgres else CHUNK
+        for start in range(0, len(ids), max(step, 1)):
+            where, params = self._in("id", ids[start : start + step])
+            lock = " ORDER BY id FOR UPDATE" if self.postgres else ""
+            cursor.execute(f"SELECT id, worker_id, lease FROM runs WHERE {where}{lock}", params)
+            for run_id, worker_id, lease in cursor.fetchall():
+                held[run_id] = (worker_id, lease)
+        return frozenset(run_id for run_id in ids if held.get(run_id) != fences[run_id])
+
+    # claims -----------------------------------------------------------------------------
+    def claim(self, cursor: Any, request: ClaimRequest) -> list[Run]:
+        """Claim up to `request.limit` runs; returns them held, in priority order."""
+        limits = request.limits
+        free = [t for t in sorted(set(request.tasks)) if t not in limits]
+        queues = sorted(set(request.queues))
+        room = request.limit
+        claimed: list[Run] = []
+        if room <= 0 or not queues:
+            return claimed
+        if free:
+            claimed.extend(self._claim(cursor, request, free, queues, room))
+            room -= len(claimed)
+        for task in sorted(t for t in limits if t in set(request.tasks)):
+            if room <= 0:
+                break
+            if self.postgres:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_key(f"taskloom-task:{task}")])
+            cursor.execute(
+                "SELECT count(*) FROM runs WHERE worker_id IS NOT NULL "
+                f"AND status IN ('pending', 'running') AND task = {self._mark}",
+                [task],
+            )
+            (held,) = cursor.fetchone()
+            allowed = min(room, limits[task] - int(held))
+            if allowed > 0:
+                taken = self._claim(cursor, request, [task], queues, allowed)
+                claimed.extend(taken)
+                room -= len(taken)
+        claimed.sort(key=lambda r: (-r.priority, r.created_at, r.id))
+        return claimed
+
+    def _claim(
+        self,
+        cursor: Any,
+        request: ClaimRequest,
+        tasks: Sequence[str],
+        queues: Sequence[str],
+        limit: int,
+    ) -> list[Run]:
+        in_queue, queue_params = self._in("queue", queues)
+        in_task, task_params = self._in("task", tasks)
+        m = self._mark
+        pick = (
+            "SELECT id FROM runs WHERE status = 'pending' AND worker_id IS NULL "
+            f"AND {in_queue} AND {in_task} AND (scheduled_at IS NULL OR scheduled_at <= {m}) "
+            f"ORDER BY queue, priority DESC, created_at, id LIMIT {m}"
+        )
+        if self.postgres:
+            pick += " FOR UPDATE SKIP LOCKED"
+        # With one queue the order above is the index's; with several, priority comes first.
+        if len(queues) > 1:
+            pick = pick.replace("ORDER BY queue, ", "ORDER BY ")
+        sql = (
+            f"UPDATE runs SET worker_id = {m}, lease = lease + 1 WHERE id IN ({pick}) "
+            f"RETURNING {_RUN_COLUMNS}"
+        )
+        cursor.execute(sql, [request.worker_id, *queue_params, *task_params, request.now, limit])
+        return [run_from_row(row) for row in cursor.fetchall()]
+
+    # the reaper -------------------------------------------------------------------------
+    def take_reaper_lock(self, cursor: Any) -> bool:
+        """PostgreSQL: one reaper at a time (SQLite's write lock does that already)."""
+        if not self.postgres:
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [REAPER_KEY])
+        return bool(cursor.fetchone()[0])
+
+    def reap_worker(self, cursor: Any, worker_id: str, now: float) -> int:
+        """Give back what a dead worker holds; returns how many runs it touched."""
+        m = self._mark
+        # Workflow runs and their steps are left to workflow recovery.
+        mine = (
+            f"worker_id = {m} AND status IN ({', '.join(repr(s) for s in UNFINISHED)}) "
+            "AND task NOT LIKE 'workflow:%' AND (parent_id IS NULL OR parent_id NOT IN "
+            "(SELECT id FROM runs WHERE task LIKE 'workflow:%'))"
+        )
+        cursor.execute(
+            f"SELECT id, task, attempts, max_attempts FROM runs WHERE {mine} "
+            "AND status = 'running'",
+            [worker_id],
+        )
+        running = cursor.fetchall()
+        attempt_rows: list[tuple[Any, ...]] = []
+        retried: list[tuple[Any, ...]] = []
+        failed: list[tuple[Any, ...]] = []
+        for run_id, task, attempt, max_attempts in running:
+            retry = attempt < max_attempts
+            error = json.dumps(lost_error(run_id, task, attempt, retry).as_dict())
+            attempt_rows.append((now, error, run_id, attempt))
+            (retried if retry else failed).append((error, now, run_id))
+        if attempt_rows:
+            cursor.executemany(
+                f"UPDATE attempts SET status = 'failed', finished_at = {m}, error = {m} "
+                f"WHERE run_id = {m} AND number = {m} AND status = 'running'",
+                attempt_rows,
+            )
+        if retried:
+            cursor.executemany(
+                f"UPDATE runs SET status = 'pending', worker_id = NULL, error = {m}, "
+                f"scheduled_at = NULL WHERE id = {m} AND status = 'running' "
+                "AND worker_id IS NOT NULL",
+                [(error, run_id) for error, _, run_id in retried],
+            )
+        if failed:
+            cursor.executemany(
+                f"UPDATE runs SET status = 'failed', error = {m}, finished_at = {m} "
+                f"WHERE id = {m} AND status = 'running'",
+                failed,
+            )
+        cursor.execute(
+            f"UPDATE runs SET worker_id = NULL WHERE {mine} AND status = 'pending'", [worker_id]
+        )
+        pending: int = max(cursor.rowcount, 0)
+        return len(running) + pending
+
+    def orphan_owners(self, cursor: Any, known: Collection[str]) -> list[str]:
+        """Owners of unfinished runs that have no worker record (made before workers
+        were recorded, or whose record was removed)."""
+        cursor.execute(
+            "SELECT DISTINCT worker_id FROM runs WHERE worker_id IS NOT NULL "
+            "AND status IN ('pending', 'running') "
+            "AND worker_id NOT IN (SELECT id FROM workers)"
+        )
+        return sorted(str(w) for (w,) in cursor.fetchall() if w not in known)
