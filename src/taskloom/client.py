@@ -6,7 +6,9 @@ service operations, `submit_workflow`, `get_workflow`, `rerun_workflow`, and the
 operations) and raise the engine's exceptions: `InputValidationError` with its
 `FieldError`s and `WorkflowValidationError` on a 422, `UnknownTaskError` and
 `RunNotFoundError` on a 404, and so on. Runs come back as `Run` objects, service
-statuses, workflow runs with their steps and packages as dictionaries.
+statuses, workflow runs with their steps and packages as dictionaries. `workers` gives
+the workers recorded on the server's database as `WorkerRecord`s, the records the store
+gives `taskloom workers`.
 
 Pipelines: `deploy_pipeline`, `pipelines`, `pipeline_status`, `stop_pipeline`, `publish`
 and `tail` (an iterator over a topic's messages) raise the streams' exceptions:
@@ -16,6 +18,7 @@ and `tail` (an iterator over a topic's messages) raise the streams' exceptions:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Collection, Iterator
@@ -41,6 +44,7 @@ from .exceptions import (
 from .packages.errors import PackageError, UnknownPackageError
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .services.errors import ServiceError, ServiceRunningError, UnknownServiceError
+from .store.base import WorkerRecord
 from .streams.errors import (
     DeploymentNotFoundError,
     PipelineError,
@@ -234,6 +238,15 @@ def _attempt(data: dict[str, Any]) -> Attempt:
     return Attempt(**fields)
 
 
+#: The fields of a worker record; a newer server's other fields are left out.
+_WORKER_FIELDS = frozenset(f.name for f in dataclasses.fields(WorkerRecord))
+
+
+def _worker(data: dict[str, Any]) -> WorkerRecord:
+    # `state` is a property of the record (from `alive`), not a field.
+    return WorkerRecord(**{k: v for k, v in data.items() if k in _WORKER_FIELDS})
+
+
 def _submit_body(
     task: str,
     inputs: dict[str, Any] | None,
@@ -336,6 +349,10 @@ class Client:
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/health")
         return result
+
+    def workers(self) -> list[WorkerRecord]:
+        """Every worker recorded on the server's database, alive or lost, oldest first."""
+        return [_worker(w) for w in self._call("GET", "/workers")]
 
     # tasks ----------------------------------------------------------------------------
     def tasks(self) -> list[dict[str, Any]]:
@@ -621,6 +638,10 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", "/health")
         return result
+
+    async def workers(self) -> list[WorkerRecord]:
+        """Every worker recorded on the server's database, alive or lost, oldest first."""
+        return [_worker(w) for w in await self._call("GET", "/workers")]
 
     async def tasks(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._call("GET", "/tasks")

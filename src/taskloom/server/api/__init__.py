@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import events, health, packages, pipelines, runs, services, tasks, tokens, workflows
+from . import events, health, packages, pipelines, runs, services, tasks, tokens, workers, workflows
 
 __all__ = ["ROUTERS"]
 
@@ -16,6 +16,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     tasks.router,
     runs.router,
     services.router,
+    workers.router,
     workflows.router,
     packages.router,
     pipelines.router,

@@ -3,7 +3,7 @@ and describe every response in the OpenAPI document."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,7 @@ __all__ = [
     "TokenCreateIn",
     "TokenCreatedOut",
     "TokenOut",
+    "WorkerOut",
     "WorkflowOut",
     "WorkflowStepOut",
     "WorkflowSubmitIn",
@@ -284,3 +285,24 @@ class PackageDetailOut(PackageOut):
     """A package with its install log (kept when the install failed)."""
 
     log: str
+
+
+class WorkerOut(BaseModel):
+    """A worker (an engine's process) recorded on the database: `alive` while its process
+    holds its lock, `lost` once it is gone. `queues` null: every queue of the tasks it
+    serves; `concurrency` null: it executes no runs; `holds`: the unfinished runs it owns.
+    Times are seconds since the epoch; `expires_at` is when its lease runs out, if it has
+    one."""
+
+    id: str
+    name: str | None
+    hostname: str
+    pid: int
+    queues: list[str] | None
+    concurrency: int | None
+    started_at: float
+    heartbeat_at: float
+    expires_at: float | None
+    holds: int
+    alive: bool
+    state: Literal["alive", "lost"]

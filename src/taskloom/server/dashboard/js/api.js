@@ -174,6 +174,9 @@ export const api = {
   rerunWorkflow: (id) => request("POST", `/workflows/${enc(id)}/rerun`),
   cancelWorkflow: (id) => request("POST", `/workflows/${enc(id)}/cancel`),
 
+  /** Every worker recorded on the database, alive or lost, oldest first. */
+  listWorkers: async () => listOf(await request("GET", "/workers"), "workers"),
+
   listPackages: async () => listOf(await request("GET", "/packages"), "packages"),
   /** The package with its install `log`. */
   getPackage: (name) => request("GET", `/packages/${enc(name)}`),

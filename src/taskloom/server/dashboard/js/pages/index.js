@@ -15,6 +15,7 @@ export const routes = [
   { path: /^\/workflows\/([^/]+)$/, section: "#/workflows", load: () => import("./workflow.js") },
   { path: /^\/packages$/, nav: "Packages", href: "#/packages", load: () => import("./packages.js") },
   { path: /^\/pipelines$/, nav: "Pipelines", href: "#/pipelines", load: () => import("./pipelines.js") },
+  { path: /^\/workers$/, nav: "Workers", href: "#/workers", load: () => import("./workers.js") },
 ];
 
 /** Where "#/" and unknown addresses lead. */

@@ -1,5 +1,6 @@
 // One run: its status and progress, inputs, result or error with traceback, attempts
-// timeline and logs, all kept live by run and log events; and the cancel button.
+// timeline (each attempt with the worker that ran it) and logs, all kept live by run and
+// log events; and the cancel button.
 
 import { api } from "../api.js";
 import { errorNotice, h, replace, statusBadge } from "../dom.js";
@@ -131,6 +132,9 @@ export async function render(main, { args }) {
                   style: `margin-left: calc(${at * 100}% - ${at * 8}px); width: ${(took / span) * 100}%`,
                 }),
                 attempt.error ? h("div", { class: "muted" }, `${attempt.error.type}: ${attempt.error.message}`) : null,
+                attempt.worker_id
+                  ? h("div", { class: "muted attempt-worker" }, "on ", h("a", { href: "#/workers", class: "mono", title: "the worker that ran this attempt" }, attempt.worker_id))
+                  : null,
               ),
             );
           })
