@@ -24,6 +24,7 @@ from .loading import load_module
 from .services.definition import ServiceDefinition, services_in_module
 from .services.status import ServiceState
 from .services.supervisor import Supervisor
+from .store.base import LEASE_TTL
 from .tasks.definition import TaskDefinition
 from .tasks.registry import tasks_in_module
 from .workflows import WorkflowLimits
@@ -36,6 +37,7 @@ __all__ = [
     "load_served",
     "run_to_end",
     "serve",
+    "work",
 ]
 
 T = TypeVar("T")
@@ -158,14 +160,17 @@ async def serve(
     on_stopping: Callable[[str], None] | None = None,
     surfaces: Sequence[Surface] = (),
     workflow_limits: WorkflowLimits | None = None,
+    worker: bool = True,
 ) -> ServeResult:
     """Serve until SIGINT or SIGTERM (exit code 0) or until an `exit_on_failure` service
     fails for good (the supervisor's non-zero exit code). Every service is stopped before
     this returns, each within its `stop_timeout`.
 
     `surfaces` (the HTTP server) are started before the autostart services, and
-    stopped first when serving ends. `on_ready` is called once all that is started;
-    `on_stopping` with the reason when serving ends.
+    stopped first when serving ends. With `worker` False the engine executes no runs:
+    the runs submitted here wait for `taskloom worker` processes on the database.
+    `on_ready` is called once all that is started; `on_stopping` with the reason when
+    serving ends.
     """
     stop = asyncio.Event()
     with _on_signals(asyncio.get_running_loop(), stop.set):
@@ -174,6 +179,7 @@ async def serve(
             tasks=served.tasks,
             services=served.services,
             workflow_limits=workflow_limits,
+            worker=worker,
         ) as engine:
             supervisor = engine.supervisor
             poller: asyncio.Task[None] | None = None
@@ -211,6 +217,42 @@ async def serve(
                     on_stopping("stop requested" if code == 0 else "a service failed")
             # Leaving the engine stops every service and saves their last state.
     return ServeResult(code, failed if code else ())
+
+
+async def work(
+    served: Served,
+    database_url: str | None,
+    *,
+    queues: Sequence[str] | None = None,
+    concurrency: int = 1000,
+    name: str | None = None,
+    shutdown_grace: float = 30.0,
+    lease_ttl: float = LEASE_TTL,
+    on_ready: Callable[[Engine], None] | None = None,
+    on_stopped: Callable[[Engine], None] | None = None,
+) -> None:
+    """Execute runs of the served tasks from the shared queue until SIGINT or SIGTERM.
+
+    On a stop, the runs executing get `shutdown_grace` seconds to finish; those still
+    executing then are interrupted and given back, with those not started, for another
+    worker (an interrupted attempt uses no retry).
+    """
+    stop = asyncio.Event()
+    with _on_signals(asyncio.get_running_loop(), stop.set):
+        async with Engine(
+            database_url,
+            tasks=served.tasks,
+            concurrency=concurrency,
+            queues=queues or None,
+            name=name,
+            shutdown_grace=shutdown_grace,
+            lease_ttl=lease_ttl,
+        ) as engine:
+            if on_ready is not None:
+                on_ready(engine)
+            await stop.wait()
+        if on_stopped is not None:
+            on_stopped(engine)  # closed: what it held is finished or given back
 
 
 def run_to_end(main: Coroutine[Any, Any, T], *, grace: float = 1.0) -> T:

@@ -646,8 +646,9 @@ async def test_a_run_executing_in_another_engine_is_stopped_by_its_owner(
         run = await owner.submit(held_elsewhere)
         await asyncio.wait_for(started.wait(), WAIT)
         requested = await other.cancel(run.id)
-        # The other engine only records the request: the owner is alive and stops it.
-        assert requested.status == "running"
+        # The other engine only records the request: the owner is alive and stops it (the
+        # request's commit wakes it, so it may have done so already).
+        assert requested.status in ("running", "cancelled")
         assert requested.cancel_requested is True
         done = await owner.wait(run.id, timeout=WAIT)
         assert done.status == "cancelled"

@@ -103,7 +103,9 @@ async def test_runs_of_a_killed_engine_are_finished_by_the_next(database_url: st
     assert was_running, "the child was killed before any run executed"
     assert was_pending, "every run started before the kill: nothing was queued"
     assert was_running | was_pending | was_done == set(left)
-    assert {run.worker_id for run in left.values()} == {child.worker_id}
+    # What it executed it held; what it could not start yet waited unclaimed, or held.
+    assert {left[rid].worker_id for rid in was_running} == {child.worker_id}
+    assert {left[rid].worker_id for rid in was_pending} <= {child.worker_id, None}
     running_tasks = {left[rid].task for rid in was_running}
     assert set(recovery_tasks.WITH_RETRIES) & running_tasks
     assert "sleepy_without_retry" in running_tasks
@@ -153,23 +155,32 @@ async def test_runs_of_a_killed_engine_are_finished_by_the_next(database_url: st
 
 
 async def test_an_engine_that_is_alive_keeps_its_runs(database_url: str) -> None:
-    # Registering the tasks in the constructor makes the new engine look for orphaned runs
-    # while it starts, before `start()` returns.
-    async with (
-        engine_process(database_url, count=40, concurrency=8) as child,
-        Engine(database_url, tasks=[recovery_tasks], shutdown_grace=1.0) as engine,
-    ):
-        engine.register(recovery_tasks)
-        assert engine.store is not None
-        assert await asyncio.to_thread(engine.store.is_worker_alive, child.worker_id)
-        runs = await engine.list_runs(limit=1_000)
-        assert len(runs) == 40
-        assert any(not run.is_finished for run in runs)
-        # Nothing was claimed: every run and every attempt still belongs to the child.
-        assert {run.worker_id for run in runs} == {child.worker_id}
-        for run in runs:
-            for attempt in await engine.get_attempts(run.id):
-                assert attempt.worker_id == child.worker_id
+    async with engine_process(database_url, count=40, concurrency=8) as child:
+        before = await asyncio.to_thread(snapshot, database_url)
+        held = {rid for rid, run in before.items() if run.worker_id == child.worker_id}
+        unclaimed = {rid for rid, run in before.items() if run.worker_id is None}
+        assert held
+        assert unclaimed  # 40 runs, 8 slots: the rest wait for any worker
+        # Registering the tasks in the constructor makes the new engine reap and claim
+        # while it starts, before `start()` returns.
+        async with Engine(database_url, tasks=[recovery_tasks], shutdown_grace=1.0) as engine:
+            assert engine.store is not None
+            assert await asyncio.to_thread(engine.store.is_worker_alive, child.worker_id)
+
+            async def shared() -> bool:
+                runs = [await engine.get_run(rid) for rid in unclaimed]
+                return all(run.worker_id is not None for run in runs)
+
+            await until(shared, timeout=20)
+            runs = {run.id: run for run in await engine.list_runs(limit=1_000)}
+            assert len(runs) == 40
+            # What the live child holds stays its own, attempts and all.
+            for rid in held:
+                assert runs[rid].worker_id == child.worker_id
+                for attempt in await engine.get_attempts(rid):
+                    assert attempt.worker_id == child.worker_id
+            # What waited unclaimed was shared: the new engine took some of it.
+            assert any(runs[rid].worker_id == engine.worker_id for rid in unclaimed)
         assert child.process.returncode is None
 
 
@@ -200,8 +211,11 @@ async def test_a_task_first_seen_at_submit_takes_over_its_orphaned_runs(
             run = await engine.get_run(rid)
             assert run.status == "completed"
             assert run.worker_id == engine.worker_id
-        # Tasks this engine does not know are left for an engine that does.
+        # Runs of tasks this engine does not know were given back, for an engine that
+        # knows them; none was executed here.
         for rid in others:
             run = await engine.get_run(rid)
-            assert run.status == left[rid].status
-            assert run.worker_id == child.worker_id
+            assert run.worker_id is None or run.is_finished, run
+            assert run.status != "running"
+            for attempt in await engine.get_attempts(rid):
+                assert attempt.worker_id == child.worker_id

@@ -9,7 +9,19 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import db, packages, pipelines, run, runs, services, tasks, tokens, workers, workflow
+from . import (
+    db,
+    packages,
+    pipelines,
+    run,
+    runs,
+    services,
+    tasks,
+    tokens,
+    worker,
+    workers,
+    workflow,
+)
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, print_error
 from .options import examples
 
@@ -65,6 +77,7 @@ app.command("show", epilog=runs.SHOW_EPILOG)(runs.show_command)
 app.command("cancel", epilog=runs.CANCEL_EPILOG)(runs.cancel_command)
 app.command("serve", epilog=services.SERVE_EPILOG)(services.serve_command)
 app.command("services", epilog=services.SERVICES_EPILOG)(services.services_command)
+app.command("worker", epilog=worker.WORKER_EPILOG)(worker.worker_command)
 app.command("workers", epilog=workers.WORKERS_EPILOG)(workers.workers_command)
 app.add_typer(services.service_app, name="service")
 app.add_typer(db.db_app, name="db")

@@ -193,6 +193,16 @@ def serve_command(
     ] = None,
     max_steps: MaxStepsOption = DEFAULT_MAX_STEPS,
     max_items: MaxItemsOption = DEFAULT_MAX_MAP_ITEMS,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            "--no-worker",
+            help=(
+                "Execute no runs here: serve the API and the dashboard only; runs wait "
+                "for `taskloom worker` processes on the same database."
+            ),
+        ),
+    ] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve tasks and services over HTTP until Ctrl-C or SIGTERM.
@@ -235,6 +245,7 @@ def serve_command(
                             max_steps=max_steps, max_map_items=max_items
                         ),
                         surfaces=[http],
+                        worker=not no_worker,
                         on_ready=lambda _e, supervisor: _announce(
                             served, supervisor, url, targets, http
                         ),

@@ -31,7 +31,8 @@ def workers_command(
     verbose: VerboseOption = False,
 ) -> None:
     """List the workers recorded on the database: `alive` while their process holds its
-    lock, `lost` once it is gone (pruned a week after its last heartbeat)."""
+    lock and renews its lease, `lost` once it is gone or stopped answering (pruned a week
+    after its last heartbeat). Concurrency `none`: an engine that executes no runs."""
     with reporting_errors(verbose=verbose), _opened_store(db) as store:
         workers = store.list_workers()
         if json_output:
@@ -41,14 +42,30 @@ def workers_command(
             typer.echo("no workers recorded", err=True)
             return
         table = Table(box=None, header_style="bold")
-        for column in ("worker", "state", "host", "pid", "started", "last heartbeat", "holds"):
-            table.add_column(column, justify="right" if column in ("pid", "holds") else "left")
+        columns = (
+            "worker",
+            "name",
+            "state",
+            "host",
+            "pid",
+            "queues",
+            "concurrency",
+            "started",
+            "last heartbeat",
+            "holds",
+        )
+        for column in columns:
+            right = column in ("pid", "concurrency", "holds")
+            table.add_column(column, justify="right" if right else "left")
         for worker in workers:
             table.add_row(
                 worker.id,
+                worker.name or "",
                 "[green]alive[/green]" if worker.alive else "[red]lost[/red]",
                 worker.hostname,
                 str(worker.pid),
+                "all" if worker.queues is None else ", ".join(worker.queues),
+                "none" if worker.concurrency is None else str(worker.concurrency),
                 format_time(worker.started_at),
                 format_time(worker.heartbeat_at),
                 str(worker.holds),

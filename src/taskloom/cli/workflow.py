@@ -59,6 +59,7 @@ RunArgument = Annotated[
 #: Failed items of a map step listed by `show`; the rest are counted.
 SHOWN_ITEMS = 5
 
+
 @workflow_app.command("run")
 def run_command(
     path: FileArgument,

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..exceptions import InputValidationError, WorkerLostError
-from ..runs import ErrorInfo, Run, RunStatus
+from ..runs import ErrorInfo, RunStatus
 from .execution import RunExecution
 from .live import LiveRun
 
 if TYPE_CHECKING:
     from ..workflows.scheduler import WorkflowExecution
+    from .claims import Claims
 
 __all__ = ["RunControl"]
 
@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 #: Lost workers' records are pruned on this many heartbeats (the first one, then every 300).
 PRUNE_EVERY = 300
+#: Seconds between two looks for dead workers whose runs to give back.
+REAP_INTERVAL = 0.4
 _PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
 
 
@@ -36,8 +38,12 @@ class RunControl(RunExecution):
     _heartbeat_interval: float
     lost_worker_retention: float
     _workflows: dict[str, WorkflowExecution]
+    _claims: Claims | None
+    lease_ttl: float
 
     if TYPE_CHECKING:  # provided by Engine
+
+        async def _lease_lost(self) -> None: ...
 
         def _config_for(self, task: Any, config: Any) -> tuple[Any, dict[str, Any] | None]: ...
 
@@ -104,52 +110,43 @@ class RunControl(RunExecution):
 
     # recovery and heartbeat ------------------------------------------------------------------
     async def _recover(self, names: Collection[str]) -> None:
+        """Tasks this engine serves now: give back the runs of dead workers (any task: a
+        run given back waits for whichever worker serves it) and claim."""
         assert self.store is not None
         self._recovered.update(names)
-        claimed = await self._in_thread(self.store.claim_orphaned_runs, self.worker_id, list(names))
-        for run in claimed:
-            self._adopt(run)
-        if claimed:
-            logger.info("taskloom: took over %d unfinished runs of a stopped engine", len(claimed))
+        await self._reap()
+        if self._claims is not None:
+            self._claims.wake()
 
-    def _adopt(self, run: Run) -> None:
-        if run.id in self._live:
-            return
-        definition = self.registry.get(run.task)
-        writer = self._writer
-        assert writer is not None and self._loop is not None
-        try:
-            call, _ = definition.validate_inputs(run.inputs)
-            config, _ = self._config_for(definition, run.config)
-        except InputValidationError as exc:
-            live = LiveRun(self, run, definition, {}, None)
-            self._live[run.id] = live
-            self._finish(live, RunStatus.FAILED, error=ErrorInfo.from_exception(exc))
-            return
-        live = LiveRun(self, run, definition, call, config)
-        self._live[run.id] = live
-        now = time.time()
-        if run.status == _RUNNING:
-            lost = WorkerLostError(
-                f"the engine executing attempt {run.attempts} of run {run.id} (task {run.task!r}) "
-                "stopped without finishing it"
-            )
-            error = ErrorInfo.from_exception(lost, retryable=run.attempts < run.max_attempts)
-            error.traceback = None
-            writer.update_attempt(
-                run.id, run.attempts, {"finished_at": now, "status": "failed", "error": error}
-            )
-            if run.attempts >= run.max_attempts:
-                run.error = error
-                self._finish(live, RunStatus.FAILED, error=error)
-                return
-            run.status = _PENDING
-            run.error = error
-            writer.update_run(run.id, {"status": _PENDING, "error": error})
-        if run.scheduled_at is not None and run.scheduled_at > now:
-            live.timer = self._loop.call_later(run.scheduled_at - now, self._requeue, live)
-        else:
-            self._queue.push(live)
+    async def _reap(self) -> None:
+        assert self.store is not None
+        reaped = await self._in_thread(self.store.reap, self.worker_id)
+        if reaped:
+            logger.info("taskloom: gave back %d runs of stopped workers", reaped)
+            if self._claims is not None:
+                self._claims.wake()
+
+    async def _reaper(self) -> None:
+        """Give back the runs of dead workers every `REAP_INTERVAL` seconds: a worker
+        killed is found at once by its lock, so its runs are claimable within that."""
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            try:
+                await self._reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("taskloom: giving back the runs of dead workers failed: %s", exc)
+
+    async def _check_cancel_requests(self) -> None:
+        assert self.store is not None
+        for run_id in await self._in_thread(self.store.cancel_requests, self.worker_id):
+            live = self._live.get(run_id)
+            if live is not None:
+                live.run.cancel_requested = True
+                self._cancel_live(live)
+            elif run_id in self._workflows:
+                self._spawn(self._workflows[run_id].cancel())
 
     async def _heartbeat(self) -> None:
         assert self.store is not None
@@ -158,22 +155,18 @@ class RunControl(RunExecution):
         while True:
             await asyncio.sleep(self._heartbeat_interval)
             try:
-                await self._in_thread(store.heartbeat, self.worker_id)
-                for run_id in await self._in_thread(store.cancel_requests, self.worker_id):
-                    live = self._live.get(run_id)
-                    if live is not None:
-                        live.run.cancel_requested = True
-                        self._cancel_live(live)
-                    elif run_id in self._workflows:
-                        self._spawn(self._workflows[run_id].cancel())
+                renewed = await self._in_thread(
+                    functools.partial(store.heartbeat, self.worker_id, ttl=self.lease_ttl)
+                )
+                if not renewed:
+                    await self._lease_lost()
+                await self._check_cancel_requests()
                 beats += 1
                 if beats % PRUNE_EVERY == 1:  # soon after start, then now and then
                     lost_before = time.time() - self.lost_worker_retention
                     prune = functools.partial(store.prune_workers, lost_before=lost_before)
                     await self._in_thread(prune)
                 if self._recover_enabled and beats % 5 == 0:
-                    if self._recovered:
-                        await self._recover(list(self._recovered))
                     await self._recover_workflows()
             except asyncio.CancelledError:
                 raise

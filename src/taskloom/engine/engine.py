@@ -23,6 +23,7 @@ from ..exceptions import (
     InputValidationError,
     RunNotFoundError,
     StoreError,
+    UnknownTaskError,
     WaitTimeoutError,
 )
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
@@ -30,12 +31,15 @@ from ..services.definition import Service, ServiceDefinition, definition_of
 from ..services.status import ServiceStatus
 from ..services.supervisor import Supervisor
 from ..store import ServiceLogLine, Store, open_store
+from ..store.base import LEASE_TTL
 from ..tasks.definition import TaskDefinition
+from ..tasks.options import check_queue_name
 from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
 from ..tasks.validation import refuse_unstorable
 from ..workflows import Workflow, WorkflowLimits, operations
 from ..workflows.scheduler import WorkflowExecution
+from .claims import Claims
 from .control import RunControl
 from .execution import Listener, RunEvent, settle
 from .gc_tuning import raise_gc_threshold, restore_gc_threshold
@@ -48,6 +52,8 @@ logger = logging.getLogger("taskloom.engine")
 
 #: How long the record of a lost worker (its process gone) is kept: a week.
 LOST_WORKER_RETENTION = 7 * 24 * 3600.0
+#: Runs submitted unclaimed whose validated inputs are kept for when they are claimed here.
+UNCLAIMED_KEPT = 50_000
 
 if TYPE_CHECKING:
     from ..streams import Bus, Deployment, DeploymentStatus, Pipeline
@@ -60,14 +66,31 @@ _RUNNING = RunStatus.RUNNING
 
 
 class Engine(RunControl):
-    """Accepts runs, executes them on this process, and keeps them in the store.
+    """Accepts runs, executes them, and keeps them in the store.
 
     Use it as `async with Engine() as engine:`. `database_url` defaults to a SQLite file
     at `.taskloom/taskloom.db` under the working directory.
 
+    The database is the queue. A run this engine can start soon is held by it from the
+    commit that records it; any other waits unclaimed, and any live worker serving its
+    task and queue may claim it, this engine included. Several engines (processes, hosts)
+    on one database share the work; a run of a dead one is given back and done by another.
+
+    - `worker`: execute runs (default). False: submit, observe and control only; this
+      engine claims nothing and every run it submits waits for a worker.
+    - `queues`: the queues this engine takes runs from; None (default): the queues of the
+      tasks it serves (each task's option `queue`, `"default"` unless set) and those it
+      submits to.
+    - `name`: a name for this worker in `taskloom workers`.
+    - `lease_ttl`: seconds this worker's lease lasts on the database's clock; it is
+      renewed with every heartbeat. A worker whose lease ran out (paused, cut off) is dead
+      to the others: its runs are given back and its late writes refused.
+    - `poll_interval`: seconds between claims when nothing woke this engine (a backstop:
+      other processes' commits wake it through the store's change feed).
     - `concurrency`: runs executing at once in this engine.
     - `threads`: threads for sync functions marked `thread_safe`.
-    - `recover`: take over the unfinished runs of registered tasks whose engine died.
+    - `recover`: claim runs others submitted and give back the runs of dead workers.
+      False (one-shot commands): this engine executes only what it submits itself.
     - `shutdown_grace`: seconds `close()` lets executing runs finish; runs still executing
       then are interrupted and queued again for the next engine, without using a retry.
     - `cancel_grace`: seconds a class task whose `cancel()` was called may take to return
@@ -99,9 +122,32 @@ class Engine(RunControl):
         services: Iterable[ServiceDefinition | type[Service]] = (),
         workflow_limits: WorkflowLimits | None = None,
         lost_worker_retention: float = LOST_WORKER_RETENTION,
+        worker: bool = True,
+        queues: Iterable[str] | None = None,
+        name: str | None = None,
+        lease_ttl: float = LEASE_TTL,
+        poll_interval: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if lease_ttl <= heartbeat_interval:
+            raise ValueError(
+                f"lease_ttl ({lease_ttl:g} s) must be longer than heartbeat_interval "
+                f"({heartbeat_interval:g} s)"
+            )
+        self.worker = worker
+        self.name = name
+        self._queues: set[str] | None = (
+            None if queues is None else {check_queue_name(q, "queue") for q in queues}
+        )
+        self._submitted_queues: set[str] = set()
+        self.lease_ttl = lease_ttl
+        self._poll_interval = poll_interval
+        self._reserved = 0  # runs taken at submit whose insert is not committed yet
+        # Runs this engine submitted unclaimed, validated already: claimed back, they are
+        # not validated again. Bounded; another worker may take them.
+        self._unclaimed: OrderedDict[str, LiveRun] = OrderedDict()
+        self._claims: Claims | None = None
         self.database_url = database_url
         self._store_given = store
         self.store: Store | None = store
@@ -162,14 +208,7 @@ class Engine(RunControl):
             if self.store is None:
                 self.store = await self._in_thread(open_store, self.database_url)
             store = self.store
-            await self._in_thread(
-                functools.partial(
-                    store.register_worker,
-                    self.worker_id,
-                    hostname=socket.gethostname(),
-                    pid=os.getpid(),
-                )
-            )
+            await self._register_worker()
         except BaseException:
             # Nothing started: give back what was made (a store we opened, the threads).
             if self._store_given is None and self.store is not None:
@@ -179,6 +218,7 @@ class Engine(RunControl):
             self._pool.shutdown(wait=False)
             raise
         self._writer = BatchWriter(store, self._loop)
+        self._writer.on_rejected = self._fenced_out
         self._writer.start_thread()
         context_module.install_log_capture()
         if self._gc_threshold is not None:
@@ -187,7 +227,11 @@ class Engine(RunControl):
         for definition in self._services.values():
             await self._in_thread(self._supervisor.register, definition)
         self._started = True
+        self._claims = Claims(self, self._poll_interval)
+        self._claims.start(claim=self.worker and self._recover_enabled)
         self._spawn(self._heartbeat())
+        if self._recover_enabled:
+            self._spawn(self._reaper())
         if self._recover_enabled and len(self.registry):
             await self._recover(self.registry.names)
         if self._recover_enabled:
@@ -200,6 +244,8 @@ class Engine(RunControl):
         if not self._started or self._closing:
             return
         self._closing = True
+        if self._claims is not None:
+            await self._claims.stop()  # no more claims; waits for other processes' runs end
         await self._interrupt_workflows()
         if self._supervisor is not None:
             await self._supervisor.close()  # every service stopped, its last state saved
@@ -217,6 +263,7 @@ class Engine(RunControl):
             if live.run.status == _RUNNING and not live.settled:
                 self._interrupt(live)
         assert self._writer is not None and self.store is not None and self._io is not None
+        self._release_held()
         await self._in_thread(self._writer.close)
         store = self.store
         try:
@@ -388,8 +435,11 @@ class Engine(RunControl):
         idempotency_key: str | None = None,
         config: Any = None,
         parent_id: str | None = None,
+        queue: str | None = None,
     ) -> Run:
         """Validate and record a run; returns once it is committed to the store.
+
+        `queue` overrides the task's queue (its option `queue`, `"default"` unless set).
 
         Raises `InputValidationError` (nothing is recorded) when the inputs are invalid.
         With `idempotency_key`, a run already recorded under the key is returned instead.
@@ -404,9 +454,11 @@ class Engine(RunControl):
         call, stored = definition.validate_inputs({} if inputs is None else inputs)
         refuse_unstorable(definition.name, stored)
         config_value, config_json = self._config_for(definition, config)
+        queue = self._queue_for(definition, queue)
         loop = self._loop
         assert loop is not None and self._writer is not None
         self._writer.check_available(definition.name)
+        held = self._hold_at_submit(definition, queue)
         run = Run(
             id=new_run_id(),
             task=definition.name,
@@ -415,9 +467,11 @@ class Engine(RunControl):
             max_attempts=definition.options.retries + 1,
             parent_id=parent_id,
             idempotency_key=idempotency_key,
-            worker_id=self.worker_id,
+            worker_id=self.worker_id if held else None,
             created_at=time.time(),
             config=config_json,
+            queue=queue,
+            lease=1 if held else 0,
         )
         live = LiveRun(self, run, definition, call, config_value)
         if idempotency_key is not None:
@@ -426,6 +480,39 @@ class Engine(RunControl):
         self._writer.submit_run(run, functools.partial(self._on_inserted, live, committed))
         await committed
         return run.copy()  # a snapshot: the engine goes on updating its own record
+
+    def _queue_for(self, definition: TaskDefinition, queue: str | None) -> str:
+        if queue is None:
+            return definition.options.queue
+        try:
+            queue = check_queue_name(queue, "queue")
+        except Exception as exc:
+            raise InputValidationError(
+                definition.name, [FieldError("queue", str(exc), queue)], what="option"
+            ) from None
+        if queue not in self._submitted_queues and queue != definition.options.queue:
+            self._submitted_queues.add(queue)
+            if self._started and self._queues is None:
+                self._spawn(self._record_queues())
+        return queue
+
+    def _hold_at_submit(self, definition: TaskDefinition, queue: str) -> bool:
+        """Whether this engine holds a run from its insert (the embedded fast path): it
+        executes runs of this task and queue, the task has no limit across workers, and
+        it can start the run soon. Otherwise the run waits unclaimed, for any worker."""
+        if not self.worker:
+            return False
+        if not self._recover_enabled:
+            self._reserved += 1
+            return True  # a one-shot engine executes what it submits, nothing else
+        if self._queues is not None and queue not in self._queues:
+            return False
+        if definition.options.concurrency is not None:
+            return False  # claimed under the task's limit, counted across workers
+        if len(self._live) + self._reserved >= self.concurrency:
+            return False  # no free slot: it waits in the database, in priority order
+        self._reserved += 1
+        return True
 
     async def submit_many(
         self,
@@ -448,6 +535,7 @@ class Engine(RunControl):
         lives: list[LiveRun] = []
         now = time.time()
         prio = definition.options.priority if priority is None else int(priority)
+        queue = definition.options.queue
         for index, item in enumerate(inputs):
             try:
                 call, stored = definition.validate_inputs({} if item is None else item)
@@ -464,15 +552,20 @@ class Engine(RunControl):
                 priority=prio,
                 max_attempts=definition.options.retries + 1,
                 parent_id=parent_id,
-                worker_id=self.worker_id,
                 created_at=now,
                 config=config_json,
+                queue=queue,
             )
             lives.append(LiveRun(self, run, definition, call, config_value))
         if not lives:
             return []
         assert self._loop is not None and self._writer is not None
         self._writer.check_available(definition.name)
+        for live in lives:
+            if not self._hold_at_submit(definition, queue):
+                break  # the rest wait unclaimed
+            live.run.worker_id = self.worker_id
+            live.run.lease = 1
         committed: asyncio.Future[None] = self._loop.create_future()
         self._writer.submit_runs(
             [live.run for live in lives],
@@ -484,6 +577,9 @@ class Engine(RunControl):
     def _on_many_inserted(
         self, lives: list[LiveRun], committed: asyncio.Future[None], error: BaseException | None
     ) -> None:
+        for live in lives:
+            if live.run.worker_id == self.worker_id:
+                self._reserved -= 1
         if error is None:
             for live in lives:
                 self._on_inserted(live, None, None)
@@ -524,16 +620,35 @@ class Engine(RunControl):
     def _on_inserted(
         self, live: LiveRun, committed: asyncio.Future[None] | None, error: BaseException | None
     ) -> None:
+        run = live.run
+        held = run.worker_id == self.worker_id
+        if held and committed is not None:
+            self._reserved -= 1
         if error is not None:
             if committed is not None:
                 settle(committed, error)
             return
-        self._live[live.run.id] = live
+        if held:
+            self._hold(live)
+        else:
+            self._unclaimed[run.id] = live
+            if len(self._unclaimed) > UNCLAIMED_KEPT:
+                self._unclaimed.popitem(last=False)
+            if self._claims is not None:
+                self._claims.wake()
         if self._listeners:
-            self._emit("submitted", live.run)
-        self._queue.push(live)
+            self._emit("submitted", run)
+        if held:
+            self._queue.push(live)
         if committed is not None and not committed.done():
             committed.set_result(None)
+
+    def _hold(self, live: LiveRun) -> None:
+        """This engine holds the run now: its changes are fenced by its lease."""
+        run = live.run
+        self._live[run.id] = live
+        assert self._writer is not None
+        self._writer.fences[run.id] = (self.worker_id, run.lease)
 
     async def _submit_idempotent(self, live: LiveRun, key: str) -> Run:
         pending = self._keys.get(key)
@@ -545,13 +660,25 @@ class Engine(RunControl):
         self._writer.insert_idempotent(live.run, lambda value: settle(kept, value))
         try:
             run = await kept
+        except BaseException:
+            if live.run.worker_id == self.worker_id:
+                self._reserved -= 1
+            raise
         finally:
             self._keys.pop(key, None)
+        held = live.run.worker_id == self.worker_id
+        if held:
+            self._reserved -= 1
         if run.id != live.run.id:
             existing = self._live.get(run.id)
             return existing.run.copy() if existing is not None else run
-        self._live[run.id] = live
-        self._queue.push(live)
+        if held:
+            self._hold(live)
+            self._queue.push(live)
+        else:
+            self._unclaimed[run.id] = live
+            if self._claims is not None:
+                self._claims.wake()
         return live.run.copy()
 
     def _config_for(self, task: TaskDefinition, config: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -600,7 +727,8 @@ class Engine(RunControl):
             async with asyncio.timeout(timeout):
                 if live is not None:
                     return await self._waiter(live)
-                return await self._poll_until_finished(run_id)
+                assert self._claims is not None
+                return await self._claims.wait_remote(run_id)
         except TimeoutError:
             raise WaitTimeoutError(f"run {run_id} did not finish within {timeout:g} s") from None
 
@@ -613,22 +741,6 @@ class Engine(RunControl):
         else:
             live.waiters.append(waiter)
         return waiter
-
-    async def _poll_until_finished(self, run_id: str) -> Run:
-        """A run executing elsewhere (another process): read the store until it ends."""
-        assert self.store is not None
-        delay = 0.01
-        while True:
-            live = self._live.get(run_id)
-            if live is not None:  # taken over by this engine meanwhile
-                return await self._waiter(live)
-            run = await self._in_thread(self.store.get_run, run_id)
-            if run is None:
-                raise RunNotFoundError(run_id)
-            if run.is_finished:
-                return run
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
 
     async def list_runs(
         self,
@@ -749,6 +861,178 @@ class Engine(RunControl):
             await asyncio.wait(
                 [asyncio.shield(e.done) for e in executions], timeout=self.shutdown_grace
             )
+
+    # the shared queue ------------------------------------------------------------------------
+    @property
+    def rejected_writes(self) -> int:
+        """Changes this engine made that the store refused because the run was no longer
+        held by it (it was paused or cut off past its lease, and another worker took over)."""
+        return 0 if self._writer is None else self._writer.rejected
+
+    async def _register_worker(self) -> None:
+        assert self.store is not None
+        await self._in_thread(
+            functools.partial(
+                self.store.register_worker,
+                self.worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                name=self.name,
+                queues=None if self._queues is None else sorted(self._queues),
+                concurrency=self.concurrency if self.worker else None,
+                ttl=self.lease_ttl,
+            )
+        )
+
+    async def _record_queues(self) -> None:
+        """A queue this engine serves now that it did not before (a submit named it)."""
+        update = getattr(self.store, "update_worker", None)
+        if update is not None and self.worker:
+            try:
+                await self._in_thread(
+                    functools.partial(update, self.worker_id, queues=sorted(self._served_queues()))
+                )
+            except StoreError as exc:
+                logger.warning("taskloom: could not record the queues served: %s", exc)
+
+    def served_queues(self) -> list[str]:
+        """The queues this engine takes runs from (see `queues`)."""
+        return sorted(self._served_queues())
+
+    def _served_queues(self) -> set[str]:
+        if self._queues is not None:
+            return self._queues
+        return {d.options.queue for d in self.registry} | self._submitted_queues | {"default"}
+
+    def _served_tasks(self) -> tuple[list[str], dict[str, int]]:
+        """The tasks this engine claims runs of, and the limits across workers among them."""
+        names: list[str] = []
+        limits: dict[str, int] = {}
+        for definition in self.registry:
+            names.append(definition.name)
+            if definition.options.concurrency is not None:
+                limits[definition.name] = definition.options.concurrency
+        return names, limits
+
+    def _free_slots(self) -> int:
+        return self.concurrency - len(self._live) - self._reserved
+
+    def _holds_running_runs(self) -> bool:
+        return bool(self._live)
+
+    def _writer_claim(self, request: Any, callback: Callable[[Any], None]) -> None:
+        assert self._writer is not None
+        self._writer.claim(request, callback)
+
+    def _adopt_claimed(self, run: Run) -> None:
+        """A run this engine claimed: queue it to start (it is held, with a new lease)."""
+        if run.id in self._live:
+            return
+        kept = self._unclaimed.pop(run.id, None)
+        if kept is not None:
+            live = kept
+            live.run.worker_id, live.run.lease = run.worker_id, run.lease
+            live.run.cancel_requested = run.cancel_requested
+        else:
+            try:
+                definition = self.registry.get(run.task)
+                call, _ = definition.validate_inputs(run.inputs)
+                config, _ = self._config_for(definition, run.config)
+            except (InputValidationError, UnknownTaskError) as exc:
+                known = self.registry.find(run.task)
+                if known is None:  # unregistered since the claim: give it back
+                    self._give_back(run)
+                    return
+                live = LiveRun(self, run, known, {}, None)
+                self._hold(live)
+                self._finish(live, RunStatus.FAILED, error=ErrorInfo.from_exception(exc))
+                return
+            live = LiveRun(self, run, definition, call, config)
+        self._hold(live)
+        assert self._claims is not None
+        waiters = self._claims.take_waiters(run.id)
+        if waiters:
+            live.waiters = [*(live.waiters or ()), *waiters]
+        if live.run.cancel_requested:
+            self._cancel_live(live)
+            return
+        self._queue.push(live)
+
+    def _give_back(self, run: Run) -> None:
+        assert self._writer is not None
+        self._writer.fences[run.id] = (self.worker_id, run.lease)
+        self._writer.update_run(run.id, {"worker_id": None})
+        self._writer.barrier(lambda _: self._writer_forget(run.id))
+
+    def _writer_forget(self, run_id: str) -> None:
+        if self._writer is not None and run_id not in self._live:
+            self._writer.fences.pop(run_id, None)
+
+    def _fenced_out(self, run_ids: frozenset[str]) -> None:
+        """The store refused changes of these runs: this engine no longer holds them."""
+        for run_id in run_ids:
+            live = self._live.get(run_id)
+            if live is not None:
+                self._let_go(live)
+
+    def _let_go(self, live: LiveRun) -> None:
+        """Stop holding a run without writing anything more of it: its attempt's call is
+        stopped when it can be (a thread's is abandoned: what it returns is discarded), and
+        whoever waits for it waits on for wherever it ends."""
+        run_id = live.run.id
+        live.settled = True
+        live.dropped = True
+        if live.timer is not None:
+            live.timer.cancel()
+            live.timer = None
+        if live.context is not None:
+            live.context._cancel()
+        execution = live.execution
+        if isinstance(execution, asyncio.Future) and not execution.done():
+            live.interrupting = True
+            execution.cancel()
+        self._release(live)
+        self._live.pop(run_id, None)
+        # Its fence stays: changes of it still queued are written only if it is ours.
+        if live.waiters and self._claims is not None:
+            self._claims.add_waiters(run_id, live.waiters)
+        live.waiters = None
+
+    def _release_held(self) -> None:
+        """Closing: give back the runs this engine holds and has not finished, so any
+        worker may take them (an interrupted attempt does not count against the retries)."""
+        assert self._writer is not None
+        for live in list(self._live.values()):
+            if live.run.is_finished or live.on_finish is not None:
+                continue  # finished, or a workflow's step (its workflow has ended it)
+            self._writer.update_run(live.run.id, {"worker_id": None})
+
+    async def _lease_lost(self) -> None:
+        """This worker's lease ran out (it was paused or cut off): the others count it
+        dead and have given its runs back, or soon will. It lets go of them, registers
+        under a new id and goes on claiming."""
+        old = self.worker_id
+        held = [live for live in self._live.values() if live.on_finish is None]
+        logger.error(
+            "taskloom: worker %s lost its lease (paused or cut off for longer than %g s); "
+            "letting go of %d runs and registering again",
+            old,
+            self.lease_ttl,
+            len(held),
+        )
+        for live in held:
+            self._let_go(live)
+        self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        assert self.store is not None
+        retire = getattr(self.store, "retire_worker", None)
+        if retire is not None:
+            try:
+                await self._in_thread(retire, old)
+            except StoreError as exc:
+                logger.warning("taskloom: could not retire worker %s: %s", old, exc)
+        await self._register_worker()
+        if self._claims is not None:
+            self._claims.wake()
 
     # helpers ---------------------------------------------------------------------------------
     def _check_started(self) -> None:

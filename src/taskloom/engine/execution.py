@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
 
@@ -22,6 +22,7 @@ from .. import context as context_module
 from ..exceptions import Retry, StoreError, TaskTimeoutError, UnstorableValueError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from ..store import Store
+from ..store.base import LeaseLostError
 from ..tasks.definition import FunctionTask, TaskDefinition
 from ..tasks.registry import Registry
 from ..tasks.validation import unstorable_fields
@@ -29,6 +30,9 @@ from .live import LiveRun, TaskReportedFailure
 from .scheduler import ReadyQueue
 from .serial import Outcome, SerialRunner
 from .writer import BatchWriter, ReplacedOutcome
+
+if TYPE_CHECKING:
+    from .claims import Claims
 
 __all__ = ["FINISHED_CACHE_SIZE", "Listener", "RunEvent", "RunExecution", "settle"]
 
@@ -72,6 +76,7 @@ class RunExecution:
     _states: dict[str, Any]
     _closing: bool
     _begin_lock: threading.Lock
+    _claims: Claims | None
 
     def task_limit(self, task: TaskDefinition) -> int | None:
         """How many runs of `task` may be handed to its executor at once."""
@@ -138,6 +143,8 @@ class RunExecution:
     def _start_not_recorded(self, live: LiveRun, error: BaseException) -> None:
         """The store did not take an attempt's start, so its call must not begin. Closing:
         the run stays as the store holds it, for the next engine; otherwise it fails."""
+        if live.settled:
+            return  # let go of meanwhile (its fence refused the start)
         if self._closing:
             live.settled = True
             return
@@ -486,11 +493,19 @@ class RunExecution:
 
     def _on_final_commit(self, live: LiveRun, error: BaseException | None) -> None:
         run_id = live.run.id
+        if isinstance(error, LeaseLostError):
+            return  # not ours any more: let go of already (see `Engine._let_go`)
         if isinstance(error, ReplacedOutcome):  # stored as a failure: so is our record
             run = live.run
             run.status, run.result, run.error = RunStatus.FAILED, None, error.error
             error = None
         self._live.pop(run_id, None)
+        writer = self._writer
+        if writer is not None:
+            writer.fences.pop(run_id, None)
+        claims = self._claims
+        if claims is not None and claims.productive:
+            claims.wake()  # a slot is free and runs may be waiting for one
         if error is None:
             finished = self._finished
             finished[run_id] = live.run

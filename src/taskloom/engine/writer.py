@@ -32,7 +32,14 @@ from typing import Any
 
 from ..exceptions import FieldError, InputValidationError, StoreError, StoreUnavailableError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
-from ..store.base import Store, StoreBusyError, UncertainCommitError, WriteBatch
+from ..store.base import (
+    ClaimRequest,
+    LeaseLostError,
+    Store,
+    StoreBusyError,
+    UncertainCommitError,
+    WriteBatch,
+)
 from ..tasks.validation import unstorable_fields
 
 __all__ = ["BatchWriter", "ReplacedOutcome"]
@@ -66,7 +73,8 @@ CLOSE_TIMEOUT = 10.0
     _IDEMPOTENT,
     _START,
     _FINISH,
-) = range(11)
+    _CLAIM,
+) = range(12)
 _SUBMITS = frozenset({_SUBMIT, _SUBMIT_MANY, _IDEMPOTENT})
 
 
@@ -108,6 +116,13 @@ class BatchWriter:
         self._backoff = 0.0
         self.batches = 0
         self.rows = 0
+        #: The runs this engine holds, each with the (worker id, lease) its changes are
+        #: made under: the store applies them only while that still holds (see
+        #: `WriteBatch.fences`). Kept by the engine, read when a batch is made.
+        self.fences: dict[str, tuple[str, int]] = {}
+        #: Changes refused by their fence so far, and who hears of the runs refused.
+        self.rejected = 0
+        self.on_rejected: Callable[[frozenset[str]], None] | None = None
 
     def start_thread(self) -> None:
         self._thread.start()
@@ -183,6 +198,11 @@ class BatchWriter:
 
     def log(self, line: LogLine) -> None:
         self._push((_LOG, None, line, None))
+
+    def claim(self, request: ClaimRequest, callback: Callable[[Any], None]) -> None:
+        """Claim runs in the next commit; `callback` gets the `WriteResult` (its `claimed`
+        runs are held, with their new lease) or the error."""
+        self._push((_CLAIM, None, request, callback))
 
     def barrier(self, callback: Callback) -> None:
         """`callback` runs once everything queued before it is committed."""
@@ -274,7 +294,12 @@ class BatchWriter:
     def _take(self) -> list[Op]:
         ops = self._ops
         taken: list[Op] = []
+        claims = 0
         while ops and len(taken) < self._max_batch:
+            if ops[0][0] == _CLAIM:
+                if claims:
+                    break  # one claim per batch
+                claims = 1
             op = ops.popleft()
             taken.append(op)
             if op[0] == _IDEMPOTENT:
@@ -343,12 +368,32 @@ class BatchWriter:
             kept = self._store.insert_run_idempotent(run)
             outcomes.append((on_done, kept))
             return
-        batch, callbacks = _merge(unit)
-        if batch:
-            self._store.write(batch, wait=not self._inline_call())
-            self.batches += 1
-            self.rows += len(unit)
-        outcomes.extend((callback, None) for callback in callbacks)
+        batch, callbacks = _merge(unit, self.fences)
+        if not batch:
+            outcomes.extend((callback, None) for _, callback in callbacks)
+            return
+        result = self._store.write(batch, wait=not self._inline_call())
+        self.batches += 1
+        self.rows += len(unit)
+        rejected = result.rejected
+        if rejected:
+            self.rejected += sum(1 for op in unit if _run_of(op) in rejected)
+            logger.warning(
+                "taskloom: %d runs are no longer held by this worker; their changes were "
+                "refused and they are dropped here",
+                len(rejected),
+            )
+            if self.on_rejected is not None:
+                outcomes.append((self.on_rejected, rejected))
+            lost = LeaseLostError("this worker no longer holds the run")
+            for key, callback in callbacks:
+                outcomes.append((callback, lost if key in rejected else None))
+        else:
+            outcomes.extend((callback, None) for _, callback in callbacks)
+        if batch.claim is not None:
+            for op in unit:
+                if op[0] == _CLAIM:
+                    outcomes.append((op[3], result))
 
     def _inline_call(self) -> bool:
         return threading.get_ident() == self._loop_thread
@@ -440,18 +485,42 @@ class BatchWriter:
         return None
 
 
-def _merge(ops: list[Op]) -> tuple[WriteBatch, list[Callback]]:
+def _run_of(op: Op) -> str | None:
+    """The run a change is of (None for a new run, a barrier or a claim)."""
+    kind, key, payload, _ = op
+    if kind in (_START, _FINISH, _UPDATE_RUN):
+        return key  # type: ignore[no-any-return]
+    if kind == _UPDATE_ATTEMPT:
+        return key[0]  # type: ignore[no-any-return]
+    if kind == _LOG:
+        return payload.run_id  # type: ignore[no-any-return]
+    return None
+
+
+def _merge(
+    ops: list[Op], fences: dict[str, tuple[str, int]]
+) -> tuple[WriteBatch, list[tuple[str | None, Callback]]]:
     """One batch from many changes; changes to one run or attempt merge into one row.
+    Each change of a run the engine holds carries that run's fence.
 
     Payloads are never changed in place (a merge makes a new dict or attempt), so the same
-    changes can be merged again when a batch is split or written again.
+    changes can be merged again when a batch is split or written again. Callbacks come
+    with the run they are of, except a claim's (told with the runs it claimed).
     """
     batch = WriteBatch()
-    callbacks: list[Callback] = []
+    callbacks: list[tuple[str | None, Callback]] = []
     new_attempts: dict[tuple[str, int], Attempt] = {}
     run_updates = batch.run_updates
     attempt_updates = batch.attempt_updates
-    for kind, key, payload, callback in ops:
+    fenced = batch.fences
+    for op in ops:
+        kind, key, payload, callback = op
+        if fences:
+            run_id = _run_of(op)
+            if run_id is not None:
+                fence = fences.get(run_id)
+                if fence is not None:
+                    fenced[run_id] = fence
         if kind == _START:
             fields, attempt = payload
             existing = run_updates.get(key)
@@ -474,8 +543,11 @@ def _merge(ops: list[Op]) -> tuple[WriteBatch, list[Callback]]:
             _attempt_change(new_attempts, attempt_updates, key, payload)
         elif kind == _LOG:
             batch.logs.append(payload)
+        elif kind == _CLAIM:
+            batch.claim = payload
+            continue  # told with what it claimed (see `_commit_unit`)
         if callback is not None:
-            callbacks.append(callback)
+            callbacks.append((_run_of(op), callback))
     batch.new_attempts = list(new_attempts.values())
     return batch, callbacks
 

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from ..exceptions import StoreUnavailableError
+from ..exceptions import StoreError, StoreUnavailableError
 from ..runs import Attempt, ErrorInfo, LogLine, Run
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "ApiTokenRecord",
     "ClaimRequest",
     "DeploymentRecord",
+    "LeaseLostError",
     "PackageRecord",
     "ServiceLogLine",
     "ServiceRecord",
@@ -57,6 +58,11 @@ RUN_UPDATE_COLUMNS = frozenset(
         "cancel_requested",
     }
 )
+
+
+class LeaseLostError(StoreError):
+    """A change of a run was refused by its fence: the worker that made it no longer holds
+    the run under that lease (a reaper gave it to another worker). The worker drops it."""
 
 
 class StoreBusyError(StoreUnavailableError):
@@ -130,6 +136,9 @@ class WriteResult:
 
     rejected: frozenset[str] = frozenset()
     claimed: list[Run] = field(default_factory=list)
+    #: When a claim took fewer runs than it asked for: when the next claimable run of its
+    #: tasks and queues is due (a retry's backoff), or None when none is waiting.
+    next_due: float | None = None
 
 
 NOTHING_WRITTEN = WriteResult()

@@ -85,13 +85,32 @@ def _use_wal(cursor: Any) -> None:
         time.sleep(0.01)
 
 
+#: Seconds PostgreSQL lets a store transaction sit idle before it ends the session.
+IDLE_IN_TRANSACTION = 2.0
+
+
 def create_store_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
     """An engine with the store's connection settings (SQLite pragmas, transactions)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(
+        server = create_engine(
             parsed, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
         )
+        if server.dialect.name == "postgresql":
+
+            @event.listens_for(server, "connect")
+            def _on_pg_connect(dbapi_conn: Any, _record: Any) -> None:
+                # The store's transactions never wait on the client: one left open (its
+                # process paused with SIGSTOP, say) is ended by the server, so its locks
+                # cannot hold up the other workers for longer than this.
+                autocommit = dbapi_conn.autocommit
+                dbapi_conn.autocommit = True
+                dbapi_conn.execute(
+                    f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION * 1000)}"
+                )
+                dbapi_conn.autocommit = autocommit
+
+        return server
     path = sqlite_file(url)
     if path is None:
         # One shared connection, or every thread would see its own empty database; the

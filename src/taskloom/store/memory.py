@@ -206,8 +206,22 @@ class MemoryStore(MemoryPipelines):
                 stored = replace(line, id=self._last_log_id)
                 self._logs.setdefault(line.run_id, []).append(stored)
             claimed = [] if batch.claim is None else self._claim(batch.claim)
-            if rejected or claimed:
-                return WriteResult(rejected=rejected, claimed=claimed)
+            due = None
+            if batch.claim is not None and len(claimed) < batch.claim.limit:
+                request = batch.claim
+                waiting = [
+                    r.scheduled_at
+                    for r in self._runs.values()
+                    if r.status is RunStatus.PENDING
+                    and r.worker_id is None
+                    and r.task in request.tasks
+                    and r.queue in request.queues
+                    and r.scheduled_at is not None
+                    and r.scheduled_at > request.now
+                ]
+                due = min(waiting, default=None)
+            if rejected or claimed or due is not None:
+                return WriteResult(rejected, claimed, due)
             return NOTHING_WRITTEN
 
     def _claim(self, request: ClaimRequest) -> list[Run]:
@@ -334,7 +348,7 @@ class MemoryStore(MemoryPipelines):
         now = time.time()
         with self._lock:
             worker = self._workers.get(worker_id)
-            if worker is None or worker.expires_at < now:
+            if worker is None or worker.lost_at is not None:
                 return False
             worker.heartbeat_at = now
             worker.expires_at = now + ttl
@@ -359,12 +373,17 @@ class MemoryStore(MemoryPipelines):
     def is_worker_alive(self, worker_id: str) -> bool:
         with self._lock:
             worker = self._workers.get(worker_id)
-            return worker is not None and worker.expires_at >= time.time()
+            return (
+                worker is not None and worker.lost_at is None and worker.expires_at >= time.time()
+            )
 
     def reap(self, worker_id: str) -> int:
         now = time.time()
         touched = 0
         with self._lock:
+            for worker in self._workers.values():
+                if worker.expires_at < now and worker.lost_at is None:
+                    worker.lost_at = now
             workflows = {r.id for r in self._runs.values() if r.task.startswith("workflow:")}
             for run in self._runs.values():
                 owner = run.worker_id
@@ -388,9 +407,6 @@ class MemoryStore(MemoryPipelines):
                         run.status, run.finished_at = RunStatus.FAILED, now
                 else:
                     run.worker_id = None
-            for worker in self._workers.values():
-                if worker.expires_at < now and worker.lost_at is None:
-                    worker.lost_at = now
         return touched
 
     def finished_among(self, run_ids: Collection[str]) -> list[Run]:

@@ -57,6 +57,8 @@ def _key(text: str) -> int:
 
 
 REAPER_KEY = _key("taskloom-reaper")
+#: Workflow runs (`workflow:<name>`), which workflow recovery ends, steps and all.
+WORKFLOWS = "workflow:%"
 
 
 def lost_error(run_id: str, task: str, attempt: int, retryable: bool) -> ErrorInfo:
@@ -179,6 +181,22 @@ class QueueSql:
         claimed.sort(key=lambda r: (-r.priority, r.created_at, r.id))
         return claimed
 
+    def next_due(self, cursor: Any, request: ClaimRequest) -> float | None:
+        """When the next claimable run of the request's tasks and queues is due."""
+        queues = sorted(set(request.queues))
+        tasks = sorted(set(request.tasks))
+        if not queues or not tasks:
+            return None
+        in_queue, queue_params = self._in("queue", queues)
+        in_task, task_params = self._in("task", tasks)
+        cursor.execute(
+            "SELECT min(scheduled_at) FROM runs WHERE status = 'pending' AND worker_id IS NULL "
+            f"AND {in_queue} AND {in_task} AND scheduled_at > {self._mark}",
+            [*queue_params, *task_params, request.now],
+        )
+        row = cursor.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def _claim(
         self,
         cursor: Any,
@@ -213,7 +231,23 @@ class QueueSql:
         if not self.postgres:
             return True
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [REAPER_KEY])
-        return bool(cursor.fetchone()[0])
+        if not cursor.fetchone()[0]:
+            return False
+        # Never wait long for a lock a paused process holds: try again next round.
+        cursor.execute("SET LOCAL lock_timeout = '1s'")
+        return True
+
+    def mark_lost(self, cursor: Any, worker_id: str, now: float, *, expired: bool) -> bool:
+        """Record a dead worker as lost, if it still is dead (a heartbeat may have renewed
+        its lease since it was looked at); True when it was marked. From then on its
+        heartbeats fail and it must register again."""
+        sql = (
+            f"UPDATE workers SET lost_at = {self._mark} WHERE id = {self._mark} AND lost_at IS NULL"
+        )
+        if expired:
+            sql += f" AND expires_at < {self.now_sql}"
+        cursor.execute(sql, [now, worker_id])
+        return bool(cursor.rowcount == 1)
 
     def reap_worker(self, cursor: Any, worker_id: str, now: float) -> int:
         """Give back what a dead worker holds; returns how many runs it touched."""
@@ -221,13 +255,18 @@ class QueueSql:
         # Workflow runs and their steps are left to workflow recovery.
         mine = (
             f"worker_id = {m} AND status IN ({', '.join(repr(s) for s in UNFINISHED)}) "
-            "AND task NOT LIKE 'workflow:%' AND (parent_id IS NULL OR parent_id NOT IN "
-            "(SELECT id FROM runs WHERE task LIKE 'workflow:%'))"
+            f"AND task NOT LIKE {m} AND (parent_id IS NULL OR parent_id NOT IN "
+            f"(SELECT id FROM runs WHERE task LIKE {m}))"
         )
+        params = [worker_id, WORKFLOWS, WORKFLOWS]
+        # Rows a batch of the dead worker still has locked (it is paused in the middle of
+        # a commit) are skipped: that batch ends one way or the other, and a later round
+        # reaps what it leaves.
+        skip = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
         cursor.execute(
             f"SELECT id, task, attempts, max_attempts FROM runs WHERE {mine} "
-            "AND status = 'running'",
-            [worker_id],
+            f"AND status = 'running'{skip}",
+            params,
         )
         running = cursor.fetchall()
         attempt_rows: list[tuple[Any, ...]] = []
@@ -247,28 +286,31 @@ class QueueSql:
         if retried:
             cursor.executemany(
                 f"UPDATE runs SET status = 'pending', worker_id = NULL, error = {m}, "
-                f"scheduled_at = NULL WHERE id = {m} AND status = 'running' "
-                "AND worker_id IS NOT NULL",
-                [(error, run_id) for error, _, run_id in retried],
+                f"scheduled_at = NULL WHERE id = {m} AND status = 'running' AND worker_id = {m}",
+                [(error, run_id, worker_id) for error, _, run_id in retried],
             )
         if failed:
             cursor.executemany(
                 f"UPDATE runs SET status = 'failed', error = {m}, finished_at = {m} "
-                f"WHERE id = {m} AND status = 'running'",
-                failed,
+                f"WHERE id = {m} AND status = 'running' AND worker_id = {m}",
+                [(*row, worker_id) for row in failed],
             )
         cursor.execute(
-            f"UPDATE runs SET worker_id = NULL WHERE {mine} AND status = 'pending'", [worker_id]
+            "UPDATE runs SET worker_id = NULL WHERE id IN "
+            f"(SELECT id FROM runs WHERE {mine} AND status = 'pending'{skip})",
+            params,
         )
         pending: int = max(cursor.rowcount, 0)
         return len(running) + pending
 
     def orphan_owners(self, cursor: Any, known: Collection[str]) -> list[str]:
         """Owners of unfinished runs that have no worker record (made before workers
-        were recorded, or whose record was removed)."""
+        were recorded, or whose record was removed), or that were found lost and still
+        hold runs (a round that had to skip some)."""
         cursor.execute(
             "SELECT DISTINCT worker_id FROM runs WHERE worker_id IS NOT NULL "
             "AND status IN ('pending', 'running') "
-            "AND worker_id NOT IN (SELECT id FROM workers)"
+            "AND (worker_id NOT IN (SELECT id FROM workers) "
+            "OR worker_id IN (SELECT id FROM workers WHERE lost_at IS NOT NULL))"
         )
         return sorted(str(w) for (w,) in cursor.fetchall() if w not in known)

@@ -18,7 +18,18 @@ from types import TracebackType
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
-from sqlalchemy import Double, Table, and_, delete, func, insert, literal_column, or_, select, update
+from sqlalchemy import (
+    Double,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
@@ -277,8 +288,11 @@ class SqlStore(SqlPipelines):
                     cursor.executemany(sql, rows)
                 if batch.claim is not None:
                     claimed = queue.claim(cursor, batch.claim)
-                    if claimed:
-                        result = WriteResult(rejected=result.rejected, claimed=claimed)
+                    due = None
+                    if len(claimed) < batch.claim.limit:
+                        due = queue.next_due(cursor, batch.claim)
+                    if claimed or due is not None:
+                        result = WriteResult(result.rejected, claimed, due)
                 queue.notify(cursor, sent)
                 committing = True
                 connection.commit() if not self._sqlite else cursor.execute("COMMIT")
@@ -468,13 +482,11 @@ class SqlStore(SqlPipelines):
             self._locks().check(worker_id)
             db_now: Any = literal_column(self._queue.now_sql, Double())
             with self._writer().begin() as conn:
+                # A lease that ran out is renewed all the same while no reaper has found
+                # the worker lost: nobody took its runs, so nothing was done twice.
                 renewed = conn.execute(
                     update(workers)
-                    .where(
-                        workers.c.id == worker_id,
-                        workers.c.lost_at.is_(None),
-                        or_(workers.c.expires_at.is_(None), workers.c.expires_at >= db_now),
-                    )
+                    .where(workers.c.id == worker_id, workers.c.lost_at.is_(None))
                     .values(heartbeat_at=time.time(), expires_at=db_now + ttl)
                 )
             return renewed.rowcount == 1
@@ -534,11 +546,9 @@ class SqlStore(SqlPipelines):
                     )
                 ).all()
             # Checked outside the transaction: a lock check is a round trip of its own.
-            dead = [
-                w
-                for w, expires_at, now in rows
-                if (expires_at is not None and expires_at < now) or not locks.is_alive(w)
-            ]
+            # Lock checks are round trips of their own: made before the transaction.
+            expired = [w for w, at, now in rows if at is not None and at < now]
+            unlocked = [w for w, _, _ in rows if w not in expired and not locks.is_alive(w)]
             known = {w for w, _, _ in rows} | {worker_id}
             touched = 0
             with self._writer().begin() as conn:
@@ -546,18 +556,14 @@ class SqlStore(SqlPipelines):
                 try:
                     if not queue.take_reaper_lock(cursor):
                         return 0
-                    orphans = [
-                        w for w in queue.orphan_owners(cursor, known) if not locks.is_alive(w)
-                    ]
                     now = time.time()
-                    for dead_id in [*dead, *orphans]:
+                    dead = [
+                        *(w for w in expired if queue.mark_lost(cursor, w, now, expired=True)),
+                        *(w for w in unlocked if queue.mark_lost(cursor, w, now, expired=False)),
+                        *(w for w in queue.orphan_owners(cursor, known) if not locks.is_alive(w)),
+                    ]
+                    for dead_id in dead:
                         touched += queue.reap_worker(cursor, dead_id, now)
-                    if dead:
-                        conn.execute(
-                            update(workers)
-                            .where(workers.c.id.in_(dead), workers.c.lost_at.is_(None))
-                            .values(lost_at=now)
-                        )
                     if touched:
                         queue.notify(cursor, [(QUEUE_CHANNEL, "")])
                 finally:

@@ -10,7 +10,7 @@ from typing import Any, cast
 from ..exceptions import TaskDefinitionError
 from ..policies import RetryPolicy
 
-__all__ = ["TaskOptions", "parse_options"]
+__all__ = ["TaskOptions", "check_queue_name", "parse_options"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,11 +22,14 @@ class TaskOptions:
       delay before a retry (see `RetryPolicy`).
     - `retry_on`: the exception types that are retried; others fail the run at once.
     - `timeout`: seconds one attempt may take; an attempt over it fails with a timeout error.
-    - `concurrency`: how many runs of this task may execute at once in one engine.
+    - `concurrency`: how many runs of this task may execute at once, across all workers
+      on the database.
     - `thread_safe`: a sync function may run in several threads at once; when False (the
       default) calls of a sync function never overlap.
     - `inline`: run a cheap sync function directly on the event loop (no thread hop).
     - `priority`: default priority of its runs (higher runs first; 0 is ordinary).
+    - `queue`: the queue its runs wait in (default `"default"`); a worker takes runs only
+      from the queues it serves.
     - `tags`: free labels for listing and filtering.
     - `meta`: free-form resource hints (cpus, memory, ...), kept in the manifest.
     """
@@ -42,6 +45,7 @@ class TaskOptions:
     thread_safe: bool = False
     inline: bool = False
     priority: int = 0
+    queue: str = "default"
     tags: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
 
@@ -84,12 +88,27 @@ def parse_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
     if "meta" in values:
         values["meta"] = dict(values["meta"])
     _check_numbers(task, values)
+    if "queue" in values:
+        values["queue"] = check_queue_name(values["queue"], f"task {task!r}: option 'queue'")
     try:
         parsed = TaskOptions(**values)
         parsed.retry_policy  # noqa: B018 - validates the retry numbers
     except (TypeError, ValueError) as exc:
         raise TaskDefinitionError(f"task {task!r}: {exc}") from exc
     return parsed
+
+
+def check_queue_name(value: Any, what: str) -> str:
+    """A queue's name: 1 to 100 characters, letters, digits and `._-:/`."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 100
+        or not all(c.isalnum() or c in "._-:/" for c in value)
+    ):
+        raise TaskDefinitionError(
+            f"{what} expects a queue name (1 to 100 letters, digits or ._-:/), got {value!r}"
+        )
+    return value
 
 
 def _exception_types(task: str, value: Any) -> tuple[type[BaseException], ...]:

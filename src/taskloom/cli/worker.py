@@ -1,0 +1,148 @@
+"""`taskloom worker`: execute runs from the database's queue until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+
+from ..engine import Engine
+from ..exceptions import StoreError
+from ..serving import load_served, run_to_end, work
+from ..store.base import LEASE_TTL
+from ..tasks.options import check_queue_name
+from .errors import EXIT_USAGE, CliError, reporting_errors
+from .options import DbOption, VerboseOption, database_url, display_url, examples
+from .services import _logging_to_stderr
+
+__all__ = ["WORKER_EPILOG", "worker_command"]
+
+WORKER_EPILOG = examples(
+    (
+        "taskloom worker tasks.py --db postgresql://db.internal/taskloom --concurrency 16",
+        "execute runs of the tasks in tasks.py, 16 at a time, from any host",
+    ),
+    ("taskloom worker tasks.py --queue gpu --queue default", "only runs of these queues"),
+    ("taskloom workers", "who is alive and what each holds"),
+)
+
+
+def worker_command(
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="TARGETS...",
+            help="Files (path/file.py), folders or modules whose tasks to execute.",
+            show_default=False,
+        ),
+    ],
+    db: DbOption = None,
+    queues: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            metavar="NAME",
+            show_default=False,
+            help=(
+                "A queue to take runs from (repeat for several). Default: the queues of "
+                "the tasks served (each task's option `queue`, `default` unless set)."
+            ),
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Runs executing at once.")
+    ] = 1000,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", show_default=False, help="A name for this worker in `taskloom workers`."
+        ),
+    ] = None,
+    shutdown_grace: Annotated[
+        float,
+        typer.Option(
+            "--shutdown-grace",
+            min=0.0,
+            metavar="SECONDS",
+            help=(
+                "On SIGINT or SIGTERM, how long executing runs may take to finish; those "
+                "still executing then, and those not started, are given back to the queue "
+                "without using a retry."
+            ),
+        ),
+    ] = 30.0,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl",
+            min=1.5,
+            metavar="SECONDS",
+            help=(
+                "How long this worker's lease lasts without a heartbeat (one a second): "
+                "paused or cut off for longer, it is dead to the others."
+            ),
+        ),
+    ] = LEASE_TTL,
+    verbose: VerboseOption = False,
+) -> None:
+    """Execute runs of the given tasks from the database's queue, until Ctrl-C or SIGTERM.
+
+    Start as many workers as you like, on any host that reaches the database: each claims
+    runs as it has free slots, in priority order. A worker that dies (killed, its host
+    gone) or stops answering for longer than its lease (10 s) is found by the others: the
+    runs it held are given back, an attempt it was executing fails as `WorkerLostError`
+    and is retried when the task allows it. Exits 0 after a stop.
+    """
+    with reporting_errors(verbose=verbose):
+        try:
+            chosen = [check_queue_name(q, "--queue") for q in queues or ()]
+        except Exception as exc:
+            raise CliError(str(exc)) from None
+        served = load_served(targets)
+        if not served.tasks:
+            raise CliError(f"{', '.join(targets)} defines no tasks to execute")
+        url = database_url(db)
+
+        def ready(engine: Engine) -> None:
+            queue_text = ", ".join(sorted(engine.served_queues()))
+            typer.echo(
+                f"worker {engine.worker_id} ready: {len(served.tasks)} tasks, queues "
+                f"{queue_text}, concurrency {concurrency}, on {display_url(url)}",
+                err=True,
+            )
+
+        def stopped(engine: Engine) -> None:
+            typer.echo(
+                f"worker {engine.worker_id} stopped; {engine.rejected_writes} late changes "
+                "were refused by their fence",
+                err=True,
+            )
+
+        with _logging_to_stderr(verbose=verbose), _unreachable_is_usage(url):
+            run_to_end(
+                work(
+                    served,
+                    url,
+                    queues=chosen or None,
+                    concurrency=concurrency,
+                    name=name,
+                    shutdown_grace=shutdown_grace,
+                    lease_ttl=lease_ttl,
+                    on_ready=ready,
+                    on_stopped=stopped,
+                ),
+                grace=shutdown_grace + 5.0,
+            )
+
+
+@contextlib.contextmanager
+def _unreachable_is_usage(url: str) -> Iterator[None]:
+    """A database the worker cannot open is a usage error (exit 2), said in one line."""
+    try:
+        yield
+    except StoreError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = f"cannot use the database {display_url(url)}: {first}"
+        raise CliError(message, exit_code=EXIT_USAGE) from exc

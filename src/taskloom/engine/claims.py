@@ -1,0 +1,281 @@
+"""The engine's side of the shared run queue: claiming runs, hearing other processes.
+
+A run this engine cannot start soon, or that another process submitted, waits in the
+database unclaimed. `Claims` takes such runs as slots free up: one claim at a time, sized
+to the free slots, committed with the writer's next batch. It is woken by this engine's
+own submits and ends, by the store's change feed (a NOTIFY on PostgreSQL, a change of a
+SQLite file), and, as a backstop, every `poll_interval` seconds.
+
+It also waits for runs other processes execute: `wait_remote` parks a future that is
+settled when the feed says the run ended (or the backstop finds it ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import EngineClosedError, RunNotFoundError, StoreError
+from ..runs import Run
+from ..store.base import ClaimRequest, WriteResult
+from ..store.queue import CANCEL_CHANNEL, QUEUE_CHANNEL, RUNS_CHANNEL
+from .execution import settle
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["CLAIM_MAX", "Claims"]
+
+logger = logging.getLogger("taskloom.engine")
+
+#: The most runs one claim takes.
+CLAIM_MAX = 1_000
+#: How often runs waited for in other processes are looked up when no notice came.
+REMOTE_POLL = 1.0
+#: The least time between two looks at a SQLite file that changed (see `_notice`).
+CHANGED_GAP = 0.015
+
+
+class Claims:
+    """Claims runs for an engine and follows the commits of other processes."""
+
+    def __init__(self, engine: Engine, poll_interval: float) -> None:
+        self._engine = engine
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._remote_wake = asyncio.Event()
+        self._remote: dict[str, list[asyncio.Future[Run]]] = {}
+        self._feed: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._checking_cancels = False
+        self._heard_lock = threading.Lock()
+        self._changed_quiet_until = 0.0
+        self._changed_pending = False
+        self._heard_queue: list[tuple[str, str]] = []
+        #: The last claim found runs: more may be waiting, so an end wakes the next claim.
+        self.productive = True
+        self.claimed = 0
+        #: When the next run waiting for its backoff is due (the claim wakes for it).
+        self._next_due: float | None = None
+
+    # lifecycle ------------------------------------------------------------------------------
+    def start(self, *, claim: bool) -> None:
+        engine = self._engine
+        loop = asyncio.get_running_loop()
+        store = engine.store
+        assert store is not None
+        watch = getattr(store, "watch", None)
+        if watch is not None:
+            self._feed = watch(functools.partial(self._heard, loop))
+        if claim:
+            self._tasks.append(asyncio.ensure_future(self._claim_loop()))
+        self._tasks.append(asyncio.ensure_future(self._remote_loop()))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        closed = EngineClosedError("the engine closed before the run finished")
+        for waiters in self._remote.values():
+            for future in waiters:
+                settle(future, closed)
+        self._remote.clear()
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            await asyncio.to_thread(feed.stop)
+
+    def wake(self) -> None:
+        """Claim again soon (runs may be claimable, or slots free)."""
+        self._wake.set()
+
+    # notices from other processes -----------------------------------------------------------
+    def _heard(self, loop: asyncio.AbstractEventLoop, channel: str, payload: str) -> None:
+        """From the feed's thread: notices are handed to the loop in batches, one wake-up
+        for all that came while the loop was busy (a wake-up per notice would flood the
+        loop's wake-up pipe, and a signal written to a full pipe is lost)."""
+        with self._heard_lock:
+            self._heard_queue.append((channel, payload))
+            first = len(self._heard_queue) == 1
+        if first and not loop.is_closed():
+            loop.call_soon_threadsafe(self._take_heard)
+
+    def _take_heard(self) -> None:
+        with self._heard_lock:
+            heard, self._heard_queue = self._heard_queue, []
+        for channel, payload in dict.fromkeys(heard):  # the same notice once
+            self._notice(channel, payload)
+
+    def _notice(self, channel: str, payload: str) -> None:
+        engine = self._engine
+        if channel == QUEUE_CHANNEL:
+            queues = set(payload.split(","))
+            served = engine._served_queues()
+            if "" in queues or queues & served:
+                self._wake.set()
+        elif channel == RUNS_CHANNEL:
+            if self._remote and any(
+                line.partition(" ")[0] in self._remote for line in payload.splitlines()
+            ):
+                self._remote_wake.set()
+        elif channel == CANCEL_CHANNEL:
+            if payload == engine.worker_id:
+                self._check_cancels()
+        else:  # "changed" (a SQLite file) or "resync" (the feed reconnected)
+            # Any commit of any process says "changed", this engine's own included: what
+            # it asks of the store is spaced by CHANGED_GAP, so a busy file costs a few
+            # reads a second, not one per commit.
+            now = time.monotonic()
+            if now < self._changed_quiet_until:
+                if not self._changed_pending:
+                    self._changed_pending = True
+                    loop = asyncio.get_running_loop()
+                    loop.call_at(
+                        loop.time() + self._changed_quiet_until - now,
+                        self._changed_later,
+                        channel,
+                    )
+                return
+            self._changed_quiet_until = now + CHANGED_GAP
+            self._wake.set()
+            if self._remote:
+                self._remote_wake.set()
+            if engine._holds_running_runs():
+                self._check_cancels()
+
+    def _changed_later(self, channel: str) -> None:
+        self._changed_pending = False
+        self._notice(channel, "")
+
+    def _check_cancels(self) -> None:
+        if self._checking_cancels:
+            return
+        self._checking_cancels = True
+        task = asyncio.ensure_future(self._engine._check_cancel_requests())
+        task.add_done_callback(self._cancels_checked)
+        self._tasks.append(task)
+
+    def _cancels_checked(self, task: asyncio.Task[None]) -> None:
+        self._checking_cancels = False
+        if task in self._tasks:
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("taskloom: reading cancel requests failed: %s", task.exception())
+
+    # claiming -------------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        engine = self._engine
+        while True:
+            wait = self._poll_interval
+            if self._next_due is not None:
+                wait = max(0.0, min(wait, self._next_due - time.time()))
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while await self._claim_once():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except StoreError as exc:
+                logger.warning("taskloom: claiming runs failed (%s); trying again", exc)
+            except Exception:
+                logger.exception("taskloom: claiming runs failed")
+            if engine._closing:
+                return
+
+    async def _claim_once(self) -> bool:
+        """One claim; True when it took as many runs as it asked for (ask again)."""
+        engine = self._engine
+        free = engine._free_slots()
+        if free <= 0 or engine._closing:
+            return False
+        tasks, limits = engine._served_tasks()
+        if not tasks:
+            return False
+        limit = min(free, CLAIM_MAX)
+        request = ClaimRequest(
+            worker_id=engine.worker_id,
+            tasks=tasks,
+            queues=engine._served_queues(),
+            limit=limit,
+            now=time.time(),
+            limits=limits,
+        )
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[WriteResult] = loop.create_future()
+        engine._writer_claim(request, lambda value: settle(done, value))
+        result = await done
+        claimed = result.claimed
+        self._next_due = result.next_due
+        self.productive = bool(claimed)
+        self.claimed += len(claimed)
+        for run in claimed:
+            engine._adopt_claimed(run)
+        return len(claimed) >= limit
+
+    # waiting for runs executed elsewhere ------------------------------------------------------
+    async def wait_remote(self, run_id: str) -> Run:
+        """Wait for a run this engine does not hold to end (wherever it executes)."""
+        engine = self._engine
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Run] = loop.create_future()
+        self._remote.setdefault(run_id, []).append(future)
+        try:
+            store = engine.store
+            assert store is not None
+            run = await engine._in_thread(store.get_run, run_id)
+            if run is None:
+                raise RunNotFoundError(run_id)
+            if run.is_finished:
+                return run
+            return await future
+        finally:
+            waiters = self._remote.get(run_id)
+            if waiters is not None:
+                if future in waiters:
+                    waiters.remove(future)
+                if not waiters:
+                    del self._remote[run_id]
+
+    def take_waiters(self, run_id: str) -> list[asyncio.Future[Run]]:
+        """The futures waiting for a run this engine now holds (it settles them)."""
+        return self._remote.pop(run_id, [])
+
+    def add_waiters(self, run_id: str, waiters: list[asyncio.Future[Run]]) -> None:
+        """A run this engine let go of: its waiters wait on for wherever it ends."""
+        live = [w for w in waiters if not w.done()]
+        if live:
+            self._remote.setdefault(run_id, []).extend(live)
+            self._remote_wake.set()
+
+    async def _remote_loop(self) -> None:
+        engine = self._engine
+        while True:
+            try:
+                async with asyncio.timeout(REMOTE_POLL):
+                    await self._remote_wake.wait()
+            except TimeoutError:
+                pass
+            self._remote_wake.clear()
+            if not self._remote:
+                continue
+            store = engine.store
+            assert store is not None
+            try:
+                ended = await engine._in_thread(store.finished_among, list(self._remote))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("taskloom: reading runs waited for failed: %s", exc)
+                continue
+            for run in ended:
+                for future in self._remote.pop(run.id, []):
+                    settle(future, run.copy())
