@@ -184,3 +184,65 @@ def test_offline_mode_renders_the_sql(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "CREATE TABLE runs" in out
     assert "CREATE INDEX ix_runs_parent_id" in out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_runs_recorded_before_the_shared_queue_upgrade_and_stay_readable(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'old.db'}"
+        if kind == "sqlite"
+        else request.getfixturevalue("postgres_database")
+    )
+    upgrade(url, "0006")  # the schema of the release before the shared queue
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for run_id, status, owner in (
+                ("done", "completed", "old-worker"),
+                ("waiting", "pending", "old-worker"),
+                ("loose", "pending", None),
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO runs (id, task, status, priority, inputs, result, attempts, "
+                        "max_attempts, worker_id, created_at, cancel_requested) VALUES "
+                        "(:id, 'demo.add', :status, 0, '{\"a\": 1}', :result, 0, 1, :owner, "
+                        "1.0, false)"
+                    ),
+                    {
+                        "id": run_id,
+                        "status": status,
+                        "owner": owner,
+                        "result": "2" if status == "completed" else None,
+                    },
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at) "
+                    "VALUES ('old-worker', 'h', 1, 1.0, 1.0)"
+                )
+            )
+    finally:
+        engine.dispose()
+    store = SqlStore(url)  # upgrades on open
+    store.open()
+    try:
+        runs = {run.id: run for run in store.list_runs(limit=10)}
+        assert runs["done"].status == "completed"
+        assert runs["done"].result == 2
+        assert runs["done"].inputs == {"a": 1}
+        assert {run.queue for run in runs.values()} == {"default"}
+        assert {run.lease for run in runs.values()} == {0}
+        [old] = store.list_workers()
+        assert old.id == "old-worker"
+        assert old.state == "lost"  # it holds no lock: its process is long gone
+        # Its unfinished run goes back to the queue, and any worker may claim it.
+        assert store.reap("new-worker") == 1
+        waiting = store.get_run("waiting")
+        assert waiting is not None
+        assert waiting.worker_id is None
+    finally:
+        store.close()
+    assert_matches_schema(url)
