@@ -7,14 +7,17 @@ import json
 import signal
 import subprocess
 import time
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import Cli
 from test_server import Served
 
 from taskloom import Client, Engine
 from taskloom.loading import load_module
 from taskloom.store import open_store
+
+if TYPE_CHECKING:
+    from conftest import Cli
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -89,21 +92,25 @@ def test_a_stopped_worker_gives_back_what_it_held_without_using_a_retry(cli: Cli
 def test_serve_no_worker_accepts_runs_that_a_worker_executes(cli: Cli) -> None:
     server = Served(cli.start("serve", "long_tasks.py", "--no-worker"))
     try:
-        client = Client(server.url)
-        run = client.submit("nap", {"seconds": 0.01})
-        assert client.get_run(run.id).status == "pending"
-        workers = json.loads(cli("workers", "--json").stdout)
-        assert [w["concurrency"] for w in workers] == [None]  # the server executes nothing
-        assert client.get_run(run.id).worker_id is None
-        worker = cli.start("worker", "long_tasks.py")
-        wait_for_line(worker, "ready")
-        done = client.wait(run.id, timeout=20)
-        assert done.status == "completed"
-        assert done.result == "rested"
-        assert done.worker_id is not None
-        assert done.worker_id != workers[0]["id"]
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=20) == 0
+        with Client(server.url) as client:
+            submit_and_execute(cli, client)
     finally:
         code, err = server.stop()
     assert code == 0, err
+
+
+def submit_and_execute(cli: Cli, client: Client) -> None:
+    run = client.submit("nap", {"seconds": 0.01})
+    assert client.get_run(run.id).status == "pending"
+    workers = json.loads(cli("workers", "--json").stdout)
+    assert [w["concurrency"] for w in workers] == [None]  # the server executes nothing
+    assert client.get_run(run.id).worker_id is None
+    worker = cli.start("worker", "long_tasks.py")
+    wait_for_line(worker, "ready")
+    done = client.wait(run.id, timeout=20)
+    assert done.status == "completed"
+    assert done.result == "rested"
+    assert done.worker_id is not None
+    assert done.worker_id != workers[0]["id"]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0

@@ -68,9 +68,7 @@ class Claims:
         loop = asyncio.get_running_loop()
         store = engine.store
         assert store is not None
-        watch = getattr(store, "watch", None)
-        if watch is not None:
-            self._feed = watch(functools.partial(self._heard, loop))
+        self._feed = store.watch(functools.partial(self._heard, loop))
         if claim:
             self._tasks.append(asyncio.ensure_future(self._claim_loop()))
         self._tasks.append(asyncio.ensure_future(self._remote_loop()))

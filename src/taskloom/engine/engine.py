@@ -141,6 +141,7 @@ class Engine(RunControl):
             None if queues is None else {check_queue_name(q, "queue") for q in queues}
         )
         self._submitted_queues: set[str] = set()
+        self._queues_on_record: list[str] = []
         self.lease_ttl = lease_ttl
         self._poll_interval = poll_interval
         self._reserved = 0  # runs taken at submit whose insert is not committed yet
@@ -295,6 +296,7 @@ class Engine(RunControl):
         With `recover`, unfinished runs of these tasks left by a dead engine are taken over.
         """
         added = self.registry.register(obj)
+        self._queues_changed()
         if self._started and self._recover_enabled:
             names = [d.name for d in added if d.name not in self._recovered]
             if names:
@@ -492,8 +494,7 @@ class Engine(RunControl):
             ) from None
         if queue not in self._submitted_queues and queue != definition.options.queue:
             self._submitted_queues.add(queue)
-            if self._started and self._queues is None:
-                self._spawn(self._record_queues())
+            self._queues_changed()
         return queue
 
     def _hold_at_submit(self, definition: TaskDefinition, queue: str) -> bool:
@@ -878,19 +879,35 @@ class Engine(RunControl):
                 hostname=socket.gethostname(),
                 pid=os.getpid(),
                 name=self.name,
-                queues=None if self._queues is None else sorted(self._queues),
+                queues=self._recorded_queues() if self.worker else None,
                 concurrency=self.concurrency if self.worker else None,
                 ttl=self.lease_ttl,
             )
         )
 
+    def _recorded_queues(self) -> list[str]:
+        self._queues_on_record = sorted(self._served_queues())
+        return self._queues_on_record
+
+    def _queues_changed(self) -> None:
+        """Tasks or a submit brought a queue this engine did not serve: say so on record."""
+        if (
+            self._started
+            and self.worker
+            and sorted(self._served_queues()) != self._queues_on_record
+        ):
+            self._spawn(self._record_queues())
+
     async def _record_queues(self) -> None:
-        """A queue this engine serves now that it did not before (a submit named it)."""
-        update = getattr(self.store, "update_worker", None)
-        if update is not None and self.worker:
+        assert self.store is not None
+        if self.worker:
             try:
                 await self._in_thread(
-                    functools.partial(update, self.worker_id, queues=sorted(self._served_queues()))
+                    functools.partial(
+                        self.store.update_worker,
+                        self.worker_id,
+                        queues=self._recorded_queues(),
+                    )
                 )
             except StoreError as exc:
                 logger.warning("taskloom: could not record the queues served: %s", exc)
@@ -1024,12 +1041,10 @@ class Engine(RunControl):
             self._let_go(live)
         self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         assert self.store is not None
-        retire = getattr(self.store, "retire_worker", None)
-        if retire is not None:
-            try:
-                await self._in_thread(retire, old)
-            except StoreError as exc:
-                logger.warning("taskloom: could not retire worker %s: %s", old, exc)
+        try:
+            await self._in_thread(self.store.retire_worker, old)
+        except StoreError as exc:
+            logger.warning("taskloom: could not retire worker %s: %s", old, exc)
         await self._register_worker()
         if self._claims is not None:
             self._claims.wake()

@@ -7,12 +7,15 @@ PostgreSQL. Every implementation passes `tests/integration/test_store_conformanc
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..exceptions import StoreError, StoreUnavailableError
 from ..runs import Attempt, ErrorInfo, LogLine, Run
+
+if TYPE_CHECKING:
+    from .feed import ChangeFeed
 
 __all__ = [
     "LEASE_TTL",
@@ -392,6 +395,17 @@ class Store(Protocol):
 
     def finished_among(self, run_ids: Collection[str]) -> list[Run]:
         """The runs among `run_ids` that have finished."""
+
+    def update_worker(self, worker_id: str, *, queues: Collection[str] | None) -> None:
+        """Record the queues a worker serves now."""
+
+    def retire_worker(self, worker_id: str) -> None:
+        """A worker that lost its lease lets its id go (lock released, record expired)."""
+
+    def watch(self, callback: Callable[[str, str], None]) -> ChangeFeed | None:
+        """Start a feed of the commits other processes make (`store/feed.py`), calling
+        `callback(channel, payload)` from its thread; None when no other process can reach
+        the database. The caller stops it."""
 
     def unregister_worker(self, worker_id: str) -> None:
         """Remove the worker's record and release its lock."""
