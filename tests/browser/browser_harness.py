@@ -79,6 +79,20 @@ def _read_lines(process: subprocess.Popen[str], lines: list[str], ready: threadi
     ready.set()  # the output ended: the process is gone
 
 
+def taskloom_process(folder: Path, *args: str) -> subprocess.Popen[str]:
+    """Another `taskloom` command running in `folder` (a worker, say); its output is
+    discarded. The caller stops it."""
+    return subprocess.Popen(
+        _taskloom(*args),
+        cwd=folder,
+        env=_environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def _taskloom(*args: str) -> list[str]:
     return [sys.executable, "-m", "taskloom", *args]
 
@@ -116,11 +130,11 @@ def create_token(folder: Path, database_url: str, role: str) -> str:
 
 
 @contextlib.contextmanager
-def serving(folder: Path) -> Iterator[Server]:
+def serving(folder: Path, *options: str) -> Iterator[Server]:
     """The README's command, `taskloom serve examples/`, in a folder made by
     `served_folder` (with `form_tasks.py` too), on a free port of loopback and the
-    embedded default database."""
-    command = _taskloom("serve", "examples/", FORM_TASKS.name, "--port", "0")
+    embedded default database; `options` are more options of `serve`."""
+    command = _taskloom("serve", "examples/", FORM_TASKS.name, "--port", "0", *options)
     process = subprocess.Popen(
         command,
         cwd=folder,

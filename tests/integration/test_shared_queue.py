@@ -318,3 +318,57 @@ async def test_a_retry_scheduled_by_a_killed_worker_is_made_by_another_when_due(
         first.kill()
         if second is not None:
             second.kill()
+
+
+async def test_an_engine_that_executes_nothing_hears_of_runs_a_worker_executes(
+    database_url: str,
+) -> None:
+    heard: list[tuple[str, str, str | None]] = []
+    async with Engine(database_url, worker=False, tasks=[queue_tasks]) as engine:
+        engine.add_listener(
+            lambda e: heard.append((e.kind, e.run.id, e.line.message if e.line else None))
+        )
+        worker = Worker(database_url, concurrency=4, name="elsewhere")
+        try:
+            await worker.ready()
+            run = await engine.submit("chatty", {"lines": 5})
+            done = await engine.wait(run.id, timeout=30)
+            assert done.status == "completed"
+
+            async def all_heard() -> bool:
+                return ("finished", run.id, None) in heard
+
+            await until(all_heard, timeout=10)
+            assert await worker.stop() == 0
+        finally:
+            worker.kill()
+    mine = [(kind, line) for kind, rid, line in heard if rid == run.id]
+    assert mine[0] == ("submitted", None)  # this engine's own submit
+    assert ("started", None) in mine
+    assert [line for kind, line in mine if kind == "log"] == [f"line {i}" for i in range(5)]
+    assert mine[-1] == ("finished", None)
+
+
+async def test_a_worker_engine_tells_its_listeners_of_its_own_runs_once(
+    database_url: str,
+) -> None:
+    heard: list[tuple[str, str]] = []
+    async with Engine(database_url, tasks=[queue_tasks]) as engine:
+        engine.add_listener(lambda e: heard.append((e.kind, e.run.id)))
+        runs = [await engine.submit("chatty", {"lines": 2}) for _ in range(3)]
+        for run in runs:
+            await engine.wait(run.id, timeout=20)
+        # Its own commits come back through the change feed too. A run another engine
+        # executes after them (and its log line) is heard of after them all.
+        async with Engine(database_url, tasks=[queue_tasks], recover=False) as other:
+            marker = await other.run("chatty", {"lines": 1})
+
+            async def marker_heard() -> bool:
+                return ("log", marker.id) in heard
+
+            await until(marker_heard, timeout=10)
+    for run in runs:
+        kinds = [kind for kind, rid in heard if rid == run.id]
+        assert kinds.count("finished") == 1, kinds
+        assert kinds.count("started") == 1, kinds
+        assert kinds.count("log") == 2, kinds

@@ -116,10 +116,11 @@ class Claims:
             if "" in queues or queues & served:
                 self._wake.set()
         elif channel == RUNS_CHANNEL:
-            if self._remote and any(
-                line.partition(" ")[0] in self._remote for line in payload.splitlines()
-            ):
+            lines = payload.splitlines()
+            if self._remote and any(line.partition(" ")[0] in self._remote for line in lines):
                 self._remote_wake.set()
+            if engine._listeners and engine._remote_events is not None:
+                engine._remote_events.heard(lines)
         elif channel == CANCEL_CHANNEL:
             if payload == engine.worker_id:
                 self._check_cancels()
@@ -139,6 +140,8 @@ class Claims:
                     )
                 return
             self._changed_quiet_until = now + CHANGED_GAP
+            if engine._listeners and engine._remote_events is not None:
+                engine._remote_events.heard(None)
             self._wake.set()
             if self._remote:
                 self._remote_wake.set()

@@ -44,6 +44,7 @@ from .control import RunControl
 from .execution import Listener, RunEvent, settle
 from .gc_tuning import raise_gc_threshold, restore_gc_threshold
 from .live import LiveRun
+from .remote import RemoteEvents
 from .scheduler import ReadyQueue
 from .serial import SerialRunner
 from .writer import BatchWriter
@@ -149,6 +150,7 @@ class Engine(RunControl):
         # not validated again. Bounded; another worker may take them.
         self._unclaimed: OrderedDict[str, LiveRun] = OrderedDict()
         self._claims: Claims | None = None
+        self._remote_events: RemoteEvents | None = None
         self.database_url = database_url
         self._store_given = store
         self.store: Store | None = store
@@ -230,6 +232,8 @@ class Engine(RunControl):
         self._started = True
         self._claims = Claims(self, self._poll_interval)
         self._claims.start(claim=self.worker and self._recover_enabled)
+        self._remote_events = RemoteEvents(self)
+        await self._remote_events.start()
         self._spawn(self._heartbeat())
         if self._recover_enabled:
             self._spawn(self._reaper())
@@ -247,6 +251,8 @@ class Engine(RunControl):
         self._closing = True
         if self._claims is not None:
             await self._claims.stop()  # no more claims; waits for other processes' runs end
+        if self._remote_events is not None:
+            await self._remote_events.stop()
         await self._interrupt_workflows()
         if self._supervisor is not None:
             await self._supervisor.close()  # every service stopped, its last state saved

@@ -396,6 +396,15 @@ class Store(Protocol):
     def finished_among(self, run_ids: Collection[str]) -> list[Run]:
         """The runs among `run_ids` that have finished."""
 
+    def get_runs(self, run_ids: Collection[str]) -> list[Run]:
+        """The runs among `run_ids` that exist, in no particular order."""
+
+    def logs_after(self, after_id: int, *, limit: int = 1000) -> list[LogLine]:
+        """Log lines of every run with an id above `after_id`, oldest first."""
+
+    def last_log_id(self) -> int:
+        """The id of the newest log line (0 when there is none)."""
+
     def update_worker(self, worker_id: str, *, queues: Collection[str] | None) -> None:
         """Record the queues a worker serves now."""
 

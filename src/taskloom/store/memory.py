@@ -414,6 +414,20 @@ class MemoryStore(MemoryPipelines):
             found = [self._runs.get(run_id) for run_id in set(run_ids)]
             return [copy.deepcopy(r) for r in found if r is not None and r.is_finished]
 
+    def get_runs(self, run_ids: Collection[str]) -> list[Run]:
+        with self._lock:
+            found = [self._runs.get(run_id) for run_id in set(run_ids)]
+            return [copy.deepcopy(r) for r in found if r is not None]
+
+    def logs_after(self, after_id: int, *, limit: int = 1000) -> list[LogLine]:
+        with self._lock:
+            lines = [g for run in self._logs.values() for g in run if (g.id or 0) > after_id]
+            lines.sort(key=lambda g: g.id or 0)
+            return copy.deepcopy(lines[: min(limit, _MAX_LIMIT)])
+
+    def last_log_id(self) -> int:
+        return self._last_log_id
+
     def watch(self, callback: Callable[[str, str], None]) -> None:
         return None  # only this process reaches it: nothing to hear from others
 

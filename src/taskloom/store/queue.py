@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 
 from ..exceptions import WorkerLostError
-from ..runs import TERMINAL_STATUSES, ErrorInfo, Run
+from ..runs import ErrorInfo, Run
 from .base import ClaimRequest, WriteBatch
 from .rows import RUN_READ, UNFINISHED, run_from_row
 
@@ -47,7 +47,6 @@ PAYLOAD_MAX = 7_800
 #: Ids per statement on SQLite (well under its limit of bound parameters).
 CHUNK = 500
 
-_TERMINAL = TERMINAL_STATUSES
 _RUN_COLUMNS = ", ".join(c.name for c in RUN_READ)
 
 
@@ -72,19 +71,23 @@ def lost_error(run_id: str, task: str, attempt: int, retryable: bool) -> ErrorIn
 
 
 def notices(batch: WriteBatch) -> list[tuple[str, str]]:
-    """The NOTIFYs a batch's commit sends: claimable queues and ended runs."""
+    """The NOTIFYs a batch's commit sends: the queues where runs became claimable, and one
+    `id status` line per run recorded or changing status (`id log` for a run that got
+    log lines), so other processes can follow runs they do not execute."""
     queues = {run.queue for run in batch.new_runs if run.worker_id is None}
-    ended: list[str] = []
+    lines = [f"{run.id} {run.status}" for run in batch.new_runs]
     for run_id, fields in batch.run_updates.items():
         status = fields.get("status")
-        if status is not None and str(status) in _TERMINAL:
-            ended.append(f"{run_id} {status}")
-        elif "worker_id" in fields and fields["worker_id"] is None:
+        if status is not None:
+            lines.append(f"{run_id} {status}")
+        if "worker_id" in fields and fields["worker_id"] is None:
             queues.add("")  # given back: a queue the writer did not say, wake everyone
+    if batch.logs:
+        lines.extend(f"{run_id} log" for run_id in dict.fromkeys(g.run_id for g in batch.logs))
     sent: list[tuple[str, str]] = []
     if queues:
         sent.append((QUEUE_CHANNEL, ",".join(sorted(queues))))
-    sent.extend((RUNS_CHANNEL, payload) for payload in _chunks(ended))
+    sent.extend((RUNS_CHANNEL, payload) for payload in _chunks(lines))
     return sent
 
 

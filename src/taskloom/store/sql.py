@@ -586,16 +586,35 @@ class SqlStore(SqlPipelines):
         return None
 
     def finished_among(self, run_ids: Collection[str]) -> list[Run]:
+        return self._runs_among(run_ids, finished=True)
+
+    def get_runs(self, run_ids: Collection[str]) -> list[Run]:
+        return self._runs_among(run_ids, finished=False)
+
+    def _runs_among(self, run_ids: Collection[str], *, finished: bool) -> list[Run]:
         ids = sorted(set(run_ids))
         found: list[Run] = []
         with self._use("read runs") as engine, engine.connect() as conn:
             for start in range(0, len(ids), 500):
-                query = select(*RUN_READ).where(
-                    runs.c.id.in_(ids[start : start + 500]),
-                    runs.c.status.not_in(UNFINISHED),
-                )
+                query = select(*RUN_READ).where(runs.c.id.in_(ids[start : start + 500]))
+                if finished:
+                    query = query.where(runs.c.status.not_in(UNFINISHED))
                 found.extend(run_from_row(r) for r in conn.execute(query))
         return found
+
+    def logs_after(self, after_id: int, *, limit: int = 1000) -> list[LogLine]:
+        query = (
+            select(*LOG_READ)
+            .where(log_lines.c.id > after_id)
+            .order_by(log_lines.c.id)
+            .limit(min(limit, MAX_LIMIT))
+        )
+        with self._use("read log lines") as engine, engine.connect() as conn:
+            return [log_from_row(r) for r in conn.execute(query)]
+
+    def last_log_id(self) -> int:
+        with self._use("read log lines") as engine, engine.connect() as conn:
+            return int(conn.execute(select(func.max(log_lines.c.id))).scalar() or 0)
 
     def _workers_holding(self, conn: Any) -> dict[str, int]:
         held = conn.execute(

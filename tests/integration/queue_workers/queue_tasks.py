@@ -35,6 +35,15 @@ async def fails_first(index: int, context: Context) -> int:
 
 
 @taskloom.task
+async def chatty(lines: int, context: Context) -> int:
+    """Logs `lines` lines, a little apart."""
+    for number in range(lines):
+        context.logger.info("line %d", number)
+        await asyncio.sleep(0.05)
+    return lines
+
+
+@taskloom.task
 async def hang_async() -> None:
     await asyncio.sleep(3600)
 
