@@ -106,26 +106,39 @@ class RemoteEvents:
             )
             ids |= running ^ self._running  # started, or no longer running
             self._running = running
+        # What this engine holds, or held until it ended it, its listeners heard already.
+        mine = engine._live.keys() | engine._finished.keys()
+        ids -= mine
+        # Runs first, then lines: a run read as ended has all its lines committed, so they
+        # are read too and told before its end.
+        runs = {r.id: r for r in await engine._in_thread(store.get_runs, ids)} if ids else {}
         lines = await engine._in_thread(lambda: store.logs_after(self._last_log, limit=1000))
         if lines:
             self._last_log = lines[-1].id or self._last_log
             if len(lines) == 1000:
                 self._wake.set()  # more to read
-        # What this engine holds, or held until it ended it, its listeners heard already.
         mine = engine._live.keys() | engine._finished.keys()
         lines = [g for g in lines if g.run_id not in mine]
-        ids |= {g.run_id for g in lines}
-        ids -= mine
-        if not ids:
-            return
-        runs = {r.id: r for r in await engine._in_thread(store.get_runs, ids)}
+        more = {g.run_id for g in lines} - runs.keys()
+        if more:
+            for run in await engine._in_thread(store.get_runs, more):
+                if run.is_finished:
+                    # Read after its lines: it may have logged more before it ended. Its
+                    # end is told on the next look, after whatever lines it still has.
+                    self._ids.add(run.id)
+                    self._wake.set()
+                    run = _as_running(run)
+                runs[run.id] = run
         for run in runs.values():
-            if run.id not in engine._live:
+            if run.id not in engine._live and not run.is_finished:
                 self._tell(run)
         for line in lines:
             found = runs.get(line.run_id)
             if found is not None and line.run_id not in engine._live:
                 self._tell_line(found, line)
+        for run in runs.values():
+            if run.id not in engine._live and run.is_finished:
+                self._tell(run)
 
     def _tell(self, run: Run) -> None:
         state = (str(run.status), run.attempts)
@@ -147,3 +160,12 @@ class RemoteEvents:
 
     def _tell_line(self, run: Run, line: LogLine) -> None:
         self._engine._emit("log", run, line)
+
+
+def _as_running(run: Run) -> Run:
+    """A run read as ended, told for now as it was while its lines were written."""
+    shown = run.copy()
+    shown.status = RunStatus.RUNNING
+    shown.result = None
+    shown.finished_at = None
+    return shown

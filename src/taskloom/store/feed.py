@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,13 @@ logger = logging.getLogger("taskloom.store")
 
 Notice = Callable[[str, str], None]
 
-#: How often a SQLite feed reads the database's change counter.
-SQLITE_INTERVAL = 0.004
+#: How often a SQLite feed reads the database's change counter: soon after another
+#: process committed, and otherwise; how long "soon" lasts; how often a change that may be
+#: this store's own is told.
+SQLITE_FAST = 0.004
+SQLITE_SLOW = 0.02
+SQLITE_FAST_FOR = 2.0
+SQLITE_SLOW_TELL = 0.1
 #: Backoff while a PostgreSQL feed cannot connect.
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0
 
@@ -61,23 +67,42 @@ class ChangeFeed:
 
 
 class SqliteFeed(ChangeFeed):
-    def __init__(self, path: Path, callback: Notice, interval: float = SQLITE_INTERVAL) -> None:
+    """Reads the file's change counter: every `FAST` seconds for a while after another
+    process committed, every `SLOW` seconds otherwise. A change while this store was
+    committing too may be its own: such changes are told at most every `SLOW_TELL`
+    seconds, so an engine busy on its own file is not woken by its own commits."""
+
+    def __init__(
+        self, path: Path, callback: Notice, own_commits: Callable[[], int] | None = None
+    ) -> None:
         super().__init__("taskloom-feed", callback)
         self._path = path
-        self._interval = interval
+        self._own = own_commits or (lambda: 0)
 
     def _main(self) -> None:
         connection = sqlite3.connect(self._path, check_same_thread=False, timeout=5)
         try:
             last = None
-            while not self._stop.wait(self._interval):
+            own = self._own()
+            fast_until = told = 0.0
+            interval = SQLITE_SLOW
+            while not self._stop.wait(interval):
                 try:
                     (version,) = connection.execute("PRAGMA data_version").fetchone()
                 except sqlite3.Error:
                     continue  # locked or briefly away: read it next time
+                now = time.monotonic()
+                mine, own = own, self._own()
                 if last is not None and version != last:
-                    self._tell("changed", "")
+                    if mine == own:  # nothing of ours: another process committed
+                        fast_until = now + SQLITE_FAST_FOR
+                        told = now
+                        self._tell("changed", "")
+                    elif now < fast_until or now - told >= SQLITE_SLOW_TELL:
+                        told = now
+                        self._tell("changed", "")
                 last = version
+                interval = SQLITE_FAST if now < fast_until else SQLITE_SLOW
         finally:
             connection.close()
 

@@ -228,7 +228,7 @@ class Statements:
         else:  # pragma: no cover - only sqlite3 and psycopg are supported
             raise StoreError(f"unsupported database driver paramstyle {dialect.paramstyle!r}")
         self._quote = dialect.identifier_preparer.quote
-        self._updates: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._updates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
         # A run or attempt already there is left alone, so a batch whose commit was cut off
         # (it may have committed) can be written again.
         self.insert_run = self._insert(runs, [c.name for c in runs.c], conflict=("id",))
@@ -257,12 +257,12 @@ class Statements:
 
     def update(self, table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> str:
         """`UPDATE table SET columns... WHERE keys...`, parameters in that order."""
-        sql = self._updates.get((table.name, columns))  # one per column set and order
+        sql = self._updates.get((table.name, columns, keys))  # one per column set and order
         if sql is None:
             sets = ", ".join(f"{self._quote(c)} = {self._mark}" for c in columns)
             where = " AND ".join(f"{self._quote(k)} = {self._mark}" for k in keys)
             sql = f"UPDATE {self._quote(table.name)} SET {sets} WHERE {where}"
-            self._updates[(table.name, columns)] = sql
+            self._updates[(table.name, columns, keys)] = sql
         return sql
 
 
@@ -290,14 +290,28 @@ def _group_updates(
     return groups
 
 
+#: The keys of a fenced run update: the run, its holder and its lease.
+_FENCED_KEYS = ("id", "worker_id", "lease")
+
+PlanItem = tuple[str, list[tuple[Any, ...]], int]
+
+
 def plan_batch(
-    statements: Statements, batch: WriteBatch, skip: Collection[str] = ()
-) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Encode a batch into (sql, rows) pairs, before any transaction is opened; the
-    changes of the runs in `skip` (refused by their fence) are left out."""
-    plan: list[tuple[str, list[tuple[Any, ...]]]] = []
+    statements: Statements,
+    batch: WriteBatch,
+    skip: Collection[str] = (),
+    fences: dict[str, tuple[str, int]] | None = None,
+) -> list[PlanItem]:
+    """Encode a batch into (sql, rows, fenced) items, before any transaction is opened.
+
+    The changes of the runs in `skip` (refused by their fence) are left out. An update of
+    a run in `fences` is conditional on its holder and lease (`WHERE id = ? AND worker_id =
+    ? AND lease = ?`); `fenced` is how many rows such a statement must change, 0 for any
+    other. Fenced rows are in id order, so two batches lock shared runs alike.
+    """
+    plan: list[PlanItem] = []
     if batch.new_runs:
-        plan.append((statements.insert_run, [run_row(r) for r in batch.new_runs]))
+        plan.append((statements.insert_run, [run_row(r) for r in batch.new_runs], 0))
     run_updates = batch.run_updates
     new_attempts = batch.new_attempts
     attempt_updates = batch.attempt_updates
@@ -309,15 +323,24 @@ def plan_batch(
         logs = [g for g in logs if g.run_id not in skip]
     run_groups = _group_updates("a run update", run_updates, _RUN_ENCODERS)
     for columns, rows in run_groups.items():
-        plan.append((statements.update(runs, columns, ("id",)), rows))
+        if fences:
+            fenced = sorted(
+                ((*row, *fences[row[-1]]) for row in rows if row[-1] in fences),
+                key=lambda row: row[-3],
+            )
+            rows = [row for row in rows if row[-1] not in fences]
+            if fenced:
+                plan.append((statements.update(runs, columns, _FENCED_KEYS), fenced, len(fenced)))
+        if rows:
+            plan.append((statements.update(runs, columns, ("id",)), rows, 0))
     if new_attempts:
-        plan.append((statements.insert_attempt, [attempt_row(a) for a in new_attempts]))
+        plan.append((statements.insert_attempt, [attempt_row(a) for a in new_attempts], 0))
     attempt_groups = _group_updates("an attempt update", attempt_updates, _ATTEMPT_ENCODERS)
     for columns, rows in attempt_groups.items():
-        plan.append((statements.update(attempts, columns, ("run_id", "number")), rows))
+        plan.append((statements.update(attempts, columns, ("run_id", "number")), rows, 0))
     if logs:
         rows = [(g.run_id, g.attempt, g.created_at, g.level, g.message) for g in logs]
-        plan.append((statements.insert_log, rows))
+        plan.append((statements.insert_log, rows, 0))
     return plan
 
 

@@ -126,6 +126,8 @@ class SqlStore(SqlPipelines):
         self._write_engine: Engine | None = None
         self._statements: Statements | None = None
         self._queue: QueueSql | None = None
+        #: Batches this store committed (a SQLite feed tells its own commits from others').
+        self.commits = 0
         self._workers: WorkerLocks | None = None
         self._raw_writer: Any = None  # the pooled connection `write` keeps (see there)
         self._sqlite = False
@@ -247,15 +249,18 @@ class SqlStore(SqlPipelines):
         with self._use("write a batch") as engine:
             assert self._statements is not None and self._queue is not None
             queue = self._queue
-            try:
-                plan = plan_batch(self._statements, batch)
-            except (PydanticSerializationError, UnicodeError) as exc:
-                raise StoreError(f"a value is not JSON or not valid Unicode: {exc}") from exc
             fences = batch.fences
             if fences and batch.new_runs:
                 # A run inserted by this very batch is held as it says.
                 inserted = {run.id for run in batch.new_runs}
                 fences = {k: v for k, v in fences.items() if k not in inserted}
+            try:
+                plan = plan_batch(self._statements, batch, fences=fences)
+            except (PydanticSerializationError, UnicodeError) as exc:
+                raise StoreError(f"a value is not JSON or not valid Unicode: {exc}") from exc
+            # A fenced run updated by the batch is checked by its UPDATE's row count; only
+            # the others (log lines or attempts alone) need a look first.
+            unchecked = {k: v for k, v in fences.items() if k not in batch.run_updates}
             sent = notices(batch) if queue.postgres else ()
             result = NOTHING_WRITTEN
             dbapi = engine.dialect.loaded_dbapi
@@ -271,21 +276,19 @@ class SqlStore(SqlPipelines):
             committing = False
             try:
                 cursor = connection.cursor()
-                if self._sqlite:
-                    if not wait:
-                        cursor.execute("PRAGMA busy_timeout=0")
-                    try:
-                        cursor.execute("BEGIN IMMEDIATE")
-                    finally:
-                        if not wait:
-                            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
-                if fences:
-                    rejected = queue.fenced_out(cursor, fences)
+                while True:
+                    self._begin_write(cursor, wait=wait)
+                    rejected = queue.fenced_out(cursor, unchecked) if unchecked else frozenset()
                     if rejected:
-                        result = WriteResult(rejected=rejected)
-                        plan = plan_batch(self._statements, batch, skip=rejected)
-                for sql, rows in plan:
-                    cursor.executemany(sql, rows)
+                        plan = plan_batch(self._statements, batch, skip=rejected, fences=fences)
+                    if self._apply(cursor, plan, counted=unchecked is not fences):
+                        break
+                    # A fenced UPDATE changed fewer rows than it had: some run is no longer
+                    # held as the batch says. Start again, every fenced run looked at first.
+                    self._rollback_write(connection, cursor)
+                    unchecked = fences
+                if rejected:
+                    result = WriteResult(rejected=rejected)
                 if batch.claim is not None:
                     claimed = queue.claim(cursor, batch.claim)
                     due = None
@@ -295,6 +298,7 @@ class SqlStore(SqlPipelines):
                         result = WriteResult(result.rejected, claimed, due)
                 queue.notify(cursor, sent)
                 committing = True
+                self.commits += 1  # before: a feed reading the file meanwhile counts it ours
                 connection.commit() if not self._sqlite else cursor.execute("COMMIT")
             except (dbapi.OperationalError, dbapi.InterfaceError) as exc:
                 self._rollback(connection)
@@ -316,6 +320,33 @@ class SqlStore(SqlPipelines):
                     with contextlib.suppress(Exception):  # a broken connection's cursor
                         cursor.close()
             return result
+
+    def _begin_write(self, cursor: Any, *, wait: bool) -> None:
+        if not self._sqlite:
+            return  # psycopg opens the transaction with the first statement
+        if not wait:
+            cursor.execute("PRAGMA busy_timeout=0")
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        finally:
+            if not wait:
+                cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+
+    @staticmethod
+    def _apply(cursor: Any, plan: list[Any], *, counted: bool) -> bool:
+        """Execute the plan; with `counted`, False as soon as a fenced UPDATE changes fewer
+        rows than it has (the caller rolls back)."""
+        for sql, rows, fenced in plan:
+            cursor.executemany(sql, rows)
+            if counted and fenced and cursor.rowcount != fenced:
+                return False
+        return True
+
+    def _rollback_write(self, connection: Any, cursor: Any) -> None:
+        if self._sqlite:
+            cursor.execute("ROLLBACK")
+        else:
+            connection.rollback()
 
     @property
     def inline_writes(self) -> bool:
@@ -545,11 +576,18 @@ class SqlStore(SqlPipelines):
                         workers.c.lost_at.is_(None), workers.c.id != worker_id
                     )
                 ).all()
-            # Checked outside the transaction: a lock check is a round trip of its own.
-            # Lock checks are round trips of their own: made before the transaction.
+                known = {w for w, _, _ in rows} | {worker_id}
+                cursor = conn.connection.cursor()
+                try:
+                    orphaned = queue.orphan_owners(cursor, known)
+                finally:
+                    cursor.close()
+            # Looked at outside any write transaction (a lock check is a round trip of its
+            # own), so a round with nobody dead takes no write lock at all.
             expired = [w for w, at, now in rows if at is not None and at < now]
             unlocked = [w for w, _, _ in rows if w not in expired and not locks.is_alive(w)]
-            known = {w for w, _, _ in rows} | {worker_id}
+            if not (expired or unlocked or any(not locks.is_alive(w) for w in orphaned)):
+                return 0
             touched = 0
             with self._writer().begin() as conn:
                 cursor = conn.connection.cursor()
@@ -582,7 +620,7 @@ class SqlStore(SqlPipelines):
 
             return PostgresFeed(lambda: psycopg.connect(conninfo), callback).start()
         if self._file is not None:
-            return SqliteFeed(self._file, callback).start()
+            return SqliteFeed(self._file, callback, lambda: self.commits).start()
         return None
 
     def finished_among(self, run_ids: Collection[str]) -> list[Run]:
