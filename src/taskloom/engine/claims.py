@@ -34,6 +34,9 @@ logger = logging.getLogger("taskloom.engine")
 
 #: The most runs one claim takes.
 CLAIM_MAX = 1_000
+#: A busy engine claims once this share of its slots is free (1/8), or after CLAIM_DELAY.
+CLAIM_FRACTION = 8
+CLAIM_DELAY = 0.005
 #: How often runs waited for in other processes are looked up when no notice came.
 REMOTE_POLL = 1.0
 #: The least time between two looks at a SQLite file that changed (see `_notice`).
@@ -59,6 +62,8 @@ class Claims:
         #: The last claim found runs: more may be waiting, so an end wakes the next claim.
         self.productive = True
         self.claimed = 0
+        self._small_since: float | None = None  # since when few slots wait to be claimed
+        self._delayed = False
         #: When the next run waiting for its backoff is due (the claim wakes for it).
         self._next_due: float | None = None
 
@@ -89,6 +94,10 @@ class Claims:
 
     def wake(self) -> None:
         """Claim again soon (runs may be claimable, or slots free)."""
+        self._wake.set()
+
+    def _delayed_wake(self) -> None:
+        self._delayed = False
         self._wake.set()
 
     # notices from other processes -----------------------------------------------------------
@@ -198,6 +207,18 @@ class Claims:
         free = engine._free_slots()
         if free <= 0 or engine._closing:
             return False
+        if free < max(1, engine.concurrency // CLAIM_FRACTION) and free < engine.concurrency:
+            # Busy, with few slots free: claim them together a moment later rather than
+            # one claim per run that ends (each a statement in its own commit).
+            now = time.monotonic()
+            if self._small_since is None:
+                self._small_since = now
+            if now - self._small_since < CLAIM_DELAY:
+                if not self._delayed:
+                    self._delayed = True
+                    asyncio.get_running_loop().call_later(CLAIM_DELAY, self._delayed_wake)
+                return False
+        self._small_since = None
         tasks, limits = engine._served_tasks()
         if not tasks:
             return False
@@ -223,20 +244,23 @@ class Claims:
         return len(claimed) >= limit
 
     # waiting for runs executed elsewhere ------------------------------------------------------
-    async def wait_remote(self, run_id: str) -> Run:
-        """Wait for a run this engine does not hold to end (wherever it executes)."""
+    async def wait_remote(self, run_id: str, *, unfinished: bool = False) -> Run:
+        """Wait for a run this engine does not hold to end (wherever it executes).
+        `unfinished`: the run is known to exist and not to have ended (this engine just
+        submitted it), so the store is not asked first."""
         engine = self._engine
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Run] = loop.create_future()
         self._remote.setdefault(run_id, []).append(future)
         try:
-            store = engine.store
-            assert store is not None
-            run = await engine._in_thread(store.get_run, run_id)
-            if run is None:
-                raise RunNotFoundError(run_id)
-            if run.is_finished:
-                return run
+            if not unfinished:
+                store = engine.store
+                assert store is not None
+                run = await engine._in_thread(store.get_run, run_id)
+                if run is None:
+                    raise RunNotFoundError(run_id)
+                if run.is_finished:
+                    return run
             return await future
         finally:
             waiters = self._remote.get(run_id)

@@ -735,7 +735,9 @@ class Engine(RunControl):
                 if live is not None:
                     return await self._waiter(live)
                 assert self._claims is not None
-                return await self._claims.wait_remote(run_id)
+                return await self._claims.wait_remote(
+                    run_id, unfinished=run_id in self._unclaimed
+                )
         except TimeoutError:
             raise WaitTimeoutError(f"run {run_id} did not finish within {timeout:g} s") from None
 
