@@ -55,6 +55,7 @@ class Claims:
         self._feed: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._checking_cancels = False
+        self._recheck_cancels = False
         self._heard_lock = threading.Lock()
         self._changed_quiet_until = 0.0
         self._changed_pending = False
@@ -163,8 +164,10 @@ class Claims:
 
     def _check_cancels(self) -> None:
         if self._checking_cancels:
+            self._recheck_cancels = True  # a request may have come after that read began
             return
         self._checking_cancels = True
+        self._recheck_cancels = False
         task = asyncio.ensure_future(self._engine._check_cancel_requests())
         task.add_done_callback(self._cancels_checked)
         self._tasks.append(task)
@@ -173,8 +176,12 @@ class Claims:
         self._checking_cancels = False
         if task in self._tasks:
             self._tasks.remove(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
             logger.warning("taskloom: reading cancel requests failed: %s", task.exception())
+        if self._recheck_cancels:
+            self._check_cancels()
 
     # claiming -------------------------------------------------------------------------------
     async def _claim_loop(self) -> None:

@@ -108,6 +108,10 @@ def create_store_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10)
                 dbapi_conn.execute(
                     f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION * 1000)}"
                 )
+                # psycopg prepares a statement it runs often; PostgreSQL may then keep one
+                # generic plan for it, made while the tables were nearly empty (a scan of the
+                # whole table, slower as it grows). Each execution is planned for its values.
+                dbapi_conn.execute("SET plan_cache_mode = force_custom_plan")
                 dbapi_conn.autocommit = autocommit
 
         return server

@@ -85,6 +85,7 @@ class SqliteFeed(ChangeFeed):
             last = None
             own = self._own()
             fast_until = told = 0.0
+            owed = pending = False  # a change to tell now; one to tell once SLOW_TELL is up
             interval = SQLITE_SLOW
             while not self._stop.wait(interval):
                 try:
@@ -96,11 +97,16 @@ class SqliteFeed(ChangeFeed):
                 if last is not None and version != last:
                     if mine == own:  # nothing of ours: another process committed
                         fast_until = now + SQLITE_FAST_FOR
-                        told = now
-                        self._tell("changed", "")
-                    elif now < fast_until or now - told >= SQLITE_SLOW_TELL:
-                        told = now
-                        self._tell("changed", "")
+                        owed = True
+                    elif now < fast_until:
+                        owed = True
+                    else:  # maybe ours alone: told, but not more often than SLOW_TELL
+                        owed = owed or now - told >= SQLITE_SLOW_TELL
+                        pending = True
+                if owed or (pending and now - told >= SQLITE_SLOW_TELL):
+                    told = now
+                    owed = pending = False
+                    self._tell("changed", "")
                 last = version
                 interval = SQLITE_FAST if now < fast_until else SQLITE_SLOW
         finally:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     and_,
     delete,
+    event,
     func,
     insert,
     literal_column,
@@ -183,12 +184,16 @@ class SqlStore(SqlPipelines):
         self._write_engine = engine.execution_options(taskloom_write=True)
         self._statements = Statements(engine.dialect)
         self._queue = QueueSql(engine.dialect)
+        event.listen(engine, "commit", self._counted)  # heartbeats, claims of old runs...
         if engine.dialect.name == "postgresql":
             self._workers = AdvisoryLocks(engine)
         elif self._file is not None:
             self._workers = LockFiles(self._file.with_name(self._file.name + ".workers"))
         else:
             self._workers = LocalWorkers()
+
+    def _counted(self, _connection: Any) -> None:
+        self.commits += 1
 
     def close(self) -> None:
         with self._lock:
