@@ -50,6 +50,23 @@ async def submit_ticks(url: str, count: int, pause: float) -> list[str]:
         return ids
 
 
+async def drain(url: str, workers: list[Worker], count: int) -> None:
+    """Let `workers` run until `count` runs have ended, then stop them (exit 0 each)."""
+    try:
+        for worker in workers:
+            await worker.ready()
+
+        async def drained() -> bool:
+            return await finished(url) == count
+
+        await until(drained, timeout=60)
+        for worker in workers:
+            assert await worker.stop() == 0, worker.output()
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
 def check_drained(url: str, count: int) -> dict[str, list[tuple[int, str, str]]]:
     """Every run completed, none with two completed attempts; the attempts of each run."""
     statuses = Counter(s for (s,) in query(url, "SELECT status FROM runs"))
@@ -192,19 +209,7 @@ async def test_priority_order_holds_across_two_workers(database_url: str) -> Non
         for p in priorities:
             await engine.submit("tick", {"index": p, "pause": 0.08}, priority=p)
     workers = [Worker(database_url, concurrency=1, name=f"w{i}") for i in range(2)]
-    try:
-        for worker in workers:
-            await worker.ready()
-
-        async def drained() -> bool:
-            return await finished(database_url) == len(priorities)
-
-        await until(drained, timeout=60)
-        for worker in workers:
-            assert await worker.stop() == 0
-    finally:
-        for worker in workers:
-            worker.kill()
+    await drain(database_url, workers, len(priorities))
     rows = await asyncio.to_thread(
         query,
         database_url,
@@ -223,19 +228,7 @@ async def test_a_task_limit_holds_across_two_workers(database_url: str) -> None:
     async with Engine(database_url, worker=False, tasks=[queue_tasks]) as engine:
         await engine.submit_many("limited", [{"index": i, "pause": 0.15} for i in range(14)])
     workers = [Worker(database_url, concurrency=8, name=f"w{i}") for i in range(2)]
-    try:
-        for worker in workers:
-            await worker.ready()
-
-        async def drained() -> bool:
-            return await finished(database_url) == 14
-
-        await until(drained, timeout=60)
-        for worker in workers:
-            assert await worker.stop() == 0
-    finally:
-        for worker in workers:
-            worker.kill()
+    await drain(database_url, workers, 14)
     spans = await asyncio.to_thread(
         query, database_url, "SELECT started_at, finished_at FROM attempts"
     )
