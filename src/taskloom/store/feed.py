@@ -34,7 +34,7 @@ Notice = Callable[[str, str], None]
 SQLITE_FAST = 0.004
 SQLITE_SLOW = 0.02
 SQLITE_FAST_FOR = 2.0
-SQLITE_SLOW_TELL = 0.1
+SQLITE_SLOW_TELL = 0.03
 #: Backoff while a PostgreSQL feed cannot connect.
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0
 
