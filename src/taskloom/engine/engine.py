@@ -66,6 +66,11 @@ T = TypeVar("T")
 _RUNNING = RunStatus.RUNNING
 
 
+def _new_worker_id() -> str:
+    """This process's next worker id: its host, its pid and a random part."""
+    return f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 class Engine(RunControl):
     """Accepts runs, executes them, and keeps them in the store.
 
@@ -155,7 +160,7 @@ class Engine(RunControl):
         self._store_given = store
         self.store: Store | None = store
         self.registry = Registry()
-        self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.worker_id = _new_worker_id()
         self.concurrency = concurrency
         self.workflow_limits = workflow_limits or WorkflowLimits()
         self._threads = threads or min(32, (os.cpu_count() or 1) + 4)
@@ -1047,7 +1052,7 @@ class Engine(RunControl):
         )
         for live in held:
             self._let_go(live)
-        self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.worker_id = _new_worker_id()
         assert self.store is not None
         try:
             await self._in_thread(self.store.retire_worker, old)

@@ -7,8 +7,9 @@ PostgreSQL, where a claim skips the rows other claimers locked):
 * a claim takes up to N claimable runs in priority order in one statement, raising each
   run's lease; a task with a concurrency limit is counted and claimed under a lock of its
   own (an advisory transaction lock on PostgreSQL), so the limit holds across workers;
-* a fence check locks the batch's runs (in id order, so two batches never deadlock) and
-  names those no longer held by the worker under the lease it wrote with;
+* a fence check locks runs (in id order, so two batches never deadlock) and names those no
+  longer held by the worker under the lease it wrote with (a fenced UPDATE carries its
+  fence in its WHERE clause instead; see `SqlStore.write`);
 * the reaper gives back the runs of dead workers, one reaper at a time;
 * on PostgreSQL, a commit that makes runs claimable, ends runs or asks for a cancel sends
   one NOTIFY per channel (never one per row): workers and waiters in other processes wake.
