@@ -146,9 +146,11 @@ def test_live_events_carry_the_token_in_a_header_and_end_when_it_is_revoked(
     streams: list[tuple[str, str | None]] = []
     page.on(
         "request",
-        lambda r: streams.append((r.url, r.headers.get("authorization")))
-        if "/api/events" in r.url
-        else None,
+        lambda r: (
+            streams.append((r.url, r.headers.get("authorization")))
+            if "/api/events" in r.url
+            else None
+        ),
     )
     dashboard.open("#/runs")
     _sign_in(dashboard, doomed["token"])

@@ -157,19 +157,24 @@ async def test_runs_of_a_killed_engine_are_finished_by_the_next(database_url: st
 async def test_an_engine_that_is_alive_keeps_its_runs(database_url: str) -> None:
     async with engine_process(database_url, count=40, concurrency=8) as child:
         before = await asyncio.to_thread(snapshot, database_url)
-        held = {rid for rid, run in before.items() if run.worker_id == child.worker_id}
-        unclaimed = {rid for rid, run in before.items() if run.worker_id is None}
+        # Alone on the database, the child holds all 40 runs (8 slots: the rest wait in
+        # its memory); the runs executing are its own whatever comes.
+        assert {run.worker_id for run in before.values()} == {child.worker_id}
+        held = {rid for rid, run in before.items() if run.status == "running"}
+        waiting = {rid for rid, run in before.items() if run.status == "pending"}
         assert held
-        assert unclaimed  # 40 runs, 8 slots: the rest wait for any worker
+        assert waiting
         # Registering the tasks in the constructor makes the new engine reap and claim
         # while it starts, before `start()` returns.
         async with Engine(database_url, tasks=[recovery_tasks], shutdown_grace=1.0) as engine:
             assert engine.store is not None
             assert await asyncio.to_thread(engine.store.is_worker_alive, child.worker_id)
 
+            # Another worker serves the queue now: the child gives back what waits for a
+            # slot, and the two share it.
             async def shared() -> bool:
-                runs = [await engine.get_run(rid) for rid in unclaimed]
-                return all(run.worker_id is not None for run in runs)
+                runs = [await engine.get_run(rid) for rid in waiting]
+                return any(run.worker_id == engine.worker_id for run in runs)
 
             await until(shared, timeout=20)
             runs = {run.id: run for run in await engine.list_runs(limit=1_000)}
@@ -179,8 +184,6 @@ async def test_an_engine_that_is_alive_keeps_its_runs(database_url: str) -> None
                 assert runs[rid].worker_id == child.worker_id
                 for attempt in await engine.get_attempts(rid):
                     assert attempt.worker_id == child.worker_id
-            # What waited unclaimed was shared: the new engine took some of it.
-            assert any(runs[rid].worker_id == engine.worker_id for rid in unclaimed)
         assert child.process.returncode is None
 
 

@@ -578,9 +578,10 @@ def test_a_lost_worker_is_listed_lost_and_pruned_after_the_retention(
 ) -> None:
     store = shared_backend.open()
     store.register_worker("me", hostname="h", pid=1)
-    with spawn_worker(shared_backend.url, "gone") as proc, spawn_worker(
-        shared_backend.url, "holder"
-    ) as holder:
+    with (
+        spawn_worker(shared_backend.url, "gone") as proc,
+        spawn_worker(shared_backend.url, "holder") as holder,
+    ):
         add_runs(store, make_run(worker_id="holder", status=RunStatus.RUNNING))
         for process in (proc, holder):
             process.kill()

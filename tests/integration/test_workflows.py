@@ -84,6 +84,17 @@ async def blocks(x: int) -> int:
     return x
 
 
+FIRST_CALL_BLOCKS: list[int] = []
+
+
+@taskloom.task
+async def blocks_the_first_time(x: int) -> str:
+    FIRST_CALL_BLOCKS.append(x)
+    if len(FIRST_CALL_BLOCKS) == 1:
+        await asyncio.Event().wait()
+    return str(x)
+
+
 ORDER: list[str] = []
 
 
@@ -429,20 +440,33 @@ async def test_a_workflow_is_cancelled_from_another_engine(database_url: str) ->
         }
 
 
-async def test_closing_the_engine_ends_its_workflows(database_url: str) -> None:
-    async with Engine(database_url, shutdown_grace=1.0, cancel_grace=1.0) as engine:
-        wf = Workflow("closing")
-        wf.step(blocks, x=1, name="stuck")
+async def test_a_workflow_left_by_an_engine_that_closed_is_resumed_by_the_next(
+    database_url: str,
+) -> None:
+    FIRST_CALL_BLOCKS.clear()
+    wf = Workflow("closing")
+    stuck = wf.step(blocks_the_first_time, x=1, name="stuck")
+    wf.step(record, label=stuck.result, name="after")
+    async with Engine(database_url, shutdown_grace=0.5, cancel_grace=0.5) as engine:
         run = await engine.submit(wf)
-        await until(
-            lambda: _step_status(engine, run.id, "stuck", "running"),
-        )
+        await until(lambda: _step_status(engine, run.id, "stuck", "running"))
     async with Engine(database_url, recover=False) as reader:
-        ended = await reader.get_run(run.id)
-        assert ended.status == "failed"
-        assert ended.error is not None
-        assert ended.error.type == "Interrupted"
-        assert (await children(reader, run.id))["stuck"].status == "cancelled"
+        left = await reader.get_run(run.id)
+        assert left.status == "running"  # let go of, not ended
+        assert left.worker_id is None
+        assert (await children(reader, run.id))["stuck"].status == "pending"
+    ORDER.clear()
+    async with Engine(database_url, tasks=[blocks_the_first_time, record]) as engine:
+        done = await engine.wait(run.id, timeout=20)
+        assert done.status == "completed", done.error
+        assert done.result["outputs"] == {"after": "1"}
+        steps = await children(engine, run.id)
+        assert {name: str(r.status) for name, r in steps.items()} == {
+            "stuck": "completed",
+            "after": "completed",
+        }
+    assert FIRST_CALL_BLOCKS == [1, 1]  # interrupted once, then run to its end
+    assert ORDER == ["1"]
 
 
 async def _step_status(engine: Engine, run_id: str, step: str, status: str) -> bool:
@@ -450,11 +474,16 @@ async def _step_status(engine: Engine, run_id: str, step: str, status: str) -> b
     return step in steps and steps[step].status == status
 
 
-async def test_a_workflow_whose_engine_died_ends_failed(database_url: str) -> None:
-    # What a killed process leaves: a running workflow run and a pending step, both owned
-    # by a worker that holds no lock (no process proves it alive).
+async def test_a_workflow_whose_engine_died_is_resumed_where_its_tasks_are_known(
+    database_url: str,
+) -> None:
+    """Left `running` by an engine that is gone, with its first step's run pending: an
+    engine that cannot resolve the step's task leaves it be; one that can resumes it,
+    runs the step it finds (given back by the reaper) and inserts the rest."""
     store = open_store(database_url)
     now = time.time()
+    steps = {"a": {"task": "double", "inputs": {"x": 1}}, "b": {"task": "double"}}
+    steps["b"]["inputs"] = {"x": "${steps.a.result}"}
     workflow_run = Run(
         id=new_run_id(),
         task="workflow:orphan",
@@ -462,11 +491,11 @@ async def test_a_workflow_whose_engine_died_ends_failed(database_url: str) -> No
         status=RunStatus.RUNNING,
         worker_id="dead-worker",
         created_at=now,
-        config={"workflow": {"name": "orphan", "steps": {"a": {"task": "double"}}}},
+        config={"workflow": {"name": "orphan", "steps": steps}},
     )
     step = Run(
         id=new_run_id(),
-        task="never_registered",
+        task="double",
         inputs={"x": 1},
         parent_id=workflow_run.id,
         idempotency_key=f"{workflow_run.id}/a",
@@ -478,17 +507,23 @@ async def test_a_workflow_whose_engine_died_ends_failed(database_url: str) -> No
     store.write(WriteBatch(new_runs=[workflow_run, step]))
     store.close()
 
-    async with Engine(database_url) as engine:
+    async with Engine(database_url) as engine:  # `double` is unknown here
+        assert engine.store is not None
+        await until(lambda: _owner_is(engine, workflow_run.id, None))
+        assert (await engine.get_run(workflow_run.id)).status == "running"
 
-        async def ended() -> bool:
-            return (await engine.get_run(workflow_run.id)).status == "failed"
+    async with Engine(database_url, tasks=[double]) as engine:
+        done = await engine.wait(workflow_run.id, timeout=20)
+        assert done.status == "completed", done.error
+        assert done.result["outputs"] == {"b": 4}
+        found = await children(engine, workflow_run.id)
+        assert found["a"].id == step.id  # the step run it found, not a second one
+        assert found["a"].result == 2
+        assert found["b"].inputs == {"x": 2}
 
-        await until(ended)
-        run = await engine.get_run(workflow_run.id)
-        assert run.error is not None
-        assert run.error.type == "WorkerLostError"
-        assert "taskloom workflow rerun" in run.error.message
-        assert (await engine.get_run(step.id)).status == "cancelled"
+
+async def _owner_is(engine: Engine, run_id: str, owner: str | None) -> bool:
+    return (await engine.get_run(run_id)).worker_id == owner
 
 
 # --- the data form --------------------------------------------------------------------------

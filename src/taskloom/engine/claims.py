@@ -17,6 +17,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import EngineClosedError, RunNotFoundError, StoreError
@@ -277,6 +278,14 @@ class Claims:
                 if not waiters:
                     del self._remote[run_id]
 
+    def watch(self, run_id: str, ended: Callable[[Run], None]) -> None:
+        """Call `ended(run)` once a run this engine does not hold has ended (known to
+        exist and not to have ended yet). If this engine claims the run, it settles the
+        watch with its own end."""
+        future: asyncio.Future[Run] = asyncio.get_running_loop().create_future()
+        self._remote.setdefault(run_id, []).append(future)
+        future.add_done_callback(functools.partial(_report_end, ended))
+
     def take_waiters(self, run_id: str) -> list[asyncio.Future[Run]]:
         """The futures waiting for a run this engine now holds (it settles them)."""
         return self._remote.pop(run_id, [])
@@ -311,3 +320,12 @@ class Claims:
             for run in ended:
                 for future in self._remote.pop(run.id, []):
                     settle(future, run.copy())
+
+
+def _report_end(ended: Callable[[Run], None], future: asyncio.Future[Run]) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return  # the engine closed first
+    try:
+        ended(future.result())
+    except Exception:
+        logger.exception("taskloom: reporting the end of a run failed")

@@ -51,6 +51,8 @@ class RunControl(RunExecution):
 
         async def _recover_workflows(self) -> None: ...
 
+        async def _refresh_peers(self) -> None: ...
+
         async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T: ...
 
     def _cancel_live(self, live: LiveRun) -> None:
@@ -125,6 +127,7 @@ class RunControl(RunExecution):
             logger.info("taskloom: gave back %d runs of stopped workers", reaped)
             if self._claims is not None:
                 self._claims.wake()
+            await self._recover_workflows()  # their workflows, if they drove any
 
     async def _reaper(self) -> None:
         """Give back the runs of dead workers every `REAP_INTERVAL` seconds: a worker
@@ -160,6 +163,7 @@ class RunControl(RunExecution):
                 )
                 if not renewed:
                     await self._lease_lost()
+                await self._refresh_peers()
                 await self._check_cancel_requests()
                 beats += 1
                 if beats % PRUNE_EVERY == 1:  # soon after start, then now and then

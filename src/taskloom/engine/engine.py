@@ -38,7 +38,6 @@ from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
 from ..tasks.validation import refuse_unstorable
 from ..workflows import Workflow, WorkflowLimits, operations
-from ..workflows.scheduler import WorkflowExecution
 from .claims import Claims
 from .control import RunControl
 from .execution import Listener, RunEvent, settle
@@ -47,6 +46,7 @@ from .live import LiveRun
 from .remote import RemoteEvents
 from .scheduler import ReadyQueue
 from .serial import SerialRunner
+from .steps import EngineWorkflowHost
 from .writer import BatchWriter
 
 logger = logging.getLogger("taskloom.engine")
@@ -147,6 +147,9 @@ class Engine(RunControl):
             None if queues is None else {check_queue_name(q, "queue") for q in queues}
         )
         self._submitted_queues: set[str] = set()
+        # The queues other live workers serve (read with every heartbeat): a run of a
+        # queue nobody else serves is held here even when it cannot start at once.
+        self._peer_queues: frozenset[str] = frozenset()
         self._queues_on_record: list[str] = []
         self.lease_ttl = lease_ttl
         self._poll_interval = poll_interval
@@ -191,7 +194,9 @@ class Engine(RunControl):
         self._closing = False
         self._supervisor: Supervisor | None = None
         self._services: dict[str, ServiceDefinition] = {}
-        self._workflows: dict[str, WorkflowExecution] = {}  # workflow runs executing here
+        self._host = EngineWorkflowHost(self)  # what the workflows driven here see of it
+        self._workflows = self._host.executions  # workflow runs driven here, by id
+        self._passed_over: set[str] = set()  # workflow runs that cannot be resumed here
         self._deployments: set[Deployment] = set()
         for item in tasks:
             self.register(item)
@@ -217,6 +222,7 @@ class Engine(RunControl):
                 self.store = await self._in_thread(open_store, self.database_url)
             store = self.store
             await self._register_worker()
+            await self._refresh_peers()
         except BaseException:
             # Nothing started: give back what was made (a store we opened, the threads).
             if self._store_given is None and self.store is not None:
@@ -462,7 +468,7 @@ class Engine(RunControl):
         if not self._started or self._closing:
             raise EngineClosedError()
         if isinstance(task, Workflow):
-            return await operations.submit_workflow(self, task, inputs, priority=priority)
+            return await operations.submit_workflow(self._host, task, inputs, priority=priority)
         definition = self._definition(task)
         call, stored = definition.validate_inputs({} if inputs is None else inputs)
         refuse_unstorable(definition.name, stored)
@@ -511,7 +517,9 @@ class Engine(RunControl):
     def _hold_at_submit(self, definition: TaskDefinition, queue: str) -> bool:
         """Whether this engine holds a run from its insert (the embedded fast path): it
         executes runs of this task and queue, the task has no limit across workers, and
-        it can start the run soon. Otherwise the run waits unclaimed, for any worker."""
+        it can start the run soon or no other live worker serves the queue (then it waits
+        in this engine's memory, in priority order, until another worker appears; see
+        `_share_waiting`). Otherwise the run waits unclaimed, for any worker."""
         if not self.worker:
             return False
         if not self._recover_enabled:
@@ -521,10 +529,64 @@ class Engine(RunControl):
             return False
         if definition.options.concurrency is not None:
             return False  # claimed under the task's limit, counted across workers
-        if len(self._live) + self._reserved >= self.concurrency:
-            return False  # no free slot: it waits in the database, in priority order
+        if queue in self._peer_queues and len(self._live) + self._reserved >= self.concurrency:
+            return False  # no free slot: it waits in the database for either worker
         self._reserved += 1
         return True
+
+    def _shares_queue(self, definition: TaskDefinition, queue: str) -> bool:
+        """Whether runs of this task and queue may be taken by another worker than this
+        engine: it is not a worker for them, another live worker serves the queue, or the
+        task has a limit counted across workers."""
+        return (
+            not self.worker
+            or (self._queues is not None and queue not in self._queues)
+            or definition.options.concurrency is not None
+            or (self._recover_enabled and queue in self._peer_queues)
+        )
+
+    async def _refresh_peers(self) -> None:
+        """Read which queues other live workers serve; a queue that gained one has the
+        runs waiting here for a slot given back, so either worker may take them."""
+        assert self.store is not None
+        peers = await self._in_thread(self.store.peer_queues, self.worker_id)
+        gained = peers - self._peer_queues
+        self._peer_queues = peers
+        if gained and self.worker and self._recover_enabled:
+            self._share_waiting(gained)
+
+    def _share_waiting(self, queues: Collection[str]) -> None:
+        """Give back the runs of `queues` held here that wait for a slot (not started)."""
+        if self._writer is None:
+            return  # starting: nothing is held yet
+        shared = 0
+        for item in self._queue.waiting():
+            live = item if isinstance(item, LiveRun) else None
+            if live is None or live.began or live.dispatched or live.on_finish is not None:
+                continue  # (a workflow's step stays with the engine driving the workflow)
+            run = live.run
+            if run.status is not RunStatus.PENDING or run.queue not in queues:
+                continue
+            if self._live.get(run.id) is not live or run.worker_id != self.worker_id:
+                continue
+            live.dropped = True  # skipped when it comes up in the ready queue
+            del self._live[run.id]
+            self._writer.update_run(run.id, {"worker_id": None})  # fenced: still ours
+            self._writer.barrier(functools.partial(self._forget_shared, run.id))
+            run.worker_id = None
+            kept = LiveRun(self, run, live.task, live.call, live.config)
+            self._unclaimed[run.id] = kept
+            if live.waiters and self._claims is not None:
+                self._claims.add_waiters(run.id, live.waiters)
+            live.waiters = None
+            shared += 1
+        if shared:
+            logger.info("taskloom: %d runs waiting here are now claimable by any worker", shared)
+            if self._claims is not None:
+                self._claims.wake()
+
+    def _forget_shared(self, run_id: str, error: BaseException | None) -> None:
+        self._writer_forget(run_id)
 
     async def submit_many(
         self,
@@ -740,9 +802,7 @@ class Engine(RunControl):
                 if live is not None:
                     return await self._waiter(live)
                 assert self._claims is not None
-                return await self._claims.wait_remote(
-                    run_id, unfinished=run_id in self._unclaimed
-                )
+                return await self._claims.wait_remote(run_id, unfinished=run_id in self._unclaimed)
         except TimeoutError:
             raise WaitTimeoutError(f"run {run_id} did not finish within {timeout:g} s") from None
 
@@ -849,32 +909,43 @@ class Engine(RunControl):
         return await self.get_run(run_id)
 
     # workflows ---------------------------------------------------------------------------------
-    async def rerun_workflow(self, run_id: str) -> Run:
+    async def submit_workflow(
+        self,
+        workflow: Workflow,
+        inputs: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        resolve: Callable[[Any], TaskDefinition] | None = None,
+    ) -> Run:
+        """`submit(workflow, ...)`, with `resolve` finding each step's task (default: the
+        step's task object, a registered name, or a `module:attr` / `file.py:attr` target);
+        an error it raises is a `WorkflowValidationError` naming the step."""
+        if not self._started or self._closing:
+            raise EngineClosedError()
+        return await operations.submit_workflow(
+            self._host, workflow, inputs, priority=priority, resolve=resolve
+        )
+
+    async def rerun_workflow(
+        self, run_id: str, *, resolve: Callable[[Any], TaskDefinition] | None = None
+    ) -> Run:
         """A new run of a finished workflow run's workflow and inputs: steps (and map items)
-        that completed with the same inputs are reused, not run again; the rest runs."""
+        that completed with the same inputs are reused, not run again; the rest runs
+        (`resolve` as in `submit_workflow`)."""
         self._check_started()
-        return await operations.rerun_workflow(self, run_id)
+        return await operations.rerun_workflow(self._host, run_id, resolve=resolve)
 
     async def _recover_workflows(self) -> None:
-        await operations.recover_workflows(self)
+        await operations.recover_workflows(self._host, self._passed_over)
 
     async def _interrupt_workflows(self) -> None:
-        """Closing: cancel the steps of unfinished workflows; they end `failed` (rerun them)."""
-        executions = list(self._workflows.values())
-        for execution in executions:
-            execution.stop(
-                RunStatus.FAILED,
-                ErrorInfo(
-                    "Interrupted",
-                    f"the engine {self.worker_id} closed before workflow run "
-                    f"{execution.run.id} finished; `taskloom workflow rerun "
-                    f"{execution.run.id}` reuses its completed steps",
-                ),
-            )
-        if executions:
-            await asyncio.wait(
-                [asyncio.shield(e.done) for e in executions], timeout=self.shutdown_grace
-            )
+        """Closing: let go of the workflows driven here, unfinished. Their step runs are
+        runs like any other (finished within the grace, or given back); any engine that
+        starts on the database resumes the workflows."""
+        for execution in list(self._workflows.values()):
+            execution.abandon()
+            self._host.release_workflow(execution.run.id)
+        self._workflows.clear()
 
     # the shared queue ------------------------------------------------------------------------
     @property
@@ -1033,23 +1104,26 @@ class Engine(RunControl):
         worker may take them (an interrupted attempt does not count against the retries)."""
         assert self._writer is not None
         for live in list(self._live.values()):
-            if live.run.is_finished or live.on_finish is not None:
-                continue  # finished, or a workflow's step (its workflow has ended it)
-            self._writer.update_run(live.run.id, {"worker_id": None})
+            if not live.run.is_finished:
+                self._writer.update_run(live.run.id, {"worker_id": None})
 
     async def _lease_lost(self) -> None:
         """This worker's lease ran out (it was paused or cut off): the others count it
         dead and have given its runs back, or soon will. It lets go of them, registers
         under a new id and goes on claiming."""
         old = self.worker_id
-        held = [live for live in self._live.values() if live.on_finish is None]
+        held = list(self._live.values())
         logger.error(
             "taskloom: worker %s lost its lease (paused or cut off for longer than %g s); "
-            "letting go of %d runs and registering again",
+            "letting go of %d runs and %d workflows and registering again",
             old,
             self.lease_ttl,
             len(held),
+            len(self._workflows),
         )
+        for execution in list(self._workflows.values()):
+            execution.abandon()  # another engine resumes it (this one, maybe, as a new id)
+        self._workflows.clear()
         for live in held:
             self._let_go(live)
         self.worker_id = _new_worker_id()

@@ -35,6 +35,11 @@ class ReadyQueue:
     def __len__(self) -> int:
         return len(self._heap) + sum(len(p) for p in self._parked.values())
 
+    def waiting(self) -> list[Schedulable]:
+        """The runs queued and not started (a dropped one is left out)."""
+        entries = [*self._heap, *(e for parked in self._parked.values() for e in parked)]
+        return [e[2] for e in entries if not e[2].dropped]
+
     def push(self, item: Schedulable) -> None:
         """Queue a run, or start it at once when a slot is free and nothing waits before it."""
         if not self._heap and self.active < self.concurrency and self._fits(item):

@@ -390,7 +390,8 @@ class Store(Protocol):
         """Give back the runs of dead workers (lock gone or lease run out), if no other
         reaper is at it: pending ones as they are; a running one's attempt fails with
         `WorkerLostError`, and the run is pending again when it has attempts left, failed
-        otherwise. Workflow runs and their steps are left to workflow recovery. Each dead
+        otherwise. Workflow runs are left to workflow recovery (which resumes them); their
+        steps are given back like any run. Each dead
         worker is marked lost. Returns how many runs were given back or ended."""
 
     def finished_among(self, run_ids: Collection[str]) -> list[Run]:
@@ -422,6 +423,10 @@ class Store(Protocol):
     def is_worker_alive(self, worker_id: str) -> bool:
         """True while the worker's process holds its lock (exact, no lease to wait out)."""
 
+    def peer_queues(self, worker_id: str) -> frozenset[str]:
+        """The queues that live workers other than `worker_id` take runs from (workers
+        that execute runs: not engines with `worker=False`)."""
+
     def list_workers(self) -> list[WorkerRecord]:
         """Every worker recorded, alive or lost, oldest first, with the runs each holds."""
 
@@ -431,7 +436,8 @@ class Store(Protocol):
         how many were removed."""
 
     def claim_orphaned_runs(self, worker_id: str, tasks: Collection[str]) -> list[Run]:
-        """Take over the unfinished runs of `tasks` whose worker is gone (or unset).
+        """Take over the unfinished runs of `tasks` whose worker is gone (its lock is
+        released, or a reaper found its lease run out), or unset.
 
         Returns the claimed runs as they were before the claim (a run that was `running`
         is returned as `running`), now owned by `worker_id`.

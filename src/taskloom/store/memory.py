@@ -384,15 +384,14 @@ class MemoryStore(MemoryPipelines):
             for worker in self._workers.values():
                 if worker.expires_at < now and worker.lost_at is None:
                     worker.lost_at = now
-            workflows = {r.id for r in self._runs.values() if r.task.startswith("workflow:")}
             for run in self._runs.values():
                 owner = run.worker_id
                 if owner is None or owner == worker_id or run.is_finished:
                     continue
                 if self.is_worker_alive(owner):
                     continue
-                if run.task.startswith("workflow:") or run.parent_id in workflows:
-                    continue  # left to workflow recovery
+                if run.task.startswith("workflow:"):
+                    continue  # left to workflow recovery, which resumes it
                 touched += 1
                 if run.status is RunStatus.RUNNING:
                     retry = run.attempts < run.max_attempts
@@ -430,6 +429,19 @@ class MemoryStore(MemoryPipelines):
 
     def watch(self, callback: Callable[[str, str], None]) -> None:
         return None  # only this process reaches it: nothing to hear from others
+
+    def peer_queues(self, worker_id: str) -> frozenset[str]:
+        now = time.time()
+        with self._lock:
+            return frozenset(
+                q
+                for other, worker in self._workers.items()
+                if other != worker_id
+                and worker.concurrency is not None
+                and worker.lost_at is None
+                and worker.expires_at >= now
+                for q in worker.queues or ()
+            )
 
     def list_workers(self) -> list[WorkerRecord]:
         # Only this process reaches an in-memory store: a registered worker is alive

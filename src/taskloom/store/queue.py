@@ -57,7 +57,8 @@ def _key(text: str) -> int:
 
 
 REAPER_KEY = _key("taskloom-reaper")
-#: Workflow runs (`workflow:<name>`), which workflow recovery ends, steps and all.
+#: Workflow runs (`workflow:<name>`): workflow recovery resumes them (their steps are reaped
+#: like any run).
 WORKFLOWS = "workflow:%"
 
 
@@ -256,13 +257,13 @@ class QueueSql:
     def reap_worker(self, cursor: Any, worker_id: str, now: float) -> int:
         """Give back what a dead worker holds; returns how many runs it touched."""
         m = self._mark
-        # Workflow runs and their steps are left to workflow recovery.
+        # Workflow runs are left to workflow recovery, which resumes them; their steps
+        # are runs like any other.
         mine = (
             f"worker_id = {m} AND status IN ({', '.join(repr(s) for s in UNFINISHED)}) "
-            f"AND task NOT LIKE {m} AND (parent_id IS NULL OR parent_id NOT IN "
-            f"(SELECT id FROM runs WHERE task LIKE {m}))"
+            f"AND task NOT LIKE {m}"
         )
-        params = [worker_id, WORKFLOWS, WORKFLOWS]
+        params = [worker_id, WORKFLOWS]
         # Rows a batch of the dead worker still has locked (it is paused in the middle of
         # a commit) are skipped: that batch ends one way or the other, and a later round
         # reaps what it leaves.

@@ -667,6 +667,21 @@ class SqlStore(SqlPipelines):
         )
         return {str(worker): int(count) for worker, count in held}
 
+    def peer_queues(self, worker_id: str) -> frozenset[str]:
+        with self._use("read the queues other workers serve") as engine:
+            assert self._queue is not None
+            db_now: Any = literal_column(self._queue.now_sql, Double())
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(workers.c.queues).where(
+                        workers.c.id != worker_id,
+                        workers.c.lost_at.is_(None),
+                        workers.c.concurrency.is_not(None),
+                        workers.c.expires_at >= db_now,
+                    )
+                ).scalars()
+                return frozenset(q for row in rows if row for q in json.loads(row))
+
     def list_workers(self) -> list[WorkerRecord]:
         with self._use("list the workers") as engine:
             assert self._queue is not None
@@ -723,10 +738,20 @@ class SqlStore(SqlPipelines):
             with engine.connect() as conn:
                 query = select(runs.c.worker_id).distinct().where(unfinished)
                 owners = set(conn.execute(query).scalars())
+                lost = set(
+                    conn.execute(
+                        select(workers.c.id).where(
+                            workers.c.id.in_([w for w in owners if w is not None]),
+                            workers.c.lost_at.is_not(None),
+                        )
+                    ).scalars()
+                )
             # Each distinct owner is checked once, outside any transaction.
             locks = self._locks()
             dead = sorted(
-                w for w in owners if w is not None and w != worker_id and not locks.is_alive(w)
+                w
+                for w in owners
+                if w is not None and w != worker_id and (w in lost or not locks.is_alive(w))
             )
             gone = [runs.c.worker_id.in_(dead)] if dead else []
             if None in owners:

@@ -1,36 +1,31 @@
-"""The engine operations on workflows: submit, re-run, and what recovery does with them.
+"""The engine operations on workflows: submit, re-run, and resuming them.
 
 A workflow run is a `Run` whose task is `workflow:<name>`; its `config` holds the
-workflow's definition (the data form), so `show` and `rerun` work from any process.
-It is committed, `running`, before `submit` returns: a crash never loses it.
+workflow's definition (the data form), so `show`, `rerun` and a resume work from any
+process. It is committed, `running`, before `submit` returns: a crash never loses it.
 
-An engine that dies takes its workflows' schedulers with it. Recovery does not resume
-them: an engine that starts (and every five heartbeats after) claims each `running`
-workflow run whose engine is dead, cancels its unfinished step runs and ends it `failed`
-with `WorkerLostError`. `rerun` then makes a new workflow run that reuses every step that
-had completed. An engine that closes cleanly does the same to its own unfinished
-workflows (their error type is `Interrupted`).
+The engine that submits a workflow drives it. If that engine dies (or closes with the
+workflow unfinished, or loses its lease), a worker resumes it: an engine that starts, and
+every few heartbeats after, claims each `running` workflow run whose driver is gone and
+goes on from the step runs in the store (see `scheduler.py`). An engine in which a step's
+task does not resolve gives the workflow back for another engine to resume.
+`rerun` makes a new workflow run of a finished one that reuses every step that completed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from ..exceptions import (
-    InputValidationError,
-    RunNotFoundError,
-    WorkerLostError,
-    WorkflowError,
-)
+from ..exceptions import InputValidationError, RunNotFoundError, WorkflowError
 from ..loading import resolve_task
-from ..runs import ErrorInfo, Run, RunStatus, new_run_id
+from ..runs import Run, RunStatus, new_run_id
 from ..store import Store
 from ..tasks.definition import TaskDefinition
 from ..tasks.validation import field_errors_from_jsonschema, refuse_unstorable
@@ -39,7 +34,9 @@ from .scheduler import WorkflowExecution
 from .validation import check_workflow
 
 if TYPE_CHECKING:
-    from ..engine.engine import Engine
+    from .host import WorkflowHost
+
+logger = logging.getLogger("taskloom.workflows")
 
 __all__ = [
     "child_runs",
@@ -67,20 +64,20 @@ def validate_workflow_inputs(workflow: Workflow, inputs: Mapping[str, Any]) -> d
     return values
 
 
-def _resolver(engine: Engine) -> Any:
+def _resolver(host: WorkflowHost) -> Any:
     def resolve(step: Step) -> TaskDefinition:
         if step.definition is not None:
-            return engine._definition(step.definition)
-        found = engine.registry.find(step.task)
+            return host.definition(step.definition)
+        found = host.registry.find(step.task)
         if found is not None:
             return found
-        return engine._definition(resolve_task(step.task, engine.registry))
+        return host.definition(resolve_task(step.task, host.registry))
 
     return resolve
 
 
 async def submit_workflow(
-    engine: Engine,
+    host: WorkflowHost,
     workflow: Workflow,
     inputs: Mapping[str, Any] | None = None,
     *,
@@ -95,8 +92,8 @@ async def submit_workflow(
     `WorkflowValidationError` naming the step. A workflow over the engine's
     `workflow_limits` is refused first (`WorkflowLimitError`).
     """
-    limits = engine.workflow_limits
-    definitions = check_workflow(workflow, resolve or _resolver(engine), limits=limits)
+    limits = host.workflow_limits
+    definitions = check_workflow(workflow, resolve or _resolver(host), limits=limits)
     stored = validate_workflow_inputs(workflow, inputs or {})
     definition = workflow.to_dict()
     refuse_unstorable(workflow.task_name, {"inputs": stored, "workflow": definition})
@@ -108,20 +105,17 @@ async def submit_workflow(
         status=RunStatus.RUNNING,
         priority=0 if priority is None else int(priority),
         attempts=1,
-        worker_id=engine.worker_id,
+        worker_id=host.worker_id,
         created_at=now,
         started_at=now,
         config={"workflow": definition},
     )
-    execution = WorkflowExecution(engine, workflow, definitions, run, reuse=reuse, limits=limits)
+    execution = WorkflowExecution(host, workflow, definitions, run, reuse=reuse, limits=limits)
     committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    assert engine._writer is not None
-    engine._writer.check_available(workflow.task_name)
-    engine._writer.submit_run(run, functools.partial(_settle_none, committed))
+    host.record_workflow(run, functools.partial(_settle_none, committed))
     await committed
-    engine._workflows[run.id] = execution
-    if engine._listeners:
-        engine._emit("submitted", run)
+    host.attach(execution)
+    host.tell("submitted", run)
     execution.start()
     return run.copy()
 
@@ -149,19 +143,20 @@ def child_runs(store: Store, parent_id: str) -> list[Run]:
 
 
 async def rerun_workflow(
-    engine: Engine, run_id: str, *, resolve: Callable[[Step], TaskDefinition] | None = None
+    host: WorkflowHost, run_id: str, *, resolve: Callable[[Step], TaskDefinition] | None = None
 ) -> Run:
     """A new workflow run of the same workflow and inputs that reuses each step (or map
     item) that completed with the same inputs; the rest runs again (`resolve` as in
     `submit_workflow`)."""
-    old = await engine.get_run(run_id)
+    old = await host.in_thread(host.store.get_run, run_id)
+    if old is None:
+        raise RunNotFoundError(run_id)
     workflow = workflow_of(old)
     if not old.is_finished:
         raise WorkflowError(
             f"workflow run {run_id} is still {old.status}; wait for it or cancel it first"
         )
-    assert engine.store is not None
-    children = await engine._in_thread(child_runs, engine.store, run_id)
+    children = await host.in_thread(child_runs, host.store, run_id)
     reuse: dict[str, Run] = {}
     for child in children:
         key = child.idempotency_key or ""
@@ -169,55 +164,73 @@ async def rerun_workflow(
         if prefix == run_id and child.status == RunStatus.COMPLETED:
             reuse[suffix] = child
     return await submit_workflow(
-        engine, workflow, old.inputs, priority=old.priority, reuse=reuse, resolve=resolve
+        host, workflow, old.inputs, priority=old.priority, reuse=reuse, resolve=resolve
     )
 
 
-async def recover_workflows(engine: Engine) -> list[str]:
-    """End the `running` workflow runs of dead engines `failed`; returns their ids."""
-    store = engine.store
-    assert store is not None
-    running = await engine._in_thread(
+async def recover_workflows(host: WorkflowHost, passed_over: set[str]) -> list[str]:
+    """Resume the `running` workflow runs whose driver is gone; returns their ids.
+
+    `passed_over`: workflow runs this engine could not resume (a step's task does not
+    resolve here); they are left for other engines and not claimed again.
+    """
+    if not host.drives_workflows:
+        return []
+    store = host.store
+    running = await host.in_thread(
         functools.partial(store.list_runs, status=RunStatus.RUNNING.value, limit=10_000)
     )
     names = {
         r.task
         for r in running
-        if r.task.startswith(WORKFLOW_PREFIX) and r.worker_id != engine.worker_id
+        if r.task.startswith(WORKFLOW_PREFIX)
+        and r.worker_id != host.worker_id
+        and r.id not in passed_over
     }
     if not names:
         return []
-    claimed = await engine._in_thread(store.claim_orphaned_runs, engine.worker_id, sorted(names))
-    ended: list[str] = []
+    claimed = await host.in_thread(store.claim_orphaned_runs, host.worker_id, sorted(names))
+    resumed: list[str] = []
     for run in claimed:
-        if run.status != RunStatus.RUNNING or run.id in engine._workflows:
+        if run.status != RunStatus.RUNNING or host.driving(run.id):
             continue
-        children = await engine._in_thread(child_runs, store, run.id)
+        if run.id in passed_over:
+            host.release_workflow(run.id)
+            continue
+        try:
+            workflow = workflow_of(run)
+            definitions = check_workflow(workflow, _resolver(host), limits=host.workflow_limits)
+        except Exception as exc:  # a step's task does not resolve in this process
+            logger.warning(
+                "taskloom: workflow run %s (%s) cannot be resumed here, left for another "
+                "engine: %s",
+                run.id,
+                run.task,
+                exc,
+            )
+            passed_over.add(run.id)
+            host.release_workflow(run.id)
+            continue
+        children = await host.in_thread(child_runs, store, run.id)
+        existing: dict[str, Run] = {}
         for child in children:
-            if not child.is_finished:
-                with contextlib.suppress(RunNotFoundError):
-                    await engine.cancel(child.id)
-        lost = WorkerLostError(
-            f"the engine running workflow run {run.id} ({run.task!r}) stopped before it "
-            f"finished; `taskloom workflow rerun {run.id}` reuses its completed steps"
+            prefix, _, suffix = (child.idempotency_key or "").partition("/")
+            if prefix == run.id:
+                existing[suffix] = child
+        run.worker_id = host.worker_id
+        execution = WorkflowExecution(
+            host, workflow, definitions, run, limits=host.workflow_limits, existing=existing
         )
-        await end_workflow_run(engine, run.id, ErrorInfo.from_exception(lost))
-        ended.append(run.id)
-    return ended
-
-
-async def end_workflow_run(engine: Engine, run_id: str, error: ErrorInfo) -> None:
-    error.traceback = None
-    committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    assert engine._writer is not None
-    engine._writer.finish(
-        run_id,
-        {"status": RunStatus.FAILED, "error": error, "finished_at": time.time()},
-        None,
-        None,
-        functools.partial(_settle_none, committed),
-    )
-    await committed
+        host.attach(execution)
+        logger.info(
+            "taskloom: resuming workflow run %s (%s): %d of its step runs are recorded",
+            run.id,
+            run.task,
+            len(existing),
+        )
+        execution.start()
+        resumed.append(run.id)
+    return resumed
 
 
 def _settle_none(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -4,14 +4,26 @@ Nothing rescans the graph. When a step settles, each of its dependents has its c
 lowered; a dependent whose count reaches zero starts. A failed (or skipped, or cancelled)
 required dependency skips its dependents at once, which skip theirs in turn.
 
-Step runs take the engine's normal path: inserted through its `BatchWriter` (one commit
-for many items of a `map`), queued in its `ReadyQueue`, executed and recorded like any run.
-Each step run is a child of the workflow run (`parent_id`) and carries the idempotency key
-`<workflow run id>/<step>` (a map item: `<workflow run id>/<step>/<index>`), which is how
-`show` and `rerun` find a step's runs. The engine reports a step run's end through
-`LiveRun.on_finish` as it records it: no coroutine per step, and the inserts of the
-dependents join the commit of that end (the writer keeps order, so nothing that depends
-on a result is committed before it).
+Step runs are runs like any other, inserted through the engine (one commit for many
+items of a `map`). One the engine can start soon, or whose queue no other worker serves,
+is held by it from its insert and queued in its `ReadyQueue`; the rest wait in the
+database for any worker, this one included, so a map's items spread over every worker
+(its `concurrency` then bounds how many are inserted and unfinished, so it holds across
+them). Each step run is a child of the workflow run (`parent_id`) and carries the
+idempotency key `<workflow run id>/<step>` (a map item: `<workflow run id>/<step>/<index>`),
+unique in the store: that is how `show` and `rerun` find a step's runs, and why a step is
+never inserted twice. The engine reports the end of a step run it holds through
+`LiveRun.on_finish` as it records it (no coroutine per step, and the inserts of the
+dependents join the commit of that end: the writer keeps order, so nothing that depends
+on a result is committed before it); the end of one executed elsewhere comes from the
+store's change feed.
+
+The workflow run is driven by one engine at a time (its `worker_id`). If that engine dies,
+another resumes it (`WorkflowExecution(existing=...)`): from the workflow's definition in
+the run's record and the step runs already in the store, it goes on where the first left
+off, waiting for the step runs still unfinished (given back by the reaper when their
+worker died too) and inserting only the steps that have no run yet. An engine that closes
+lets go of its workflows the same way; one that loses its lease drops them.
 
 Large maps and wide workflows are taken in slices, so the event loop they share with
 everything else (the HTTP API) is never held for long, and the writer's queue stays
@@ -34,7 +46,7 @@ import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import InputValidationError
+from ..exceptions import EngineClosedError, InputValidationError
 from ..runs import ErrorInfo, Run, RunStatus, new_run_id
 from ..tasks.definition import TaskDefinition
 from .limits import WorkflowLimitError, WorkflowLimits
@@ -42,8 +54,8 @@ from .model import Step, Workflow
 from .references import Ref, resolve_value
 
 if TYPE_CHECKING:
-    from ..engine.engine import Engine
     from ..engine.live import LiveRun
+    from .host import WorkflowHost
 
 __all__ = ["ITEMS_PER_TURN", "MAP_RUNNING", "WorkflowExecution", "step_key"]
 
@@ -77,11 +89,14 @@ class _StepState:
         "outcomes",
         "prepared",
         "remaining",
+        "remote",
         "result",
+        "shared",
         "skip_cause",
         "started",
         "status",
         "step",
+        "unconfirmed",
         "waiting",
     )
 
@@ -107,6 +122,9 @@ class _StepState:
         self.next_item = 0
         self.in_flight = 0  # inserted (or being inserted), not finished
         self.active = 0  # handed to the engine's queue, not finished
+        self.unconfirmed: set[int] = set()  # items whose insert is not committed yet
+        self.remote: dict[int, str] = {}  # items found in the store unfinished (resumed)
+        self.shared = False  # its runs may execute on other workers (see `_window`)
 
 
 class WorkflowExecution:
@@ -114,18 +132,23 @@ class WorkflowExecution:
 
     def __init__(
         self,
-        engine: Engine,
+        host: WorkflowHost,
         workflow: Workflow,
         definitions: dict[str, TaskDefinition],
         run: Run,
         *,
         reuse: dict[str, Run] | None = None,
         limits: WorkflowLimits | None = None,
+        existing: dict[str, Run] | None = None,
     ) -> None:
-        self.engine = engine
+        """`existing`: resuming a workflow run another engine drove, the step runs it has
+        in the store, by the part of their key after the workflow run's id."""
+        self.host = host
         self.workflow = workflow
         self.run = run
         self.reuse = reuse or {}
+        self.existing = existing or {}
+        self.abandoned = False  # let go of (the engine closed or lost its lease)
         self.limits = limits or WorkflowLimits()
         loop = asyncio.get_running_loop()
         self.loop = loop
@@ -167,6 +190,8 @@ class WorkflowExecution:
         self._to_start.extend(ready)
 
     def _start_some(self) -> None:
+        if self.abandoned:
+            return
         waiting = self._to_start
         for _ in range(min(ITEMS_PER_TURN, len(waiting))):
             self._ready(waiting.popleft())
@@ -179,18 +204,37 @@ class WorkflowExecution:
         return await asyncio.shield(self.done)
 
     def stop(self, status: RunStatus, error: ErrorInfo) -> None:
-        if self.stopping is not None or self.done.done():
+        if self.stopping is not None or self.done.done() or self.abandoned:
             return
         self.stopping = error
         self.stop_status = status
+        host = self.host
         for state in self.states.values():
-            for live in list(state.lives.values()):
-                if not live.run.is_finished:
-                    self.engine._cancel_live(live)
+            for index, live in list(state.lives.items()):
+                if live.run.is_finished:
+                    continue
+                if index in state.unconfirmed and live.run.worker_id is None:
+                    live.run.cancel_requested = True  # cancelled once its insert is committed
+                else:
+                    host.cancel_step(live.run.id, live)
+            for run_id in list(state.remote.values()):
+                host.cancel_step(run_id, None)
+
+    def abandon(self) -> None:
+        """Stop driving this workflow run without recording anything more of it (the
+        engine closes, or lost its lease): another engine resumes it from the store."""
+        if self.abandoned or self.done.done():
+            return
+        self.abandoned = True
+        self._to_start.clear()
+        self.done.set_exception(
+            EngineClosedError(f"the engine stopped driving workflow run {self.run.id}")
+        )
+        self.done.exception()  # retrieved: nobody need wait for it
 
     # a step becomes ready ------------------------------------------------------------------------
     def _ready(self, state: _StepState) -> None:
-        if state.status is not None or state.started:
+        if state.status is not None or state.started or self.abandoned:
             return
         state.started = True
         step = state.step
@@ -220,6 +264,8 @@ class WorkflowExecution:
     def _validate_items(self, state: _StepState) -> None:
         """Validate the next `ITEMS_PER_TURN` items of a map; launch it once all are."""
         assert state.items is not None
+        if self.abandoned:
+            return
         if self.stopping is not None:
             state.items, state.prepared = None, []
             self._record_terminal(state, _CANCELLED, error=self.stopping)
@@ -290,8 +336,8 @@ class WorkflowExecution:
             max_attempts=retries + 1,
             parent_id=self.run.id,
             idempotency_key=key,
-            worker_id=self.engine.worker_id,
             created_at=now,
+            queue=definition.options.queue,
         )
         if status.is_terminal:
             run.finished_at = now
@@ -301,6 +347,7 @@ class WorkflowExecution:
         state.outcomes = [None] * len(prepared)
         state.remaining = len(prepared)
         state.prepared = prepared
+        state.shared = self.host.shares(state.definition)
         if not prepared:  # a map over an empty list
             self._settle(state, _COMPLETED, result=[])
             return
@@ -308,8 +355,9 @@ class WorkflowExecution:
 
     def _insert_items(self, state: _StepState) -> None:
         """Insert the step's next items, as many as the window leaves room for."""
-        from ..engine.live import LiveRun
-
+        if self.abandoned:
+            return
+        host = self.host
         step = state.step
         is_map = step.map is not None
         start = state.next_item
@@ -319,10 +367,16 @@ class WorkflowExecution:
         runs: list[Run] = []
         lives: list[tuple[int, LiveRun]] = []
         reused: list[tuple[int, Run]] = []
+        found: list[tuple[int, Run]] = []
         for index in range(start, end):
             call, stored = state.prepared[index]
             key = step_key(self.run.id, step.name, index if is_map else None)
-            old = self.reuse.get(key.partition("/")[2])
+            suffix = key.partition("/")[2]
+            there = self.existing.pop(suffix, None)
+            if there is not None:  # resuming: this item has a run already
+                found.append((index, there))
+                continue
+            old = self.reuse.get(suffix)
             if old is not None and old.inputs == stored:
                 run = self._new_run(state, stored, key, _COMPLETED)
                 run.result = old.result
@@ -332,27 +386,47 @@ class WorkflowExecution:
                 continue
             run = self._new_run(state, stored, key, RunStatus.PENDING)
             runs.append(run)
-            live = LiveRun(self.engine, run, state.definition, call, None)
-            # Not handed to the engine's queue yet (see `_inserted`); a cancel before the
-            # insert is committed reports the end through this.
-            live.on_finish = functools.partial(self._item_done, state, index, False)
+            live = host.step_run(run, state.definition, call)
+            # Not handed to the engine yet (see `_inserted`); a cancel before the insert
+            # is committed reports the end through this.
+            live.on_finish = functools.partial(self._live_done, state, index, False)
             lives.append((index, live))
             state.lives[index] = live
+            state.unconfirmed.add(index)
         state.next_item = end
         state.in_flight += end - start
         if end == len(state.prepared):
             state.prepared = []  # all inserted: let the inputs go
         self.reused += len(reused)
-        assert self.engine._writer is not None
-        inserted = functools.partial(self._inserted, state, lives, reused)
-        if len(runs) == 1:  # a single insert may be committed on the loop (see BatchWriter)
-            self.engine._writer.new_run(runs[0], inserted)
-        else:
-            self.engine._writer.new_runs(runs, inserted)
+        if runs:
+            host.insert_steps(runs, functools.partial(self._inserted, state, lives, reused))
+        for index, there in found:
+            if not there.is_finished:
+                state.remote[index] = there.id
+                host.watch(there.id, functools.partial(self._remote_done, state, index))
+        ended = [(index, there) for index, there in found if there.is_finished]
+        if ended:  # next turn: this may be deep in the settling of another step
+            self.loop.call_soon(self._items_found, state, ended)
+
+    def _items_found(self, state: _StepState, ended: list[tuple[int, Run]]) -> None:
+        for index, run in ended:
+            if not self.abandoned and state.outcomes[index] is None:
+                self._item_finished(state, index, run)
+
+    def _remote_done(self, state: _StepState, index: int, run: Run) -> None:
+        """An item executed elsewhere (found unfinished on resuming) ended."""
+        if self.abandoned or state.remote.pop(index, None) is None:
+            return
+        if state.outcomes and state.outcomes[index] is None:
+            self._item_finished(state, index, run)
 
     def _window(self, state: _StepState) -> int:
-        running = state.step.concurrency or MAP_RUNNING
-        return min(self.engine.concurrency, running) + ITEMS_PER_TURN
+        limit = state.step.concurrency
+        if limit is not None and state.shared:
+            # Any worker may take an inserted item: the limit is what is inserted.
+            return min(limit, MAP_RUNNING)
+        running = limit or MAP_RUNNING
+        return min(self.host.concurrency, running) + ITEMS_PER_TURN
 
     def _inserted(
         self,
@@ -361,50 +435,66 @@ class WorkflowExecution:
         reused: list[tuple[int, Run]],
         error: BaseException | None,
     ) -> None:
-        engine = self.engine
+        host = self.host
+        for index, _ in lives:
+            state.unconfirmed.discard(index)
+        if self.abandoned:
+            return
         if error is not None:
             failure = ErrorInfo.from_exception(error)
             for _, live in lives:
                 if not live.run.is_finished:
-                    engine._finish(live, _FAILED, error=failure)
+                    host.fail_step(live, failure)
             for index, run in reused:
                 self._item_finished(state, index, run)
             return
-        if engine._listeners:
-            for _, run in reused:
-                engine._emit("submitted", run)
-                engine._emit("finished", run)
+        for _, run in reused:
+            host.tell("submitted", run)
+            host.tell("finished", run)
         limit = state.step.concurrency
         for index, live in lives:
             if live.run.is_finished:  # cancelled before its insert was committed
                 continue
-            engine._live[live.run.id] = live
+            if live.run.worker_id is None:  # for any worker: this engine watches its end
+                host.inserted(live, start=False)
+                if live.run.cancel_requested:
+                    host.cancel_step(live.run.id, live)
+                continue
             if limit is not None and state.active >= limit:
+                host.inserted(live, start=False)
                 state.held.append((index, live))
                 continue
-            self._hand(state, index, live)
+            self._hand(state, index, live, first=True)
         for index, run in reused:
             self._item_finished(state, index, run)
 
-    def _hand(self, state: _StepState, index: int, live: LiveRun) -> None:
+    def _hand(self, state: _StepState, index: int, live: LiveRun, *, first: bool = False) -> None:
         """Queue an item in the engine (it counts against the step's concurrency)."""
-        live.on_finish = functools.partial(self._item_done, state, index, True)
+        live.on_finish = functools.partial(self._live_done, state, index, True)
         state.active += 1
-        self.engine._on_inserted(live, None, None)
+        if first:
+            self.host.inserted(live, start=True)
+        else:
+            self.host.start_held(live)
 
-    def _item_done(self, state: _StepState, index: int, handed: bool, live: LiveRun) -> None:
-        """A step run ended (called by the engine as it records the end); `handed`: it
-        was in the engine's queue, not held back by the step's concurrency."""
-        state.lives.pop(index, None)
+    def _live_done(self, state: _StepState, index: int, handed: bool, live: LiveRun) -> None:
+        """A step run ended (called by the engine as it records the end, or from the
+        store's change feed when another worker executed it); `handed`: it was in this
+        engine's queue, not held back by the step's concurrency."""
         if handed:
             state.active -= 1
             if state.held:
                 # Next turn: an inline task would otherwise run inside this call, and the
                 # next inside that one, as deep as the list of held items.
                 self.loop.call_soon(self._release_held, state)
+        if self.abandoned or not state.outcomes or state.outcomes[index] is not None:
+            return
+        state.lives.pop(index, None)
         self._item_finished(state, index, live.run)
 
     def _release_held(self, state: _StepState) -> None:
+        if self.abandoned:
+            return
         held, limit = state.held, state.step.concurrency
         while held and (limit is None or state.active < limit):
             index, live = held.popleft()
@@ -459,13 +549,13 @@ class WorkflowExecution:
         self, state: _StepState, status: RunStatus, *, error: ErrorInfo | None
     ) -> None:
         """A step that never runs: recorded as a run that is already finished."""
-        run = self._new_run(state, {}, step_key(self.run.id, state.step.name), status)
-        run.error = error
-        assert self.engine._writer is not None
-        self.engine._writer.new_run(run, _ignore)
-        if self.engine._listeners:
-            self.engine._emit("submitted", run)
-            self.engine._emit("finished", run)
+        key = step_key(self.run.id, state.step.name)
+        if self.existing.pop(key.partition("/")[2], None) is None:  # (resuming: recorded)
+            run = self._new_run(state, {}, key, status)
+            run.error = error
+            self.host.insert_steps([run], _ignore)
+            self.host.tell("submitted", run)
+            self.host.tell("finished", run)
         self._settle(state, status, error=error)
 
     # a step settles ----------------------------------------------------------------------
@@ -519,7 +609,7 @@ class WorkflowExecution:
 
     # the workflow run ends -----------------------------------------------------------------
     def _finish(self) -> None:
-        if self._finishing:
+        if self._finishing or self.abandoned:
             return
         self._finishing = True
         error: ErrorInfo | None = None
@@ -547,14 +637,7 @@ class WorkflowExecution:
         run = self.run
         run.status, run.result, run.error = status, result, error
         run.finished_at = time.time()
-        assert self.engine._writer is not None
-        self.engine._writer.finish(
-            run.id,
-            {"status": status, "result": result, "error": error, "finished_at": run.finished_at},
-            None,
-            None,
-            self._finish_committed,
-        )
+        self.host.finish_workflow(run, self._finish_committed)
 
     def _outputs(self) -> dict[str, Any]:
         if self.workflow.outputs:
@@ -575,16 +658,13 @@ class WorkflowExecution:
             return None
 
     def _finish_committed(self, error: BaseException | None) -> None:
-        engine = self.engine
-        engine._workflows.pop(self.run.id, None)
+        self.host.detach(self.run.id)
         if error is not None:
             if not self.done.done():
                 self.done.set_exception(error)
                 self.done.exception()
             return
-        engine._finished[self.run.id] = self.run
-        if engine._listeners:
-            engine._emit("finished", self.run)
+        self.host.finished(self.run)
         if not self.done.done():
             self.done.set_result(self.run.copy())
 

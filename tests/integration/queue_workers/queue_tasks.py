@@ -70,3 +70,22 @@ class HangClass(taskloom.Task):
 
     async def cancel(self) -> None:
         self._stop.set()
+
+
+@taskloom.task
+async def add_one(x: int) -> int:
+    """A step of the chain workflows: the previous step's result plus one."""
+    return x + 1
+
+
+@taskloom.task
+async def numbers(n: int) -> list[int]:
+    """The list a map workflow maps over."""
+    return list(range(n))
+
+
+@taskloom.task
+async def item(x: int, pause: float = 0.005) -> int:
+    """One item of a map: takes `pause` seconds, returns its square."""
+    await asyncio.sleep(pause)
+    return x * x

@@ -35,8 +35,6 @@ from ...workflows.model import parse_text, task_reference
 from ...workflows.operations import (
     WORKFLOW_PREFIX,
     child_runs,
-    rerun_workflow,
-    submit_workflow,
     workflow_of,
 )
 from ...workflows.validation import topological_order
@@ -153,8 +151,8 @@ async def submit(body: WorkflowSubmitIn, engine: EngineDep) -> dict[str, Any]:
     workflow = await asyncio.to_thread(_parse, body.workflow, engine.workflow_limits)
     resolve = served_resolver(engine)
     _check_served(workflow, resolve)
-    run = await submit_workflow(
-        engine, workflow, body.inputs, priority=body.priority, resolve=resolve
+    run = await engine.submit_workflow(
+        workflow, body.inputs, priority=body.priority, resolve=resolve
     )
     return _out(run)
 
@@ -260,7 +258,7 @@ async def rerun(run_id: str, engine: EngineDep) -> dict[str, Any]:
     run = await _workflow_run(engine, run_id)
     resolve = served_resolver(engine)
     _check_served(workflow_of(run), resolve)
-    return _out(await rerun_workflow(engine, run_id, resolve=resolve))
+    return _out(await engine.rerun_workflow(run_id, resolve=resolve))
 
 
 @router.post(
