@@ -27,9 +27,6 @@ from ..exceptions import (
     WaitTimeoutError,
 )
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
-from ..services.definition import Service, ServiceDefinition, definition_of
-from ..services.status import ServiceStatus
-from ..services.supervisor import Supervisor
 from ..store import ServiceLogLine, Store, open_store
 from ..store.base import LEASE_TTL
 from ..tasks.definition import TaskDefinition
@@ -37,7 +34,6 @@ from ..tasks.options import check_queue_name
 from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
 from ..tasks.validation import refuse_unstorable
-from ..workflows import Workflow, WorkflowLimits, operations
 from .claims import Claims
 from .control import RunControl
 from .execution import Listener, RunEvent, settle
@@ -57,13 +53,25 @@ LOST_WORKER_RETENTION = 7 * 24 * 3600.0
 UNCLAIMED_KEPT = 50_000
 
 if TYPE_CHECKING:
+    from ..services.definition import Service, ServiceDefinition
+    from ..services.status import ServiceStatus
+    from ..services.supervisor import Supervisor
     from ..streams import Bus, Deployment, DeploymentStatus, Pipeline
+    from ..workflows import Workflow, WorkflowLimits
 
 __all__ = ["Engine", "RunEvent"]
 
 T = TypeVar("T")
 
 _RUNNING = RunStatus.RUNNING
+
+
+def _is_workflow(task: Any) -> bool:
+    # Imported here, not at the top: the engine does not depend on the workflows package
+    # (which depends on it); by the time a task object is submitted it is loaded.
+    from ..workflows.model import Workflow
+
+    return isinstance(task, Workflow)
 
 
 def _new_worker_id() -> str:
@@ -165,7 +173,11 @@ class Engine(RunControl):
         self.registry = Registry()
         self.worker_id = _new_worker_id()
         self.concurrency = concurrency
-        self.workflow_limits = workflow_limits or WorkflowLimits()
+        if workflow_limits is None:
+            from ..workflows.limits import WorkflowLimits
+
+            workflow_limits = WorkflowLimits()
+        self.workflow_limits = workflow_limits
         self._threads = threads or min(32, (os.cpu_count() or 1) + 4)
         self._recover_enabled = recover
         self._heartbeat_interval = heartbeat_interval
@@ -237,6 +249,8 @@ class Engine(RunControl):
         context_module.install_log_capture()
         if self._gc_threshold is not None:
             raise_gc_threshold(self._gc_threshold)
+        from ..services.supervisor import Supervisor
+
         self._supervisor = Supervisor(store=store)
         for definition in self._services.values():
             await self._in_thread(self._supervisor.register, definition)
@@ -347,6 +361,8 @@ class Engine(RunControl):
 
         Registered while the engine runs, it picks up what the store kept of it at once.
         """
+        from ..services.definition import definition_of
+
         definition = definition_of(service)
         if self._supervisor is not None:
             self._supervisor.register(definition)  # raises on a different service of that name
@@ -467,8 +483,8 @@ class Engine(RunControl):
         """
         if not self._started or self._closing:
             raise EngineClosedError()
-        if isinstance(task, Workflow):
-            return await operations.submit_workflow(self._host, task, inputs, priority=priority)
+        if not isinstance(task, str) and _is_workflow(task):
+            return await self.submit_workflow(task, inputs, priority=priority)
         definition = self._definition(task)
         call, stored = definition.validate_inputs({} if inputs is None else inputs)
         refuse_unstorable(definition.name, stored)
@@ -922,6 +938,8 @@ class Engine(RunControl):
         an error it raises is a `WorkflowValidationError` naming the step."""
         if not self._started or self._closing:
             raise EngineClosedError()
+        from ..workflows import operations
+
         return await operations.submit_workflow(
             self._host, workflow, inputs, priority=priority, resolve=resolve
         )
@@ -933,9 +951,13 @@ class Engine(RunControl):
         that completed with the same inputs are reused, not run again; the rest runs
         (`resolve` as in `submit_workflow`)."""
         self._check_started()
+        from ..workflows import operations
+
         return await operations.rerun_workflow(self._host, run_id, resolve=resolve)
 
     async def _recover_workflows(self) -> None:
+        from ..workflows import operations
+
         await operations.recover_workflows(self._host, self._passed_over)
 
     async def _interrupt_workflows(self) -> None:

@@ -35,6 +35,8 @@ SQLITE_FAST = 0.004
 SQLITE_SLOW = 0.02
 SQLITE_FAST_FOR = 2.0
 SQLITE_SLOW_TELL = 0.03
+#: How long a commit of this store may take and still be known as its own (see SqliteFeed).
+OWN_COMMIT_MAX = 0.05
 #: Backoff while a PostgreSQL feed cannot connect.
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0
 
@@ -70,32 +72,38 @@ class SqliteFeed(ChangeFeed):
     """Reads the file's change counter: every `FAST` seconds for a while after another
     process committed, every `SLOW` seconds otherwise. A change while this store was
     committing too may be its own: such changes are told at most every `SLOW_TELL`
-    seconds, so an engine busy on its own file is not woken by its own commits."""
+    seconds, so an engine busy on its own file is not woken by its own commits.
+
+    `own_commit` gives when this store last began a commit (`time.monotonic()`). A change
+    is surely another process's only when no commit of this store began since a little
+    before the previous read (`OWN_COMMIT_MAX`: a commit that takes longer than that and
+    is counted another's costs only a faster poll for a while; no change is ever dropped).
+    """
 
     def __init__(
-        self, path: Path, callback: Notice, own_commits: Callable[[], int] | None = None
+        self, path: Path, callback: Notice, own_commit: Callable[[], float] | None = None
     ) -> None:
         super().__init__("taskloom-feed", callback)
         self._path = path
-        self._own = own_commits or (lambda: 0)
+        self._own = own_commit or (lambda: 0.0)
 
     def _main(self) -> None:
         connection = sqlite3.connect(self._path, check_same_thread=False, timeout=5)
         try:
             last = None
-            own = self._own()
+            previous_read = 0.0
             fast_until = told = 0.0
             owed = pending = False  # a change to tell now; one to tell once SLOW_TELL is up
             interval = SQLITE_SLOW
             while not self._stop.wait(interval):
+                read_at = time.monotonic()
                 try:
                     (version,) = connection.execute("PRAGMA data_version").fetchone()
                 except sqlite3.Error:
                     continue  # locked or briefly away: read it next time
                 now = time.monotonic()
-                mine, own = own, self._own()
                 if last is not None and version != last:
-                    if mine == own:  # nothing of ours: another process committed
+                    if self._own() < previous_read - OWN_COMMIT_MAX:  # another process's
                         fast_until = now + SQLITE_FAST_FOR
                         owed = True
                     elif now < fast_until:
@@ -108,6 +116,7 @@ class SqliteFeed(ChangeFeed):
                     owed = pending = False
                     self._tell("changed", "")
                 last = version
+                previous_read = read_at
                 interval = SQLITE_FAST if now < fast_until else SQLITE_SLOW
         finally:
             connection.close()

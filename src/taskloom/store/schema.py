@@ -116,13 +116,21 @@ runs = Table(
         sqlite_where=text("status = 'pending' AND worker_id IS NULL"),
         postgresql_where=text("status = 'pending' AND worker_id IS NULL"),
     ),
-    # The runs a worker holds (reaping a dead one, cancel requests, concurrency counts).
+    # The runs a worker holds (reaping a dead one, concurrency counts).
     Index(
         "ix_runs_held",
         "worker_id",
         "task",
         sqlite_where=text("worker_id IS NOT NULL AND status IN ('pending', 'running')"),
         postgresql_where=text("worker_id IS NOT NULL AND status IN ('pending', 'running')"),
+    ),
+    # Runs whose cancellation was requested, by holder: a worker reads its requests each
+    # time another process may have changed the database, so that read must stay small.
+    Index(
+        "ix_runs_cancel_requested",
+        "worker_id",
+        sqlite_where=text("cancel_requested"),
+        postgresql_where=text("cancel_requested"),
     ),
 )
 

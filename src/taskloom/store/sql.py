@@ -29,6 +29,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -101,6 +102,9 @@ from .schema import (
 
 __all__ = ["SqlStore"]
 
+#: A reap looks for runs whose owner has no live record once in this many rounds.
+ORPHANS_EVERY = 10
+
 
 def _is_busy(exc: Exception) -> bool:
     """Whether a SQLite error says another connection holds the lock."""
@@ -127,8 +131,10 @@ class SqlStore(SqlPipelines):
         self._write_engine: Engine | None = None
         self._statements: Statements | None = None
         self._queue: QueueSql | None = None
-        #: Batches this store committed (a SQLite feed tells its own commits from others').
-        self.commits = 0
+        #: When this store last began a commit (`time.monotonic()`): a SQLite feed tells
+        #: its own commits from other processes' by it.
+        self.last_commit = 0.0
+        self._reap_rounds = 0
         self._workers: WorkerLocks | None = None
         self._raw_writer: Any = None  # the pooled connection `write` keeps (see there)
         self._sqlite = False
@@ -193,7 +199,7 @@ class SqlStore(SqlPipelines):
             self._workers = LocalWorkers()
 
     def _counted(self, _connection: Any) -> None:
-        self.commits += 1
+        self.last_commit = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
@@ -303,7 +309,8 @@ class SqlStore(SqlPipelines):
                         result = WriteResult(result.rejected, claimed, due)
                 queue.notify(cursor, sent)
                 committing = True
-                self.commits += 1  # before: a feed reading the file meanwhile counts it ours
+                # Before: a feed that reads the file meanwhile knows it may be ours.
+                self.last_commit = time.monotonic()
                 connection.commit() if not self._sqlite else cursor.execute("COMMIT")
             except (dbapi.OperationalError, dbapi.InterfaceError) as exc:
                 self._rollback(connection)
@@ -582,11 +589,18 @@ class SqlStore(SqlPipelines):
                     )
                 ).all()
                 known = {w for w, _, _ in rows} | {worker_id}
-                cursor = conn.connection.cursor()
-                try:
-                    orphaned = queue.orphan_owners(cursor, known)
-                finally:
-                    cursor.close()
+                # Owners with no live record are rare (runs made before workers were
+                # recorded, or a round that had to skip some): looked for every few
+                # rounds, since it reads every run held (and always below, once a worker
+                # is found dead).
+                orphaned: list[str] = []
+                self._reap_rounds += 1
+                if self._reap_rounds % ORPHANS_EVERY == 1:
+                    cursor = conn.connection.cursor()
+                    try:
+                        orphaned = queue.orphan_owners(cursor, known)
+                    finally:
+                        cursor.close()
             # Looked at outside any write transaction (a lock check is a round trip of its
             # own), so a round with nobody dead takes no write lock at all.
             expired = [w for w, at, now in rows if at is not None and at < now]
@@ -625,7 +639,7 @@ class SqlStore(SqlPipelines):
 
             return PostgresFeed(lambda: psycopg.connect(conninfo), callback).start()
         if self._file is not None:
-            return SqliteFeed(self._file, callback, lambda: self.commits).start()
+            return SqliteFeed(self._file, callback, lambda: self.last_commit).start()
         return None
 
     def finished_among(self, run_ids: Collection[str]) -> list[Run]:
@@ -799,8 +813,8 @@ class SqlStore(SqlPipelines):
     def cancel_requests(self, worker_id: str) -> list[str]:
         query = select(runs.c.id).where(
             runs.c.worker_id == worker_id,
+            text("cancel_requested"),  # as in the index ix_runs_cancel_requested
             runs.c.status.in_(UNFINISHED),
-            runs.c.cancel_requested.is_(True),
         )
         with self._use("read cancellation requests") as engine, engine.connect() as conn:
             return list(conn.execute(query.order_by(runs.c.id)).scalars())
