@@ -24,7 +24,7 @@ from rich.table import Table
 
 from ..engine import Engine
 from ..serving import _on_signals, run_to_end
-from ..store import Store
+from ..store import DeploymentStore
 from ..streams.deployment import deployment_status, request_stop
 from ..streams.errors import DeploymentNotFoundError, PipelineError
 from ..streams.messages import Message, now_ms
@@ -256,7 +256,9 @@ def _split(address: str) -> tuple[str, str]:
     return deployment, topic
 
 
-def _bus_of(store: Store, deployment: str, bus: str | None) -> tuple[str, DeploymentStatus]:
+def _bus_of(
+    store: DeploymentStore, deployment: str, bus: str | None
+) -> tuple[str, DeploymentStatus]:
     status = deployment_status(store, deployment)
     url = bus or status.bus
     if not url.startswith(("nats://", "tls://")):

@@ -12,7 +12,7 @@ import typer
 from ..engine import Engine
 from ..exceptions import RunNotFoundError
 from ..runs import LogLine, Run, RunStatus
-from ..store import MEMORY_URL, Store, open_store
+from ..store import MEMORY_URL, RunStore, Store, open_store
 from ..store.connect import sqlite_file
 from .errors import reporting_errors
 from .options import DbOption, JsonOption, VerboseOption, database_url, dump_json, examples
@@ -101,7 +101,7 @@ def runs_command(
             typer.echo(f"older runs: taskloom runs --before {runs[-1].id}", err=True)
 
 
-def _all_logs(store: Store, run_id: str) -> list[LogLine]:
+def _all_logs(store: RunStore, run_id: str) -> list[LogLine]:
     lines: list[LogLine] = []
     while True:
         after_id = (lines[-1].id or 0) if lines else 0

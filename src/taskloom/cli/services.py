@@ -21,7 +21,14 @@ from .. import __version__
 from ..runs import LogLine
 from ..services.supervisor import Supervisor
 from ..serving import Served, load_served, run_to_end, serve
-from ..store import ServiceLogLine, ServiceRecord, ServiceStartRecord, Store, open_store
+from ..store import (
+    ServiceLogLine,
+    ServiceRecord,
+    ServiceStartRecord,
+    ServiceStore,
+    Store,
+    open_store,
+)
 from ..store.connect import sqlite_file
 from ..workflows import WorkflowLimits
 from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
@@ -358,7 +365,7 @@ def services_command(
         make_console().print(table)
 
 
-def _known(store: Store, name: str) -> ServiceRecord:
+def _known(store: ServiceStore, name: str) -> ServiceRecord:
     record = store.get_service(name)
     if record is None:
         known = ", ".join(r.name for r in store.list_services())
@@ -458,7 +465,7 @@ def _control_store(db: str | None) -> Store:
     return open_store(url)
 
 
-def _wait_handled(store: Store, request_id: int, timeout: float) -> dict[str, Any] | None:
+def _wait_handled(store: ServiceStore, request_id: int, timeout: float) -> dict[str, Any] | None:
     """The outcome of a request, or None when nobody handled it in time (it is withdrawn)."""
     deadline = time.monotonic() + timeout
     try:

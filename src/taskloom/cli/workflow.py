@@ -17,7 +17,7 @@ from rich.tree import Tree
 from ..engine import Engine, RunEvent
 from ..exceptions import RunNotFoundError, WorkflowError
 from ..runs import Run, RunStatus
-from ..store import Store
+from ..store import RunStore
 from ..tasks.validation import coerce_cli_value
 from ..workflows import Workflow, WorkflowLimits, load_workflow
 from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
@@ -254,7 +254,7 @@ def _report(run: Run, *, json_output: bool) -> None:
 
 
 # showing --------------------------------------------------------------------------------------
-def _steps_of(store: Store, run: Run) -> dict[str, list[Run]]:
+def _steps_of(store: RunStore, run: Run) -> dict[str, list[Run]]:
     steps: dict[str, list[Run]] = {}
     for child in child_runs(store, run.id):
         prefix, _, rest = (child.idempotency_key or "").partition("/")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import PackageRecord, Store
+from ..store import PackageRecord, PackageStore
 from ..tasks.definition import TaskDefinition
 from .definitions import executables_of, normalize_name, package_tasks
 from .errors import PackageError, UnknownPackageError
@@ -116,7 +116,9 @@ class PackageCollector:
     - `pip_timeout`: seconds one pip command may take before the install fails.
     """
 
-    def __init__(self, store: Store, *, venvs_dir: Path | str, pip_timeout: float = 900.0) -> None:
+    def __init__(
+        self, store: PackageStore, *, venvs_dir: Path | str, pip_timeout: float = 900.0
+    ) -> None:
         self.store = store
         self.venvs_dir = Path(venvs_dir)
         self.pip_timeout = pip_timeout
@@ -342,7 +344,7 @@ def _load_json(path: Path) -> Any:
         raise PackageError(f"cannot read the manifest {path}: {exc}") from exc
 
 
-def ready_package_tasks(store: Store) -> list[TaskDefinition]:
+def ready_package_tasks(store: PackageStore) -> list[TaskDefinition]:
     """The tasks of every `ready` package in `store`."""
     tasks: list[TaskDefinition] = []
     for record in store.list_packages():

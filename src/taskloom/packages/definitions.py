@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import PackageRecord, Store
+from ..store import PackageRecord, PackageStore
 from ..tasks.definition import TaskDefinition
 from ..tasks.options import TaskOptions
 from .command import CommandTask
@@ -152,7 +152,7 @@ def _fractal_tasks(
     return tasks
 
 
-def find_package_task(store: Store, name: str) -> TaskDefinition | None:
+def find_package_task(store: PackageStore, name: str) -> TaskDefinition | None:
     """The task `name` (`<package>/<task>`) of a ready package in `store`, or None."""
     package, sep, task_name = name.partition("/")
     if not sep:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..store import Store
+from ..store import TokenStore
 from .tokens import AuthError, Caller, ForbiddenError, Role, hash_token
 
 __all__ = ["AuthPolicy", "require"]
@@ -28,7 +28,7 @@ class AuthPolicy:
     """Whether requests need a token, and the store the tokens are looked up in."""
 
     required: bool
-    store: Store
+    store: TokenStore
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `taskloom token create`.")

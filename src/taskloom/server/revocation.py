@@ -23,7 +23,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..exceptions import StoreError
-from ..store import Store
+from ..store import TokenStore
 from .tokens import hash_token
 
 __all__ = ["CHECK_INTERVAL", "TokenStreams"]
@@ -44,7 +44,7 @@ class _Stream:
 class TokenStreams:
     """The event streams opened with a token, and the watcher that ends revoked ones."""
 
-    store: Store
+    store: TokenStore
     interval: float = CHECK_INTERVAL
     _open: dict[str, set[_Stream]] = field(default_factory=dict)
     _watcher: asyncio.Task[None] | None = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..exceptions import TaskloomError
-from ..store import ApiTokenRecord, Store
+from ..store import ApiTokenRecord, TokenStore
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -74,7 +74,9 @@ def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def create_token(store: Store, role: str, name: str | None = None) -> tuple[str, ApiTokenRecord]:
+def create_token(
+    store: TokenStore, role: str, name: str | None = None
+) -> tuple[str, ApiTokenRecord]:
     """Make a token, record its hash; return the secret (shown once) and the record."""
     try:
         checked = Role(role)
@@ -95,7 +97,7 @@ def create_token(store: Store, role: str, name: str | None = None) -> tuple[str,
     return secret, record
 
 
-def auth_required(store: Store, *, loopback: bool) -> bool:
+def auth_required(store: TokenStore, *, loopback: bool) -> bool:
     """Whether a server bound so needs tokens: yes off loopback (and then a valid token
     must exist, or `AuthError` says how to make one), yes when the store holds a valid
     token, else no."""

@@ -32,7 +32,7 @@ from ..store.base import (
     ServiceRecord,
     ServiceRequest,
     ServiceStartRecord,
-    Store,
+    ServiceStore,
 )
 from ..tasks.signature import validate_special
 from .definition import ClassService, FunctionService, Service, ServiceDefinition, definition_of
@@ -133,7 +133,7 @@ class Supervisor:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         log_limit: int = 1000,
-        store: Store | None = None,
+        store: ServiceStore | None = None,
     ) -> None:
         self._store = store
         # One thread writes every save, in the order they were made.
@@ -373,7 +373,7 @@ class Supervisor:
 
     # --- the store ------------------------------------------------------------------------
 
-    def _load(self, slot: _Slot, store: Store) -> bool:
+    def _load(self, slot: _Slot, store: ServiceStore) -> bool:
         """Take up what the store kept of this service; False if it kept nothing."""
         name = slot.definition.name
         record = store.get_service(name)
@@ -465,7 +465,7 @@ class Supervisor:
         with contextlib.suppress(RuntimeError):
             self._submit(writer, self._write_logs, store)
 
-    def _write_logs(self, store: Store) -> None:
+    def _write_logs(self, store: ServiceStore) -> None:
         with self._log_lock:
             lines, self._pending_logs = self._pending_logs, []
         if lines:

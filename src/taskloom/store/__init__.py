@@ -1,4 +1,6 @@
-"""Where taskloom keeps runs: the `Store` protocol and its SQL and in-memory backends.
+"""Where taskloom keeps runs: the `Store` protocol, its narrow parts (`RunStore`,
+`QueueStore`, `ServiceStore`, `TokenStore`, `PackageStore`, `DeploymentStore`), and its
+SQL and in-memory backends.
 
 `open_store()` turns a URL (or a bare file path, or nothing for the default SQLite file)
 into an open store. The URL is never read from the environment here; the CLI does that.
@@ -9,13 +11,19 @@ from __future__ import annotations
 from .base import (
     ApiTokenRecord,
     DeploymentRecord,
+    DeploymentStore,
     PackageRecord,
+    PackageStore,
+    QueueStore,
+    RunStore,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
     ServiceStartRecord,
+    ServiceStore,
     StageRecord,
     Store,
+    TokenStore,
     WorkerRecord,
     WriteBatch,
 )
@@ -26,15 +34,21 @@ from .sql import SqlStore
 __all__ = [
     "ApiTokenRecord",
     "DeploymentRecord",
+    "DeploymentStore",
     "MemoryStore",
     "PackageRecord",
+    "PackageStore",
+    "QueueStore",
+    "RunStore",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",
     "ServiceStartRecord",
+    "ServiceStore",
     "SqlStore",
     "StageRecord",
     "Store",
+    "TokenStore",
     "WorkerRecord",
     "WriteBatch",
     "default_database_url",

@@ -1,8 +1,12 @@
-"""The store protocol: the small contract every database backend fulfils.
+"""The store protocols: the contract every database backend fulfils, in parts.
 
 A store is synchronous. The engine calls it from its own writer and reader threads, so a
 blocking driver never stalls the event loop, and one code path serves SQLite and
-PostgreSQL. Every implementation passes `tests/integration/test_store_conformance.py`.
+PostgreSQL. The contract comes in narrow parts, each what one kind of caller needs:
+`RunStore` (runs, attempts, log lines), `QueueStore` (a `RunStore` with the workers that
+claim and hold runs), `ServiceStore`, `TokenStore`, `PackageStore` and `DeploymentStore`.
+`Store` is all of them on one database, with `open` and `close`. Each part has a
+conformance suite under `tests/integration/conformance/` that every implementation passes.
 """
 
 from __future__ import annotations
@@ -24,15 +28,21 @@ __all__ = [
     "ApiTokenRecord",
     "ClaimRequest",
     "DeploymentRecord",
+    "DeploymentStore",
     "LeaseLostError",
     "PackageRecord",
+    "PackageStore",
+    "QueueStore",
+    "RunStore",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",
     "ServiceStartRecord",
+    "ServiceStore",
     "StageRecord",
     "Store",
     "StoreBusyError",
+    "TokenStore",
     "UncertainCommitError",
     "WorkerRecord",
     "WriteBatch",
@@ -321,22 +331,23 @@ class StageRecord:
     updated_at: float = 0.0
 
 
-class Store(Protocol):
-    """Where runs, attempts, log lines and workers are kept.
+class RunStore(Protocol):
+    """Runs, their attempts and their log lines: written in batches, read by id and by page.
 
     Listing is newest first (`created_at` then `id`, both descending); `before` is the id
-    of the last run of the previous page.
+    of the last run of the previous page. What only reads or writes runs (listings, the
+    step runs of a workflow, `taskloom runs`) asks for this and nothing of the workers.
     """
 
-    url: str
+    @property
+    def inline_writes(self) -> bool:
+        """Whether the engine may commit a small batch on its own thread (`write(batch,
+        wait=False)`) instead of handing it to its writer thread. `SqlStore` says yes on a
+        SQLite file, whose commits take microseconds, and no on PostgreSQL, where a commit
+        is a network round trip; `MemoryStore` says no, so an engine on memory takes the
+        writer thread's path as it does on PostgreSQL."""
+        ...
 
-    def open(self) -> None:
-        """Connect, and create or upgrade the schema when the store allows it."""
-
-    def close(self) -> None:
-        """Release connections and the worker locks this store holds."""
-
-    # writes -------------------------------------------------------------------------------
     def write(self, batch: WriteBatch, *, wait: bool = True) -> WriteResult:
         """Apply a batch atomically: all of it is committed, or none of it (but for the
         changes its fences refuse, see `WriteBatch`).
@@ -344,14 +355,20 @@ class Store(Protocol):
         `StoreUnavailableError` (and its branches): the database could not take it now,
         through no fault of the data; the same batch can be written again. Any other
         `StoreError`: the database refused a value in the batch. With `wait` False a write
-        that would wait for another process's lock raises `StoreBusyError` at once.
+        that would wait for another process's lock raises `StoreBusyError` at once. A
+        batch's `fences` and `claim` are the queue's part of it (see `QueueStore`).
         """
 
     def insert_run_idempotent(self, run: Run) -> Run:
         """Insert `run` unless a run with its `idempotency_key` exists; return the one kept."""
 
-    # reads --------------------------------------------------------------------------------
     def get_run(self, run_id: str) -> Run | None: ...
+
+    def get_runs(self, run_ids: Collection[str]) -> list[Run]:
+        """The runs among `run_ids` that exist, in no particular order."""
+
+    def finished_among(self, run_ids: Collection[str]) -> list[Run]:
+        """The runs among `run_ids` that have finished."""
 
     def list_runs(
         self,
@@ -367,7 +384,24 @@ class Store(Protocol):
 
     def get_logs(self, run_id: str, *, after_id: int = 0, limit: int = 1000) -> list[LogLine]: ...
 
-    # workers and ownership ----------------------------------------------------------------
+    def logs_after(self, after_id: int, *, limit: int = 1000) -> list[LogLine]:
+        """Log lines of every run with an id above `after_id`, oldest first."""
+
+    def last_log_id(self) -> int:
+        """The id of the newest log line (0 when there is none)."""
+
+
+class QueueStore(RunStore, Protocol):
+    """The runs as a queue shared by workers: who is alive, who holds which run, and what
+    other processes change.
+
+    It is a `RunStore` and more, because the queue is the runs table: a claim and a fence
+    ride on a `WriteBatch`, and a reap, a takeover or a cancel changes runs in the same
+    transaction that looks at the workers. A claim takes up to `ClaimRequest.limit`
+    claimable runs and gives each a new lease; a fence refuses the changes of a run its
+    worker no longer holds under that lease.
+    """
+
     def register_worker(
         self,
         worker_id: str,
@@ -386,36 +420,11 @@ class Store(Protocol):
         """Renew the worker's lease; False when it had run out or a reaper found the worker
         lost (its runs are gone: it must register again under a new id)."""
 
-    def reap(self, worker_id: str) -> int:
-        """Give back the runs of dead workers (lock gone or lease run out), if no other
-        reaper is at it: pending ones as they are; a running one's attempt fails with
-        `WorkerLostError`, and the run is pending again when it has attempts left, failed
-        otherwise. Workflow runs are left to workflow recovery (which resumes them); their
-        steps are given back like any run. Each dead
-        worker is marked lost. Returns how many runs were given back or ended."""
-
-    def finished_among(self, run_ids: Collection[str]) -> list[Run]:
-        """The runs among `run_ids` that have finished."""
-
-    def get_runs(self, run_ids: Collection[str]) -> list[Run]:
-        """The runs among `run_ids` that exist, in no particular order."""
-
-    def logs_after(self, after_id: int, *, limit: int = 1000) -> list[LogLine]:
-        """Log lines of every run with an id above `after_id`, oldest first."""
-
-    def last_log_id(self) -> int:
-        """The id of the newest log line (0 when there is none)."""
-
     def update_worker(self, worker_id: str, *, queues: Collection[str] | None) -> None:
         """Record the queues a worker serves now."""
 
     def retire_worker(self, worker_id: str) -> None:
         """A worker that lost its lease lets its id go (lock released, record expired)."""
-
-    def watch(self, callback: Callable[[str, str], None]) -> ChangeFeed | None:
-        """Start a feed of the commits other processes make (`store/feed.py`), calling
-        `callback(channel, payload)` from its thread; None when no other process can reach
-        the database. The caller stops it."""
 
     def unregister_worker(self, worker_id: str) -> None:
         """Remove the worker's record and release its lock."""
@@ -435,6 +444,14 @@ class Store(Protocol):
         `lost_before` (seconds since the epoch) and that hold no unfinished run; returns
         how many were removed."""
 
+    def reap(self, worker_id: str) -> int:
+        """Give back the runs of dead workers (lock gone or lease run out), if no other
+        reaper is at it: pending ones as they are; a running one's attempt fails with
+        `WorkerLostError`, and the run is pending again when it has attempts left, failed
+        otherwise. Workflow runs are left to workflow recovery (which resumes them); their
+        steps are given back like any run. Each dead
+        worker is marked lost. Returns how many runs were given back or ended."""
+
     def claim_orphaned_runs(self, worker_id: str, tasks: Collection[str]) -> list[Run]:
         """Take over the unfinished runs of `tasks` whose worker is gone (its lock is
         released, or a reaper found its lease run out), or unset.
@@ -452,7 +469,16 @@ class Store(Protocol):
     def cancel_orphaned_run(self, run_id: str, *, finished_at: float) -> bool:
         """Mark an unfinished run whose worker is gone as cancelled; True if it was."""
 
-    # services -----------------------------------------------------------------------------
+    def watch(self, callback: Callable[[str, str], None]) -> ChangeFeed | None:
+        """Start a feed of the commits other processes make (`store/feed.py`), calling
+        `callback(channel, payload)` from its thread; None when no other process can reach
+        the database. The caller stops it."""
+
+
+class ServiceStore(Protocol):
+    """What a `Supervisor` keeps of its services between processes, and the requests
+    other processes leave for it (`taskloom service start ...`)."""
+
     def save_service(self, record: ServiceRecord) -> None:
         """Insert or replace the record of the service `record.name`."""
 
@@ -495,7 +521,11 @@ class Store(Protocol):
     ) -> list[ServiceLogLine]:
         """Lines of a service with an id above `after_id`, oldest first, at most `limit`."""
 
-    # API tokens ---------------------------------------------------------------------------
+
+class TokenStore(Protocol):
+    """The HTTP API's tokens, kept as hashes: made and revoked by `taskloom token` and the
+    tokens API, looked up by the server on each request."""
+
     def add_api_token(self, record: ApiTokenRecord) -> None:
         """Record a new token (its id and hash must be new)."""
 
@@ -508,7 +538,10 @@ class Store(Protocol):
     def revoke_api_token(self, token_id: str, *, revoked_at: float | None = None) -> bool:
         """Revoke a valid token (`revoked_at` defaults to now); True if it was revoked."""
 
-    # packages -----------------------------------------------------------------------------
+
+class PackageStore(Protocol):
+    """Task packages: their install state, venv, manifest and install log."""
+
     def save_package(self, record: PackageRecord) -> None:
         """Insert or replace the record of the package `record.name`."""
 
@@ -521,7 +554,11 @@ class Store(Protocol):
     def delete_package(self, name: str) -> bool:
         """Forget a package; True if it was recorded."""
 
-    # pipelines ----------------------------------------------------------------------------
+
+class DeploymentStore(Protocol):
+    """Deployments of stream pipelines and the saved status of their stages, with the stop
+    requests other processes leave (`store/pipelines.py` holds both implementations)."""
+
     def save_deployment(self, record: DeploymentRecord) -> None:
         """Insert or replace the record of the deployment `record.name`."""
 
@@ -539,3 +576,21 @@ class Store(Protocol):
 
     def get_stage_records(self, deployment: str) -> list[StageRecord]:
         """The saved stages of a deployment, by stage name."""
+
+
+class Store(QueueStore, ServiceStore, TokenStore, PackageStore, DeploymentStore, Protocol):
+    """Every part together, on one database: what `open_store()` returns and an `Engine`
+    holds. The engine's supervisor, and the server's tokens, packages and pipelines, use
+    the engine's store, each through its own part.
+
+    Code that uses one part is typed against that part's protocol, so a backend, or a
+    test double, needs only that part to serve it.
+    """
+
+    url: str
+
+    def open(self) -> None:
+        """Connect, and create or upgrade the schema when the store allows it."""
+
+    def close(self) -> None:
+        """Release connections and the worker locks this store holds."""

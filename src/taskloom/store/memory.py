@@ -1,4 +1,4 @@
-"""`MemoryStore`: the store protocol in process memory, for fast tests.
+"""`MemoryStore`: every part of the `Store` protocol in process memory, for fast tests.
 
 It keeps what a database would: values go through JSON on the way in (so a tuple comes
 back a list, as from SQL), records are copied in and out, a batch is checked whole before
@@ -128,6 +128,11 @@ class MemoryStore(MemoryPipelines):
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"
+
+    @property
+    def inline_writes(self) -> bool:
+        """No: every batch goes through the engine's writer thread, as on PostgreSQL."""
+        return False
 
     def open(self) -> None:
         pass

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..store import Store
+from ..store import DeploymentStore
 from ..store.base import DeploymentRecord, StageRecord
 from .buses import Bus, open_bus
 from .errors import DeploymentNotFoundError, PortValidationError, WiringError
@@ -46,7 +46,7 @@ class Deployment:
         name: str,
         bus: Bus,
         owns_bus: bool,
-        store: Store | None,
+        store: DeploymentStore | None,
         stages: Iterable[str] | None,
         configs: dict[str, Any],
         status_interval: float,
@@ -293,7 +293,7 @@ async def deploy(
     *,
     name: str | None = None,
     bus: Bus | str | None = None,
-    store: Store | None = None,
+    store: DeploymentStore | None = None,
     stages: Iterable[str] | None = None,
     status_interval: float = 1.0,
 ) -> Deployment:
@@ -343,7 +343,7 @@ async def deploy(
     return deployment
 
 
-def deployment_status(store: Store, name: str) -> DeploymentStatus:
+def deployment_status(store: DeploymentStore, name: str) -> DeploymentStatus:
     """The saved status of a deployment (every process's stages); blocking, store I/O."""
     record = store.get_deployment(name)
     if record is None:
@@ -377,7 +377,7 @@ def deployment_status(store: Store, name: str) -> DeploymentStatus:
     )
 
 
-def request_stop(store: Store, name: str) -> DeploymentStatus:
+def request_stop(store: DeploymentStore, name: str) -> DeploymentStatus:
     """Ask the processes running a deployment to stop it (they act within a status
     interval); blocking, store I/O."""
     if not store.request_deployment_stop(name):

@@ -13,7 +13,7 @@ from ..runs import ErrorInfo, Run
 
 if TYPE_CHECKING:
     from ..engine.live import LiveRun
-    from ..store import Store
+    from ..store import QueueStore
     from ..tasks.definition import TaskDefinition
     from ..tasks.registry import Registry
     from .limits import WorkflowLimits
@@ -37,7 +37,9 @@ class WorkflowHost(Protocol):
     def concurrency(self) -> int: ...
 
     @property
-    def store(self) -> Store: ...
+    def store(self) -> QueueStore:
+        """The runs, and the queue for taking over workflows whose driver is gone."""
+        ...
 
     @property
     def registry(self) -> Registry: ...

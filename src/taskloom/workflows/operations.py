@@ -26,7 +26,7 @@ import jsonschema
 from ..exceptions import InputValidationError, RunNotFoundError, WorkflowError
 from ..loading import resolve_task
 from ..runs import Run, RunStatus, new_run_id
-from ..store import Store
+from ..store import RunStore
 from ..tasks.definition import TaskDefinition
 from ..tasks.validation import field_errors_from_jsonschema, refuse_unstorable
 from .model import Step, Workflow
@@ -128,7 +128,7 @@ def workflow_of(run: Run) -> Workflow:
     return Workflow.from_dict(definition)
 
 
-def child_runs(store: Store, parent_id: str) -> list[Run]:
+def child_runs(store: RunStore, parent_id: str) -> list[Run]:
     """Every run whose parent is `parent_id`, oldest first (read page by page)."""
     found: list[Run] = []
     before: str | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from ...store import ApiTokenRecord, Store
+from ...store import ApiTokenRecord, TokenStore
 from ..auth import AuthPolicy
 from ..revocation import TokenStreams
 from ..tokens import TokenNotFoundError, create_token
@@ -20,7 +20,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/tokens", tags=["tokens"], dependencies=[Admin])
 
 
-def _store(request: Request) -> Store:
+def _store(request: Request) -> TokenStore:
     policy: AuthPolicy = request.app.state.auth
     return policy.store
 

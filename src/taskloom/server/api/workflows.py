@@ -28,7 +28,7 @@ from ...documents import TooManyMembersError, count_json_members
 from ...engine import Engine
 from ...exceptions import TaskloomError, WorkflowValidationError
 from ...runs import Run, RunStatus
-from ...store import Store
+from ...store import RunStore
 from ...tasks.definition import TaskDefinition
 from ...workflows import Step, Workflow, WorkflowLimits
 from ...workflows.model import parse_text, task_reference
@@ -164,7 +164,7 @@ async def _workflow_run(engine: Engine, run_id: str) -> Run:
     return run
 
 
-def _steps_of(store: Store, run: Run) -> dict[str, list[Run]]:
+def _steps_of(store: RunStore, run: Run) -> dict[str, list[Run]]:
     """The step runs of a workflow run by step, map items in item order."""
     steps: dict[str, list[Run]] = {}
     for child in child_runs(store, run.id):

@@ -1,11 +1,22 @@
-"""The package records of the store, on every backend: memory, a SQLite file, PostgreSQL."""
+"""The `PackageStore` contract, on every backend: memory, a SQLite file and PostgreSQL."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import pytest
 
 from taskloom.exceptions import StoreError
-from taskloom.store import PackageRecord, Store
+from taskloom.store import PackageRecord, PackageStore
+
+if TYPE_CHECKING:
+    from conftest import Backend
+
+
+@pytest.fixture
+def store(backend: Backend) -> PackageStore:
+    """The backend's store, as a `PackageStore`."""
+    return backend.open()
 
 
 def make_package(**fields: object) -> PackageRecord:
@@ -14,7 +25,7 @@ def make_package(**fields: object) -> PackageRecord:
     return PackageRecord(**values)  # type: ignore[arg-type]
 
 
-def test_every_field_round_trips(store: Store) -> None:
+def test_every_field_round_trips(store: PackageStore) -> None:
     record = make_package(
         state="ready",
         version="1.0",
@@ -34,7 +45,7 @@ def test_every_field_round_trips(store: Store) -> None:
     assert store.get_package("mypkg") == record
 
 
-def test_save_replaces_and_lists_by_name(store: Store) -> None:
+def test_save_replaces_and_lists_by_name(store: PackageStore) -> None:
     store.save_package(make_package(name="zeta"))
     store.save_package(make_package(name="alpha", state="installing"))
     store.save_package(make_package(name="alpha", state="failed", error="pip failed"))
@@ -45,7 +56,7 @@ def test_save_replaces_and_lists_by_name(store: Store) -> None:
     ]
 
 
-def test_delete_forgets_a_package(store: Store) -> None:
+def test_delete_forgets_a_package(store: PackageStore) -> None:
     store.save_package(make_package())
     assert store.delete_package("mypkg") is True
     assert store.get_package("mypkg") is None
@@ -53,7 +64,17 @@ def test_delete_forgets_a_package(store: Store) -> None:
     assert store.list_packages() == []
 
 
-def test_a_manifest_that_is_not_json_is_a_store_error(store: Store) -> None:
+def test_a_manifest_that_is_not_json_is_a_store_error(store: PackageStore) -> None:
     with pytest.raises(StoreError, match="not JSON"):
         store.save_package(make_package(manifest={"bad": object()}))
     assert store.get_package("mypkg") is None
+
+
+def test_another_store_sees_a_package_saved_and_deleted(shared_backend: Backend) -> None:
+    one: PackageStore = shared_backend.open()
+    two: PackageStore = shared_backend.open()
+    one.save_package(make_package(state="installing"))
+    one.save_package(make_package(state="ready", version="1.0"))
+    assert two.get_package("mypkg") == make_package(state="ready", version="1.0")
+    assert two.delete_package("mypkg") is True
+    assert one.list_packages() == []

@@ -1,14 +1,25 @@
-"""The pipeline part of the store contract, on memory, a SQLite file and PostgreSQL."""
+"""The `DeploymentStore` contract, on every backend: memory, a SQLite file and PostgreSQL.
+
+Deployments of stream pipelines, their stop requests and the saved status of their stages.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
+
 from taskloom.runs import ErrorInfo
-from taskloom.store import DeploymentRecord, StageRecord, Store
+from taskloom.store import DeploymentRecord, DeploymentStore, StageRecord
 
 if TYPE_CHECKING:
     from conftest import Backend
+
+
+@pytest.fixture
+def store(backend: Backend) -> DeploymentStore:
+    """The backend's store, as a `DeploymentStore`."""
+    return backend.open()
 
 
 def record(name: str = "demo", **fields: object) -> DeploymentRecord:
@@ -25,7 +36,7 @@ def record(name: str = "demo", **fields: object) -> DeploymentRecord:
     return DeploymentRecord(**values)  # type: ignore[arg-type]
 
 
-def test_a_deployment_is_saved_replaced_and_listed(store: Store) -> None:
+def test_a_deployment_is_saved_replaced_and_listed(store: DeploymentStore) -> None:
     assert store.get_deployment("demo") is None
     store.save_deployment(record())
     store.save_deployment(record("other", bus="nats://127.0.0.1:4222"))
@@ -37,7 +48,7 @@ def test_a_deployment_is_saved_replaced_and_listed(store: Store) -> None:
     assert [r.name for r in store.list_deployments()] == ["demo", "other"]
 
 
-def test_a_stop_request_is_kept_until_the_record_is_saved_again(store: Store) -> None:
+def test_a_stop_request_is_kept_until_the_record_is_saved_again(store: DeploymentStore) -> None:
     assert store.request_deployment_stop("demo") is False
     store.save_deployment(record())
     assert store.request_deployment_stop("demo") is True
@@ -50,7 +61,7 @@ def test_a_stop_request_is_kept_until_the_record_is_saved_again(store: Store) ->
     assert not saved.stop_requested
 
 
-def test_stage_records_are_upserted_per_stage(store: Store) -> None:
+def test_stage_records_are_upserted_per_stage(store: DeploymentStore) -> None:
     error = ErrorInfo(type="ValueError", message="bad", traceback="tb")
     first = StageRecord(
         deployment="demo", stage="adder", task="adder", state="running", messages_in=3
@@ -89,7 +100,8 @@ def test_stage_records_are_upserted_per_stage(store: Store) -> None:
 
 
 def test_another_store_on_the_same_database_sees_it(shared_backend: Backend) -> None:
-    one, two = shared_backend.open(), shared_backend.open()
+    one: DeploymentStore = shared_backend.open()
+    two: DeploymentStore = shared_backend.open()
     one.save_deployment(record())
     assert two.request_deployment_stop("demo")
     saved = one.get_deployment("demo")

@@ -1,0 +1,143 @@
+"""`SqlStore` and `open_store` themselves: URLs, opening, SQLite's settings and locks,
+a closed store, and a write that may not wait."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conformance.records import T0, SpawnWorker, make_run
+
+from taskloom.exceptions import StoreError
+from taskloom.store import (
+    MemoryStore,
+    SqlStore,
+    WriteBatch,
+    default_database_url,
+    open_store,
+    resolve_database_url,
+)
+from taskloom.store.base import StoreBusyError
+
+
+def test_resolve_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    default = f"sqlite:///{tmp_path / '.taskloom' / 'taskloom.db'}"
+    assert default_database_url() == default
+    assert not (tmp_path / ".taskloom").exists()  # created on open, not here
+    assert resolve_database_url(None) == default
+    assert resolve_database_url("runs.db") == f"sqlite:///{tmp_path / 'runs.db'}"
+    assert resolve_database_url("/x/y.db") == "sqlite:////x/y.db"
+    assert resolve_database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert resolve_database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert resolve_database_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert resolve_database_url("sqlite://") == "sqlite://"
+    assert resolve_database_url("sqlite:///:memory:") == "sqlite:///:memory:"
+
+
+def test_open_store_default_creates_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store()
+    try:
+        assert isinstance(store, SqlStore)
+        assert (tmp_path / ".taskloom" / "taskloom.db").is_file()
+    finally:
+        store.close()
+    memory = open_store("memory://")
+    assert isinstance(memory, MemoryStore)
+    memory.close()
+
+
+def test_sqlite_file_settings(tmp_path: Path) -> None:
+    store = SqlStore(str(tmp_path / "deep" / "er" / "runs.db"))
+    store.open()
+    try:
+        engine = store._engine
+        assert engine is not None
+        with engine.connect() as conn:
+            pragmas = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            }
+        assert pragmas == {
+            "journal_mode": "wal",
+            "synchronous": 1,
+            "busy_timeout": 30000,
+            "foreign_keys": 0,
+        }
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_in_memory_sqlite_is_shared_by_threads(url: str) -> None:
+    with SqlStore(url) as store:
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                run = make_run(created_at=T0 + i)
+                store.write(WriteBatch(new_runs=[run]))
+                assert store.get_run(run.id) == run
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len(store.list_runs()) == 8
+        store.register_worker("w", hostname="h", pid=1)
+        assert store.is_worker_alive("w")
+        assert not store.is_worker_alive("x")
+
+
+def test_closed_store_raises_store_error(tmp_path: Path) -> None:
+    store = SqlStore(str(tmp_path / "runs.db"))
+    with pytest.raises(StoreError, match="not open"):
+        store.get_run("x")
+    store.open()
+    store.close()
+    with pytest.raises(StoreError, match="not open"):
+        store.list_runs()
+
+
+def test_killed_worker_lock_file_is_removed(tmp_path: Path, spawn_worker: SpawnWorker) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with SqlStore(url) as store, spawn_worker(url, "child") as proc:
+        lock = tmp_path / "runs.db.workers" / "child.lock"
+        assert lock.read_text().strip() == str(proc.pid)
+        proc.kill()
+        proc.wait()
+        assert lock.exists()
+        assert not store.is_worker_alive("child")
+        assert not lock.exists()
+
+
+def test_a_write_that_may_not_wait_is_refused_at_once_while_another_connection_writes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    run = make_run()
+    with SqlStore(str(path)) as store:
+        assert store.inline_writes
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # holds the file's write lock
+            started = time.monotonic()
+            with pytest.raises(StoreBusyError):
+                store.write(WriteBatch(new_runs=[run]), wait=False)
+            assert time.monotonic() - started < 1.0  # not the 30 s a waiting write allows
+            assert store.get_run(run.id) is None
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        store.write(WriteBatch(new_runs=[run]), wait=False)
+        assert store.get_run(run.id) == run
