@@ -22,6 +22,7 @@ from sqlalchemy import (
     Double,
     Table,
     and_,
+    bindparam,
     delete,
     event,
     func,
@@ -104,6 +105,16 @@ __all__ = ["SqlStore"]
 
 #: A reap looks for runs whose owner has no live record once in this many rounds.
 ORPHANS_EVERY = 10
+
+_CANCEL_REQUESTS = (
+    select(runs.c.id)
+    .where(
+        runs.c.worker_id == bindparam("worker"),
+        text("cancel_requested"),  # as in the index ix_runs_cancel_requested
+        runs.c.status.in_(UNFINISHED),
+    )
+    .order_by(runs.c.id)
+)
 
 
 def _is_busy(exc: Exception) -> bool:
@@ -811,13 +822,9 @@ class SqlStore(SqlPipelines):
             return self.get_run(run_id)
 
     def cancel_requests(self, worker_id: str) -> list[str]:
-        query = select(runs.c.id).where(
-            runs.c.worker_id == worker_id,
-            text("cancel_requested"),  # as in the index ix_runs_cancel_requested
-            runs.c.status.in_(UNFINISHED),
-        )
+        # Read each time another process may have changed the database: built once.
         with self._use("read cancellation requests") as engine, engine.connect() as conn:
-            return list(conn.execute(query.order_by(runs.c.id)).scalars())
+            return list(conn.execute(_CANCEL_REQUESTS, {"worker": worker_id}).scalars())
 
     def cancel_orphaned_run(self, run_id: str, *, finished_at: float) -> bool:
         with self._use("cancel a run"):
