@@ -109,7 +109,7 @@ class BatchWriter:
         self._kick_scheduled = False
         self._loop_thread = threading.get_ident()
         self._write_lock = threading.Lock()
-        self._inline = bool(getattr(store, "inline_writes", False))
+        self._inline = store.inline_writes
         self._thread = threading.Thread(target=self._main, name="taskloom-writer", daemon=True)
         self._outage: StoreUnavailableError | None = None  # set while the store is unavailable
         self._outage_since = 0.0
