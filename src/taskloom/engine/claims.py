@@ -42,6 +42,8 @@ CLAIM_DELAY = 0.005
 REMOTE_POLL = 1.0
 #: The least time between two looks at a SQLite file that changed (see `_notice`).
 CHANGED_GAP = 0.015
+#: The least time between two claims woken by changes that may be this engine's own.
+OWN_CHANGES_CLAIM = 0.25
 
 
 class Claims:
@@ -60,12 +62,14 @@ class Claims:
         self._heard_lock = threading.Lock()
         self._changed_quiet_until = 0.0
         self._changed_pending = False
+        self._changed_foreign = False  # a deferred look is for another process's change
         self._heard_queue: list[tuple[str, str]] = []
         #: The last claim found runs: more may be waiting, so an end wakes the next claim.
         self.productive = True
         self.claimed = 0
         self._small_since: float | None = None  # since when few slots wait to be claimed
         self._delayed = False
+        self._claimed_at = 0.0  # when the last claim was asked for (time.monotonic())
         #: When the next run waiting for its backoff is due (the claim wakes for it).
         self._next_due: float | None = None
 
@@ -141,6 +145,8 @@ class Claims:
             # reads a second, not one per commit.
             now = time.monotonic()
             if now < self._changed_quiet_until:
+                if payload != "own?":
+                    self._changed_foreign = True  # told with the deferred look
                 if not self._changed_pending:
                     self._changed_pending = True
                     loop = asyncio.get_running_loop()
@@ -153,7 +159,10 @@ class Claims:
             self._changed_quiet_until = now + CHANGED_GAP
             if engine._listeners and engine._remote_events is not None:
                 engine._remote_events.heard(None)
-            self._wake.set()
+            # Changes that may all be this engine's own (a busy file) wake a claim only
+            # now and then: each claim is a write transaction of its own.
+            if payload != "own?" or now - self._claimed_at >= OWN_CHANGES_CLAIM:
+                self._wake.set()
             if self._remote:
                 self._remote_wake.set()
             if engine._holds_running_runs():
@@ -161,7 +170,9 @@ class Claims:
 
     def _changed_later(self, channel: str) -> None:
         self._changed_pending = False
-        self._notice(channel, "")
+        payload = "" if self._changed_foreign else "own?"
+        self._changed_foreign = False
+        self._notice(channel, payload)
 
     def _check_cancels(self) -> None:
         if self._checking_cancels:
@@ -231,6 +242,7 @@ class Claims:
         if not tasks:
             return False
         limit = min(free, CLAIM_MAX)
+        self._claimed_at = time.monotonic()
         request = ClaimRequest(
             worker_id=engine.worker_id,
             tasks=tasks,

@@ -5,7 +5,8 @@
   lost and made again, `("resync", "")` says that notifications may have been missed.
 * A SQLite file: `PRAGMA data_version` changes whenever another connection commits; it is
   read every few milliseconds on a connection of its own (a cheap read of a counter), and
-  a change is handed on as `("changed", "")`: what changed is for the listener to read.
+  a change is handed on as `("changed", "")`, or `("changed", "own?")` when it may be
+  only this store's own commits: what changed is for the listener to read.
 
 The callback runs in the feed's thread and must not block (hand over to a loop).
 """
@@ -94,6 +95,7 @@ class SqliteFeed(ChangeFeed):
             previous_read = 0.0
             fast_until = told = 0.0
             owed = pending = False  # a change to tell now; one to tell once SLOW_TELL is up
+            foreign = False  # among the changes to tell, one surely another process's
             interval = SQLITE_SLOW
             while not self._stop.wait(interval):
                 read_at = time.monotonic()
@@ -105,16 +107,16 @@ class SqliteFeed(ChangeFeed):
                 if last is not None and version != last:
                     if self._own() < previous_read - OWN_COMMIT_MAX:  # another process's
                         fast_until = now + SQLITE_FAST_FOR
-                        owed = True
+                        owed = foreign = True
                     elif now < fast_until:
-                        owed = True
+                        owed = foreign = True
                     else:  # maybe ours alone: told, but not more often than SLOW_TELL
                         owed = owed or now - told >= SQLITE_SLOW_TELL
                         pending = True
                 if owed or (pending and now - told >= SQLITE_SLOW_TELL):
                     told = now
-                    owed = pending = False
-                    self._tell("changed", "")
+                    self._tell("changed", "" if foreign else "own?")
+                    owed = pending = foreign = False
                 last = version
                 previous_read = read_at
                 interval = SQLITE_FAST if now < fast_until else SQLITE_SLOW
