@@ -66,12 +66,17 @@ T = TypeVar("T")
 _RUNNING = RunStatus.RUNNING
 
 
-def _is_workflow(task: Any) -> bool:
-    # Imported here, not at the top: the engine does not depend on the workflows package
-    # (which depends on it); by the time a task object is submitted it is loaded.
+@functools.cache
+def _workflow_class() -> type:
+    # Imported when first needed, not at the top: the engine does not depend on the
+    # workflows package (which depends on it).
     from ..workflows.model import Workflow
 
-    return isinstance(task, Workflow)
+    return Workflow
+
+
+def _is_workflow(task: Any) -> bool:
+    return isinstance(task, _workflow_class())
 
 
 def _new_worker_id() -> str:
