@@ -342,6 +342,41 @@ async def test_an_engine_that_executes_nothing_hears_of_runs_a_worker_executes(
     assert mine[-1] == ("finished", None)
 
 
+async def test_an_engine_that_executes_nothing_tells_each_end_of_another_s_runs_once(
+    database_url: str,
+) -> None:
+    # Many short runs: a run is often read back already ended on the notice of its start,
+    # and the notice of its end comes after; that end is not told a second time.
+    finished_heard: Counter[str] = Counter()
+    async with Engine(database_url, worker=False, tasks=[queue_tasks]) as engine:
+        engine.add_listener(
+            lambda e: finished_heard.update([e.run.id]) if e.kind == "finished" else None
+        )
+        worker = Worker(database_url, concurrency=50, name="elsewhere")
+        try:
+            await worker.ready()
+            ids = await submit_ticks(database_url, 600, pause=0.001)
+
+            async def all_ended_heard() -> bool:
+                return finished_heard.keys() >= set(ids)
+
+            await until(all_ended_heard, timeout=60)
+            # Whatever notices of those runs were still on their way came before this
+            # run's end: its own notices follow theirs.
+            marker = await engine.submit("tick", {"index": -1})
+            await engine.wait(marker.id, timeout=30)
+
+            async def marker_heard() -> bool:
+                return marker.id in finished_heard
+
+            await until(marker_heard, timeout=10)
+            assert await worker.stop() == 0, worker.output()
+        finally:
+            worker.kill()
+    told_twice = {run_id: n for run_id, n in finished_heard.items() if n > 1}
+    assert told_twice == {}
+
+
 async def test_a_worker_engine_tells_its_listeners_of_its_own_runs_once(
     database_url: str,
 ) -> None:

@@ -141,3 +141,38 @@ def test_a_write_that_may_not_wait_is_refused_at_once_while_another_connection_w
             other.close()
         store.write(WriteBatch(new_runs=[run]), wait=False)
         assert store.get_run(run.id) == run
+
+
+def test_a_sqlite_file_journals_changed_runs_while_another_engine_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "runs.db"
+    store, other = SqlStore(str(path)), SqlStore(str(path))
+    store.open()
+    other.open()
+
+    def journal() -> list[str]:
+        with sqlite3.connect(path) as connection:
+            rows = connection.execute("SELECT lines FROM run_changes ORDER BY id").fetchall()
+        return [line for (lines,) in rows for line in lines.splitlines()]
+
+    try:
+        store.register_worker("me", hostname="h", pid=1)
+        alone = make_run()
+        store.write(WriteBatch(new_runs=[alone]))
+        assert journal() == []  # nobody else on the file: nothing to tell
+        other.register_worker("you", hostname="h", pid=2)
+        assert store.heartbeat("me")
+        seen = make_run()
+        store.write(WriteBatch(new_runs=[seen], run_updates={alone.id: {"status": "running"}}))
+        assert journal() == [f"{seen.id} pending", f"{alone.id} running"]
+        monkeypatch.setattr("taskloom.store.sql.JOURNAL_KEEP", -1.0)  # all of it is old
+        assert store.heartbeat("me")
+        assert journal() == []
+        other.unregister_worker("you")
+        assert store.heartbeat("me")
+        store.write(WriteBatch(run_updates={seen.id: {"status": "running"}}))
+        assert journal() == []  # alone again
+    finally:
+        store.close()
+        other.close()

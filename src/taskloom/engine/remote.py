@@ -3,11 +3,15 @@
 An engine's listeners hear of the runs it holds as it changes them. A server that
 executes nothing (`serve --no-worker`), or a run another worker took, needs the runs
 other processes change too: `RemoteEvents` turns the store's change feed into the same
-`RunEvent`s. On PostgreSQL each commit's notice names the runs it changed (`id status`,
-`id log`); on a SQLite file a change says only that something changed, so the runs
-executing are compared with the last look. Either way the runs are read back in one
-query, and log lines by their id (every line after the last one seen), at most every
-`GAP` seconds.
+`RunEvent`s. Each commit's notice names the runs it changed (`id status`, `id log`):
+NOTIFY on PostgreSQL, the `run_changes` journal on a SQLite file (written while the
+writer knows of another engine on the file); on SQLite the runs executing are also
+compared with the last look, for commits made before a writer knew. Either way the runs
+are read back in one query, and log lines by their id (every line after the last one
+seen), at most every `GAP` seconds. A run told finished is remembered (the last
+`REMEMBERED` of them), so a later notice of the same end is not told again; what a look
+tells goes out in slices of `SLICE`, the loop let run between them, so a stream sends a
+burst as it is told.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from ..runs import LogLine, Run, RunStatus
@@ -30,6 +35,10 @@ logger = logging.getLogger("taskloom.engine")
 GAP = 0.05
 #: While runs of other processes execute, how often to look even without a notice.
 BACKSTOP = 1.0
+#: How many runs told finished are remembered, not to be told again.
+REMEMBERED = 50_000
+#: Events told between two turns of the loop.
+SLICE = 256
 _KINDS = {
     RunStatus.PENDING: "submitted",
     RunStatus.RUNNING: "started",
@@ -48,6 +57,8 @@ class RemoteEvents:
         self._last_log = 0
         self._running: set[str] = set()  # runs of others seen executing at the last look
         self._seen: dict[str, tuple[str, int]] = {}  # (status, attempts) last told
+        self._ended: OrderedDict[str, None] = OrderedDict()  # told finished, oldest first
+        self._told = 0  # events told since the loop last ran
 
     async def start(self) -> None:
         store = self._engine.store
@@ -132,33 +143,52 @@ class RemoteEvents:
         for run in runs.values():
             if run.id not in engine._live and not run.is_finished:
                 self._tell(run)
+                await self._turn()
         for line in lines:
             found = runs.get(line.run_id)
             if found is not None and line.run_id not in engine._live:
                 self._tell_line(found, line)
+                await self._turn()
         for run in runs.values():
             if run.id not in engine._live and run.is_finished:
                 self._tell(run)
+                await self._turn()
+
+    async def _turn(self) -> None:
+        """Every `SLICE` events, let the loop run: the streams send what they were told."""
+        if self._told >= SLICE:
+            self._told = 0
+            await asyncio.sleep(0)
 
     def _tell(self, run: Run) -> None:
-        state = (str(run.status), run.attempts)
-        if self._seen.get(run.id) == state:
+        run_id = run.id
+        if run_id in self._ended:
             return
-        self._seen[run.id] = state
+        state = (str(run.status), run.attempts)
+        if self._seen.get(run_id) == state:
+            return
         if run.status is RunStatus.RUNNING:
-            self._running.add(run.id)
+            self._running.add(run_id)
         else:
-            self._running.discard(run.id)
+            self._running.discard(run_id)
         if run.is_finished:
             kind = "finished"
-            self._seen.pop(run.id, None)
-        elif run.status is RunStatus.PENDING and run.attempts:
-            kind = "retrying"
+            self._seen.pop(run_id, None)
+            ended = self._ended
+            ended[run_id] = None
+            if len(ended) > REMEMBERED:
+                ended.popitem(last=False)
         else:
-            kind = _KINDS.get(run.status, "progress")
+            self._seen[run_id] = state
+            if run.status is RunStatus.PENDING and run.attempts:
+                kind = "retrying"
+            else:
+                kind = _KINDS.get(run.status, "progress")
+        self._told += 1
         self._engine._emit(kind, run)
 
     def _tell_line(self, run: Run, line: LogLine) -> None:
+        self._told += 1
         self._engine._emit("log", run, line)
 
 

@@ -6,7 +6,10 @@
 * A SQLite file: `PRAGMA data_version` changes whenever another connection commits; it is
   read every few milliseconds on a connection of its own (a cheap read of a counter), and
   a change is handed on as `("changed", "")`, or `("changed", "own?")` when it may be
-  only this store's own commits: what changed is for the listener to read.
+  only this store's own commits: what changed is for the listener to read. Commits of
+  stores that know another engine uses the file also add the runs they changed to
+  `run_changes`; the feed reads the new rows on each change and hands each on as on
+  PostgreSQL, `(RUNS_CHANNEL, lines)`.
 
 The callback runs in the feed's thread and must not block (hand over to a loop).
 """
@@ -38,6 +41,8 @@ SQLITE_FAST_FOR = 2.0
 SQLITE_SLOW_TELL = 0.03
 #: How long a commit of this store may take and still be known as its own (see SqliteFeed).
 OWN_COMMIT_MAX = 0.05
+#: Rows of `run_changes` a SQLite feed reads at once.
+JOURNAL_PAGE = 500
 #: Backoff while a PostgreSQL feed cannot connect.
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0
 
@@ -91,6 +96,7 @@ class SqliteFeed(ChangeFeed):
     def _main(self) -> None:
         connection = sqlite3.connect(self._path, check_same_thread=False, timeout=5)
         try:
+            journal = self._journal_start(connection)
             last = None
             previous_read = 0.0
             fast_until = told = 0.0
@@ -105,6 +111,7 @@ class SqliteFeed(ChangeFeed):
                     continue  # locked or briefly away: read it next time
                 now = time.monotonic()
                 if last is not None and version != last:
+                    journal = self._read_journal(connection, journal)
                     if self._own() < previous_read - OWN_COMMIT_MAX:  # another process's
                         fast_until = now + SQLITE_FAST_FOR
                         owed = foreign = True
@@ -122,6 +129,30 @@ class SqliteFeed(ChangeFeed):
                 interval = SQLITE_FAST if now < fast_until else SQLITE_SLOW
         finally:
             connection.close()
+
+    @staticmethod
+    def _journal_start(connection: sqlite3.Connection) -> int:
+        try:
+            (newest,) = connection.execute("SELECT max(id) FROM run_changes").fetchone()
+        except sqlite3.Error:
+            return 0  # locked: rows read from the start are told, which is harmless
+        return int(newest or 0)
+
+    def _read_journal(self, connection: sqlite3.Connection, after: int) -> int:
+        """Tell the `run_changes` rows after `after`; returns the last id told."""
+        while True:
+            try:
+                rows = connection.execute(
+                    "SELECT id, lines FROM run_changes WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, JOURNAL_PAGE),
+                ).fetchall()
+            except sqlite3.Error:
+                return after  # read them on the next change
+            for row_id, lines in rows:
+                self._tell(RUNS_CHANNEL, lines)
+                after = row_id
+            if len(rows) < JOURNAL_PAGE:
+                return after
 
 
 class PostgresFeed(ChangeFeed):

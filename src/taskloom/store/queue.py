@@ -135,9 +135,25 @@ class QueueSql:
         return float(cursor.fetchone()[0])
 
     def notify(self, cursor: Any, sent: Collection[tuple[str, str]]) -> None:
-        if self.postgres and sent:
+        """Tell other processes what this transaction changes, as it commits: NOTIFY on
+        PostgreSQL; on a SQLite file (no NOTIFY; its feed sees every commit) the runs'
+        lines go into `run_changes`, one row for the transaction."""
+        if not sent:
+            return
+        if self.postgres:
             calls = ", ".join(f"pg_notify({self._mark}, {self._mark})" for _ in sent)
             cursor.execute(f"SELECT {calls}", [v for pair in sent for v in pair])
+            return
+        lines = "\n".join(payload for channel, payload in sent if channel == RUNS_CHANNEL)
+        if lines:
+            cursor.execute(
+                f"INSERT INTO run_changes (created_at, lines) VALUES ({self.now_sql}, ?)",
+                (lines,),
+            )
+
+    def prune_changes(self, cursor: Any, keep: float) -> None:
+        """Forget the `run_changes` rows older than `keep` seconds."""
+        cursor.execute(f"DELETE FROM run_changes WHERE created_at < {self.now_sql} - ?", (keep,))
 
     # fences -----------------------------------------------------------------------------
     def fenced_out(self, cursor: Any, fences: dict[str, tuple[str, int]]) -> frozenset[str]:

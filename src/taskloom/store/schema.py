@@ -44,6 +44,7 @@ __all__ = [
     "packages",
     "pipeline_deployments",
     "pipeline_stages",
+    "run_changes",
     "runs",
     "service_log_lines",
     "service_requests",
@@ -158,6 +159,18 @@ log_lines = Table(
     Column("message", Text, nullable=False),
     # A run's lines in order, paged by id.
     Index(None, "run_id", "id"),
+)
+
+#: On a SQLite file, what each commit changed, written while another engine uses the file:
+#: the `id status` lines that PostgreSQL carries in NOTIFY payloads (see `queue.notices`),
+#: so an engine in another process learns which runs to read back. Kept `JOURNAL_KEEP`
+#: seconds.
+run_changes = Table(
+    "run_changes",
+    metadata,
+    Column("id", LogId, primary_key=True, autoincrement=True),
+    Column("created_at", Double, nullable=False),
+    Column("lines", Text, nullable=False),
 )
 
 workers = Table(

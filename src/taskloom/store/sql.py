@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from ..exceptions import StoreError, StoreUnavailableError
@@ -93,6 +93,7 @@ from .schema import (
     attempts,
     log_lines,
     packages,
+    run_changes,
     runs,
     service_log_lines,
     service_requests,
@@ -105,6 +106,8 @@ __all__ = ["SqlStore"]
 
 #: A reap looks for runs whose owner has no live record once in this many rounds.
 ORPHANS_EVERY = 10
+#: Seconds a SQLite file keeps its journal of changed runs (`run_changes`).
+JOURNAL_KEEP = 60.0
 
 _CANCEL_REQUESTS = (
     select(runs.c.id)
@@ -149,6 +152,8 @@ class SqlStore(SqlPipelines):
         self._workers: WorkerLocks | None = None
         self._raw_writer: Any = None  # the pooled connection `write` keeps (see there)
         self._sqlite = False
+        # A SQLite file another engine uses: each commit journals the runs it changed.
+        self._journal = False
         self._file = sqlite_file(self.url)
         self._memory = make_url(self.url).get_backend_name() == "sqlite" and self._file is None
         # An in-memory database is one connection shared by all threads: take turns.
@@ -283,7 +288,7 @@ class SqlStore(SqlPipelines):
             # A fenced run updated by the batch is checked by its UPDATE's row count; only
             # the others (log lines or attempts alone) need a look first.
             unchecked = {k: v for k, v in fences.items() if k not in batch.run_updates}
-            sent = notices(batch) if queue.postgres else ()
+            sent = notices(batch) if queue.postgres or self._journal else ()
             result = NOTHING_WRITTEN
             dbapi = engine.dialect.loaded_dbapi
             # The hot path keeps one driver connection for writing and drives the
@@ -526,6 +531,7 @@ class SqlStore(SqlPipelines):
                             expires_at=literal_column(self._queue.now_sql) + ttl,
                         )
                     )
+                    self._look_for_others(conn, worker_id)
             except BaseException:
                 locks.release(worker_id)
                 raise
@@ -543,7 +549,27 @@ class SqlStore(SqlPipelines):
                     .where(workers.c.id == worker_id, workers.c.lost_at.is_(None))
                     .values(heartbeat_at=time.time(), expires_at=db_now + ttl)
                 )
+                self._look_for_others(conn, worker_id)
             return renewed.rowcount == 1
+
+    def _look_for_others(self, conn: Connection, worker_id: str) -> None:
+        """On a SQLite file: journal changes while another live engine uses the file (it
+        learns from `run_changes` which runs to read back), and forget old entries."""
+        if not self._sqlite:
+            return
+        assert self._queue is not None
+        db_now: Any = literal_column(self._queue.now_sql, Double())
+        others = conn.execute(
+            select(workers.c.id)
+            .where(
+                workers.c.id != worker_id,
+                workers.c.lost_at.is_(None),
+                workers.c.expires_at >= db_now,
+            )
+            .limit(1)
+        ).first()
+        self._journal = others is not None
+        conn.execute(delete(run_changes).where(run_changes.c.created_at < db_now - JOURNAL_KEEP))
 
     def update_worker(self, worker_id: str, *, queues: Collection[str] | None) -> None:
         """Record the queues a worker serves now (they grow as it learns tasks)."""

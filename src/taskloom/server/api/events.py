@@ -52,11 +52,12 @@ async def events(
         EventFilter(types=wanted, run_id=run_id, task=task, service=service, parent_id=parent_id)
     )
 
-    async def stream() -> AsyncIterator[ServerSentEvent]:
+    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         try:
             yield ServerSentEvent(comment="subscribed")
-            async for event in subscription.events():
-                yield _sse(event)
+            async for batch in subscription.batches():
+                # One write for what waited: the bytes of its events, one after another.
+                yield b"".join([_sse(event).encode() for event in batch])
         finally:
             hub.unsubscribe(subscription)
 
