@@ -12,6 +12,7 @@ from .exceptions import (
     EngineClosedError,
     FieldError,
     InputValidationError,
+    NotAWorkflowRunError,
     Retry,
     RunNotFoundError,
     StoreError,
@@ -26,13 +27,44 @@ from .exceptions import (
     WorkflowError,
     WorkflowValidationError,
 )
-from .packages import CommandTask, run_cli
+from .packages import (
+    CommandTask,
+    CommandTaskError,
+    ManifestError,
+    PackageError,
+    PackageInstallError,
+    UnknownPackageError,
+    run_cli,
+)
 from .policies import RestartPolicy, RetryPolicy
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
-from .services import Service, ServiceState, ServiceStatus, Supervisor, service
-from .streams import Pipeline
+from .services import (
+    Service,
+    ServiceError,
+    ServiceRunningError,
+    ServiceState,
+    ServiceStatus,
+    Supervisor,
+    UnknownServiceError,
+    service,
+)
+from .streams import (
+    DeploymentNotFoundError,
+    Pipeline,
+    PipelineError,
+    PortValidationError,
+    StageConfigError,
+    UnknownTopicError,
+    WiringError,
+)
 from .tasks import Registry, Task, TaskDefinition, TaskOptions, executor_register, task
-from .workflows import StepHandle, Workflow, load_workflow
+from .workflows import (
+    ReferenceSyntaxError,
+    StepHandle,
+    Workflow,
+    WorkflowLimitError,
+    load_workflow,
+)
 
 if _typing.TYPE_CHECKING:
     from .client import AsyncClient, Client, ClientError
@@ -49,7 +81,9 @@ __all__ = (
     "Client",
     "ClientError",
     "CommandTask",
+    "CommandTaskError",
     "Context",
+    "DeploymentNotFoundError",
     "DuplicateTaskError",
     "Engine",
     "EngineClosedError",
@@ -57,7 +91,14 @@ __all__ = (
     "FieldError",
     "InputValidationError",
     "LogLine",
+    "ManifestError",
+    "NotAWorkflowRunError",
+    "PackageError",
+    "PackageInstallError",
     "Pipeline",
+    "PipelineError",
+    "PortValidationError",
+    "ReferenceSyntaxError",
     "Registry",
     "RestartPolicy",
     "Retry",
@@ -68,8 +109,11 @@ __all__ = (
     "RunNotFoundError",
     "RunStatus",
     "Service",
+    "ServiceError",
+    "ServiceRunningError",
     "ServiceState",
     "ServiceStatus",
+    "StageConfigError",
     "StepHandle",
     "StoreError",
     "StoreUnavailableError",
@@ -80,12 +124,17 @@ __all__ = (
     "TaskOptions",
     "TaskTimeoutError",
     "TaskloomError",
+    "UnknownPackageError",
+    "UnknownServiceError",
     "UnknownTaskError",
+    "UnknownTopicError",
     "UnstorableValueError",
     "WaitTimeoutError",
+    "WiringError",
     "WorkerLostError",
     "Workflow",
     "WorkflowError",
+    "WorkflowLimitError",
     "WorkflowValidationError",
     "__version__",
     "executor_register",

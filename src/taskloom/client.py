@@ -3,12 +3,12 @@
 `Client` is synchronous, `AsyncClient` asynchronous; both mirror the engine (`submit`,
 `wait`, `get_run`, `list_runs`, `cancel`, `get_logs`, `get_attempts`, `tasks`, the
 service operations, `submit_workflow`, `get_workflow`, `rerun_workflow`, and the package
-operations) and raise the engine's exceptions: `InputValidationError` with its
-`FieldError`s and `WorkflowValidationError` on a 422, `UnknownTaskError` and
-`RunNotFoundError` on a 404, and so on. Runs come back as `Run` objects, service
-statuses, workflow runs with their steps and packages as dictionaries. `workers` gives
-the workers recorded on the server's database as `WorkerRecord`s, the records the store
-gives `taskloom workers`.
+operations) and raise the engine's exceptions, rebuilt from the answer by the table of
+`http_errors`: `InputValidationError` with its `FieldError`s and `WorkflowValidationError`
+on a 422, `UnknownTaskError` and `RunNotFoundError` on a 404, and so on. Runs come back
+as `Run` objects, service statuses, workflow runs with their steps and packages as
+dictionaries. `workers` gives the workers recorded on the server's database as
+`WorkerRecord`s, the records the store gives `taskloom workers`.
 
 Pipelines: `deploy_pipeline`, `pipelines`, `pipeline_status`, `stop_pipeline`, `publish`
 and `tail` (an iterator over a topic's messages) raise the streams' exceptions:
@@ -27,32 +27,11 @@ from typing import Any
 
 import httpx
 
-from .exceptions import (
-    EngineClosedError,
-    FieldError,
-    InputValidationError,
-    RunNotFoundError,
-    StoreError,
-    StoreUnavailableError,
-    TaskDefinitionError,
-    TaskloomError,
-    UnknownTaskError,
-    WaitTimeoutError,
-    WorkflowError,
-    WorkflowValidationError,
-)
-from .packages.errors import PackageError, UnknownPackageError
+from .exceptions import TaskloomError, WaitTimeoutError
+from .http_errors import ERRORS
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
-from .services.errors import ServiceError, ServiceRunningError, UnknownServiceError
 from .store.base import WorkerRecord
-from .streams.errors import (
-    DeploymentNotFoundError,
-    PipelineError,
-    PortValidationError,
-    StageConfigError,
-    WiringError,
-)
-from .workflows import Workflow, WorkflowLimitError
+from .workflows import Workflow
 
 __all__ = ["AsyncClient", "Client", "ClientError"]
 
@@ -69,9 +48,9 @@ class ClientError(TaskloomError):
 
 
 def _error_from(response: httpx.Response) -> TaskloomError:
-    """The exception the engine would have raised, from an error response."""
+    """The exception an error answer tells: the engine's own, else a `ClientError`."""
     try:
-        error = response.json()["error"]
+        error = dict(response.json()["error"])
         kind, message = str(error["type"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
         return ClientError(
@@ -79,92 +58,12 @@ def _error_from(response: httpx.Response) -> TaskloomError:
             f"{response.status_code}: {response.text[:200]}",
             status_code=response.status_code,
         )
-    errors = [
-        FieldError(str(e.get("field", "")), str(e.get("message", "")))
-        for e in error.get("errors") or []
-    ]
-    stream_error = _stream_error(kind, message, error, errors)
-    if stream_error is not None:
-        return stream_error
-    if kind == "InputValidationError":
-        return InputValidationError(
-            str(error.get("task")), errors, what=str(error.get("what", "input"))
-        )
-    if kind == "UnknownTaskError":
-        exc: TaskloomError = UnknownTaskError(str(error.get("name", "")))
-        exc.args = (message,)
-        return exc
-    if kind == "RunNotFoundError":
-        return RunNotFoundError(str(error.get("run_id", "")))
-    if kind == "UnknownServiceError":
-        exc = UnknownServiceError(str(error.get("name", "")))
-        exc.args = (message,)
-        return exc
-    if kind in ("WorkflowValidationError", "WorkflowLimitError"):
-        step, field = error.get("step"), error.get("field")
-        kind_of = WorkflowLimitError if kind == "WorkflowLimitError" else WorkflowValidationError
-        exc = kind_of(
-            str(error.get("workflow", "")),
-            str(error.get("problem", message)),
-            step=None if step is None else str(step),
-            field=None if field is None else str(field),
-        )
-        exc.args = (message,)  # every problem the server found, one per line
-        return exc
-    if kind == "StoreUnavailableError":
-        return StoreUnavailableError(message, retry_after=_retry_after(response, error))
-    simple: dict[str, type[TaskloomError]] = {
-        "ServiceRunningError": ServiceRunningError,
-        "ServiceError": ServiceError,
-        "WaitTimeoutError": WaitTimeoutError,
-        "EngineClosedError": EngineClosedError,
-        "StoreError": StoreError,
-        "TaskDefinitionError": TaskDefinitionError,
-        "WorkflowError": WorkflowError,
-        "NotAWorkflowRunError": WorkflowError,
-        "PackageError": PackageError,
-        "UnknownPackageError": UnknownPackageError,
-    }
-    if kind in simple:
-        return simple[kind](message)
+    if error.get("retry_after") is None and "retry-after" in response.headers:
+        error["retry_after"] = response.headers["retry-after"]
+    rebuilt = ERRORS.rebuild(error)
+    if rebuilt is not None:
+        return rebuilt
     return ClientError(f"{kind}: {message}", status_code=response.status_code)
-
-
-def _retry_after(response: httpx.Response, error: dict[str, Any]) -> float:
-    """Seconds to wait: the body's exact figure, else the `Retry-After` header's."""
-    for value in (error.get("retry_after"), response.headers.get("retry-after")):
-        try:
-            return max(0.0, float(value))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-    return 1.0
-
-
-def _stream_error(
-    kind: str, message: str, error: dict[str, Any], errors: list[FieldError]
-) -> TaskloomError | None:
-    """The streams' exceptions, rebuilt from an error body."""
-    exc: TaskloomError
-    if kind == "PortValidationError" and errors:
-        exc = PortValidationError(
-            str(error.get("deployment", "")),
-            str(error.get("topic", "")),
-            str(error.get("task", "")),
-            errors[0].field,
-            errors[0].message,
-        )
-    elif kind == "StageConfigError":
-        exc = StageConfigError(str(error.get("pipeline", "")), str(error.get("task", "")), errors)
-    elif kind == "WiringError":
-        exc = WiringError(str(error.get("pipeline", "")), [e.message for e in errors])
-    elif kind == "DeploymentNotFoundError":
-        exc = DeploymentNotFoundError(str(error.get("name", "")))
-    elif kind in ("PipelineError", "UnknownTopicError"):
-        exc = PipelineError(message)
-    else:
-        return None
-    exc.args = (message,)
-    return exc
 
 
 def _deploy_body(

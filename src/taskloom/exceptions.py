@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "DuplicateTaskError",
     "EngineClosedError",
     "FieldError",
     "InputValidationError",
+    "NotAWorkflowRunError",
     "Retry",
     "RunNotFoundError",
     "StoreError",
@@ -40,6 +41,17 @@ class TaskloomError(Exception):
     @property
     def message(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+    @classmethod
+    def rebuilt(cls, message: str, **attributes: Any) -> Self:
+        """This error as another process raised it: the message and the attributes it told
+        (the HTTP client raises a server's errors this way). The class's `__init__` is not
+        called: it would write a message of its own from fewer facts than the teller had
+        (`UnknownTaskError` names the registered tasks, which an answer does not carry)."""
+        error = cls.__new__(cls)
+        TaskloomError.__init__(error, message)
+        vars(error).update(attributes)
+        return error
 
 
 # --- defining and registering tasks -------------------------------------------------------
@@ -84,8 +96,12 @@ class InputValidationError(TaskloomError, ValueError):
         self.task = task
         self.errors = list(errors)
         self.what = what
-        lines = [f"task {task!r}: {what} {e.field!r}: {e.message}" for e in self.errors]
-        super().__init__("\n".join(lines) or f"task {task!r}: invalid {what}")
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        """The message, one line a field (a subclass names more: the stage, the topic)."""
+        lines = [f"task {self.task!r}: {self.what} {e.field!r}: {e.message}" for e in self.errors]
+        return "\n".join(lines) or f"task {self.task!r}: invalid {self.what}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"task": self.task, "errors": [e.as_dict() for e in self.errors]}
@@ -139,16 +155,24 @@ class WorkflowValidationError(WorkflowError, ValueError):
     def __init__(
         self, workflow: str, problem: str, *, step: str | None = None, field: str | None = None
     ) -> None:
-        where = f"workflow {workflow!r}"
-        if step is not None:
-            where += f": step {step!r}"
-        if field is not None:
-            where += f": {field}"
-        super().__init__(f"{where}: {problem}")
         self.workflow = workflow
         self.step = step
         self.field = field
         self.problem = problem
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        """The message: where the problem is, then what it is."""
+        where = f"workflow {self.workflow!r}"
+        if self.step is not None:
+            where += f": step {self.step!r}"
+        if self.field is not None:
+            where += f": {self.field}"
+        return f"{where}: {self.problem}"
+
+
+class NotAWorkflowRunError(WorkflowError, LookupError):
+    """The run named in a workflow route is not a workflow run."""
 
 
 # --- storage ----------------------------------------------------------------------------

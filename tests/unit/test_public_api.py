@@ -8,6 +8,22 @@ import types
 import pytest
 
 import taskloom
+from taskloom.http_errors import ERRORS
+
+#: The modules whose `__all__` is public: every error class they name is one a user may
+#: meet, so it is exported at the top too.
+PUBLIC_MODULES = (
+    "taskloom.client",
+    "taskloom.context",
+    "taskloom.engine",
+    "taskloom.exceptions",
+    "taskloom.packages",
+    "taskloom.services",
+    "taskloom.store",
+    "taskloom.streams",
+    "taskloom.tasks",
+    "taskloom.workflows",
+)
 
 CURATED = (
     "AsyncClient",
@@ -16,7 +32,9 @@ CURATED = (
     "Client",
     "ClientError",
     "CommandTask",
+    "CommandTaskError",
     "Context",
+    "DeploymentNotFoundError",
     "DuplicateTaskError",
     "Engine",
     "EngineClosedError",
@@ -24,7 +42,14 @@ CURATED = (
     "FieldError",
     "InputValidationError",
     "LogLine",
+    "ManifestError",
+    "NotAWorkflowRunError",
+    "PackageError",
+    "PackageInstallError",
     "Pipeline",
+    "PipelineError",
+    "PortValidationError",
+    "ReferenceSyntaxError",
     "Registry",
     "RestartPolicy",
     "Retry",
@@ -35,8 +60,11 @@ CURATED = (
     "RunNotFoundError",
     "RunStatus",
     "Service",
+    "ServiceError",
+    "ServiceRunningError",
     "ServiceState",
     "ServiceStatus",
+    "StageConfigError",
     "StepHandle",
     "StoreError",
     "StoreUnavailableError",
@@ -47,12 +75,17 @@ CURATED = (
     "TaskOptions",
     "TaskTimeoutError",
     "TaskloomError",
+    "UnknownPackageError",
+    "UnknownServiceError",
     "UnknownTaskError",
+    "UnknownTopicError",
     "UnstorableValueError",
     "WaitTimeoutError",
+    "WiringError",
     "WorkerLostError",
     "Workflow",
     "WorkflowError",
+    "WorkflowLimitError",
     "WorkflowValidationError",
     "__version__",
     "executor_register",
@@ -103,6 +136,26 @@ def test_exceptions_share_one_root() -> None:
             assert issubclass(value, taskloom.TaskloomError), name
     assert issubclass(taskloom.DuplicateTaskError, taskloom.TaskDefinitionError)
     assert issubclass(taskloom.Retry, taskloom.TaskloomError)
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_error_class_of_a_public_module_is_exported(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    for name in module.__all__:
+        value = getattr(module, name)
+        if isinstance(value, type) and issubclass(value, Exception) and name.endswith("Error"):
+            assert getattr(taskloom, name, None) is value, f"{module_name}.{name}"
+            assert issubclass(value, taskloom.TaskloomError), f"{module_name}.{name}"
+
+
+def test_every_error_the_client_raises_again_is_exported() -> None:
+    for error in ERRORS.rebuilt_classes():
+        assert getattr(taskloom, error.__name__, None) is error, error.__name__
+
+
+def test_reference_syntax_error_is_a_taskloom_error_and_a_value_error() -> None:
+    assert issubclass(taskloom.ReferenceSyntaxError, taskloom.TaskloomError)
+    assert issubclass(taskloom.ReferenceSyntaxError, ValueError)
 
 
 def test_version_is_a_string() -> None:

@@ -13,6 +13,7 @@ from .errors import (
     PipelineError,
     PortValidationError,
     StageConfigError,
+    UnknownTopicError,
     WiringError,
 )
 from .messages import Message, now_ms
@@ -42,6 +43,7 @@ __all__ = [
     "StreamStage",
     "Subscription",
     "SubscriptionClosed",
+    "UnknownTopicError",
     "WiringError",
     "deploy",
     "deployment_status",

@@ -11,6 +11,7 @@ __all__ = [
     "PipelineError",
     "PortValidationError",
     "StageConfigError",
+    "UnknownTopicError",
     "WiringError",
 ]
 
@@ -33,26 +34,29 @@ class StageConfigError(InputValidationError):
     """The config of a stage is invalid."""
 
     def __init__(self, pipeline: str, stage: str, errors: Sequence[FieldError]) -> None:
-        super().__init__(stage, errors, what="config")
         self.pipeline = pipeline
-        lines = [
-            f"pipeline {pipeline!r}, stage {stage!r}: config {e.field!r}: {e.message}"
+        super().__init__(stage, errors, what="config")
+
+    def _describe(self) -> str:
+        return "\n".join(
+            f"pipeline {self.pipeline!r}, stage {self.task!r}: config {e.field!r}: {e.message}"
             for e in self.errors
-        ]
-        self.args = ("\n".join(lines),)
+        )
 
 
 class PortValidationError(InputValidationError):
     """A value published on a topic does not fit the stage input it feeds."""
 
     def __init__(self, deployment: str, topic: str, stage: str, port: str, message: str) -> None:
-        errors = [FieldError(port, message)]
-        super().__init__(stage, errors, what="input")
         self.deployment = deployment
         self.topic = topic
-        self.args = (
-            f"deployment {deployment!r}, topic {topic!r}: stage {stage!r} input {port!r}: "
-            f"{message}",
+        super().__init__(stage, [FieldError(port, message)], what="input")
+
+    def _describe(self) -> str:
+        error = self.errors[0]
+        return (
+            f"deployment {self.deployment!r}, topic {self.topic!r}: stage {self.task!r} "
+            f"input {error.field!r}: {error.message}"
         )
 
 
@@ -62,3 +66,11 @@ class DeploymentNotFoundError(PipelineError, LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no deployment named {name!r}")
         self.name = name
+
+
+class UnknownTopicError(PipelineError, LookupError):
+    """A deployment has no topic of this name."""
+
+    def __init__(self, deployment: str, topic: str, known: Sequence[str]) -> None:
+        listed = ", ".join(known) or "none"
+        super().__init__(f"deployment {deployment!r} has no topic {topic!r} (topics: {listed})")

@@ -8,10 +8,11 @@ calls).
 
 from .limits import WorkflowLimitError, WorkflowLimits
 from .model import Step, StepHandle, Workflow, load_workflow
-from .references import Ref
+from .references import Ref, ReferenceSyntaxError
 
 __all__ = [
     "Ref",
+    "ReferenceSyntaxError",
     "Step",
     "StepHandle",
     "Workflow",

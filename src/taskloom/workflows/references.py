@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..exceptions import TaskloomError
+
 __all__ = [
     "Interpolation",
     "Ref",
@@ -34,7 +36,7 @@ _HEAD = re.compile(rf"^(?:steps\.({_NAME})\.result|inputs\.({_NAME}))")
 _PART = re.compile(r"\.([A-Za-z0-9_-]+)|\[(-?\d+)\]")
 
 
-class ReferenceSyntaxError(ValueError):
+class ReferenceSyntaxError(TaskloomError, ValueError):
     """A reference's text cannot be read."""
 
 

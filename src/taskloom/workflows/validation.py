@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import graphlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..documents import MAX_DEPTH, DocumentLimitError, check_depth
@@ -20,12 +20,25 @@ from .limits import WorkflowLimits
 from .model import ON_FAILURE, Step, Workflow
 from .references import Ref, dump_value, references_in
 
-__all__ = ["check_workflow", "step_output_schema", "topological_order"]
+__all__ = ["WorkflowProblems", "check_workflow", "step_output_schema", "topological_order"]
 
 Resolver = Callable[[Step], TaskDefinition]
 _STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 #: Levels of the data form above a step's inputs (the workflow, `steps`, the step).
 _ABOVE_INPUTS = 3
+
+
+class WorkflowProblems(WorkflowValidationError):
+    """Several problems of one workflow found at once (each step whose task a server does
+    not serve): it reads as the first, its message lists them all, one a line."""
+
+    def __init__(self, problems: Sequence[WorkflowValidationError]) -> None:
+        self.problems = list(problems)
+        first = self.problems[0]
+        super().__init__(first.workflow, first.problem, step=first.step, field=first.field)
+
+    def _describe(self) -> str:
+        return "\n".join(p.message for p in self.problems)
 
 
 def check_workflow(

@@ -34,6 +34,7 @@ from ...streams.errors import (
     DeploymentNotFoundError,
     PipelineError,
     StageConfigError,
+    UnknownTopicError,
     WiringError,
 )
 from ...streams.pipeline import _STAGE_KEYS
@@ -42,7 +43,6 @@ from ...streams.status import DeploymentState, DeploymentStatus
 from ...tasks.definition import TaskDefinition
 from ...workflows.model import task_reference
 from ..encoding import jsonable
-from ..errors import UnknownTopicError
 from .deps import EngineDep, Operator, Viewer, responses
 
 __all__ = ["DeploymentsHere", "router"]

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Scope
 
 from ...documents import TooManyMembersError, count_json_members
 from ...engine import Engine
-from ...exceptions import TaskloomError, WorkflowValidationError
+from ...exceptions import NotAWorkflowRunError, TaskloomError, WorkflowValidationError
 from ...runs import Run, RunStatus
 from ...store import RunStore
 from ...tasks.definition import TaskDefinition
@@ -37,9 +37,9 @@ from ...workflows.operations import (
     child_runs,
     workflow_of,
 )
-from ...workflows.validation import topological_order
+from ...workflows.validation import WorkflowProblems, topological_order
 from ..encoding import jsonable
-from ..errors import NotAWorkflowRunError, WorkflowProblems, error_body
+from ..errors import error_response
 from .deps import EngineDep, Operator, Viewer, responses
 from .models import RunOut, WorkflowOut, WorkflowSubmitIn
 
@@ -113,19 +113,7 @@ def refuse_oversized(scope: Scope, body: bytes) -> Response | None:
         count_json_members(text, ("workflow", "steps"), limits.max_steps)
     except TooManyMembersError:
         # The name may come after the steps, which were not all read: none is named.
-        error = limits.too_many_steps("workflow", None)
-        return JSONResponse(
-            error_body(
-                type(error).__name__,
-                error.message,
-                workflow=error.workflow,
-                step=None,
-                field=error.field,
-                problem=error.problem,
-                errors=[{"field": "steps", "step": None, "message": error.problem}],
-            ),
-            status_code=422,
-        )
+        return error_response(limits.too_many_steps("workflow", None))
     return None
 
 
