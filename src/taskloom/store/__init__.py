@@ -1,5 +1,6 @@
 """Where taskloom keeps runs: the `Store` protocol, its narrow parts (`RunStore`,
-`QueueStore`, `ServiceStore`, `TokenStore`, `PackageStore`, `DeploymentStore`), and its
+`QueueStore`, `ServiceStore`, `TokenStore`, `PackageStore`, `DeploymentStore`,
+`ScheduleStore`), and its
 SQL and in-memory backends.
 
 `open_store()` turns a URL (or a bare file path, or nothing for the default SQLite file)
@@ -12,10 +13,13 @@ from .base import (
     ApiTokenRecord,
     DeploymentRecord,
     DeploymentStore,
+    HookRecord,
     PackageRecord,
     PackageStore,
     QueueStore,
     RunStore,
+    ScheduleRecord,
+    ScheduleStore,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -35,11 +39,14 @@ __all__ = [
     "ApiTokenRecord",
     "DeploymentRecord",
     "DeploymentStore",
+    "HookRecord",
     "MemoryStore",
     "PackageRecord",
     "PackageStore",
     "QueueStore",
     "RunStore",
+    "ScheduleRecord",
+    "ScheduleStore",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",

@@ -29,11 +29,14 @@ __all__ = [
     "ClaimRequest",
     "DeploymentRecord",
     "DeploymentStore",
+    "HookRecord",
     "LeaseLostError",
     "PackageRecord",
     "PackageStore",
     "QueueStore",
     "RunStore",
+    "ScheduleRecord",
+    "ScheduleStore",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",
@@ -331,6 +334,41 @@ class StageRecord:
     updated_at: float = 0.0
 
 
+@dataclass(slots=True, kw_only=True)
+class ScheduleRecord:
+    """A schedule (a row of `schedules`). `kind` is `cron` or `interval`, `rule` its cron
+    expression or its seconds; `source` is `task` (a task's option) or `stored` (the CLI
+    or API); `next_fire_at` the first tick not fired yet (None: the rule has ended)."""
+
+    name: str
+    task: str
+    kind: str
+    rule: str
+    timezone: str = "UTC"
+    inputs: dict[str, Any] = field(default_factory=dict)
+    start_at: float | None = None
+    end_at: float | None = None
+    jitter: float = 0.0
+    catch_up: str = "skip"
+    max_catch_up: int = 10
+    source: str = "stored"
+    paused: bool = False
+    next_fire_at: float | None = None
+    last_fire_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class HookRecord:
+    """A webhook (a row of `hooks`): calls signed with `secret` start runs of `task`."""
+
+    name: str
+    task: str
+    secret: str
+    created_at: float = 0.0
+
+
 class RunStore(Protocol):
     """Runs, their attempts and their log lines: written in batches, read by id and by page.
 
@@ -578,7 +616,64 @@ class DeploymentStore(Protocol):
         """The saved stages of a deployment, by stage name."""
 
 
-class Store(QueueStore, ServiceStore, TokenStore, PackageStore, DeploymentStore, Protocol):
+class ScheduleStore(Protocol):
+    """Schedules, and the webhooks that start runs (`store/schedules.py` holds both
+    implementations). Workers fire what is due and move each schedule on with a
+    compare-and-set, so a tick is fired by one of them."""
+
+    def save_schedule(self, record: ScheduleRecord) -> None:
+        """Insert or replace the schedule `record.name`."""
+
+    def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule of this name, or None."""
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+
+    def delete_schedule(self, name: str) -> bool:
+        """Forget a schedule; True if it was recorded."""
+
+    def due_schedules(self, now: float, *, limit: int = 100) -> list[ScheduleRecord]:
+        """Schedules not paused whose next tick is at or before `now`, soonest first."""
+
+    def next_schedule_due(self) -> float | None:
+        """The soonest next tick of the schedules not paused, or None."""
+
+    def advance_schedule(
+        self, name: str, *, expected: float | None, next_fire_at: float | None, fired: float | None
+    ) -> bool:
+        """Move a schedule's next tick from `expected` to `next_fire_at` (and its last
+        fire to `fired` when given); False, changing nothing, when its next tick is no
+        longer `expected` (another worker moved it first)."""
+
+    def set_schedule_paused(
+        self, name: str, paused: bool, *, next_fire_at: float | None, now: float
+    ) -> bool:
+        """Pause or resume a schedule (a resumed one fires from `next_fire_at`); False
+        when there is no such schedule."""
+
+    def save_hook(self, record: HookRecord) -> None:
+        """Insert or replace the webhook `record.name`."""
+
+    def get_hook(self, name: str) -> HookRecord | None:
+        """The webhook of this name, or None."""
+
+    def list_hooks(self) -> list[HookRecord]:
+        """Every webhook, by name."""
+
+    def delete_hook(self, name: str) -> bool:
+        """Forget a webhook; True if it was recorded."""
+
+
+class Store(
+    QueueStore,
+    ServiceStore,
+    TokenStore,
+    PackageStore,
+    DeploymentStore,
+    ScheduleStore,
+    Protocol,
+):
     """Every part together, on one database: what `open_store()` returns and an `Engine`
     holds. The engine's supervisor, and the server's tokens, packages and pipelines, use
     the engine's store, each through its own part.

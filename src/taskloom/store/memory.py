@@ -27,7 +27,9 @@ from .base import (
     ApiTokenRecord,
     ClaimRequest,
     DeploymentRecord,
+    HookRecord,
     PackageRecord,
+    ScheduleRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -39,6 +41,7 @@ from .base import (
 )
 from .pipelines import MemoryPipelines
 from .queue import lost_error
+from .schedules import MemorySchedules
 
 __all__ = ["MemoryStore"]
 
@@ -103,7 +106,7 @@ class _Worker:
     lost_at: float | None = None
 
 
-class MemoryStore(MemoryPipelines):
+class MemoryStore(MemoryPipelines, MemorySchedules):
     """Runs, attempts, logs and workers in dictionaries."""
 
     def __init__(self) -> None:
@@ -125,6 +128,8 @@ class MemoryStore(MemoryPipelines):
         self._api_tokens: dict[str, ApiTokenRecord] = {}
         self._deployments: dict[str, DeploymentRecord] = {}
         self._stages: dict[str, dict[str, StageRecord]] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
+        self._hooks: dict[str, HookRecord] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"

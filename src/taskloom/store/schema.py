@@ -39,6 +39,7 @@ __all__ = [
     "RUN_COLUMNS",
     "api_tokens",
     "attempts",
+    "hooks",
     "log_lines",
     "metadata",
     "packages",
@@ -46,6 +47,7 @@ __all__ = [
     "pipeline_stages",
     "run_changes",
     "runs",
+    "schedules",
     "service_log_lines",
     "service_requests",
     "service_starts",
@@ -159,6 +161,50 @@ log_lines = Table(
     Column("message", Text, nullable=False),
     # A run's lines in order, paged by id.
     Index(None, "run_id", "id"),
+)
+
+#: Schedules: from task options (`source` "task", registered when a worker serves the
+#: task) and stored through the CLI or API ("stored"). `next_fire_at` is the first tick
+#: not fired yet (None: the rule has ended); workers fire what is due and move it on.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("task", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("inputs", Text, nullable=False),
+    Column("start_at", Double, nullable=True),
+    Column("end_at", Double, nullable=True),
+    Column("jitter", Double, nullable=False),
+    Column("catch_up", String(8), nullable=False),
+    Column("max_catch_up", Integer, nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("next_fire_at", Double, nullable=True),
+    Column("last_fire_at", Double, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    # What is due: the schedules in force, by their next tick.
+    Index(
+        "ix_schedules_due",
+        "next_fire_at",
+        sqlite_where=text("NOT paused"),
+        postgresql_where=text("NOT paused"),
+    ),
+)
+
+#: Webhooks: `POST /api/hooks/{name}` starts a run of `task` with the JSON body as its
+#: inputs when the body is signed with `secret` (HMAC-SHA256). The secret is kept as it
+#: is: checking a signature needs it.
+hooks = Table(
+    "hooks",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("task", String(200), nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("created_at", Double, nullable=False),
 )
 
 #: On a SQLite file, what each commit changed, written while another engine uses the file:

@@ -88,6 +88,7 @@ from .rows import (
     service_start_from_row,
     service_start_row,
 )
+from .schedules import SqlSchedules
 from .schema import (
     api_tokens,
     attempts,
@@ -126,7 +127,7 @@ def _is_busy(exc: Exception) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SqlStore(SqlPipelines):
+class SqlStore(SqlPipelines, SqlSchedules):
     """The store on SQLite (a file, or in memory) or PostgreSQL (psycopg 3)."""
 
     def __init__(
