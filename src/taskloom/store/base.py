@@ -355,6 +355,7 @@ class ScheduleRecord:
     paused: bool = False
     next_fire_at: float | None = None
     last_fire_at: float | None = None
+    trigger_requested_at: float | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
 
@@ -634,7 +635,8 @@ class ScheduleStore(Protocol):
         """Forget a schedule; True if it was recorded."""
 
     def due_schedules(self, now: float, *, limit: int = 100) -> list[ScheduleRecord]:
-        """Schedules not paused whose next tick is at or before `now`, soonest first."""
+        """Schedules not paused whose next tick is at or before `now`, soonest first, then
+        those with a trigger requested (paused or not)."""
 
     def next_schedule_due(self) -> float | None:
         """The soonest next tick of the schedules not paused, or None."""
@@ -651,6 +653,13 @@ class ScheduleStore(Protocol):
     ) -> bool:
         """Pause or resume a schedule (a resumed one fires from `next_fire_at`); False
         when there is no such schedule."""
+
+    def request_schedule_trigger(self, name: str, *, at: float) -> bool:
+        """Ask for one run of the schedule now (kept until a worker starts it); False when
+        there is no such schedule."""
+
+    def clear_schedule_trigger(self, name: str, *, expected: float) -> bool:
+        """Clear the trigger requested at `expected`; False when it is no longer that one."""
 
     def save_hook(self, record: HookRecord) -> None:
         """Insert or replace the webhook `record.name`."""

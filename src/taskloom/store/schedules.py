@@ -77,15 +77,39 @@ class SqlSchedules:
             return conn.execute(stmt).rowcount > 0
 
     def due_schedules(self, now: float, *, limit: int = 100) -> list[ScheduleRecord]:
-        query = (
+        due = (
             select(schedules)
             .where(schedules.c.paused.is_(False), schedules.c.next_fire_at <= now)
             .order_by(schedules.c.next_fire_at, schedules.c.name)
             .limit(limit)
         )
+        triggered = (
+            select(schedules)
+            .where(schedules.c.trigger_requested_at.is_not(None))
+            .order_by(schedules.c.name)
+            .limit(limit)
+        )
         with self._use("read the schedules due") as engine, engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [schedule_from_row(r) for r in rows]
+            rows = conn.execute(due).all()
+            more = conn.execute(triggered).all()
+        found = [schedule_from_row(r) for r in rows]
+        names = {s.name for s in found}
+        found.extend(schedule_from_row(r) for r in more if r.name not in names)
+        return found
+
+    def request_schedule_trigger(self, name: str, *, at: float) -> bool:
+        stmt = update(schedules).where(schedules.c.name == name).values(trigger_requested_at=at)
+        with self._use("trigger a schedule"), self._writer().begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def clear_schedule_trigger(self, name: str, *, expected: float) -> bool:
+        stmt = (
+            update(schedules)
+            .where(schedules.c.name == name, schedules.c.trigger_requested_at == expected)
+            .values(trigger_requested_at=None)
+        )
+        with self._use("clear a schedule's trigger"), self._writer().begin() as conn:
+            return conn.execute(stmt).rowcount == 1
 
     def next_schedule_due(self) -> float | None:
         query = select(func.min(schedules.c.next_fire_at)).where(schedules.c.paused.is_(False))
@@ -180,7 +204,33 @@ class MemorySchedules:
                 if not s.paused and s.next_fire_at is not None and s.next_fire_at <= now
             ]
             due.sort(key=lambda s: (s.next_fire_at or 0.0, s.name))
-            return copy.deepcopy(due[:limit])
+            due = due[:limit]
+            names = {s.name for s in due}
+            triggered = sorted(
+                (
+                    s
+                    for s in self._schedules.values()
+                    if s.trigger_requested_at is not None and s.name not in names
+                ),
+                key=lambda s: s.name,
+            )
+            return copy.deepcopy(due + triggered[:limit])
+
+    def request_schedule_trigger(self, name: str, *, at: float) -> bool:
+        with self._lock:
+            record = self._schedules.get(name)
+            if record is None:
+                return False
+            record.trigger_requested_at = at
+            return True
+
+    def clear_schedule_trigger(self, name: str, *, expected: float) -> bool:
+        with self._lock:
+            record = self._schedules.get(name)
+            if record is None or record.trigger_requested_at != expected:
+                return False
+            record.trigger_requested_at = None
+            return True
 
     def next_schedule_due(self) -> float | None:
         with self._lock:

@@ -184,9 +184,18 @@ schedules = Table(
     Column("paused", Boolean, nullable=False),
     Column("next_fire_at", Double, nullable=True),
     Column("last_fire_at", Double, nullable=True),
+    # A run asked for now (`taskloom schedule trigger`): the next look of a worker serving
+    # the task starts it, recorded as manual, and clears this.
+    Column("trigger_requested_at", Double, nullable=True),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     # What is due: the schedules in force, by their next tick.
+    Index(
+        "ix_schedules_triggered",
+        "name",
+        sqlite_where=text("trigger_requested_at IS NOT NULL"),
+        postgresql_where=text("trigger_requested_at IS NOT NULL"),
+    ),
     Index(
         "ix_schedules_due",
         "next_fire_at",

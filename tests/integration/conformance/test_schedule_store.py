@@ -90,6 +90,19 @@ def test_pausing_and_resuming_a_schedule(store: ScheduleStore) -> None:
     assert not store.set_schedule_paused("missing", True, next_fire_at=None, now=T0)
 
 
+def test_a_trigger_is_due_until_cleared_paused_or_not(store: ScheduleStore) -> None:
+    store.save_schedule(schedule("hourly", T0 + 3600, paused=True))
+    assert store.due_schedules(T0) == []
+    assert store.request_schedule_trigger("hourly", at=T0)
+    assert not store.request_schedule_trigger("missing", at=T0)
+    due = store.due_schedules(T0)
+    assert [(s.name, s.trigger_requested_at) for s in due] == [("hourly", T0)]
+    assert not store.clear_schedule_trigger("hourly", expected=T0 - 1)  # another request
+    assert store.clear_schedule_trigger("hourly", expected=T0)
+    assert not store.clear_schedule_trigger("hourly", expected=T0)
+    assert store.due_schedules(T0) == []
+
+
 def test_a_schedule_whose_inputs_are_not_json_is_refused(store: ScheduleStore) -> None:
     with pytest.raises(StoreError, match="schedule 'bad': inputs are not JSON"):
         store.save_schedule(schedule("bad", T0, inputs={"when": object()}))

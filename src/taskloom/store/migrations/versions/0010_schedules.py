@@ -21,6 +21,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _IN_FORCE = "NOT paused"
+_TRIGGERED = "trigger_requested_at IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -41,6 +42,7 @@ def upgrade() -> None:
         sa.Column("paused", sa.Boolean(), nullable=False),
         sa.Column("next_fire_at", sa.Double(), nullable=True),
         sa.Column("last_fire_at", sa.Double(), nullable=True),
+        sa.Column("trigger_requested_at", sa.Double(), nullable=True),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("updated_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_schedules"),
@@ -51,6 +53,13 @@ def upgrade() -> None:
         ["next_fire_at"],
         sqlite_where=sa.text(_IN_FORCE),
         postgresql_where=sa.text(_IN_FORCE),
+    )
+    op.create_index(
+        "ix_schedules_triggered",
+        "schedules",
+        ["name"],
+        sqlite_where=sa.text(_TRIGGERED),
+        postgresql_where=sa.text(_TRIGGERED),
     )
     op.create_table(
         "hooks",
@@ -65,4 +74,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("hooks")
     op.drop_index("ix_schedules_due", table_name="schedules")
+    op.drop_index("ix_schedules_triggered", table_name="schedules")
     op.drop_table("schedules")
