@@ -180,7 +180,7 @@ class Claims:
             return
         self._checking_cancels = True
         self._recheck_cancels = False
-        task = asyncio.ensure_future(self._engine._check_cancel_requests())
+        task = asyncio.ensure_future(self._engine._control.check_cancel_requests())
         task.add_done_callback(self._cancels_checked)
         self._tasks.append(task)
 

@@ -1,4 +1,9 @@
-"""The engine: accepts runs, executes them, and records every step in the store."""
+"""The engine: accepts runs, executes them, and records every step in the store.
+
+`Engine` holds its parts: `RunExecution` executes the runs it holds, `RunControl` stops
+them when cancelled, keeps its lease and gives back the runs of dead workers, `Claims`
+takes runs from the shared queue.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import functools
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -36,12 +40,10 @@ from ..tasks.signature import dump_special, validate_special
 from ..tasks.validation import refuse_unstorable
 from .claims import Claims
 from .control import RunControl
-from .execution import Listener, RunEvent, settle
+from .execution import Listener, RunEvent, RunExecution, settle
 from .gc_tuning import raise_gc_threshold, restore_gc_threshold
 from .live import LiveRun
 from .remote import RemoteEvents
-from .scheduler import ReadyQueue
-from .serial import SerialRunner
 from .steps import EngineWorkflowHost
 from .writer import BatchWriter
 
@@ -84,7 +86,7 @@ def _new_worker_id() -> str:
     return f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-class Engine(RunControl):
+class Engine:
     """Accepts runs, executes them, and keeps them in the store.
 
     Use it as `async with Engine() as engine:`. `database_url` defaults to a SQLite file
@@ -185,34 +187,53 @@ class Engine(RunControl):
         self.workflow_limits = workflow_limits
         self._threads = threads or min(32, (os.cpu_count() or 1) + 4)
         self._recover_enabled = recover
-        self._heartbeat_interval = heartbeat_interval
         self.lost_worker_retention = lost_worker_retention
         self.shutdown_grace = shutdown_grace
         self.cancel_grace = cancel_grace
         self._gc_threshold = gc_threshold
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: BatchWriter | None = None
-        self._queue = ReadyQueue(concurrency, self._start)  # type: ignore[arg-type]
         self._live: dict[str, LiveRun] = {}
         self._keys: dict[str, LiveRun] = {}
-        self._states: dict[str, Any] = {}
         self._resolved: dict[Any, TaskDefinition] = {}
-        self._begin_lock = threading.Lock()
         # Runs that finished lately, as committed: `wait` right after the end of a run
         # needs no read from the store. Bounded; the store stays the source of truth.
         self._finished: OrderedDict[str, Run] = OrderedDict()
         self._listeners: list[Listener] = []
         self._io: ThreadPoolExecutor | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._serial: dict[str, SerialRunner] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._recovered: set[str] = set()
+        # The part that executes the runs held here, and its ready queue (bound here:
+        # a run held is pushed to it on every submit and claim).
+        self._execution = RunExecution(
+            self,
+            concurrency=concurrency,
+            live=self._live,
+            finished=self._finished,
+            listeners=self._listeners,
+        )
+        self._queue = self._execution.queue
         self._started = False
         self._closing = False
         self._supervisor: Supervisor | None = None
         self._services: dict[str, ServiceDefinition] = {}
         self._host = EngineWorkflowHost(self)  # what the workflows driven here see of it
         self._workflows = self._host.executions  # workflow runs driven here, by id
+        # The part that cancels runs, renews the lease and gives back dead workers' runs.
+        self._control = RunControl(
+            self,
+            self._execution,
+            live=self._live,
+            workflows=self._workflows,
+            recover=recover,
+            heartbeat_interval=heartbeat_interval,
+            in_thread=self._in_thread,
+            spawn=self._spawn,
+            lease_lost=self._lease_lost,
+            refresh_peers=self._refresh_peers,
+            recover_workflows=self._recover_workflows,
+            wake_claims=self._wake_claims,
+        )
         self._passed_over: set[str] = set()  # workflow runs that cannot be resumed here
         self._deployments: set[Deployment] = set()
         for item in tasks:
@@ -261,14 +282,17 @@ class Engine(RunControl):
             await self._in_thread(self._supervisor.register, definition)
         self._started = True
         self._claims = Claims(self, self._poll_interval)
+        self._execution.start(
+            loop=self._loop, writer=self._writer, pool=self._pool, claims=self._claims
+        )
         self._claims.start(claim=self.worker and self._recover_enabled)
         self._remote_events = RemoteEvents(self)
         await self._remote_events.start()
-        self._spawn(self._heartbeat())
+        self._spawn(self._control.heartbeat())
         if self._recover_enabled:
-            self._spawn(self._reaper())
+            self._spawn(self._control.reaper())
         if self._recover_enabled and len(self.registry):
-            await self._recover(self.registry.names)
+            await self._control.recover(self.registry.names)
         if self._recover_enabled:
             # Awaited, not spawned: a store read still running in a thread when the engine
             # closes would race the store's close.
@@ -279,6 +303,7 @@ class Engine(RunControl):
         if not self._started or self._closing:
             return
         self._closing = True
+        self._execution.closing = True
         if self._claims is not None:
             await self._claims.stop()  # no more claims; waits for other processes' runs end
         if self._remote_events is not None:
@@ -298,7 +323,7 @@ class Engine(RunControl):
             if live.timer is not None:
                 live.timer.cancel()
             if live.run.status == _RUNNING and not live.settled:
-                self._interrupt(live)
+                self._execution.interrupt(live)
         assert self._writer is not None and self.store is not None and self._io is not None
         self._release_held()
         await self._in_thread(self._writer.close)
@@ -316,8 +341,7 @@ class Engine(RunControl):
             restore_gc_threshold()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        for runner in self._serial.values():
-            runner.stop()
+        self._execution.stop()
         self._io.shutdown(wait=False)
         for live in self._live.values():
             for waiter in live.waiters or ():
@@ -334,16 +358,16 @@ class Engine(RunControl):
         added = self.registry.register(obj)
         self._queues_changed()
         if self._started and self._recover_enabled:
-            names = [d.name for d in added if d.name not in self._recovered]
+            names = [d.name for d in added if d.name not in self._control.recovered]
             if names:
-                self._spawn(self._recover(names))
+                self._spawn(self._control.recover(names))
         return added
 
     def register_entry_points(self) -> list[TaskDefinition]:
         """Register the tasks installed packages declare (entry point group `taskloom.tasks`)."""
         added = self.registry.register_entry_points()
         if self._started and self._recover_enabled:
-            self._spawn(self._recover([d.name for d in added]))
+            self._spawn(self._control.recover([d.name for d in added]))
         return added
 
     async def register_packages(self) -> list[TaskDefinition]:
@@ -388,6 +412,10 @@ class Engine(RunControl):
             self.registry.get(name)  # raises UnknownTaskError listing the known names
         assert found is not None
         return self.registry.add(found)
+
+    def task_limit(self, task: TaskDefinition) -> int | None:
+        """How many runs of `task` may be handed to its executor at once."""
+        return self._execution.task_limit(task)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(event)` on the event loop for each run event; returns a remover."""
@@ -513,7 +541,7 @@ class Engine(RunControl):
             queue=queue,
             lease=1 if held else 0,
         )
-        live = LiveRun(self, run, definition, call, config_value)
+        live = LiveRun(self._execution, run, definition, call, config_value)
         if idempotency_key is not None:
             return await self._submit_idempotent(live, idempotency_key)
         committed: asyncio.Future[None] = loop.create_future()
@@ -595,7 +623,7 @@ class Engine(RunControl):
             self._writer.update_run(run.id, {"worker_id": None})  # fenced: still ours
             self._writer.barrier(functools.partial(self._forget_shared, run.id))
             run.worker_id = None
-            kept = LiveRun(self, run, live.task, live.call, live.config)
+            kept = LiveRun(self._execution, run, live.task, live.call, live.config)
             self._unclaimed[run.id] = kept
             if live.waiters and self._claims is not None:
                 self._claims.add_waiters(run.id, live.waiters)
@@ -651,7 +679,7 @@ class Engine(RunControl):
                 config=config_json,
                 queue=queue,
             )
-            lives.append(LiveRun(self, run, definition, call, config_value))
+            lives.append(LiveRun(self._execution, run, definition, call, config_value))
         if not lives:
             return []
         assert self._loop is not None and self._writer is not None
@@ -707,9 +735,9 @@ class Engine(RunControl):
                 self.task(task) if isinstance(task, str) else self.registry.add(as_task(task))
             )
             self._resolved[task] = definition
-            if self._recover_enabled and definition.name not in self._recovered:
+            if self._recover_enabled and definition.name not in self._control.recovered:
                 # Known now, so its runs left by a dead engine can be taken over too.
-                self._spawn(self._recover([definition.name]))
+                self._spawn(self._control.recover([definition.name]))
         return definition
 
     def _on_inserted(
@@ -732,7 +760,7 @@ class Engine(RunControl):
             if self._claims is not None:
                 self._claims.wake()
         if self._listeners:
-            self._emit("submitted", run)
+            self._execution.emit("submitted", run)
         if held:
             self._queue.push(live)
         if committed is not None and not committed.done():
@@ -910,7 +938,7 @@ class Engine(RunControl):
             self._writer.update_run(run_id, {"cancel_requested": True})
             live.run.cancel_requested = True
             waiter = self._waiter(live)
-            self._cancel_live(live)
+            self._control.cancel(live)
             return await waiter
         assert self.store is not None
         store = self.store
@@ -1071,18 +1099,19 @@ class Engine(RunControl):
                 if known is None:  # unregistered since the claim: give it back
                     self._give_back(run)
                     return
-                live = LiveRun(self, run, known, {}, None)
+                live = LiveRun(self._execution, run, known, {}, None)
                 self._hold(live)
-                self._finish(live, RunStatus.FAILED, error=ErrorInfo.from_exception(exc))
+                error = ErrorInfo.from_exception(exc)
+                self._execution.finish(live, RunStatus.FAILED, error=error)
                 return
-            live = LiveRun(self, run, definition, call, config)
+            live = LiveRun(self._execution, run, definition, call, config)
         self._hold(live)
         assert self._claims is not None
         waiters = self._claims.take_waiters(run.id)
         if waiters:
             live.waiters = [*(live.waiters or ()), *waiters]
         if live.run.cancel_requested:
-            self._cancel_live(live)
+            self._control.cancel(live)
             return
         self._queue.push(live)
 
@@ -1119,7 +1148,7 @@ class Engine(RunControl):
         if isinstance(execution, asyncio.Future) and not execution.done():
             live.interrupting = True
             execution.cancel()
-        self._release(live)
+        self._execution.release(live)
         self._live.pop(run_id, None)
         # Its fence stays: changes of it still queued are written only if it is ours.
         if live.waiters and self._claims is not None:
@@ -1171,6 +1200,10 @@ class Engine(RunControl):
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._io, fn, *args)
+
+    def _wake_claims(self) -> None:
+        if self._claims is not None:
+            self._claims.wake()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

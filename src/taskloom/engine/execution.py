@@ -1,6 +1,8 @@
-"""How the engine executes a run: starting attempts, calling the task, recording outcomes.
+"""How the runs an engine holds execute: starting attempts, calling the task, recording outcomes.
 
-`RunExecution` is one part of `Engine` (a mixin); it holds no state of its own.
+`RunExecution` is a part of `Engine`. The engine makes it with what they share (the runs
+it holds, the runs lately finished, its listeners) and, when it starts, hands it the
+event loop, the writer, the thread pool for thread-safe sync tasks and its claims.
 """
 
 from __future__ import annotations
@@ -21,10 +23,8 @@ from pydantic_core import to_jsonable_python
 from .. import context as context_module
 from ..exceptions import Retry, StoreError, TaskTimeoutError, UnstorableValueError
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
-from ..store import Store
 from ..store.base import LeaseLostError
 from ..tasks.definition import FunctionTask, TaskDefinition
-from ..tasks.registry import Registry
 from ..tasks.validation import unstorable_fields
 from .live import LiveRun, TaskReportedFailure
 from .scheduler import ReadyQueue
@@ -33,6 +33,7 @@ from .writer import BatchWriter, ReplacedOutcome
 
 if TYPE_CHECKING:
     from .claims import Claims
+    from .engine import Engine
 
 __all__ = ["FINISHED_CACHE_SIZE", "Listener", "RunEvent", "RunExecution", "settle"]
 
@@ -59,24 +60,60 @@ Listener = Callable[[RunEvent], None]
 
 
 class RunExecution:
-    # State the engine sets up (see `Engine.__init__` and `Engine.start`).
-    worker_id: str
-    shutdown_grace: float
-    cancel_grace: float
-    store: Store | None
-    registry: Registry
-    _loop: asyncio.AbstractEventLoop | None
-    _writer: BatchWriter | None
-    _queue: ReadyQueue
-    _live: dict[str, LiveRun]
-    _finished: OrderedDict[str, Run]
-    _listeners: list[Listener]
-    _pool: ThreadPoolExecutor | None
-    _serial: dict[str, SerialRunner]
-    _states: dict[str, Any]
-    _closing: bool
-    _begin_lock: threading.Lock
-    _claims: Claims | None
+    """Hands the runs an engine holds to their executors, in the order of its ready
+    queue, and records what becomes of each attempt.
+
+    `engine` is read for its `worker_id` (the worker an attempt is recorded under; it
+    changes when the engine registers again after losing its lease) and is given to
+    tasks that submit runs of their own (`TaskDefinition.invoke`).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int,
+        live: dict[str, LiveRun],
+        finished: OrderedDict[str, Run],
+        listeners: list[Listener],
+    ) -> None:
+        self.engine = engine
+        #: Which run starts next: a run handed over holds one of its slots until it ends.
+        self.queue = ReadyQueue(concurrency, self._dispatch)  # type: ignore[arg-type]
+        self._live = live  # the runs the engine holds, by id (a run is dropped as it ends)
+        self._finished = finished  # the runs that ended lately, as committed
+        self._listeners = listeners
+        #: Held by a task's thread while it begins an attempt, and while a run is cancelled.
+        self.begin_lock = threading.Lock()
+        #: The engine is closing: no attempt begins any more, no retry is queued again.
+        self.closing = False
+        self._states: dict[str, Any] = {}  # each task's `state` object, by task name
+        self._serial: dict[str, SerialRunner] = {}  # the thread of each serial task
+        # What the engine hands over when it starts (see `start`).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: BatchWriter | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._claims: Claims | None = None
+
+    def start(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        writer: BatchWriter,
+        pool: ThreadPoolExecutor,
+        claims: Claims,
+    ) -> None:
+        """The engine started: runs execute on `loop`, thread-safe sync tasks in `pool`,
+        every change goes through `writer`, and a run's end wakes `claims`."""
+        self._loop = loop
+        self._writer = writer
+        self._pool = pool
+        self._claims = claims
+
+    def stop(self) -> None:
+        """The engine closed: the threads of serial tasks stop after the call they are in."""
+        for runner in self._serial.values():
+            runner.stop()
 
     def task_limit(self, task: TaskDefinition) -> int | None:
         """How many runs of `task` may be handed to its executor at once."""
@@ -90,7 +127,7 @@ class RunExecution:
             return window if options.concurrency is None else min(window, options.concurrency)
         return options.concurrency
 
-    def _state_of(self, task: TaskDefinition) -> Any:
+    def state_of(self, task: TaskDefinition) -> Any:
         state = self._states.get(task.name)
         if state is None:
             kind = task.specials.state
@@ -99,7 +136,7 @@ class RunExecution:
         return state
 
     # executing -----------------------------------------------------------------------------
-    def _start(self, live: LiveRun) -> None:
+    def _dispatch(self, live: LiveRun) -> None:
         """Hand a run to its executor (it holds a slot of the ReadyQueue from now on)."""
         live.token = live.run.attempts + 1
         live.settled = False
@@ -145,14 +182,14 @@ class RunExecution:
         the run stays as the store holds it, for the next engine; otherwise it fails."""
         if live.settled:
             return  # let go of meanwhile (its fence refused the start)
-        if self._closing:
+        if self.closing:
             live.settled = True
             return
         self._attempt_failed(live, error)
 
     def _begin(self, live: LiveRun, committed: Callable[[BaseException | None], None]) -> None:
         """The attempt begins: record it (on the loop, or in a task's thread with
-        `_begin_lock` held; see `_begin_in_thread`). `committed` is told once the start
+        `begin_lock` held; see `_begin_in_thread`). `committed` is told once the start
         is in the store: only then does the task's code run, so a crash never leaves an
         execution uncounted (the attempt count never says less than happened).
         """
@@ -175,7 +212,7 @@ class RunExecution:
                 "started_at": run.started_at,
                 "scheduled_at": None,
             },
-            Attempt(run.id, run.attempts, now, worker_id=self.worker_id),
+            Attempt(run.id, run.attempts, now, worker_id=self.engine.worker_id),
             committed,
         )
         if self._listeners:
@@ -189,8 +226,8 @@ class RunExecution:
         and a crash leaves it to be run, not failed as lost.
         """
         committed = StartCommitted()
-        with self._begin_lock:
-            if live.settled or live.token != token or self._closing:
+        with self.begin_lock:
+            if live.settled or live.token != token or self.closing:
                 return False
             self._begin(live, committed)
         writer = self._writer
@@ -233,7 +270,7 @@ class RunExecution:
                     raise
         except asyncio.CancelledError:
             if live.interrupting or live.cancelling:
-                self._attempt_stopped(live)
+                self.attempt_stopped(live)
                 return
             raise
         except BaseException as exc:
@@ -295,7 +332,7 @@ class RunExecution:
         if not future.cancelled() and future.exception() is None and future.result() is _SKIPPED:
             return  # the engine is closing: the run stays queued in the store
         if future.cancelled():
-            self._attempt_stopped(live)
+            self.attempt_stopped(live)
             return
         exc = future.exception()
         if exc is not None:
@@ -327,7 +364,7 @@ class RunExecution:
         if live.settled:
             return
         if live.cancelling:  # a result arriving after cancel is discarded
-            self._attempt_stopped(live)
+            self.attempt_stopped(live)
             return
         kind = type(result)
         if kind not in _JSON_SCALARS:
@@ -355,13 +392,13 @@ class RunExecution:
                     ),
                 )
                 return
-        self._finish(live, RunStatus.COMPLETED, result=result)
+        self.finish(live, RunStatus.COMPLETED, result=result)
 
     def _attempt_failed(self, live: LiveRun, exc: BaseException) -> None:
         if live.settled:
             return
         if live.cancelling:
-            self._attempt_stopped(live)
+            self.attempt_stopped(live)
             return
         run = live.run
         policy = live.task.options.retry_policy
@@ -376,7 +413,7 @@ class RunExecution:
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit inside a task
             retry = False
         if not retry:
-            self._finish(live, RunStatus.FAILED, error=error)
+            self.finish(live, RunStatus.FAILED, error=error)
             return
         now = time.time()
         live.settled = True
@@ -399,29 +436,29 @@ class RunExecution:
             run.id, {"status": _PENDING, "error": error, "scheduled_at": run.scheduled_at}
         )
         if self._listeners:
-            self._emit("retrying", run)
-        self._release(live)
+            self.emit("retrying", run)
+        self.release(live)
         live.timer = self._loop.call_later(delay, self._requeue, live)
 
     def _requeue(self, live: LiveRun) -> None:
         live.timer = None
-        if not live.dropped and not self._closing:
-            self._queue.push(live)
+        if not live.dropped and not self.closing:
+            self.queue.push(live)
 
-    def _attempt_stopped(self, live: LiveRun) -> None:
+    def attempt_stopped(self, live: LiveRun) -> None:
         """The attempt ended because we stopped it: cancelled, or interrupted by shutdown."""
         if live.settled:
             return
         if live.interrupting:
-            self._interrupt(live)
+            self.interrupt(live)
             return
-        self._finish(
+        self.finish(
             live,
             RunStatus.CANCELLED,
             error=ErrorInfo("Cancelled", f"run {live.run.id} was cancelled"),
         )
 
-    def _interrupt(self, live: LiveRun) -> None:
+    def interrupt(self, live: LiveRun) -> None:
         """Shutdown stopped the attempt: queue the run again without using up a retry."""
         if live.settled:
             return
@@ -433,7 +470,8 @@ class RunExecution:
         writer = self._writer
         assert writer is not None
         error = ErrorInfo(
-            "Interrupted", f"the engine {self.worker_id} shut down during attempt {run.attempts}"
+            "Interrupted",
+            f"the engine {self.engine.worker_id} shut down during attempt {run.attempts}",
         )
         writer.update_attempt(
             run.id, run.attempts, {"finished_at": now, "status": "interrupted", "error": error}
@@ -445,7 +483,7 @@ class RunExecution:
         if live.execution is not None and not live.execution.done():
             live.execution.cancel()
 
-    def _finish(
+    def finish(
         self,
         live: LiveRun,
         status: RunStatus,
@@ -480,18 +518,18 @@ class RunExecution:
         if live.timer is not None:
             live.timer.cancel()
             live.timer = None
-        self._release(live)
+        self.release(live)
         if live.on_finish is not None:
             # A workflow step: its dependents may start now. Their inserts queue behind
             # this end, so no write that depends on this result commits before it.
             live.on_finish(live)
 
-    def _release(self, live: LiveRun) -> None:
+    def release(self, live: LiveRun) -> None:
         if live.dispatched:
             live.dispatched = False
-            self._queue.release(live)
+            self.queue.release(live)
 
-    def _on_final_commit(self, live: LiveRun, error: BaseException | None) -> None:
+    def on_final_commit(self, live: LiveRun, error: BaseException | None) -> None:
         run_id = live.run.id
         if isinstance(error, LeaseLostError):
             return  # not ours any more: let go of already (see `Engine._let_go`)
@@ -517,17 +555,17 @@ class RunExecution:
             for waiter in waiters:
                 settle(waiter, value)
         if self._listeners:
-            self._emit("finished", live.run)
+            self.emit("finished", live.run)
 
     # progress, logs, events ----------------------------------------------------------------
-    def _on_progress(self, live: LiveRun, fields: dict[str, Any]) -> None:
+    def on_progress(self, live: LiveRun, fields: dict[str, Any]) -> None:
         writer = self._writer
         if writer is not None:
             writer.update_run(live.run.id, fields)
         if self._listeners:
             self._emit_threadsafe("progress", live.run)
 
-    def _on_log(self, live: LiveRun, line: LogLine) -> None:
+    def on_log(self, live: LiveRun, line: LogLine) -> None:
         writer = self._writer
         if writer is not None:
             writer.log(line)
@@ -543,11 +581,11 @@ class RunExecution:
         except RuntimeError:
             running = None
         if running is loop:
-            self._emit(kind, run, line)
+            self.emit(kind, run, line)
         else:
-            loop.call_soon_threadsafe(self._emit, kind, run, line)
+            loop.call_soon_threadsafe(self.emit, kind, run, line)
 
-    def _emit(self, kind: str, run: Run, line: LogLine | None = None) -> None:
+    def emit(self, kind: str, run: Run, line: LogLine | None = None) -> None:
         event = RunEvent(kind, run.copy(), line)
         for listener in list(self._listeners):
             try:

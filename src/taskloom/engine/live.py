@@ -39,13 +39,13 @@ class LiveRun:
         "context",
         "dispatched",
         "dropped",
-        "engine",
         "execution",
         "instance",
         "interrupting",
         "on_finish",
         "priority",
         "run",
+        "runner",
         "settled",
         "task",
         "task_limit",
@@ -57,25 +57,25 @@ class LiveRun:
 
     def __init__(
         self,
-        engine: RunExecution,
+        runner: RunExecution,
         run: Run,
         task: TaskDefinition,
         call: dict[str, Any],
         config: Any,
     ) -> None:
-        self.engine = engine
+        self.runner = runner  # executes it, and hears what it reports
         self.run = run
         self.task = task
         self.task_name = run.task
         self.priority = run.priority
-        self.task_limit = engine.task_limit(task)
+        self.task_limit = runner.task_limit(task)
         self.call = call
         self.config = config
         self.dropped = False  # cancelled while queued
         self.settled = True  # the current attempt has an outcome (or none has started)
         self.attempt_open = False
         self.dispatched = False  # holds a slot of the ReadyQueue
-        self.began = False  # the current attempt's call has begun (see Engine._begin)
+        self.began = False  # the current attempt's call has begun (see RunExecution._begin)
         self.token = 0  # the attempt number the current dispatch is for
         self.cancelling = False
         self.interrupting = False
@@ -87,7 +87,7 @@ class LiveRun:
         self.on_finish: Callable[[LiveRun], None] | None = None  # set for workflow steps
 
     def on_final_commit(self, error: BaseException | None) -> None:
-        self.engine._on_final_commit(self, error)
+        self.runner.on_final_commit(self, error)
 
     # the RunSink the Context reports to (may be called from task threads) ----------------
     def report_progress(self, fraction: float, message: str | None) -> None:
@@ -95,11 +95,11 @@ class LiveRun:
             message = storable_text(message)
         self.run.progress = fraction
         self.run.progress_message = message
-        self.engine._on_progress(self, {"progress": fraction, "progress_message": message})
+        self.runner.on_progress(self, {"progress": fraction, "progress_message": message})
 
     def report_log(self, level: str, message: str) -> None:
         line = LogLine(self.run.id, self.run.attempts, time.time(), level, message)
-        self.engine._on_log(self, line)
+        self.runner.on_log(self, line)
 
     # invocation ---------------------------------------------------------------------------
     def new_context(self) -> Context:
@@ -124,7 +124,7 @@ class LiveRun:
         if specials.config:
             kwargs["config"] = self.config
         if specials.state:
-            kwargs["state"] = self.engine._state_of(task)
+            kwargs["state"] = self.runner.state_of(task)
         if specials.timestamp:
             kwargs["timestamp"] = context.timestamp
         return kwargs
@@ -141,7 +141,7 @@ class LiveRun:
         if isinstance(task, ClassTask):
             return await self._invoke_class(task, context)
         if not isinstance(task, FunctionTask):  # command tasks and other kinds run themselves
-            return await task.invoke(self.call, context, self.engine)
+            return await task.invoke(self.call, context, self.runner.engine)
         kwargs = self.function_kwargs(context)
         if task.is_async_generator:
             return [item async for item in task.fn(**kwargs)]

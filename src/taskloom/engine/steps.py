@@ -115,7 +115,7 @@ class EngineWorkflowHost:
             run.worker_id, run.lease = engine.worker_id, 1
         else:
             run.worker_id, run.lease = None, 0
-        return LiveRun(engine, run, definition, call, None)
+        return LiveRun(engine._execution, run, definition, call, None)
 
     def insert_steps(self, runs: list[Run], committed: Committed) -> None:
         engine = self._engine
@@ -152,7 +152,7 @@ class EngineWorkflowHost:
         claims.watch(run_id, ended)
 
     def fail_step(self, live: LiveRun, error: ErrorInfo) -> None:
-        self._engine._finish(live, RunStatus.FAILED, error=error)
+        self._engine._execution.finish(live, RunStatus.FAILED, error=error)
 
     def cancel_step(self, run_id: str, live: LiveRun | None) -> None:
         engine = self._engine
@@ -160,7 +160,7 @@ class EngineWorkflowHost:
         if held is None and live is not None and live.run.worker_id == engine.worker_id:
             held = live  # held from its insert, not committed yet
         if held is not None:
-            engine._cancel_live(held)
+            engine._control.cancel(held)
             return
         engine._spawn(self._cancel_elsewhere(run_id))
 
@@ -171,7 +171,7 @@ class EngineWorkflowHost:
     def tell(self, kind: str, run: Run) -> None:
         engine = self._engine
         if engine._listeners:
-            engine._emit(kind, run)
+            engine._execution.emit(kind, run)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._engine._in_thread(fn, *args)
