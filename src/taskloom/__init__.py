@@ -38,6 +38,14 @@ from .packages import (
 )
 from .policies import RestartPolicy, RetryPolicy
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from .schedules import (
+    Cron,
+    HookNotFoundError,
+    Interval,
+    ScheduleError,
+    ScheduleNotFoundError,
+    SignatureError,
+)
 from .services import (
     Service,
     ServiceError,
@@ -83,13 +91,16 @@ __all__ = (
     "CommandTask",
     "CommandTaskError",
     "Context",
+    "Cron",
     "DeploymentNotFoundError",
     "DuplicateTaskError",
     "Engine",
     "EngineClosedError",
     "ErrorInfo",
     "FieldError",
+    "HookNotFoundError",
     "InputValidationError",
+    "Interval",
     "LogLine",
     "ManifestError",
     "NotAWorkflowRunError",
@@ -108,11 +119,14 @@ __all__ = (
     "RunEvent",
     "RunNotFoundError",
     "RunStatus",
+    "ScheduleError",
+    "ScheduleNotFoundError",
     "Service",
     "ServiceError",
     "ServiceRunningError",
     "ServiceState",
     "ServiceStatus",
+    "SignatureError",
     "StageConfigError",
     "StepHandle",
     "StoreError",

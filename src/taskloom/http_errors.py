@@ -38,6 +38,12 @@ from .exceptions import (
     WorkflowValidationError,
 )
 from .packages.errors import PackageError, UnknownPackageError
+from .schedules.errors import (
+    HookNotFoundError,
+    ScheduleError,
+    ScheduleNotFoundError,
+    SignatureError,
+)
 from .server.tokens import AuthError, ForbiddenError, TokenNotFoundError
 from .services.errors import ServiceError, ServiceRunningError, UnknownServiceError
 from .streams.errors import (
@@ -211,6 +217,7 @@ ERRORS = ErrorRegistry(
         ErrorKind(AuthError, 401, headers=_bearer, rebuilt=False),
         ErrorKind(ForbiddenError, 403, rebuilt=False),
         ErrorKind(TokenNotFoundError, 404, rebuilt=False),
+        ErrorKind(SignatureError, 401),
         # What was sent is invalid: nothing was done.
         ErrorKind(InputValidationError, 422, _INPUT_FIELDS),
         ErrorKind(StageConfigError, 422, (*_INPUT_FIELDS, carried("pipeline"))),
@@ -221,6 +228,7 @@ ERRORS = ErrorRegistry(
         ErrorKind(WorkflowLimitError, 422, _WORKFLOW_FIELDS),
         ErrorKind(WorkflowProblems, 422, _WORKFLOW_FIELDS, told_as="WorkflowValidationError"),
         ErrorKind(WiringError, 422, _WIRING_FIELDS),
+        ErrorKind(ScheduleError, 422, (carried("field"), carried("name"))),
         ErrorKind(TaskDefinitionError, 400),
         # What was named does not exist.
         ErrorKind(UnknownTaskError, 404, (carried("name"),)),
@@ -230,6 +238,8 @@ ERRORS = ErrorRegistry(
         ErrorKind(NotAWorkflowRunError, 404),
         ErrorKind(UnknownPackageError, 404),
         ErrorKind(UnknownTopicError, 404),
+        ErrorKind(ScheduleNotFoundError, 404, (carried("name"),)),
+        ErrorKind(HookNotFoundError, 404, (carried("name"),)),
         # Not now: a service started already, a rerun of a workflow run still running, a
         # package installing already, a deployment running already (or not in this server).
         ErrorKind(ServiceRunningError, 409),

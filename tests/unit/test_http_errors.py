@@ -48,6 +48,12 @@ SAMPLES: dict[str, Callable[[], TaskloomError]] = {
     "EngineClosedError": lambda: taskloom.EngineClosedError(),
     "StoreError": lambda: taskloom.StoreError("the database went away"),
     "StoreUnavailableError": lambda: taskloom.StoreUnavailableError("locked", retry_after=2.5),
+    "ScheduleError": lambda: taskloom.ScheduleError(
+        "cron: '61 * * * *' is not a valid cron expression", field="cron", name="hourly"
+    ),
+    "ScheduleNotFoundError": lambda: taskloom.ScheduleNotFoundError("hourly"),
+    "HookNotFoundError": lambda: taskloom.HookNotFoundError("deploy"),
+    "SignatureError": lambda: taskloom.SignatureError("the signature does not match the body"),
 }
 
 

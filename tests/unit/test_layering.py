@@ -11,7 +11,7 @@ from pathlib import Path
 import taskloom
 
 PACKAGE = Path(taskloom.__file__).resolve().parent
-FEATURES = ("workflows", "services", "streams", "packages")
+FEATURES = ("workflows", "services", "streams", "packages", "schedules")
 
 
 def _module_level_imports(tree: ast.Module) -> list[ast.ImportFrom | ast.Import]:

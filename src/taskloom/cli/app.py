@@ -15,6 +15,7 @@ from . import (
     pipelines,
     run,
     runs,
+    schedules,
     services,
     tasks,
     tokens,
@@ -79,6 +80,8 @@ app.command("serve", epilog=services.SERVE_EPILOG)(services.serve_command)
 app.command("services", epilog=services.SERVICES_EPILOG)(services.services_command)
 app.command("worker", epilog=worker.WORKER_EPILOG)(worker.worker_command)
 app.command("workers", epilog=workers.WORKERS_EPILOG)(workers.workers_command)
+app.command("schedules", epilog=schedules.SCHEDULES_EPILOG)(schedules.schedules_command)
+app.add_typer(schedules.schedule_app, name="schedule")
 app.add_typer(services.service_app, name="service")
 app.add_typer(db.db_app, name="db")
 app.add_typer(workflow.workflow_app, name="workflow")

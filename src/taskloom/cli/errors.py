@@ -20,6 +20,7 @@ from ..exceptions import (
     TaskDefinitionError,
     UnknownTaskError,
 )
+from ..schedules.errors import ScheduleError, ScheduleNotFoundError
 
 __all__ = [
     "EXIT_FAILED",
@@ -80,7 +81,7 @@ def reporting_errors(*, verbose: bool = False) -> Iterator[None]:
     except UnknownTaskError as exc:
         print_error(_unknown_task_message(exc))
         raise typer.Exit(EXIT_USAGE) from None
-    except (TaskDefinitionError, RunNotFoundError) as exc:
+    except (TaskDefinitionError, RunNotFoundError, ScheduleError, ScheduleNotFoundError) as exc:
         print_error(str(exc))
         if verbose:
             traceback.print_exc(file=sys.stderr)

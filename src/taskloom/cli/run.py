@@ -17,6 +17,8 @@ import typer
 
 from ..engine import Engine
 from ..runs import Run, RunStatus
+from ..schedules.errors import ScheduleError
+from ..schedules.rules import due_time, format_instant, parse_duration
 from ..tasks.definition import TaskDefinition
 from .errors import (
     EXIT_FAILED,
@@ -41,6 +43,10 @@ EPILOG = examples(
     ),
     ("taskloom run examples/basics.py:slow_count n=20 --json", "the whole run record as JSON"),
     ("total=$(taskloom run examples/basics.py:adder a=1 b=2)", "stdout carries only the result"),
+    (
+        "taskloom run examples/basics.py:adder a=1 b=2 --in 10m --no-wait",
+        "due in ten minutes, for any worker; prints the run's id",
+    ),
 )
 
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
@@ -56,6 +62,7 @@ class Submission:
     priority: int | None
     idempotency_key: str | None
     config: Any
+    due: float | None = None  # seconds since the epoch; None: at once
 
 
 def run_command(
@@ -108,12 +115,40 @@ def run_command(
         str | None,
         typer.Option(metavar="JSON", help="The task's config, as JSON.", show_default=False),
     ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="ISO",
+            help="Due then (ISO 8601; no offset: UTC): it waits for a worker until then.",
+            show_default=False,
+        ),
+    ] = None,
+    due_in: Annotated[
+        str | None,
+        typer.Option(
+            "--in",
+            metavar="DURATION",
+            help="Due after this long (90, 90s, 10m, 1h30m, 2d).",
+            show_default=False,
+        ),
+    ] = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="Record the run for the workers and print its id (its record with --json).",
+        ),
+    ] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Run a task once and print its result as JSON.
 
     Log lines and progress go to stderr while it runs; stdout carries only the result.
-    Exit status: 0 completed, 1 failed or cancelled, 2 invalid input, 130 interrupted.
+    With --at or --in the run waits for its due time and a worker executes it; with
+    --no-wait the command leaves once the run is recorded.
+    Exit status: 0 completed (or recorded, with --no-wait), 1 failed or cancelled, 2
+    invalid input, 130 interrupted.
     """
     with reporting_errors(verbose=verbose):
         definition = load_task(target, database_url(db))
@@ -122,14 +157,49 @@ def run_command(
         # Checked before the database is opened: a typo creates nothing and records nothing.
         definition.validate_inputs(inputs)
         submission = Submission(
-            definition, inputs, priority, idempotency_key, _parse_config(config)
+            definition,
+            inputs,
+            priority,
+            idempotency_key,
+            _parse_config(config),
+            _due(definition.name, at, due_in),
         )
+        if no_wait:
+            run = asyncio.run(_record(database_url(db), submission))
+            typer.echo(dump_json(run.as_dict()) if json_output else run.id)
+            return
         reporter = RunReporter(make_console(stderr=True))
         try:
             run, interrupted = asyncio.run(_execute(database_url(db), submission, reporter))
         finally:
             reporter.stop()
         _report(run, interrupted=interrupted, json_output=json_output, verbose=verbose)
+
+
+def _due(task: str, at: str | None, due_in: str | None) -> float | None:
+    if at is not None and due_in is not None:
+        raise CliError(f"task {task!r}: give --at or --in, not both")
+    if due_in is not None:
+        try:
+            return due_time(task, delay=parse_duration(due_in, "in"))
+        except ScheduleError as exc:
+            raise CliError(f"task {task!r}: --{exc}") from None
+    if at is not None:
+        return due_time(task, run_at=at)
+    return None
+
+
+async def _record(url: str, submission: Submission) -> Run:
+    """Record the run for whichever worker takes it, and leave."""
+    async with Engine(url, worker=False, recover=False) as engine:
+        return await engine.submit(
+            submission.task,
+            submission.inputs,
+            priority=submission.priority,
+            idempotency_key=submission.idempotency_key,
+            config=submission.config,
+            run_at=submission.due,
+        )
 
 
 def _split_pairs(definition: TaskDefinition, pairs: Sequence[str]) -> dict[str, str]:
@@ -214,7 +284,9 @@ async def _execute(url: str, submission: Submission, reporter: RunReporter) -> t
     interrupt = _Interrupt(reporter)
     # Installed before the engine starts, so that no Ctrl-C leaves a run behind unrecorded.
     with _on_sigint(asyncio.get_running_loop(), interrupt):
-        async with Engine(url, recover=False) as engine:
+        # A run due later is executed by a worker when due; this process waits for it.
+        later = submission.due is not None
+        async with Engine(url, recover=False, worker=not later) as engine:
             engine.add_listener(reporter.on_event)
             run = await engine.submit(
                 submission.task,
@@ -222,7 +294,10 @@ async def _execute(url: str, submission: Submission, reporter: RunReporter) -> t
                 priority=submission.priority,
                 idempotency_key=submission.idempotency_key,
                 config=submission.config,
+                run_at=submission.due,
             )
+            if later:
+                reporter.note(f"run {run.id} is due {format_instant(submission.due or 0)}")
             interrupt.run_id = run.id
             finished = asyncio.ensure_future(engine.wait(run.id))
             interrupted = asyncio.ensure_future(interrupt.requested.wait())

@@ -55,6 +55,10 @@ LOST_WORKER_RETENTION = 7 * 24 * 3600.0
 UNCLAIMED_KEPT = 50_000
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from ..schedules.book import ScheduleBook
+    from ..schedules.ticker import Ticker
     from ..services.definition import Service, ServiceDefinition
     from ..services.status import ServiceStatus
     from ..services.supervisor import Supervisor
@@ -174,6 +178,7 @@ class Engine:
         self._unclaimed: OrderedDict[str, LiveRun] = OrderedDict()
         self._claims: Claims | None = None
         self._remote_events: RemoteEvents | None = None
+        self._ticker: Ticker | None = None  # fires schedules (a long-running engine's)
         self.database_url = database_url
         self._store_given = store
         self.store: Store | None = store
@@ -297,6 +302,10 @@ class Engine:
             # Awaited, not spawned: a store read still running in a thread when the engine
             # closes would race the store's close.
             await self._recover_workflows()
+            from ..schedules.ticker import Ticker
+
+            self._ticker = Ticker(self)
+            await self._ticker.start()
 
     async def close(self) -> None:
         """Stop accepting runs, let executing ones finish (up to `shutdown_grace`), flush."""
@@ -304,6 +313,9 @@ class Engine:
             return
         self._closing = True
         self._execution.closing = True
+        if self._ticker is not None:
+            await self._ticker.stop()
+            self._ticker = None
         if self._claims is not None:
             await self._claims.stop()  # no more claims; waits for other processes' runs end
         if self._remote_events is not None:
@@ -361,6 +373,8 @@ class Engine:
             names = [d.name for d in added if d.name not in self._control.recovered]
             if names:
                 self._spawn(self._control.recover(names))
+        if self._ticker is not None and added:
+            self._spawn(self._ticker.register(added))
         return added
 
     def register_entry_points(self) -> list[TaskDefinition]:
@@ -423,6 +437,19 @@ class Engine:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     # services ------------------------------------------------------------------------------
+    @property
+    def schedules(self) -> ScheduleBook:
+        """The schedules on this engine's database (list, add, pause, resume, remove,
+        trigger), knowing the tasks registered here; see `taskloom.schedules.book`."""
+        from ..schedules.book import ScheduleBook
+
+        self._check_started()
+        assert self.store is not None
+        ticker = self._ticker
+        return ScheduleBook(
+            self.store, list(self.registry), changed=ticker.wake if ticker is not None else None
+        )
+
     @property
     def supervisor(self) -> Supervisor:
         """The `Supervisor` of the engine's services (while the engine runs)."""
@@ -504,10 +531,15 @@ class Engine:
         config: Any = None,
         parent_id: str | None = None,
         queue: str | None = None,
+        run_at: datetime | str | float | None = None,
+        delay: float | None = None,
     ) -> Run:
         """Validate and record a run; returns once it is committed to the store.
 
         `queue` overrides the task's queue (its option `queue`, `"default"` unless set).
+        `run_at` (a datetime, ISO 8601 text or seconds since the epoch; naive means UTC) or
+        `delay` (seconds) makes it wait, `pending`, until it is due; any worker serving the
+        task starts it then.
 
         Raises `InputValidationError` (nothing is recorded) when the inputs are invalid.
         With `idempotency_key`, a run already recorded under the key is returned instead.
@@ -523,10 +555,16 @@ class Engine:
         refuse_unstorable(definition.name, stored)
         config_value, config_json = self._config_for(definition, config)
         queue = self._queue_for(definition, queue)
+        due = None
+        if run_at is not None or delay is not None:
+            from ..schedules.rules import due_time
+
+            due = due_time(definition.name, run_at, delay)
         loop = self._loop
         assert loop is not None and self._writer is not None
         self._writer.check_available(definition.name)
-        held = self._hold_at_submit(definition, queue)
+        # A run due later waits in the database for whichever worker claims it then.
+        held = due is None and self._hold_at_submit(definition, queue)
         run = Run(
             id=new_run_id(),
             task=definition.name,
@@ -540,6 +578,7 @@ class Engine:
             config=config_json,
             queue=queue,
             lease=1 if held else 0,
+            scheduled_at=due,
         )
         live = LiveRun(self._execution, run, definition, call, config_value)
         if idempotency_key is not None:

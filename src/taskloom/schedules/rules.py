@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import re
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from ..exceptions import FieldError, InputValidationError
 from .errors import ScheduleError
 
 __all__ = [
@@ -43,7 +46,9 @@ __all__ = [
     "Cron",
     "Interval",
     "Rule",
+    "due_time",
     "format_instant",
+    "parse_duration",
     "parse_instant",
     "rule_from_record",
     "time_zone",
@@ -102,6 +107,24 @@ def parse_instant(value: datetime | str | float | None, zone: ZoneInfo, what: st
     if value.tzinfo is None:
         return _instant(value, zone)
     return value.timestamp()
+
+
+_DURATION = re.compile(
+    r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+    r"(?:(\d+(?:\.\d+)?)s?)?"
+)
+
+
+def parse_duration(text: str, what: str) -> float:
+    """Seconds from `90`, `90s`, `10m`, `1h30m` or `2d`."""
+    found = _DURATION.fullmatch(text.strip().lower()) if text.strip() else None
+    if found is None or not any(found.groups()):
+        raise ScheduleError(
+            f"{what}: {text!r} is not a duration (expected e.g. 90, 90s, 10m, 1h30m or 2d)",
+            field=what,
+        )
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in found.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 def format_instant(instant: float) -> str:
@@ -406,3 +429,39 @@ def _instant(local: datetime, zone: ZoneInfo) -> float:
         else:
             low = middle
     return float(high)
+
+
+def due_time(
+    task: str, run_at: Any = None, delay: Any = None, *, now: float | None = None
+) -> float | None:
+    """When a run submitted now with `run_at` (an instant: datetime, ISO 8601 text, epoch
+    seconds; naive times are UTC) or `delay` (seconds) is due; None: at once. Bad values
+    raise `InputValidationError` naming the task and the option."""
+    if run_at is None and delay is None:
+        return None
+    if run_at is not None and delay is not None:
+        raise InputValidationError(
+            task, [FieldError("run_at", "give run_at or delay, not both", run_at)], what="option"
+        )
+    now = time.time() if now is None else now
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+            raise InputValidationError(
+                task,
+                [FieldError("delay", "expected a number of seconds >= 0", delay)],
+                what="option",
+            )
+        if delay == float("inf"):
+            raise InputValidationError(
+                task,
+                [FieldError("delay", "expected a finite number of seconds", delay)],
+                what="option",
+            )
+        return now + float(delay)
+    try:
+        due = parse_instant(run_at, ZoneInfo("UTC"), "run_at")
+    except ScheduleError as exc:
+        message = str(exc).partition(": ")[2]
+        errors = [FieldError("run_at", message, run_at)]
+        raise InputValidationError(task, errors, what="option") from None
+    return due

@@ -634,12 +634,14 @@ class ScheduleStore(Protocol):
     def delete_schedule(self, name: str) -> bool:
         """Forget a schedule; True if it was recorded."""
 
-    def due_schedules(self, now: float, *, limit: int = 100) -> list[ScheduleRecord]:
+    def due_schedules(
+        self, now: float, *, tasks: Collection[str] | None = None, limit: int = 100
+    ) -> list[ScheduleRecord]:
         """Schedules not paused whose next tick is at or before `now`, soonest first, then
-        those with a trigger requested (paused or not)."""
+        those with a trigger requested (paused or not); only those of `tasks` if given."""
 
-    def next_schedule_due(self) -> float | None:
-        """The soonest next tick of the schedules not paused, or None."""
+    def next_schedule_due(self, *, tasks: Collection[str] | None = None) -> float | None:
+        """The soonest next tick of the schedules not paused (of `tasks`), or None."""
 
     def advance_schedule(
         self, name: str, *, expected: float | None, next_fire_at: float | None, fired: float | None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -76,16 +76,19 @@ class SqlSchedules:
         with self._use("remove a schedule"), self._writer().begin() as conn:
             return conn.execute(stmt).rowcount > 0
 
-    def due_schedules(self, now: float, *, limit: int = 100) -> list[ScheduleRecord]:
+    def due_schedules(
+        self, now: float, *, tasks: Collection[str] | None = None, limit: int = 100
+    ) -> list[ScheduleRecord]:
+        among = () if tasks is None else (schedules.c.task.in_(sorted(tasks)),)
         due = (
             select(schedules)
-            .where(schedules.c.paused.is_(False), schedules.c.next_fire_at <= now)
+            .where(schedules.c.paused.is_(False), schedules.c.next_fire_at <= now, *among)
             .order_by(schedules.c.next_fire_at, schedules.c.name)
             .limit(limit)
         )
         triggered = (
             select(schedules)
-            .where(schedules.c.trigger_requested_at.is_not(None))
+            .where(schedules.c.trigger_requested_at.is_not(None), *among)
             .order_by(schedules.c.name)
             .limit(limit)
         )
@@ -111,8 +114,11 @@ class SqlSchedules:
         with self._use("clear a schedule's trigger"), self._writer().begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    def next_schedule_due(self) -> float | None:
-        query = select(func.min(schedules.c.next_fire_at)).where(schedules.c.paused.is_(False))
+    def next_schedule_due(self, *, tasks: Collection[str] | None = None) -> float | None:
+        among = () if tasks is None else (schedules.c.task.in_(sorted(tasks)),)
+        query = select(func.min(schedules.c.next_fire_at)).where(
+            schedules.c.paused.is_(False), *among
+        )
         with self._use("read the next schedule due") as engine, engine.connect() as conn:
             value = conn.execute(query).scalar()
         return None if value is None else float(value)
@@ -196,22 +202,21 @@ class MemorySchedules:
         with self._lock:
             return self._schedules.pop(name, None) is not None
 
-    def due_schedules(self, now: float, *, limit: int = 100) -> list[ScheduleRecord]:
+    def due_schedules(
+        self, now: float, *, tasks: Collection[str] | None = None, limit: int = 100
+    ) -> list[ScheduleRecord]:
         with self._lock:
+            among = [s for s in self._schedules.values() if tasks is None or s.task in tasks]
             due = [
                 s
-                for s in self._schedules.values()
+                for s in among
                 if not s.paused and s.next_fire_at is not None and s.next_fire_at <= now
             ]
             due.sort(key=lambda s: (s.next_fire_at or 0.0, s.name))
             due = due[:limit]
             names = {s.name for s in due}
             triggered = sorted(
-                (
-                    s
-                    for s in self._schedules.values()
-                    if s.trigger_requested_at is not None and s.name not in names
-                ),
+                (s for s in among if s.trigger_requested_at is not None and s.name not in names),
                 key=lambda s: s.name,
             )
             return copy.deepcopy(due + triggered[:limit])
@@ -232,12 +237,14 @@ class MemorySchedules:
             record.trigger_requested_at = None
             return True
 
-    def next_schedule_due(self) -> float | None:
+    def next_schedule_due(self, *, tasks: Collection[str] | None = None) -> float | None:
         with self._lock:
             times = [
                 s.next_fire_at
                 for s in self._schedules.values()
-                if not s.paused and s.next_fire_at is not None
+                if not s.paused
+                and s.next_fire_at is not None
+                and (tasks is None or s.task in tasks)
             ]
             return min(times, default=None)
 

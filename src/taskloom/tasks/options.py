@@ -32,6 +32,8 @@ class TaskOptions:
       from the queues it serves.
     - `tags`: free labels for listing and filtering.
     - `meta`: free-form resource hints (cpus, memory, ...), kept in the manifest.
+    - `schedule`: a `taskloom.Cron` or `taskloom.Interval`: the task runs on it, under
+      the task's name as the schedule's, wherever a long-running engine serves it.
     """
 
     retries: int = 0
@@ -48,6 +50,7 @@ class TaskOptions:
     queue: str = "default"
     tags: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    schedule: Any = None  # a schedules.Rule; typed loosely: tasks/ does not import schedules/
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -88,6 +91,14 @@ def parse_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
     if "meta" in values:
         values["meta"] = dict(values["meta"])
     _check_numbers(task, values)
+    if values.get("schedule") is not None:
+        from ..schedules.rules import Rule
+
+        if not isinstance(values["schedule"], Rule):
+            raise TaskDefinitionError(
+                f"task {task!r}: option 'schedule' expects a taskloom.Cron or "
+                f"taskloom.Interval, got {values['schedule']!r}"
+            )
     if "queue" in values:
         values["queue"] = check_queue_name(values["queue"], f"task {task!r}: option 'queue'")
     try:

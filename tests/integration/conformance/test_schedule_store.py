@@ -61,6 +61,12 @@ def test_the_schedules_due_are_those_in_force_whose_tick_has_come(store: Schedul
     assert [s.name for s in store.due_schedules(T0 + 10, limit=1)] == ["now"]
     assert store.due_schedules(T0 - 1) == []
     assert store.next_schedule_due() == T0
+    store.save_schedule(schedule("other", T0 - 5, task="elsewhere"))
+    assert [s.name for s in store.due_schedules(T0 + 10, tasks={"report"})] == ["now", "soon"]
+    assert [s.name for s in store.due_schedules(T0 + 10, tasks={"elsewhere"})] == ["other"]
+    assert store.due_schedules(T0 + 10, tasks=()) == []
+    assert store.next_schedule_due(tasks={"report"}) == T0
+    assert store.next_schedule_due(tasks=()) is None
 
 
 def test_moving_a_schedule_on_is_a_compare_and_set(store: ScheduleStore) -> None:

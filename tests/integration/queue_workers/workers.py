@@ -21,7 +21,15 @@ REFUSED = re.compile(r"(\d+) late changes were refused")
 class Worker:
     """One `taskloom worker` process; its stderr is read by a thread of its own."""
 
-    def __init__(self, url: str, *, concurrency: int, name: str, lease_ttl: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        concurrency: int,
+        name: str,
+        lease_ttl: float = 10.0,
+        tasks: Path = TASKS,
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR",)}
         env.update(NO_COLOR="1", PYTHONFAULTHANDLER="1")  # SIGABRT prints every thread
         env.pop("TASKLOOM_DATABASE_URL", None)
@@ -32,7 +40,7 @@ class Worker:
                 "-m",
                 "taskloom",
                 "worker",
-                str(TASKS),
+                str(tasks),
                 "--db",
                 url,
                 "--concurrency",

@@ -7,7 +7,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import events, health, packages, pipelines, runs, services, tasks, tokens, workers, workflows
+from . import (
+    events,
+    health,
+    packages,
+    pipelines,
+    runs,
+    schedules,
+    services,
+    tasks,
+    tokens,
+    workers,
+    workflows,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -17,6 +29,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     runs.router,
     services.router,
     workers.router,
+    schedules.router,
     workflows.router,
     packages.router,
     pipelines.router,

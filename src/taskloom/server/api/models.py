@@ -50,6 +50,11 @@ class SubmitIn(_In):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     config: Any = None
     parent_id: str | None = Field(default=None, min_length=1, max_length=36)
+    run_at: str | float | None = Field(
+        default=None,
+        description="When it is due: ISO 8601 (no offset: UTC) or seconds since the epoch.",
+    )
+    delay: float | None = Field(default=None, description="Due this many seconds from now.")
 
 
 class ServiceConfigIn(_In):

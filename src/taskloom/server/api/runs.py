@@ -39,7 +39,8 @@ async def submit_run(body: SubmitIn, engine: EngineDep) -> dict[str, Any]:
 
     422 (`InputValidationError`, one entry per invalid field, nothing recorded) or 404
     (`UnknownTaskError`). With `idempotency_key`, the run already recorded under the key is
-    returned instead of a new one.
+    returned instead of a new one. With `run_at` or `delay` the run waits, `pending`, until
+    it is due; any worker serving the task starts it then.
     """
     run = await engine.submit(
         body.task,
@@ -48,6 +49,8 @@ async def submit_run(body: SubmitIn, engine: EngineDep) -> dict[str, Any]:
         idempotency_key=body.idempotency_key,
         config=body.config,
         parent_id=body.parent_id,
+        run_at=body.run_at,
+        delay=body.delay,
     )
     return _out(run)
 
