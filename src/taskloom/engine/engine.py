@@ -27,6 +27,7 @@ from ..exceptions import (
     InputValidationError,
     RunNotFoundError,
     StoreError,
+    TaskloomError,
     UnknownTaskError,
     WaitTimeoutError,
 )
@@ -34,7 +35,7 @@ from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from ..store import ServiceLogLine, Store, open_store
 from ..store.base import LEASE_TTL
 from ..tasks.definition import TaskDefinition
-from ..tasks.options import check_queue_name
+from ..tasks.options import TaskOptions, check_queue_name
 from ..tasks.registry import Registry, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
 from ..tasks.validation import refuse_unstorable
@@ -842,6 +843,36 @@ class Engine:
             if self._claims is not None:
                 self._claims.wake()
         return live.run.copy()
+
+    def _follow_up(self, run: Run, options: TaskOptions) -> None:
+        """A run ended for good: start its task's `on_success` or `on_failure` task, once
+        (keyed by the run), with the run's summary as the input `run`."""
+        if run.status is RunStatus.COMPLETED:
+            kind, handler = "on_success", options.on_success
+        elif run.status is RunStatus.FAILED:
+            kind, handler = "on_failure", options.on_failure
+        else:
+            return
+        if handler is not None and not self._closing:
+            self._spawn(self._submit_follow_up(kind, handler, run))
+
+    async def _submit_follow_up(self, kind: str, handler: str, run: Run) -> None:
+        summary = {
+            "id": run.id,
+            "task": run.task,
+            "status": run.status.value,
+            "attempts": run.attempts,
+            "inputs": run.inputs,
+            "result": run.result,
+            "error": None if run.error is None else run.error.as_dict(),
+            "finished_at": run.finished_at,
+        }
+        try:
+            await self.submit(handler, {"run": summary}, idempotency_key=f"{kind}:{run.id}")
+        except TaskloomError as exc:
+            logger.warning(
+                "taskloom: the %s task %r of run %s could not start: %s", kind, handler, run.id, exc
+            )
 
     def _config_for(self, task: TaskDefinition, config: Any) -> tuple[Any, dict[str, Any] | None]:
         kind = task.specials.config

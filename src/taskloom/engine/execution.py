@@ -549,6 +549,9 @@ class RunExecution:
             finished[run_id] = live.run
             if len(finished) > FINISHED_CACHE_SIZE:
                 finished.popitem(last=False)
+            options = live.task.options
+            if options.on_success is not None or options.on_failure is not None:
+                self.engine._follow_up(live.run, options)
         waiters = live.waiters
         if waiters:
             value = live.run if error is None else error

@@ -34,6 +34,9 @@ class TaskOptions:
     - `meta`: free-form resource hints (cpus, memory, ...), kept in the manifest.
     - `schedule`: a `taskloom.Cron` or `taskloom.Interval`: the task runs on it, under
       the task's name as the schedule's, wherever a long-running engine serves it.
+    - `on_success`, `on_failure`: a task (or its name) to run once a run of this task
+      has completed, or has failed after its last attempt, with the input `run`: that
+      run's summary (id, task, status, attempts, inputs, result or error).
     """
 
     retries: int = 0
@@ -51,6 +54,8 @@ class TaskOptions:
     tags: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
     schedule: Any = None  # a schedules.Rule; typed loosely: tasks/ does not import schedules/
+    on_success: str | None = None
+    on_failure: str | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -91,6 +96,9 @@ def parse_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
     if "meta" in values:
         values["meta"] = dict(values["meta"])
     _check_numbers(task, values)
+    for key in ("on_success", "on_failure"):
+        if values.get(key) is not None:
+            values[key] = _task_name(task, key, values[key])
     if values.get("schedule") is not None:
         from ..schedules.rules import Rule
 
@@ -120,6 +128,16 @@ def check_queue_name(value: Any, what: str) -> str:
             f"{what} expects a queue name (1 to 100 letters, digits or ._-:/), got {value!r}"
         )
     return value
+
+
+def _task_name(task: str, option: str, value: Any) -> str:
+    """The name of the task an option names (a name, or the task itself)."""
+    name = value if isinstance(value, str) else getattr(value, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TaskDefinitionError(
+            f"task {task!r}: option {option!r} expects a task or a task's name, got {value!r}"
+        )
+    return name
 
 
 def _exception_types(task: str, value: Any) -> tuple[type[BaseException], ...]:
