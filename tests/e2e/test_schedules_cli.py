@@ -169,3 +169,23 @@ def test_a_bad_due_time_exits_2_and_records_nothing(
     assert words in result.stderr
     assert "'report'" in result.stderr
     assert not (cli.cwd / "taskloom.db").exists()
+
+
+def test_a_webhook_is_created_with_a_secret_listed_and_removed(cli: Cli, tasks: Path) -> None:
+    created = cli("hook", "create", "ship", "report", "tasks.py")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert len(secret) == 64
+    int(secret, 16)  # hex
+    assert "POST /api/hooks/ship" in created.stderr
+    listed = cli.json("hooks", "--json")
+    assert [(h["name"], h["task"]) for h in listed] == [("ship", "report")]
+    assert secret not in cli("hooks").stdout
+    again = cli("hook", "create", "ship", "report", "tasks.py")
+    assert again.returncode == 2
+    assert "a webhook named 'ship' exists" in again.stderr
+    assert cli("hook", "remove", "ship").returncode == 0
+    assert cli.json("hooks", "--json") == []
+    gone = cli("hook", "remove", "ship")
+    assert gone.returncode == 2
+    assert "no webhook is named 'ship'" in gone.stderr

@@ -11,6 +11,7 @@ import typer
 from .. import __version__
 from . import (
     db,
+    hooks,
     packages,
     pipelines,
     run,
@@ -82,6 +83,8 @@ app.command("worker", epilog=worker.WORKER_EPILOG)(worker.worker_command)
 app.command("workers", epilog=workers.WORKERS_EPILOG)(workers.workers_command)
 app.command("schedules", epilog=schedules.SCHEDULES_EPILOG)(schedules.schedules_command)
 app.add_typer(schedules.schedule_app, name="schedule")
+app.command("hooks", epilog=hooks.HOOKS_EPILOG)(hooks.hooks_command)
+app.add_typer(hooks.hook_app, name="hook")
 app.add_typer(services.service_app, name="service")
 app.add_typer(db.db_app, name="db")
 app.add_typer(workflow.workflow_app, name="workflow")

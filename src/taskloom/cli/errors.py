@@ -20,7 +20,7 @@ from ..exceptions import (
     TaskDefinitionError,
     UnknownTaskError,
 )
-from ..schedules.errors import ScheduleError, ScheduleNotFoundError
+from ..schedules.errors import HookNotFoundError, ScheduleError, ScheduleNotFoundError
 
 __all__ = [
     "EXIT_FAILED",
@@ -81,7 +81,13 @@ def reporting_errors(*, verbose: bool = False) -> Iterator[None]:
     except UnknownTaskError as exc:
         print_error(_unknown_task_message(exc))
         raise typer.Exit(EXIT_USAGE) from None
-    except (TaskDefinitionError, RunNotFoundError, ScheduleError, ScheduleNotFoundError) as exc:
+    except (
+        TaskDefinitionError,
+        RunNotFoundError,
+        ScheduleError,
+        ScheduleNotFoundError,
+        HookNotFoundError,
+    ) as exc:
         print_error(str(exc))
         if verbose:
             traceback.print_exc(file=sys.stderr)

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from ..schedules.book import ScheduleBook
+    from ..schedules.hooks import HookBook
     from ..schedules.ticker import Ticker
     from ..services.definition import Service, ServiceDefinition
     from ..services.status import ServiceStatus
@@ -450,6 +451,16 @@ class Engine:
         return ScheduleBook(
             self.store, list(self.registry), changed=ticker.wake if ticker is not None else None
         )
+
+    @property
+    def hooks(self) -> HookBook:
+        """The webhooks on this engine's database (create, list, remove); see
+        `taskloom.schedules.hooks`."""
+        from ..schedules.hooks import HookBook
+
+        self._check_started()
+        assert self.store is not None
+        return HookBook(self.store, list(self.registry))
 
     @property
     def supervisor(self) -> Supervisor:

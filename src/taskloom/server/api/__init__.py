@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from . import (
     events,
     health,
+    hooks,
     packages,
     pipelines,
     runs,
@@ -30,6 +31,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     services.router,
     workers.router,
     schedules.router,
+    hooks.router,
     workflows.router,
     packages.router,
     pipelines.router,
