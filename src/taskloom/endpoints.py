@@ -15,6 +15,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable, Collection
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from .client_plans import (
@@ -40,6 +41,7 @@ from .exceptions import (
 )
 from .packages.errors import PackageError, UnknownPackageError
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from .schedules.errors import ScheduleError, ScheduleNotFoundError
 from .services.errors import ServiceRunningError, UnknownServiceError
 from .store.base import WorkerRecord
 from .streams.errors import (
@@ -72,6 +74,18 @@ def _object(data: Any) -> dict[str, Any]:
 def _objects(data: Any) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = data
     return result
+
+
+def _fires(data: Any) -> list[str]:
+    return [str(t) for t in data["fires"]]
+
+
+def _idempotency_key(data: Any) -> str:
+    return str(data["idempotency_key"])
+
+
+def _nothing(data: Any) -> None:
+    return None
 
 
 def _lines(data: Any) -> list[dict[str, Any]]:
@@ -120,13 +134,19 @@ def _submit_body(
     idempotency_key: str | None,
     config: Any,
     parent_id: str | None,
+    run_at: Any = None,
+    delay: float | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"task": task, "inputs": inputs or {}}
+    if isinstance(run_at, datetime):
+        run_at = run_at.isoformat()
     for key, value in (
         ("priority", priority),
         ("idempotency_key", idempotency_key),
         ("config", config),
         ("parent_id", parent_id),
+        ("run_at", run_at),
+        ("delay", delay),
     ):
         if value is not None:
             body[key] = value
@@ -284,9 +304,15 @@ class Operations(Generic[TransportT, HttpT]):
         idempotency_key: str | None = None,
         config: Any = None,
         parent_id: str | None = None,
+        run_at: datetime | str | float | None = None,
+        delay: float | None = None,
     ) -> Call[Run]:
-        """Record a run of a task the server has; returns it once it is committed."""
-        body = _submit_body(task, inputs, priority, idempotency_key, config, parent_id)
+        """Record a run of a task the server has; returns it once it is committed. With
+        `run_at` (a datetime, ISO 8601 text or epoch seconds; naive: UTC) or `delay`
+        (seconds) it waits, `pending`, for a worker to start it when due."""
+        body = _submit_body(
+            task, inputs, priority, idempotency_key, config, parent_id, run_at, delay
+        )
         return Call("POST", "/runs", _run, body=body)
 
     @operation(RunNotFoundError)
@@ -415,6 +441,78 @@ class Operations(Generic[TransportT, HttpT]):
         """A new run of a finished workflow run, reusing the steps that completed
         (`WorkflowError` while it is unfinished)."""
         return Call("POST", f"/workflows/{run_id}/rerun", _run)
+
+    # schedules --------------------------------------------------------------------------
+    @operation()
+    def schedules(self) -> Call[list[dict[str, Any]]]:
+        """Every schedule: recorded ones and those the server's tasks' options give."""
+        return Call("GET", "/schedules", _objects)
+
+    @operation(ScheduleNotFoundError)
+    def schedule(self, name: str) -> Call[dict[str, Any]]:
+        """One schedule, its next five fire times and its last runs (`runs`)."""
+        return Call("GET", f"/schedules/{name}", _object)
+
+    @operation(ScheduleError, InputValidationError, UnknownTaskError)
+    def add_schedule(
+        self,
+        name: str,
+        task: str,
+        *,
+        cron: str | None = None,
+        interval: float | None = None,
+        timezone: str = "UTC",
+        inputs: dict[str, Any] | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        jitter: float = 0.0,
+        catch_up: str = "skip",
+        max_catch_up: int = 10,
+        paused: bool = False,
+        replace: bool = False,
+    ) -> Call[dict[str, Any]]:
+        """Record a schedule of a task the server serves, on a cron rule or an interval
+        (seconds); returns it as `schedule` does (without its runs)."""
+        body: dict[str, Any] = {
+            "name": name,
+            "task": task,
+            "timezone": timezone,
+            "inputs": inputs or {},
+            "jitter": jitter,
+            "catch_up": catch_up,
+            "max_catch_up": max_catch_up,
+            "paused": paused,
+            "replace": replace,
+        }
+        for key, value in (("cron", cron), ("interval", interval), ("start", start), ("end", end)):
+            if value is not None:
+                body[key] = value
+        return Call("POST", "/schedules", _object, body=body)
+
+    @operation(ScheduleNotFoundError)
+    def schedule_next(self, name: str, count: int = 5) -> Call[list[str]]:
+        """The next `count` fire times of a schedule, ISO 8601 UTC (none while paused)."""
+        return Call("GET", f"/schedules/{name}/next", _fires, {"count": count})
+
+    @operation(ScheduleNotFoundError)
+    def pause_schedule(self, name: str) -> Call[dict[str, Any]]:
+        """Stop a schedule from firing; returns it."""
+        return Call("POST", f"/schedules/{name}/pause", _object)
+
+    @operation(ScheduleNotFoundError)
+    def resume_schedule(self, name: str) -> Call[dict[str, Any]]:
+        """Fire a schedule again from its first tick after now; returns it."""
+        return Call("POST", f"/schedules/{name}/resume", _object)
+
+    @operation(ScheduleNotFoundError)
+    def trigger_schedule(self, name: str) -> Call[str]:
+        """One run of a schedule now, recorded as manual; returns its idempotency key."""
+        return Call("POST", f"/schedules/{name}/trigger", _idempotency_key)
+
+    @operation(ScheduleNotFoundError)
+    def remove_schedule(self, name: str) -> Call[None]:
+        """Forget a schedule."""
+        return Call("DELETE", f"/schedules/{name}", _nothing)
 
     # packages ---------------------------------------------------------------------------
     @operation()

@@ -22,9 +22,11 @@ One expectation is widened, for the operations whose bodies carry a free-form pa
 is checked against something the document cannot describe: `inputs` against the named
 task's schema (`POST /api/runs`), `config` against the service's config type
 (`POST /api/services/{name}/start|restart`), a workflow or a pipeline definition
-(`POST /api/workflows`, `POST /api/pipelines`). A body valid by the document may still be
-refused there with 422 naming the field, so `positive_data_acceptance` also accepts 422 for
-them (and only for them).
+(`POST /api/workflows`, `POST /api/pipelines`), a schedule's cron expression, time zone
+and inputs (`POST /api/schedules`), a webhook call's body against its task and its
+signature against the hook's secret (`POST /api/hooks/{name}`, 401 without it). A body
+valid by the document may still be refused there with 422 naming the field, so
+`positive_data_acceptance` also accepts 422 for them (and only for them).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ CHECKED_AT_RUN_TIME = [
     "POST /api/pipelines",
     "POST /api/services/{name}/start",
     "POST /api/services/{name}/restart",
+    "POST /api/schedules",
+    "POST /api/hooks/{name}",
 ]
 
 NEVER_ENDING = ["GET /api/events", "GET /api/pipelines/{name}/topics/{topic}/tail"]

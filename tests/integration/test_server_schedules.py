@@ -188,3 +188,32 @@ async def test_a_viewer_reads_schedules_but_does_not_change_them(
             assert allowed.status_code == 200
     finally:
         app.state.events.close()
+
+
+async def test_the_python_client_drives_schedules_and_delayed_runs(
+    app: FastAPI, engine: taskloom.Engine
+) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with taskloom.AsyncClient("http://localhost", transport=transport) as client:
+        added = await client.add_schedule(
+            "every-minute", "report", interval=60, inputs={"region": "us"}
+        )
+        assert (added["kind"], added["rule"]) == ("interval", "60")
+        assert [s["name"] for s in await client.schedules()] == ["every-minute", "nightly"]
+        assert len(await client.schedule_next("every-minute", 3)) == 3
+        assert (await client.pause_schedule("every-minute"))["paused"] is True
+        assert await client.schedule_next("every-minute") == []
+        assert (await client.resume_schedule("every-minute"))["paused"] is False
+        key = await client.trigger_schedule("every-minute")
+        assert key.startswith("schedule:every-minute@manual:")
+        await client.remove_schedule("every-minute")
+        with pytest.raises(taskloom.ScheduleNotFoundError):
+            await client.schedule("every-minute")
+        with pytest.raises(taskloom.ScheduleError) as caught:
+            await client.add_schedule("bad", "report", cron="61 * * * *", inputs={"region": "x"})
+        assert caught.value.field == "cron"
+        run = await client.submit("report", {"region": "eu"}, delay=0.3)
+        assert run.status == "pending"
+        assert run.scheduled_at is not None
+        done = await client.wait(run.id, timeout=10)
+        assert done.result == "eu"
