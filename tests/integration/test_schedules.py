@@ -215,3 +215,48 @@ async def test_two_workers_and_a_server_fire_a_one_second_schedule_once_a_tick(
         "('completed', 'pending', 'running')",
     )
     assert unfinished[0][0] == 0
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "missed_runs"), [("skip", 0), ("one", 1), ("all", 5)], ids=str
+)
+async def test_after_two_hours_of_downtime_the_catch_up_policy_makes_what_it_promises(
+    database_url: str, catch_up: str, missed_runs: int
+) -> None:
+    # Far in the future, so the engine's own ticker (on the real clock) finds nothing due.
+    start = datetime(2031, 3, 1, tzinfo=UTC).timestamp()
+    clock = FakeClock(start)
+    async with Engine(database_url, tasks=[scheduled_tasks]) as engine:
+        from taskloom.schedules.book import ScheduleBook
+        from taskloom.schedules.ticker import Ticker
+
+        assert engine.store is not None
+        book = ScheduleBook(engine.store, list(engine.registry), clock=clock)
+        book.add(
+            "minutely", "later", interval=60, inputs={"label": "m"},
+            catch_up=catch_up, max_catch_up=5,
+        )  # fmt: skip
+        ticker = Ticker(engine, clock=clock)
+        clock.now = start + 60.5  # the first tick, on time
+        await ticker.fire_due()
+        clock.now = start + 60 + 2 * 3600 + 5  # nothing ran for two hours
+        await ticker.fire_due()
+        keys = sorted(_keys(database_url, "later"))
+        record = book.get("minutely")
+    ticks = [_tick(key) for key in keys]
+    last = start + 60 + 2 * 3600  # on time: less than 10 s late
+    caught_up = [t for t in ticks if start + 60 < t < last]
+    assert ticks[0] == start + 60
+    assert ticks[-1] == last
+    assert len(caught_up) == missed_runs
+    assert caught_up == [last - 60 * k for k in range(missed_runs, 0, -1)]  # the latest
+    assert len(ticks) == len(set(ticks)) == missed_runs + 2
+    assert record.next_fire_at == last + 60

@@ -21,8 +21,9 @@ from .ticker import record_for
 
 __all__ = ["NAME_PATTERN", "ScheduleBook", "rule_of", "summary"]
 
-#: A schedule's name: 1 to 200 letters, digits and `._-:/` (a task's name fits).
-NAME_PATTERN = re.compile(r"[A-Za-z0-9._:/-]{1,200}")
+#: A stored schedule's (and a webhook's) name: 1 to 200 letters, digits and `._-:`, a
+#: segment of a URL path. A task option's schedule is named after its task.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 
 
 def rule_of(record: ScheduleRecord) -> Rule:
@@ -164,7 +165,7 @@ class ScheduleBook:
         if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
             raise ScheduleError(
                 f"name: {name!r} is not a schedule name (expected 1 to 200 letters, digits "
-                "or ._-:/)",
+                "or ._-:)",
                 field="name",
             )
         if (cron is None) == (interval is None):

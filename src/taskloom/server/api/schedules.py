@@ -131,7 +131,7 @@ async def add_schedule(body: ScheduleIn, engine: EngineDep) -> dict[str, Any]:
 
 
 @router.get(
-    "/{name:path}/next",
+    "/{name}/next",
     response_model=FiresOut,
     dependencies=[Viewer],
     responses=responses(401, 403, 404, 422),
@@ -145,7 +145,7 @@ async def next_fires(
 
 
 @router.post(
-    "/{name:path}/pause",
+    "/{name}/pause",
     response_model=ScheduleOut,
     dependencies=[Operator],
     responses=responses(401, 403, 404),
@@ -157,7 +157,7 @@ async def pause(name: str, engine: EngineDep) -> dict[str, Any]:
 
 
 @router.post(
-    "/{name:path}/resume",
+    "/{name}/resume",
     response_model=ScheduleOut,
     dependencies=[Operator],
     responses=responses(401, 403, 404),
@@ -169,7 +169,7 @@ async def resume(name: str, engine: EngineDep) -> dict[str, Any]:
 
 
 @router.post(
-    "/{name:path}/trigger",
+    "/{name}/trigger",
     status_code=202,
     response_model=TriggeredOut,
     dependencies=[Operator],
@@ -183,7 +183,7 @@ async def trigger(name: str, engine: EngineDep) -> dict[str, Any]:
 
 
 @router.get(
-    "/{name:path}",
+    "/{name}",
     response_model=ScheduleDetailOut,
     dependencies=[Viewer],
     responses=responses(401, 403, 404),
@@ -201,7 +201,7 @@ async def get_schedule(name: str, engine: EngineDep) -> dict[str, Any]:
 
 
 @router.delete(
-    "/{name:path}", status_code=204, dependencies=[Operator], responses=responses(401, 403, 404)
+    "/{name}", status_code=204, dependencies=[Operator], responses=responses(401, 403, 404)
 )
 async def remove(name: str, engine: EngineDep) -> Response:
     """Forget the schedule (one a task option gives comes back when a worker serving the
