@@ -184,11 +184,24 @@ export const api = {
   reinstallPackage: (name) => request("POST", `/packages/${enc(name)}/reinstall`),
   removePackage: (name) => request("DELETE", `/packages/${enc(name)}`),
 
-  /** Whether the caller may do what admins do (a server that needs no token lets anyone). */
-  isAdmin: async () => {
+  /** Every schedule (task options' and stored ones), by name, each with its next fires. */
+  listSchedules: async () => listOf(await request("GET", "/schedules"), "schedules"),
+  /** A schedule, its `next_fires` (five, ISO 8601 UTC; none while paused) and its last `runs`, newest first. */
+  getSchedule: (name) => request("GET", `/schedules/${enc(name)}`),
+  pauseSchedule: (name) => request("POST", `/schedules/${enc(name)}/pause`),
+  resumeSchedule: (name) => request("POST", `/schedules/${enc(name)}/resume`),
+  /** {idempotency_key} of the run asked for; a worker serving the task starts it. */
+  triggerSchedule: (name) => request("POST", `/schedules/${enc(name)}/trigger`),
+
+  /** The caller's role: "viewer", "operator" or "admin" (a server that needs no token lets anyone act as admin). */
+  role: async () => {
     const health = await request("GET", "/health");
-    if (!health?.auth && !getToken()) return true;
+    if (!health?.auth && !getToken()) return "admin";
     const caller = await request("GET", "/whoami");
-    return caller?.role === "admin";
+    return caller?.role ?? "viewer";
   },
+  /** Whether the caller may do what admins do. */
+  isAdmin: async () => (await api.role()) === "admin",
+  /** Whether the caller may do what operators do (admins may too). */
+  isOperator: async () => ["operator", "admin"].includes(await api.role()),
 };

@@ -2,14 +2,15 @@
 
 // One formatter for every time shown: making one per call (toLocaleString with options)
 // costs more than the rest of drawing a table row.
-const DATE_TIME = new Intl.DateTimeFormat(undefined, {
+const DATE_TIME_OPTIONS = {
   year: "numeric",
   month: "short",
   day: "2-digit",
   hour: "2-digit",
   minute: "2-digit",
   second: "2-digit",
-});
+};
+const DATE_TIME = new Intl.DateTimeFormat(undefined, DATE_TIME_OPTIONS);
 
 /** Seconds since the epoch (UTC) as local date and time; "—" when missing. */
 export function formatTime(seconds) {
@@ -50,4 +51,31 @@ export function formatJson(value) {
 /** The first characters of a run id: enough to tell runs apart in a table. */
 export function shortId(id) {
   return id ? id.slice(0, 8) + "…" + id.slice(-4) : "";
+}
+
+/** An ISO 8601 instant from the API ("2027-01-31T01:30:00Z") as seconds since the epoch; null when missing. */
+export function parseInstant(text) {
+  if (!text) return null;
+  const milliseconds = Date.parse(text);
+  return Number.isNaN(milliseconds) ? null : milliseconds / 1000;
+}
+
+/** Seconds since the epoch in UTC, to the second: "2027-01-31 01:30:00 UTC"; "—" when missing. */
+export function formatUtc(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  return `${new Date(seconds * 1000).toISOString().slice(0, 19).replace("T", " ")} UTC`;
+}
+
+/** The browser's own time zone ("Europe/Zurich"), which `formatTime` shows times in. */
+export function localZone() {
+  return DATE_TIME.resolvedOptions().timeZone ?? "local";
+}
+
+/** A formatter like `formatTime`'s in another IANA time zone; null when the browser does not know the zone. */
+export function timeFormatIn(timeZone) {
+  try {
+    return new Intl.DateTimeFormat(undefined, { ...DATE_TIME_OPTIONS, timeZone });
+  } catch {
+    return null;
+  }
 }

@@ -16,6 +16,8 @@ export const routes = [
   { path: /^\/packages$/, nav: "Packages", href: "#/packages", load: () => import("./packages.js") },
   { path: /^\/pipelines$/, nav: "Pipelines", href: "#/pipelines", load: () => import("./pipelines.js") },
   { path: /^\/workers$/, nav: "Workers", href: "#/workers", load: () => import("./workers.js") },
+  { path: /^\/schedules$/, nav: "Schedules", href: "#/schedules", load: () => import("./schedules.js") },
+  { path: /^\/schedules\/([^/]+)$/, section: "#/schedules", load: () => import("./schedule.js") },
 ];
 
 /** Where "#/" and unknown addresses lead. */
