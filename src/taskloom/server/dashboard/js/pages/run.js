@@ -9,6 +9,21 @@ import { formatClock, formatDuration, formatJson, formatTime } from "../format.j
 
 const FINISHED = new Set(["completed", "failed", "cancelled", "skipped"]);
 
+/** The schedule that made a run, from its key: `schedule:<name>@<tick>`, or
+ * `schedule:<name>@manual:<time asked>` when triggered by hand (a name holds no "@"). */
+function scheduleOrigin(key) {
+  const match = /^schedule:([^@]+)@(manual:)?/.exec(key ?? "");
+  return match ? { name: match[1], byHand: Boolean(match[2]) } : null;
+}
+
+function originOf(run) {
+  const origin = scheduleOrigin(run.idempotency_key);
+  if (!origin) return null;
+  const link = h("a", { href: `#/schedules/${encodeURIComponent(origin.name)}`, class: "mono" }, origin.name);
+  const words = origin.byHand ? "triggered by hand from schedule " : "started by schedule ";
+  return ["Origin", h("span", { id: "run-origin", title: run.idempotency_key }, words, link)];
+}
+
 export async function render(main, { args }) {
   const id = args[0];
   let run;
@@ -67,6 +82,7 @@ export async function render(main, { args }) {
       ["Duration", formatDuration(run.started_at && run.finished_at ? run.finished_at - run.started_at : null)],
       ["Attempts", `${run.attempts ?? 0} of ${run.max_attempts ?? 1}`],
       ["Priority", String(run.priority ?? 0)],
+      originOf(run),
       run.parent_id ? ["Parent", h("a", { href: `#/runs/${encodeURIComponent(run.parent_id)}`, class: "mono" }, run.parent_id)] : null,
       run.cancel_requested && !FINISHED.has(run.status) ? ["Cancel", "requested"] : null,
     ].filter(Boolean);
