@@ -43,9 +43,9 @@ def hourly_report(region: str = "eu") -> str:
     return f"report for {region}"
 '''
 
-#: A stored schedule whose name holds a "/" and whose inputs hold markup.
+#: A stored schedule whose name holds a ":" and whose inputs hold markup.
 STORED = {
-    "name": "reports/nightly",
+    "name": "reports:nightly",
     "task": "hourly_report",
     "cron": "30 2 * * *",
     "timezone": "America/New_York",
@@ -154,7 +154,7 @@ def test_the_page_lists_schedules_with_their_next_fire_times(
     expect(other.locator(".source")).to_have_text("stored")
     dashboard.screenshot("schedules")
 
-    # The detail of the stored one: the name's "/" survives the address, the inputs are text.
+    # The detail of the stored one: the name's ":" survives the address, the inputs are text.
     other.get_by_role("link", name=STORED["name"]).click()
     expect(page.locator("#schedule-description")).to_have_text(stored["description"])
     expect(page.locator("#schedule-timezone")).to_have_text("America/New_York")

@@ -8,7 +8,7 @@ import { formatTime, formatUtc, parseInstant } from "../format.js";
 
 const POLL_MS = 2000;
 
-/** The address of a schedule's page (a name may hold "/" and ":"). */
+/** The address of a schedule's page (a name may hold ":" and "."). */
 export function scheduleHref(name) {
   return `#/schedules/${encodeURIComponent(name)}`;
 }
