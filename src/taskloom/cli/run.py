@@ -189,17 +189,21 @@ def _due(task: str, at: str | None, due_in: str | None) -> float | None:
     return None
 
 
+async def _submit(engine: Engine, submission: Submission) -> Run:
+    return await engine.submit(
+        submission.task,
+        submission.inputs,
+        priority=submission.priority,
+        idempotency_key=submission.idempotency_key,
+        config=submission.config,
+        run_at=submission.due,
+    )
+
+
 async def _record(url: str, submission: Submission) -> Run:
     """Record the run for whichever worker takes it, and leave."""
     async with Engine(url, worker=False, recover=False) as engine:
-        return await engine.submit(
-            submission.task,
-            submission.inputs,
-            priority=submission.priority,
-            idempotency_key=submission.idempotency_key,
-            config=submission.config,
-            run_at=submission.due,
-        )
+        return await _submit(engine, submission)
 
 
 def _split_pairs(definition: TaskDefinition, pairs: Sequence[str]) -> dict[str, str]:
@@ -288,14 +292,7 @@ async def _execute(url: str, submission: Submission, reporter: RunReporter) -> t
         later = submission.due is not None
         async with Engine(url, recover=False, worker=not later) as engine:
             engine.add_listener(reporter.on_event)
-            run = await engine.submit(
-                submission.task,
-                submission.inputs,
-                priority=submission.priority,
-                idempotency_key=submission.idempotency_key,
-                config=submission.config,
-                run_at=submission.due,
-            )
+            run = await _submit(engine, submission)
             if later:
                 reporter.note(f"run {run.id} is due {format_instant(submission.due or 0)}")
             interrupt.run_id = run.id

@@ -16,31 +16,14 @@ from typing import Any
 from ..store import ScheduleRecord, ScheduleStore
 from ..tasks.definition import TaskDefinition
 from .errors import ScheduleError, ScheduleNotFoundError
-from .rules import Cron, Interval, Rule, format_instant, rule_from_record
-from .ticker import record_for
+from .rules import Cron, Interval, Rule, format_instant
+from .ticker import record_for, rule_of
 
-__all__ = ["NAME_PATTERN", "ScheduleBook", "rule_of", "summary"]
+__all__ = ["NAME_PATTERN", "ScheduleBook", "summary"]
 
 #: A stored schedule's (and a webhook's) name: 1 to 200 letters, digits and `._-:`, a
 #: segment of a URL path. A task option's schedule is named after its task.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
-
-
-def rule_of(record: ScheduleRecord) -> Rule:
-    """The rule a record keeps."""
-    return rule_from_record(
-        {
-            "kind": record.kind,
-            "rule": record.rule,
-            "timezone": record.timezone,
-            "inputs": record.inputs,
-            "start_at": record.start_at,
-            "end_at": record.end_at,
-            "jitter": record.jitter,
-            "catch_up": record.catch_up,
-            "max_catch_up": record.max_catch_up,
-        }
-    )
 
 
 def summary(record: ScheduleRecord, *, now: float, count: int = 5) -> dict[str, Any]:

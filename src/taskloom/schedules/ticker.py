@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from ..engine import Engine
     from ..tasks.definition import TaskDefinition
 
-__all__ = ["LOOK_EVERY", "Ticker", "manual_key", "record_for", "tick_key", "tick_prefix"]
+__all__ = [
+    "LOOK_EVERY",
+    "Ticker",
+    "manual_key",
+    "record_for",
+    "rule_of",
+    "tick_key",
+    "tick_prefix",
+]
 
 logger = logging.getLogger("taskloom.schedules")
 
@@ -195,7 +203,7 @@ class Ticker:
         return next_due
 
     async def _fire(self, record: ScheduleRecord, now: float) -> None:
-        rule = rule_from_record(_rule_fields(record))
+        rule = rule_of(record)
         assert record.next_fire_at is not None
         ticks, following = rule.due(record.next_fire_at, now)
         for tick in ticks:
@@ -234,15 +242,18 @@ class Ticker:
         return run
 
 
-def _rule_fields(record: ScheduleRecord) -> dict[str, Any]:
-    return {
-        "kind": record.kind,
-        "rule": record.rule,
-        "timezone": record.timezone,
-        "inputs": record.inputs,
-        "start_at": record.start_at,
-        "end_at": record.end_at,
-        "jitter": record.jitter,
-        "catch_up": record.catch_up,
-        "max_catch_up": record.max_catch_up,
-    }
+def rule_of(record: ScheduleRecord) -> Rule:
+    """The rule a schedule's record keeps."""
+    return rule_from_record(
+        {
+            "kind": record.kind,
+            "rule": record.rule,
+            "timezone": record.timezone,
+            "inputs": record.inputs,
+            "start_at": record.start_at,
+            "end_at": record.end_at,
+            "jitter": record.jitter,
+            "catch_up": record.catch_up,
+            "max_catch_up": record.max_catch_up,
+        }
+    )
