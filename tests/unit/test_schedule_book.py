@@ -130,10 +130,12 @@ def test_a_task_option_schedule_is_recorded_when_it_is_first_changed(book: Sched
     assert book.get("nightly_backup").created_at == T0
 
 
-def test_trigger_asks_for_a_manual_run_and_remove_forgets(book: ScheduleBook) -> None:
+def test_trigger_asks_for_a_manual_run_and_remove_forgets(book: ScheduleBook, clock: Clock) -> None:
     book.add("poll", "report", interval=30, inputs={"region": "us"})
     key = book.trigger("poll")
     assert key == "schedule:poll@manual:2027-01-15T08:00:00Z"
+    clock.now += 0.5
+    assert book.trigger("poll") == key  # asked again before it started: the same run
     assert book.get("poll").trigger_requested_at == T0
     book.remove("poll")
     with pytest.raises(ScheduleNotFoundError):

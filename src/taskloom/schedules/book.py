@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from ..store import ScheduleRecord, ScheduleStore
+from ..runs import Run
+from ..store import RunStore, ScheduleRecord, ScheduleStore
 from ..tasks.definition import TaskDefinition
 from .errors import ScheduleError, ScheduleNotFoundError
 from .rules import Cron, Interval, Rule, format_instant
-from .ticker import record_for, rule_of
+from .ticker import record_for, rule_of, tick_prefix
 
 __all__ = ["NAME_PATTERN", "ScheduleBook", "summary"]
 
@@ -62,13 +63,17 @@ def _upcoming(record: ScheduleRecord, rule: Rule, now: float, count: int) -> lis
     return [format_instant(t) for t in rule.next_fires(first - 1e-6, count)]
 
 
+class BookStore(ScheduleStore, RunStore, Protocol):
+    """What a book reads and writes: schedules, and the runs they made."""
+
+
 class ScheduleBook:
     """Schedules on a store; `tasks` are the task definitions known here (to check a new
     schedule's task and inputs, and to show task-option schedules not recorded yet)."""
 
     def __init__(
         self,
-        store: ScheduleStore,
+        store: BookStore,
         tasks: Iterable[TaskDefinition] = (),
         *,
         clock: Callable[[], float] = time.time,
@@ -123,6 +128,20 @@ class ScheduleBook:
         if record.next_fire_at < now:
             return [record.next_fire_at, *rule.next_fires(now, count - 1)][:count]
         return rule.next_fires(record.next_fire_at - 1e-6, count)
+
+    def runs(self, name: str, limit: int = 10) -> list[Run]:
+        """The last `limit` runs the schedule made (its ticks' and its manual ones),
+        newest first."""
+        prefix = tick_prefix(name)
+        manual = self._store.runs_keyed(prefix + "manual:", limit=limit)
+        # Keys sort by tick; the manual ones ("manual:...") sort after every tick's.
+        ticked = [
+            r
+            for r in self._store.runs_keyed(prefix, limit=limit + len(manual))
+            if not (r.idempotency_key or "").startswith(prefix + "manual:")
+        ]
+        made = sorted([*manual, *ticked[:limit]], key=lambda r: r.created_at, reverse=True)
+        return made[:limit]
 
     # changing ----------------------------------------------------------------------------
     def add(
@@ -209,15 +228,16 @@ class ScheduleBook:
 
     def trigger(self, name: str) -> str:
         """Ask for one run now, recorded as manual; returns the run's idempotency key
-        (an engine serving the task starts it at its next look, within a second)."""
+        (an engine serving the task starts it at its next look, within a second). A
+        trigger asked while another one waits joins it: the same key, one run."""
         from .ticker import manual_key
 
         self._recorded(name)
-        requested = self._clock()
-        if not self._store.request_schedule_trigger(name, at=requested):
+        waiting = self._store.request_schedule_trigger(name, at=self._clock())
+        if waiting is None:
             raise ScheduleNotFoundError(name)
         self._changed()
-        return manual_key(name, requested)
+        return manual_key(name, waiting)
 
     def _recorded(self, name: str) -> ScheduleRecord:
         record = self._store.get_schedule(name)

@@ -419,6 +419,10 @@ class RunStore(Protocol):
         before: str | None = None,
     ) -> list[Run]: ...
 
+    def runs_keyed(self, prefix: str, *, limit: int = 100) -> list[Run]:
+        """Runs whose idempotency key starts with `prefix`, by key, the greatest first
+        (a schedule's runs: its latest ticks first); read through the key's index."""
+
     def get_attempts(self, run_id: str) -> list[Attempt]: ...
 
     def get_logs(self, run_id: str, *, after_id: int = 0, limit: int = 1000) -> list[LogLine]: ...
@@ -656,9 +660,10 @@ class ScheduleStore(Protocol):
         """Pause or resume a schedule (a resumed one fires from `next_fire_at`); False
         when there is no such schedule."""
 
-    def request_schedule_trigger(self, name: str, *, at: float) -> bool:
-        """Ask for one run of the schedule now (kept until a worker starts it); False when
-        there is no such schedule."""
+    def request_schedule_trigger(self, name: str, *, at: float) -> float | None:
+        """Ask for one run of the schedule now, kept until a worker starts it; a request
+        made while another waits joins it. Returns the time of the waiting request (`at`,
+        or the earlier one), None when there is no such schedule."""
 
     def clear_schedule_trigger(self, name: str, *, expected: float) -> bool:
         """Clear the trigger requested at `expected`; False when it is no longer that one."""

@@ -281,6 +281,19 @@ class MemoryStore(MemoryPipelines, MemorySchedules):
             run = self._runs.get(run_id)
             return None if run is None else copy.deepcopy(run)
 
+    def runs_keyed(self, prefix: str, *, limit: int = 100) -> list[Run]:
+        limit = min(limit, _MAX_LIMIT)
+        if limit <= 0 or not prefix:
+            return []
+        with self._lock:
+            keyed = [
+                r
+                for r in self._runs.values()
+                if r.idempotency_key is not None and r.idempotency_key.startswith(prefix)
+            ]
+            keyed.sort(key=lambda r: r.idempotency_key or "", reverse=True)
+            return [r.copy() for r in keyed[:limit]]
+
     def list_runs(
         self,
         *,

@@ -100,10 +100,18 @@ class SqlSchedules:
         found.extend(schedule_from_row(r) for r in more if r.name not in names)
         return found
 
-    def request_schedule_trigger(self, name: str, *, at: float) -> bool:
-        stmt = update(schedules).where(schedules.c.name == name).values(trigger_requested_at=at)
+    def request_schedule_trigger(self, name: str, *, at: float) -> float | None:
+        stmt = (
+            update(schedules)
+            .where(schedules.c.name == name)
+            .values(trigger_requested_at=func.coalesce(schedules.c.trigger_requested_at, at))
+        )
+        read = select(schedules.c.trigger_requested_at).where(schedules.c.name == name)
         with self._use("trigger a schedule"), self._writer().begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+            if conn.execute(stmt).rowcount != 1:
+                return None
+            waiting = conn.execute(read).scalar()
+        return None if waiting is None else float(waiting)
 
     def clear_schedule_trigger(self, name: str, *, expected: float) -> bool:
         stmt = (
@@ -221,13 +229,14 @@ class MemorySchedules:
             )
             return copy.deepcopy(due + triggered[:limit])
 
-    def request_schedule_trigger(self, name: str, *, at: float) -> bool:
+    def request_schedule_trigger(self, name: str, *, at: float) -> float | None:
         with self._lock:
             record = self._schedules.get(name)
             if record is None:
-                return False
-            record.trigger_requested_at = at
-            return True
+                return None
+            if record.trigger_requested_at is None:
+                record.trigger_requested_at = at
+            return record.trigger_requested_at
 
     def clear_schedule_trigger(self, name: str, *, expected: float) -> bool:
         with self._lock:

@@ -478,6 +478,23 @@ class SqlStore(SqlPipelines, SqlSchedules):
             rows = conn.execute(query).all()
         return [run_from_row(r) for r in rows]
 
+    def runs_keyed(self, prefix: str, *, limit: int = 100) -> list[Run]:
+        limit = min(limit, MAX_LIMIT)
+        if limit <= 0 or not prefix:
+            return []
+        # A range of the unique key's index: every key that starts with the prefix lies
+        # between it and the prefix followed by the greatest character.
+        key = runs.c.idempotency_key
+        query = (
+            select(*RUN_READ)
+            .where(key >= prefix, key < prefix + "\U0010ffff")
+            .order_by(key.desc())
+            .limit(limit)
+        )
+        with self._use("list runs by key") as engine, engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [run_from_row(r) for r in rows]
+
     def get_attempts(self, run_id: str) -> list[Attempt]:
         query = select(*ATTEMPT_READ).where(attempts.c.run_id == run_id)
         with self._use("read attempts") as engine, engine.connect() as conn:

@@ -444,3 +444,28 @@ def test_concurrent_idempotent_inserts_keep_one_run(backend: Backend) -> None:
     assert len(kept) == 8
     assert len(set(kept)) == 1
     assert [r.id for r in stores[0].list_runs()] == kept[:1]
+
+
+def test_runs_keyed_are_those_whose_key_starts_with_the_prefix_greatest_first(
+    store: RunStore,
+) -> None:
+    keys = [
+        "schedule:hourly@2027-01-01T01:00:00Z",
+        "schedule:hourly@2027-01-01T03:00:00Z",
+        "schedule:hourly@2027-01-01T02:00:00Z",
+        "schedule:hourly@manual:2027-01-01T02:30:00Z",
+        "schedule:hourly-2@2027-01-01T04:00:00Z",  # another schedule, a longer name
+        "schedule:hourl@2027-01-01T05:00:00Z",
+        "hook:ship@1",
+    ]
+    add_runs(store, *(make_run(idempotency_key=key) for key in keys), make_run())
+    found = [r.idempotency_key for r in store.runs_keyed("schedule:hourly@")]
+    assert found == [
+        "schedule:hourly@manual:2027-01-01T02:30:00Z",
+        "schedule:hourly@2027-01-01T03:00:00Z",
+        "schedule:hourly@2027-01-01T02:00:00Z",
+        "schedule:hourly@2027-01-01T01:00:00Z",
+    ]
+    assert len(store.runs_keyed("schedule:hourly@", limit=2)) == 2
+    assert [r.idempotency_key for r in store.runs_keyed("hook:")] == ["hook:ship@1"]
+    assert store.runs_keyed("nothing:") == []

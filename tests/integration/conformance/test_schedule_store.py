@@ -99,8 +99,9 @@ def test_pausing_and_resuming_a_schedule(store: ScheduleStore) -> None:
 def test_a_trigger_is_due_until_cleared_paused_or_not(store: ScheduleStore) -> None:
     store.save_schedule(schedule("hourly", T0 + 3600, paused=True))
     assert store.due_schedules(T0) == []
-    assert store.request_schedule_trigger("hourly", at=T0)
-    assert not store.request_schedule_trigger("missing", at=T0)
+    assert store.request_schedule_trigger("hourly", at=T0) == T0
+    assert store.request_schedule_trigger("hourly", at=T0 + 1) == T0  # joins the first
+    assert store.request_schedule_trigger("missing", at=T0) is None
     due = store.due_schedules(T0)
     assert [(s.name, s.trigger_requested_at) for s in due] == [("hourly", T0)]
     assert not store.clear_schedule_trigger("hourly", expected=T0 - 1)  # another request

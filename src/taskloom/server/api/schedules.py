@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field
 
 from ...schedules.book import summary
 from ...schedules.rules import format_instant
-from ...schedules.ticker import tick_prefix
 from ..encoding import jsonable
 from .deps import EngineDep, Operator, Viewer, responses
 from .models import RunOut, _In
@@ -191,9 +190,7 @@ async def trigger(name: str, engine: EngineDep) -> dict[str, Any]:
 async def get_schedule(name: str, engine: EngineDep) -> dict[str, Any]:
     """A schedule, its next five fire times and its last runs."""
     record = await asyncio.to_thread(engine.schedules.get, name)
-    prefix = tick_prefix(record.name)
-    recent = await engine.list_runs(task=record.task, limit=200)
-    runs = [r for r in recent if (r.idempotency_key or "").startswith(prefix)][:LAST_RUNS]
+    runs = await asyncio.to_thread(engine.schedules.runs, record.name, LAST_RUNS)
     return {
         **summary(record, now=time.time()),
         "runs": [jsonable(r.as_dict()) for r in runs],
