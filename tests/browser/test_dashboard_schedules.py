@@ -5,6 +5,7 @@ made them, and a viewer who reads but cannot pause."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from browser_harness import (
 )
 from playwright.sync_api import expect
 
+from taskloom.schedules.hooks import SIGNATURE_HEADER, HookBook, sign
 from taskloom.store import open_store
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,6 +59,7 @@ STORED = {
 class Tokens:
     viewer: str
     operator: str
+    hook_secret: str  # of the webhook "ship", which runs hourly_report
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +67,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, T
     folder = tmp_path_factory.mktemp("serve-schedules")
     database_url = served_folder(folder)
     (folder / "scheduled_tasks.py").write_text(SCHEDULED_TASKS, encoding="utf-8")
-    open_store(database_url).close()  # the database exists before the tokens are made
+    store = open_store(database_url)  # the database exists before the tokens are made
+    try:
+        _, secret = HookBook(store).create("ship", "hourly_report")
+    finally:
+        store.close()
     made = Tokens(
         viewer=create_token(folder, database_url, "viewer"),
         operator=create_token(folder, database_url, "operator"),
+        hook_secret=secret,
     )
     with serving(folder, "scheduled_tasks.py") as running:
         yield running, made
@@ -255,6 +263,25 @@ def test_a_run_of_a_tick_says_which_schedule_started_it(
     expect(page.locator(f'#schedule-runs tr[data-run="{run["id"]}"] .made-for')).to_contain_text(
         "tick"
     )
+
+
+def test_a_run_started_by_a_webhook_says_so(
+    dashboard: Dashboard, server: Server, tokens: Tokens
+) -> None:
+    body = json.dumps({"region": "us"}).encode()
+    called = httpx.post(
+        f"{server.url}/api/hooks/ship",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(tokens.hook_secret, body),
+        },
+        timeout=10,
+    )
+    assert called.status_code == 201, called.text
+    page = dashboard.page
+    _sign_in(dashboard, f"#/runs/{called.json()['id']}", tokens.viewer)
+    expect(page.locator("#run-origin")).to_have_text("started by webhook ship")
 
 
 def test_a_viewer_cannot_pause(dashboard: Dashboard, server: Server, tokens: Tokens) -> None:

@@ -16,9 +16,26 @@ function scheduleOrigin(key) {
   return match ? { name: match[1], byHand: Boolean(match[2]) } : null;
 }
 
+/** What else started a run, from its key: a webhook (`hook:<name>@...`), or the task
+ * that runs once another run ended (`on_success:<run>`, `on_failure:<run>`). */
+function otherOrigin(run) {
+  const key = run.idempotency_key ?? "";
+  const hook = /^hook:([^@]+)@/.exec(key);
+  if (hook) {
+    return ["Origin", h("span", { id: "run-origin", title: key }, "started by webhook ", h("span", { class: "mono" }, hook[1]))];
+  }
+  const follow = /^(on_success|on_failure):(.+)$/.exec(key);
+  if (follow) {
+    const link = h("a", { href: `#/runs/${encodeURIComponent(follow[2])}`, class: "mono" }, follow[2]);
+    const ending = follow[1] === "on_success" ? " completed" : " failed";
+    return ["Origin", h("span", { id: "run-origin", title: key }, "started when run ", link, ending)];
+  }
+  return null;
+}
+
 function originOf(run) {
   const origin = scheduleOrigin(run.idempotency_key);
-  if (!origin) return null;
+  if (!origin) return otherOrigin(run);
   const link = h("a", { href: `#/schedules/${encodeURIComponent(origin.name)}`, class: "mono" }, origin.name);
   const words = origin.byHand ? "triggered by hand from schedule " : "started by schedule ";
   return ["Origin", h("span", { id: "run-origin", title: run.idempotency_key }, words, link)];
