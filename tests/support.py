@@ -1,4 +1,7 @@
-"""Helpers shared by the test modules: deadline-bound waits and loading test task modules."""
+"""Helpers shared by the test modules: deadline-bound waits and loading test task modules.
+
+Every wait-until-true loop of the tests is `until` (awaited) or `wait_until` (blocking).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 WAIT = 10.0  # seconds any single wait may take before it is a failure
 HELPERS = Path(__file__).resolve().parent / "helpers"
@@ -26,6 +32,23 @@ async def until(
         if time.monotonic() > deadline:
             pytest.fail(f"condition not reached within {timeout} s")
         await asyncio.sleep(interval)
+
+
+def wait_until(
+    condition: Callable[[], T | None],
+    timeout: float = WAIT,
+    interval: float = 0.05,
+    what: str | Callable[[], str] = "condition",
+) -> T:
+    """Call `condition` until it returns something truthy (None, False or an empty value
+    mean not yet) and return that; fail after `timeout` seconds, saying `what` was not
+    reached (a callable `what` is asked then, so the message can tell the last state seen)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
+        time.sleep(interval)
+    return value
 
 
 async def in_thread_wait(event: threading.Event, timeout: float = WAIT) -> None:
@@ -52,12 +75,13 @@ def _other_sessions(url: str) -> int:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as connection:
-            return connection.execute(
+            count: int = connection.execute(
                 sa.text(
                     "SELECT count(*) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
             ).scalar_one()
+            return count
     finally:
         engine.dispose()
 

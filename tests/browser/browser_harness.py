@@ -12,14 +12,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+
+import support
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -203,13 +206,6 @@ class Dashboard:
         return path
 
 
-def wait_until(condition: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+def wait_until(condition: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
     """Poll `condition()` (outside the browser) until it is truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
+    return support.wait_until(condition, timeout, what=what)

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from support import wait_until
+from taskloom.runs import Run
 from taskloom.store import open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,21 +94,23 @@ class Cli:
         return process
 
     def wait_for_run(self, task: str, status: str, *, timeout: float = 20) -> dict[str, Any]:
-        """Poll the store until the newest run of `task` has `status`; return it as a dict."""
+        """Wait until the newest run of `task` is committed with `status`; return it as a dict."""
         deadline = time.monotonic() + timeout
         database = self.cwd / "taskloom.db"
-        while not database.exists():
-            assert time.monotonic() < deadline, "the database was never created"
-            time.sleep(0.05)
+        wait_until(database.exists, timeout, what="the database")
         store = open_store(self.database_url)
+        seen: list[Run] = []
+
+        def reached() -> Run | None:
+            seen[:] = store.list_runs(task=task, limit=1)
+            return seen[0] if seen and seen[0].status == status else None
+
+        def still() -> str:
+            return f"{task} {status} (last seen: {seen[0].status if seen else 'no run'})"
+
         try:
-            while True:
-                runs = store.list_runs(task=task, limit=1)
-                if runs and runs[0].status == status:
-                    return runs[0].as_dict()
-                seen = runs[0].status if runs else "no run"
-                assert time.monotonic() < deadline, f"{task}: still {seen}, never {status}"
-                time.sleep(0.05)
+            left = max(0.0, deadline - time.monotonic())
+            return wait_until(reached, left, what=still).as_dict()
         finally:
             store.close()
 

@@ -4,13 +4,13 @@ name and as data), publish, tail, status counts, stop."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from test_server import Served
 
 import taskloom
+from support import wait_until
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -35,13 +35,6 @@ flow = taskloom.Pipeline("flow")
 flow.stage(double, inputs={"value": "numbers"}, outputs=["doubled"])
 flow.stage(label, inputs={"value": "doubled"}, outputs=["labels"])
 """
-
-
-def wait_for(predicate: Any, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        time.sleep(0.02)
 
 
 def test_deploy_publish_tail_status_and_stop_through_a_real_server(cli: Cli) -> None:
@@ -74,7 +67,7 @@ def test_deploy_publish_tail_status_and_stop_through_a_real_server(cli: Cli) -> 
             stages = client.pipeline_status("flow")["stages"]
             return stages[1]["messages_out"] == published
 
-        wait_for(all_counted)
+        wait_until(all_counted, 15, interval=0.02, what="every message counted")
         double = client.pipeline_status("flow")["stages"][0]
         assert (double["messages_in"], double["messages_out"]) == (published, published)
         assert double["errors"] == 0

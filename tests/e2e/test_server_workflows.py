@@ -4,7 +4,6 @@ real `taskloom serve` process."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +11,7 @@ import pytest
 from test_server import Served
 
 import taskloom
+from support import wait_until
 from taskloom.packages import UnknownPackageError
 
 if TYPE_CHECKING:
@@ -84,13 +84,16 @@ def test_the_client_submits_reads_reruns_and_cancels_workflows(served: Served) -
 
 
 def wait_for_state(client: taskloom.Client, name: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        package = client.package(name)
-        if package["state"] not in {"pending", "installing"}:
-            return package
-        assert time.monotonic() < deadline, f"package {name} still {package['state']}"
-        time.sleep(0.05)
+    seen: list[dict[str, Any]] = []
+
+    def settled() -> dict[str, Any] | None:
+        seen[:] = [client.package(name)]
+        return seen[0] if seen[0]["state"] not in {"pending", "installing"} else None
+
+    def still() -> str:
+        return f"package {name} settled (last seen: {seen[0]['state'] if seen else 'nothing'})"
+
+    return wait_until(settled, timeout, what=still)
 
 
 def test_the_client_adds_polls_and_removes_a_package(served: Served) -> None:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from taskloom.store import open_store
+from support import wait_until
+from taskloom.store import ServiceRecord, open_store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,21 +73,25 @@ def error_lines(stderr: str) -> list[str]:
 def wait_for_service(
     cli: Cli, name: str, state: str, *, starts: int = 0, timeout: float = 20
 ) -> dict[str, Any]:
-    """Poll the store until the service has `state` (and at least `starts` starts)."""
+    """Wait until the service is committed with `state` (and at least `starts` starts)."""
     deadline = time.monotonic() + timeout
     database = cli.cwd / "taskloom.db"
-    while not database.exists():
-        assert time.monotonic() < deadline, "the database was never created"
-        time.sleep(0.05)
+    wait_until(database.exists, timeout, what="the database")
     store = open_store(cli.database_url)
+    seen: list[ServiceRecord | None] = [None]
+
+    def reached() -> ServiceRecord | None:
+        record = seen[0] = store.get_service(name)
+        if record is not None and record.state == state and record.starts >= starts:
+            return record
+        return None
+
+    def still() -> str:
+        return f"{name} {state} (last seen: {'nothing' if seen[0] is None else seen[0].state})"
+
     try:
-        while True:
-            record = store.get_service(name)
-            if record is not None and record.state == state and record.starts >= starts:
-                return {"state": record.state, "starts": record.starts}
-            seen = "nothing" if record is None else record.state
-            assert time.monotonic() < deadline, f"{name}: still {seen}, never {state}"
-            time.sleep(0.05)
+        record = wait_until(reached, max(0.0, deadline - time.monotonic()), what=still)
+        return {"state": record.state, "starts": record.starts}
     finally:
         store.close()
 
@@ -137,13 +142,18 @@ def test_serve_runs_the_autostart_service_and_the_cli_controls_it(services_cli: 
     assert status["service"]["config"] == {"period": 0.05, "channel": "b"}
     assert [s["exit_reason"] for s in status["starts"]] == [None, "stopped", "stopped"]
 
-    deadline = time.monotonic() + 20
-    while True:  # the service logs every 0.05 s; its lines reach the store in batches
+    printed = [""]
+
+    def third_start_logged() -> subprocess.CompletedProcess[str] | None:
         logs = cli("service", "logs", "read_sensor")
         assert logs.returncode == 0, logs.stderr
-        if "#3 " in logs.stdout and "channel b:" in logs.stdout:
-            break
-        assert time.monotonic() < deadline, logs.stdout
+        printed[0] = logs.stdout
+        return logs if "#3 " in logs.stdout and "channel b:" in logs.stdout else None
+
+    # The service logs every 0.05 s; its lines reach the store in batches.
+    logs = wait_until(
+        third_start_logged, 20, interval=0, what=lambda: f"the third start's lines in {printed[0]}"
+    )
     assert "#1 " in logs.stdout
     assert "channel a:" in logs.stdout
 

@@ -71,6 +71,12 @@ class Watch:
         )
 
 
+def loop_task(name: str) -> asyncio.Task[Any]:
+    """The task supervising service `name` (the supervisor names it), to await its end."""
+    (task,) = (t for t in asyncio.all_tasks() if t.get_name() == f"taskloom-service-{name}")
+    return task
+
+
 async def _forever(context: Context) -> None:
     await context.sleep(3600)
 
@@ -180,8 +186,9 @@ async def test_a_loop_that_returns_is_completed_and_not_restarted() -> None:
     async with Supervisor([finishes], clock=fake.clock, sleep=fake.sleep) as supervisor:
         watch = Watch(supervisor)
         await supervisor.start("finishes")
+        loop = loop_task("finishes")
         status = await watch.state("finishes", ServiceState.COMPLETED)
-        await asyncio.sleep(0)
+        await asyncio.wait_for(loop, WAIT)  # the supervising loop is over: no restart follows
         assert supervisor.status("finishes").starts == 1
 
     assert [s.state for s in watch.seen] == [
@@ -243,6 +250,7 @@ async def test_a_stop_ignored_by_the_loop_is_bounded_by_stop_timeout_and_reporte
         watch = Watch(supervisor)
         await supervisor.start("stubborn")
         await watch.state("stubborn", ServiceState.RUNNING)
+        loop = loop_task("stubborn")
         began = time.monotonic()
         status = await supervisor.stop("stubborn")
         assert time.monotonic() - began < WAIT
@@ -253,7 +261,8 @@ async def test_a_stop_ignored_by_the_loop_is_bounded_by_stop_timeout_and_reporte
 
         release.set()
         await asyncio.wait_for(ended.wait(), WAIT)
-        await asyncio.sleep(0)
+        await asyncio.wait({loop}, timeout=WAIT)  # it ends cancelled, leaving the state alone
+        assert loop.done()
         assert supervisor.status("stubborn").state is ServiceState.STOPPED
 
 

@@ -88,7 +88,11 @@ def test_value_that_is_not_json_is_a_store_error(store: RunStore) -> None:
 
 
 def test_empty_batch_is_a_no_op(store: RunStore) -> None:
+    (run,) = add_runs(store, make_run())
     store.write(WriteBatch())
+    assert store.list_runs() == [run]
+    assert store.get_attempts(run.id) == []
+    assert store.get_logs(run.id) == []
 
 
 def test_failing_batch_leaves_nothing(store: RunStore) -> None:
@@ -217,7 +221,11 @@ def test_updates_apply_after_the_new_runs_of_their_batch(store: RunStore) -> Non
 
 
 def test_update_of_an_unknown_run_is_ignored(store: RunStore) -> None:
-    store.write(WriteBatch(run_updates={new_run_id(): {"status": "running"}}))
+    (run,) = add_runs(store, make_run())
+    unknown = new_run_id()
+    store.write(WriteBatch(run_updates={unknown: {"status": "running"}}))
+    assert store.get_run(unknown) is None
+    assert store.list_runs() == [run]
 
 
 def test_attempts_and_their_updates(store: RunStore) -> None:
