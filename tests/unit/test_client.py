@@ -13,7 +13,8 @@ import pytest
 
 import taskloom
 from taskloom import AsyncClient, Client, ClientError, Run, RunStatus
-from taskloom.endpoints import Iteration, Operation, Operations
+from taskloom.client_plans import Iteration, Operation
+from taskloom.endpoints import Operations
 from taskloom.http_errors import ERRORS
 from taskloom.server.encoding import jsonable
 from taskloom.server.tokens import AuthError

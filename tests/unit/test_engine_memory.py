@@ -52,8 +52,8 @@ async def test_submit_wait_get_run(engine: Engine) -> None:
     assert run.parent_id is None
     done = await engine.wait(run.id, timeout=WAIT)
     assert done.id == run.id
-    assert done.status is RunStatus.COMPLETED
     assert done.status == "completed"
+    assert done.status is RunStatus.COMPLETED
     assert done.result == 3
     assert done.error is None
     assert done.attempts == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ ARGS = {
 }
 
 
-def record(manifest: dict[str, object], kind: str = "fractal") -> PackageRecord:
+def record(manifest: Mapping[str, object], kind: str = "fractal") -> PackageRecord:
     return PackageRecord(
         name="demo",
         state="ready",

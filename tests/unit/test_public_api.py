@@ -151,8 +151,8 @@ def test_every_error_class_of_a_public_module_is_exported(module_name: str) -> N
     for name in module.__all__:
         value = getattr(module, name)
         if isinstance(value, type) and issubclass(value, Exception) and name.endswith("Error"):
-            assert getattr(taskloom, name, None) is value, f"{module_name}.{name}"
             assert issubclass(value, taskloom.TaskloomError), f"{module_name}.{name}"
+            assert getattr(taskloom, name, None) is value, f"{module_name}.{name}"
 
 
 def test_every_error_the_client_raises_again_is_exported() -> None:

@@ -85,7 +85,8 @@ flow = Flow(0)
 async def fast_source() -> AsyncIterator[bytes]:
     for i in range(flow.total):
         flow.produced += 1
-        yield Message(i, i.to_bytes(4, "big") + bytes(PAYLOAD))
+        # A source may yield a Message holding its port's type, to give it a timestamp.
+        yield Message(i, i.to_bytes(4, "big") + bytes(PAYLOAD))  # type: ignore[misc]
 
 
 @taskloom.task

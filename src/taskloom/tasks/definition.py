@@ -107,6 +107,9 @@ class FunctionTask(TaskDefinition, Generic[P, R]):
     """
 
     kind = "function"
+    # Copied from the function by `functools.update_wrapper`, so the task passes for it.
+    __name__: str
+    __wrapped__: Callable[P, R]
 
     def __init__(
         self,

@@ -177,11 +177,13 @@ def test_the_reaper_gives_back_the_runs_of_a_worker_whose_lease_ran_out(store: Q
     assert got[waiting.id].worker_id is None
     assert got[executing.id].status == RunStatus.PENDING
     assert got[executing.id].worker_id is None
-    assert got[executing.id].error is not None
-    assert got[executing.id].error.type == "WorkerLostError"
+    lost = got[executing.id].error
+    assert lost is not None
+    assert lost.type == "WorkerLostError"
     assert got[last_try.id].status == RunStatus.FAILED
-    assert got[last_try.id].error is not None
-    assert last_try.id in got[last_try.id].error.message
+    last_error = got[last_try.id].error
+    assert last_error is not None
+    assert last_try.id in last_error.message
     for run in (executing, last_try):
         [attempt] = store.get_attempts(run.id)
         assert attempt.status == "failed"
