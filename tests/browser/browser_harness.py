@@ -15,12 +15,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
 
 import support
+
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
 
 T = TypeVar("T")
 
@@ -40,7 +43,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 #: A laptop screen.
-VIEWPORT = {"width": 1366, "height": 800}
+VIEWPORT: ViewportSize = {"width": 1366, "height": 800}
 START_TIMEOUT = 30.0
 _SERVING = re.compile(r"serving (http://\S+)")
 

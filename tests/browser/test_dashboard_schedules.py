@@ -46,7 +46,7 @@ def hourly_report(region: str = "eu") -> str:
 '''
 
 #: A stored schedule whose name holds a ":" and whose inputs hold markup.
-STORED = {
+STORED: dict[str, Any] = {
     "name": "reports:nightly",
     "task": "hourly_report",
     "cron": "30 2 * * *",
@@ -247,7 +247,9 @@ def test_a_run_of_a_tick_says_which_schedule_started_it(
     assert added.status_code == 201, added.text
 
     def ticked() -> list[dict[str, Any]]:
-        return _read(server, tokens.operator, "/schedules/every-second")["runs"]
+        detail = _read(server, tokens.operator, "/schedules/every-second")
+        runs: list[dict[str, Any]] = detail["runs"]
+        return runs
 
     try:
         run = wait_until(ticked, what="a run of the one-second schedule")[-1]

@@ -65,7 +65,8 @@ def test_deploy_publish_tail_status_and_stop_through_a_real_server(cli: Cli) -> 
 
         def all_counted() -> bool:
             stages = client.pipeline_status("flow")["stages"]
-            return stages[1]["messages_out"] == published
+            counted: int = stages[1]["messages_out"]
+            return counted == published
 
         wait_until(all_counted, 15, interval=0.02, what="every message counted")
         double = client.pipeline_status("flow")["stages"][0]

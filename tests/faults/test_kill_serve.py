@@ -15,6 +15,7 @@ import asyncio
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,9 +107,8 @@ async def submit_round(
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         sending = [asyncio.create_task(one(client, i, s)) for i, s in enumerate(plan.submits)]
         everything = asyncio.ensure_future(asyncio.gather(*sending))
-        await asyncio.wait(
-            [everything, asyncio.ensure_future(enough.wait())], return_when=asyncio.FIRST_COMPLETED
-        )
+        first_of: list[asyncio.Future[Any]] = [everything, asyncio.ensure_future(enough.wait())]
+        await asyncio.wait(first_of, return_when=asyncio.FIRST_COMPLETED)
         if plan.delay:
             await asyncio.sleep(plan.delay)  # the drawn moment of the crash, not a wait
         pid = server.pid
