@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from support import WAIT, load_helper
 from taskloom.exceptions import StoreUnavailableError
 from taskloom.server.guard import STATE_CHANGING, BodyTooLargeError, HostPolicy, RequestGuard
 from taskloom.server.http import HttpServer
+from taskloom.server.openapi import SIGNED
 from taskloom.server.settings import ServerSettings
 from taskloom.server.tokens import create_token
 from taskloom.services.definition import services_in_module
@@ -297,7 +298,7 @@ async def test_a_chunked_body_is_refused_once_it_passes_the_limit(
 async def test_the_guard_never_hands_on_more_than_the_limit() -> None:
     # In process, to see what the app is handed: chunks up to the limit, then the refusal.
     handed: list[int] = []
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
     asked = 0
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -310,7 +311,7 @@ async def test_the_guard_never_hands_on_more_than_the_limit() -> None:
         asked += 1
         return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     policy = HostPolicy.for_server(bind="127.0.0.1", loopback=True)
@@ -387,7 +388,8 @@ async def test_the_openapi_of_a_server_without_tokens_declares_no_security(
         for method, operation in item.items():
             codes = set(operation["responses"])
             assert "security" not in operation, (method, path)
-            assert "401" not in codes, (method, path)
+            # A webhook call's credential is its signature, with tokens or without.
+            assert ("401" in codes) == (path in SIGNED), (method, path)
             assert "421" in codes
             if method.upper() in STATE_CHANGING:
                 assert "403" in codes, (method, path)
@@ -416,6 +418,10 @@ async def test_the_openapi_of_a_server_with_tokens_declares_bearer_and_401(
         for method, operation in item.items():
             if path == "/api/health":
                 assert "security" not in operation
+                continue
+            if path in SIGNED:  # its signature is the credential, not a token
+                assert "security" not in operation
+                assert "401" in operation["responses"]
                 continue
             assert operation.get("security") == [{"HTTPBearer": []}], (method, path)
             assert {"401", "403"} <= set(operation["responses"]), (method, path)

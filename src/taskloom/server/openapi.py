@@ -7,7 +7,8 @@ and these are added here to every operation they can reach:
 - 413, 415 and 422 on every operation with a body (too large, not JSON, not valid);
 - 421 on every operation (a `Host` the server does not answer to);
 - 401 and 403 on every operation that needs a token, when tokens are in force; when they
-  are not, no operation declares a security scheme or a 401;
+  are not, no operation declares a security scheme or a 401, but for a webhook call,
+  whose signature is its credential whatever the server's tokens (401 without it);
 - 503 (with `Retry-After` when the store cannot commit now) on every operation but
   health, which touches no store.
 
@@ -28,7 +29,7 @@ from fastapi import FastAPI
 from .api.deps import ERRORS
 from .guard import STATE_CHANGING
 
-__all__ = ["truthful_openapi"]
+__all__ = ["SIGNED", "truthful_openapi"]
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
 _DESCRIPTIONS = {
@@ -46,6 +47,8 @@ _RETRY_AFTER = {
     }
 }
 _NO_TOKEN = {"/api/health"}
+#: Operations that need no token but a signature of their body: 401 without it, always.
+SIGNED = {"/api/hooks/{name}"}
 
 
 def _error(code: int) -> dict[str, Any]:
@@ -71,7 +74,8 @@ def _complete(path: str, method: str, operation: dict[str, Any], *, auth: bool) 
         wanted |= {401, 403}
     if not auth:
         operation.pop("security", None)
-        responses.pop("401", None)
+        if path not in SIGNED:
+            responses.pop("401", None)
     for wanted_code in sorted(wanted):
         responses.setdefault(str(wanted_code), _error(wanted_code))
     for code, response in responses.items():

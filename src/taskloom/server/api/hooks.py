@@ -34,6 +34,21 @@ router = APIRouter(prefix="/hooks", tags=["hooks"])
         **responses(404, 422),
         401: {"description": "the signature is missing or does not match the body"},
     },
+    # The body is read as bytes (its signature is over them), so FastAPI does not see it.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "description": "The inputs of the hook's task.",
+                        "additionalProperties": True,
+                    }
+                }
+            },
+        }
+    },
 )
 async def call_hook(
     name: str,
