@@ -74,7 +74,8 @@ async def test_deploy_publish_and_the_status_counts(api: httpx.AsyncClient) -> N
     async def counted() -> bool:
         status = (await api.get("/pipelines/chain")).json()
         by_stage = {s["stage"]: s for s in status["stages"]}
-        return by_stage["stamp"]["messages_out"] == 2
+        stamped: int = by_stage["stamp"]["messages_out"]
+        return stamped == 2
 
     await until(counted)
     status = (await api.get("/pipelines/chain")).json()

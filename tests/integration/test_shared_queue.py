@@ -15,6 +15,7 @@ import signal
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from queue_workers import queue_tasks
@@ -175,7 +176,7 @@ async def test_four_workers_drain_while_one_is_killed_and_one_paused(
         assert tries[-1][1] == "completed"
 
 
-async def test_two_workers_on_one_sqlite_file_drain_while_one_is_killed(tmp_path) -> None:
+async def test_two_workers_on_one_sqlite_file_drain_while_one_is_killed(tmp_path: Path) -> None:
     url, count = str(tmp_path / "queue.db"), 1_500
     await submit_ticks(url, count, pause=0.02)
     workers = [Worker(url, concurrency=8, name=f"w{i}") for i in range(2)]

@@ -45,11 +45,11 @@ async def test_a_lost_worker_is_shown_lost_then_pruned_by_a_live_engine(
     assert [(w["id"], w["state"], w["holds"]) for w in listed] == [("gone-worker", "lost", 0)]
 
     async with Engine(url, heartbeat_interval=0.05, lost_worker_retention=0.0) as engine:
-        store = engine.store
-        assert store is not None
+        engine_store = engine.store
+        assert engine_store is not None
 
         async def pruned() -> bool:
-            return [w.id for w in store.list_workers()] == [engine.worker_id]
+            return [w.id for w in engine_store.list_workers()] == [engine.worker_id]
 
         await until(pruned)
         shown = _workers_cli(url)

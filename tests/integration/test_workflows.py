@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -482,7 +483,10 @@ async def test_a_workflow_whose_engine_died_is_resumed_where_its_tasks_are_known
     runs the step it finds (given back by the reaper) and inserts the rest."""
     store = open_store(database_url)
     now = time.time()
-    steps = {"a": {"task": "double", "inputs": {"x": 1}}, "b": {"task": "double"}}
+    steps: dict[str, dict[str, Any]] = {
+        "a": {"task": "double", "inputs": {"x": 1}},
+        "b": {"task": "double"},
+    }
     steps["b"]["inputs"] = {"x": "${steps.a.result}"}
     workflow_run = Run(
         id=new_run_id(),

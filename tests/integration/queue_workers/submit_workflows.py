@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import queue_tasks
+if TYPE_CHECKING:  # the same file, found where mypy looks (it does not follow sys.path)
+    from queue_workers import queue_tasks
+else:
+    import queue_tasks
 
 from taskloom import Engine, Workflow
 

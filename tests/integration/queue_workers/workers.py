@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -112,7 +113,7 @@ class Worker:
         return sum(int(m.group(1)) for line in self.lines if (m := REFUSED.search(line)))
 
 
-def query(url: str, sql: str, **params: object) -> list[sa.Row[tuple[object, ...]]]:
+def query(url: str, sql: str, **params: object) -> list[sa.Row[*tuple[Any, ...]]]:
     """Rows of `sql` on the database, read by a connection of its own."""
     if "://" not in url:
         url = f"sqlite:///{url}"
