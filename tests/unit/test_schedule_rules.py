@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -277,3 +278,16 @@ def test_rules_are_described_in_words() -> None:
     )
     assert Interval(seconds=90).describe() == "every 1 minute 30 seconds"
     assert Interval(hours=2).describe() == "every 2 hours"
+
+
+@pytest.mark.parametrize("catch_up", ["skip", "one", "all"])
+def test_a_year_of_downtime_of_a_minutely_cron_is_not_walked(catch_up: CatchUp) -> None:
+    rule = Cron("* * * * *", catch_up=catch_up, max_catch_up=3)
+    year = 365 * 86400.0
+    started = time.perf_counter()
+    due, following = rule.due(60.0, year + 5)
+    # A year of minutes is 525,600 ticks: walking them takes tens of seconds here.
+    assert time.perf_counter() - started < 5.0
+    kept = {"skip": [], "one": [year - 60], "all": [year - 180, year - 120, year - 60]}
+    assert due == [*kept[catch_up], year]
+    assert following == year + 60

@@ -26,7 +26,6 @@ import itertools
 import math
 import re
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -69,6 +68,8 @@ MACROS = {
     "@hourly": "0 * * * *",
 }
 _FIELDS = "minute hour day-of-month month day-of-week"
+#: How far back from the cutoff missed ticks are looked for, a window after another.
+_LOOK_BACK = (3600.0, 86400.0, 31 * 86400.0, math.inf)
 
 
 def time_zone(name: str) -> ZoneInfo:
@@ -212,20 +213,35 @@ class Rule:
         self, next_at: float, now: float, *, grace: float = MISFIRE_GRACE
     ) -> tuple[list[float], float | None]:
         """What to fire at `now` when `next_at` is the first tick not fired yet: the ticks
-        (after the catch-up policy), and the first tick later than `now`."""
+        (after the catch-up policy), and the first tick later than `now`.
+
+        A long downtime is not walked tick by tick: the missed ticks kept are looked for
+        in growing windows back from the cutoff, and the rest starts at the cutoff.
+        """
         if next_at > now:
             return [], next_at
         cutoff = now - grace
-        kept = 1 if self.catch_up == "one" else self.max_catch_up
-        missed: deque[float] = deque(maxlen=0 if self.catch_up == "skip" else kept)
+        kept = {"skip": 0, "one": 1, "all": self.max_catch_up}[self.catch_up]
+        missed: list[float] = []
+        if kept and next_at < cutoff:
+            for span in _LOOK_BACK:
+                begin = max(next_at, cutoff - span)
+                found = list(itertools.takewhile(lambda t: t < cutoff, self._ticks_from(begin)))
+                if len(found) >= kept or begin == next_at:
+                    missed = found[-kept:]
+                    break
         on_time: list[float] = []
         following: float | None = None
-        for tick in itertools.chain((next_at,), self.fires_after(next_at)):
+        for tick in self._ticks_from(max(next_at, cutoff)):
             if tick > now:
                 following = tick
                 break
-            (missed if tick < cutoff else on_time).append(tick)
+            on_time.append(tick)
         return [*missed, *on_time], following
+
+    def _ticks_from(self, begin: float) -> Iterator[float]:
+        """The fire times at or after `begin`."""
+        return self.fires_after(math.nextafter(begin, -math.inf))
 
     def delay_of(self, name: str, tick: float) -> float:
         """The random delay of this tick's run (0 without jitter): the same in every
