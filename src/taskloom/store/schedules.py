@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError, to_json
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, func, select, text, update
 from sqlalchemy.engine import Engine
 
 from ..exceptions import StoreError
@@ -24,6 +24,9 @@ from .schema import hooks, schedules
 __all__ = ["MemorySchedules", "SqlSchedules"]
 
 _SCHEDULE_COLUMNS = tuple(c.name for c in schedules.columns)
+#: Written as the partial index `ix_schedules_due` says it, so that both databases use the
+#: index (`paused IS false` on PostgreSQL and `paused = 0` on SQLite scan the table).
+_IN_FORCE = text("NOT schedules.paused")
 
 
 def schedule_row(record: ScheduleRecord) -> dict[str, Any]:
@@ -82,7 +85,7 @@ class SqlSchedules:
         among = () if tasks is None else (schedules.c.task.in_(sorted(tasks)),)
         due = (
             select(schedules)
-            .where(schedules.c.paused.is_(False), schedules.c.next_fire_at <= now, *among)
+            .where(_IN_FORCE, schedules.c.next_fire_at <= now, *among)
             .order_by(schedules.c.next_fire_at, schedules.c.name)
             .limit(limit)
         )
@@ -124,9 +127,7 @@ class SqlSchedules:
 
     def next_schedule_due(self, *, tasks: Collection[str] | None = None) -> float | None:
         among = () if tasks is None else (schedules.c.task.in_(sorted(tasks)),)
-        query = select(func.min(schedules.c.next_fire_at)).where(
-            schedules.c.paused.is_(False), *among
-        )
+        query = select(func.min(schedules.c.next_fire_at)).where(_IN_FORCE, *among)
         with self._use("read the next schedule due") as engine, engine.connect() as conn:
             value = conn.execute(query).scalar()
         return None if value is None else float(value)
