@@ -20,7 +20,7 @@ from .errors import ScheduleError, ScheduleNotFoundError
 from .rules import Cron, Interval, Rule, format_instant
 from .ticker import record_for, rule_of, tick_prefix
 
-__all__ = ["NAME_PATTERN", "ScheduleBook", "summary"]
+__all__ = ["NAME_PATTERN", "ScheduleBook", "summary", "upcoming"]
 
 #: A stored schedule's (and a webhook's) name: 1 to 200 letters, digits and `._-:`, a
 #: segment of a URL path. A task option's schedule is named after its task.
@@ -30,7 +30,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 def summary(record: ScheduleRecord, *, now: float, count: int = 5) -> dict[str, Any]:
     """What the CLI, the API and the dashboard show of a schedule (JSON-ready)."""
     rule = rule_of(record)
-    upcoming = [] if record.paused else _upcoming(record, rule, now, count)
+    fires = [format_instant(t) for t in upcoming(record, now, count)]
     return {
         "name": record.name,
         "task": record.task,
@@ -47,20 +47,22 @@ def summary(record: ScheduleRecord, *, now: float, count: int = 5) -> dict[str, 
         "source": record.source,
         "paused": record.paused,
         "recorded": bool(record.created_at),
-        "next_fire": upcoming[0] if upcoming else None,
-        "next_fires": upcoming,
+        "next_fire": fires[0] if fires else None,
+        "next_fires": fires,
         "last_fire": None if record.last_fire_at is None else format_instant(record.last_fire_at),
     }
 
 
-def _upcoming(record: ScheduleRecord, rule: Rule, now: float, count: int) -> list[str]:
+def upcoming(record: ScheduleRecord, now: float, count: int = 5) -> list[float]:
+    """The next `count` fire times of a schedule: none while it is paused or once its
+    rule has ended; a tick due (or overdue) first, then the rule's own after now."""
     first = record.next_fire_at
-    if first is None:
+    if record.paused or first is None:
         return []
-    if first < now:  # due (or overdue): it is the next to fire, then the rule's own
-        rest = rule.next_fires(now, count - 1) if count > 1 else []
-        return [format_instant(t) for t in [first, *rest]]
-    return [format_instant(t) for t in rule.next_fires(first - 1e-6, count)]
+    rule = rule_of(record)
+    if first < now:
+        return [first, *rule.next_fires(now, count - 1)][:count]
+    return rule.next_fires(first - 1e-6, count)
 
 
 class BookStore(ScheduleStore, RunStore, Protocol):
@@ -118,16 +120,7 @@ class ScheduleBook:
 
     def next_fires(self, name: str, count: int = 5) -> list[float]:
         """The next `count` fire times of a schedule (none while it is paused)."""
-        record = self.get(name)
-        if record.paused:
-            return []
-        rule = rule_of(record)
-        now = self._clock()
-        if not record.created_at or record.next_fire_at is None:
-            return rule.next_fires(now, count)
-        if record.next_fire_at < now:
-            return [record.next_fire_at, *rule.next_fires(now, count - 1)][:count]
-        return rule.next_fires(record.next_fire_at - 1e-6, count)
+        return upcoming(self.get(name), self._clock(), count)
 
     def runs(self, name: str, limit: int = 10) -> list[Run]:
         """The last `limit` runs the schedule made (its ticks' and its manual ones),

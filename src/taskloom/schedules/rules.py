@@ -221,7 +221,7 @@ class Rule:
         if next_at > now:
             return [], next_at
         cutoff = now - grace
-        kept = {"skip": 0, "one": 1, "all": self.max_catch_up}[self.catch_up]
+        kept = self._kept
         missed: list[float] = []
         if kept and next_at < cutoff:
             for span in _LOOK_BACK:
@@ -242,6 +242,11 @@ class Rule:
     def _ticks_from(self, begin: float) -> Iterator[float]:
         """The fire times at or after `begin`."""
         return self.fires_after(math.nextafter(begin, -math.inf))
+
+    @property
+    def _kept(self) -> int:
+        """How many missed ticks the catch-up policy fires: none, one, or `max_catch_up`."""
+        return {"skip": 0, "one": 1, "all": self.max_catch_up}[self.catch_up]
 
     def delay_of(self, name: str, tick: float) -> float:
         """The random delay of this tick's run (0 without jitter): the same in every
@@ -387,7 +392,7 @@ class Interval(Rule):
         first = round((next_at - anchor) / every)
         last = math.floor((now - anchor) / every)  # the last tick at or before now
         last_missed = math.ceil((now - grace - anchor) / every) - 1  # the last before the cutoff
-        kept = {"skip": 0, "one": 1, "all": self.max_catch_up}[self.catch_up]
+        kept = self._kept
         missed = range(max(first, last_missed - kept + 1), last_missed + 1)
         on_time = range(max(first, last_missed + 1), last + 1)
         end = self._end_at

@@ -110,7 +110,6 @@ class Ticker:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self.fired = 0  # runs this engine inserted for ticks and triggers
 
     @property
     def _store(self) -> Any:
@@ -238,7 +237,6 @@ class Ticker:
             # Inputs the task no longer accepts: the tick is not fired; said once a tick.
             logger.warning("taskloom: schedule %r could not start a run: %s", record.name, exc)
             return None
-        self.fired += 1
         return run
 
 
