@@ -150,6 +150,62 @@ async def test_a_running_service_is_stopped_after_reload_and_keeps_its_config(
     assert seen_configs == [Period(period=0.5, label="attic")] * 2
 
 
+async def test_a_start_without_a_config_after_a_stop_keeps_the_last_config(
+    stores: Stores,
+) -> None:
+    seen_configs.clear()
+    async with Supervisor([polls], store=stores.open()) as supervisor:
+        await supervisor.start("polls", {"period": 0.5, "label": "attic"})
+        await wait_for(supervisor, "polls", ServiceState.RUNNING)
+        await supervisor.stop("polls")
+        await supervisor.start("polls")  # no config: the last one given, not the defaults
+        await wait_for(supervisor, "polls", ServiceState.RUNNING)
+        await supervisor.stop("polls")
+    # A new process on the same database starts it with that config too.
+    async with Supervisor([polls], store=stores.open()) as supervisor:
+        await supervisor.start("polls")
+        assert (await wait_for(supervisor, "polls", ServiceState.RUNNING)).starts == 3
+    assert seen_configs == [Period(period=0.5, label="attic")] * 3
+
+
+async def test_a_first_start_without_a_config_uses_the_defaults_and_keeps_them(
+    stores: Stores,
+) -> None:
+    seen_configs.clear()
+    async with Supervisor([polls], store=stores.open()) as supervisor:
+        await supervisor.start("polls")
+        await wait_for(supervisor, "polls", ServiceState.RUNNING)
+    saved = stores.open().get_service("polls")
+    assert saved is not None
+    assert saved.config == {"period": 1.0, "label": "sensor"}
+    assert seen_configs == [Period()]
+
+
+@service(autostart=True)
+async def polls_at_start(config: Period, context: Context) -> None:
+    seen_configs.append(config)
+    await context.sleep(3600)
+
+
+async def test_autostart_after_a_restart_of_the_process_keeps_the_last_config(
+    stores: Stores,
+) -> None:
+    seen_configs.clear()
+    async with Supervisor([polls_at_start], store=stores.open()) as supervisor:
+        assert await supervisor.start_autostart() == ["polls_at_start"]
+        await wait_for(supervisor, "polls_at_start", ServiceState.RUNNING)
+        await supervisor.restart("polls_at_start", {"period": 2.0, "label": "cellar"})
+        await wait_for(supervisor, "polls_at_start", ServiceState.RUNNING)
+    async with Supervisor([polls_at_start], store=stores.open()) as supervisor:
+        assert await supervisor.start_autostart() == ["polls_at_start"]
+        await wait_for(supervisor, "polls_at_start", ServiceState.RUNNING)
+    assert seen_configs == [
+        Period(),
+        Period(period=2.0, label="cellar"),
+        Period(period=2.0, label="cellar"),
+    ]
+
+
 async def test_a_service_whose_process_died_while_running_is_stopped_and_its_start_lost(
     stores: Stores,
 ) -> None:

@@ -452,10 +452,10 @@ async def test_config_state_and_context_are_injected_and_state_outlives_a_start(
         watch = Watch(supervisor)
         await supervisor.start("counter", {"channel": "x"})
         await watch.state("counter", ServiceState.COMPLETED)
-        await supervisor.start("counter")
+        await supervisor.start("counter")  # no config: the last one given is kept
         await watch.state("counter", ServiceState.COMPLETED, starts=2)
 
-    assert seen == [("counter", 1, "x", 1), ("counter", 2, "a", 2)]
+    assert seen == [("counter", 1, "x", 1), ("counter", 2, "x", 2)]
 
 
 async def test_start_autostart_starts_only_autostart_services() -> None:

@@ -285,13 +285,18 @@ class Supervisor:
     # --- control -------------------------------------------------------------------------
 
     async def start(self, name: str, config: Any = None) -> ServiceStatus:
-        """Start a service; an invalid `config` raises before anything starts."""
+        """Start a service; an invalid `config` raises before anything starts.
+
+        `config=None` starts it with the config it was last given (kept in the store, so
+        also after its process restarted), or with the config's defaults if it never had one.
+        """
         slot = self._slot(name)
         if slot.state.active:
             raise ServiceRunningError(
                 f"service {name!r} is {slot.state}: stop it first, or use restart"
             )
-        slot.config = self._validate_config(slot.definition, config)
+        if config is not None or slot.config is None:
+            slot.config = self._validate_config(slot.definition, config)
         return self._launch(slot)
 
     async def stop(self, name: str) -> ServiceStatus:
@@ -330,7 +335,8 @@ class Supervisor:
         return self._launch(slot)
 
     async def start_autostart(self) -> list[str]:
-        """Start every registered `autostart` service not started yet; return their names."""
+        """Start every registered `autostart` service not started yet, each with the config
+        it was last given; return their names."""
         started = []
         for name, slot in self._slots.items():
             if slot.definition.options.autostart and not slot.state.active:
