@@ -140,6 +140,8 @@ class Run:
     epoch (UTC). `queue` is the queue its workers take it from; `worker_id` the worker that
     holds it (None: unclaimed, any live worker serving its task and queue may take it);
     `lease` counts its claims, and every write its holder makes is conditional on it.
+    `trace_context` is the W3C trace context (`traceparent`, `tracestate`) of the span
+    that submitted it, when tracing is on: its attempts' spans are that span's children.
     """
 
     id: str
@@ -164,6 +166,7 @@ class Run:
     config: dict[str, Any] | None = None
     queue: str = "default"
     lease: int = 0
+    trace_context: dict[str, str] | None = None
 
     @property
     def is_finished(self) -> bool:

@@ -83,6 +83,7 @@ def _stored_run(run: Run) -> Run:
         error=_error(run.error),
         config=_json(run.config),
         cancel_requested=bool(run.cancel_requested),
+        trace_context=_json(run.trace_context),
     )
 
 

@@ -154,6 +154,7 @@ def run_row(run: Run) -> tuple[Any, ...]:
         _dumps_or_none(run.config),
         run.queue,
         run.lease,
+        _dumps_or_none(run.trace_context),
     )
 
 
@@ -172,7 +173,7 @@ def attempt_row(attempt: Attempt) -> tuple[Any, ...]:
 def run_from_row(row: Sequence[Any]) -> Run:
     (run_id, task, status, priority, inputs, result, error, n_attempts, max_attempts) = row[:9]
     (parent_id, key, worker_id, created_at, scheduled_at, started_at, finished_at) = row[9:16]
-    (progress, progress_message, cancel_requested, config, queue, lease) = row[16:]
+    (progress, progress_message, cancel_requested, config, queue, lease, trace) = row[16:]
     return Run(
         id=run_id,
         task=task,
@@ -196,6 +197,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
         config=_loads_or_none(config),
         queue=queue,
         lease=lease,
+        trace_context=_loads_or_none(trace),
     )
 
 

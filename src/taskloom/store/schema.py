@@ -93,6 +93,9 @@ runs = Table(
     Column("config", Text, nullable=True),
     Column("queue", String(100), nullable=False, server_default="default"),
     Column("lease", Integer, nullable=False, server_default="0"),
+    # The W3C trace context (`traceparent`, `tracestate`) of the span that submitted the
+    # run, as JSON: an attempt's span is its child in whichever process executes it.
+    Column("trace_context", Text, nullable=True),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("idempotency_key"),
     # Listing is newest first, optionally filtered by task or status.
