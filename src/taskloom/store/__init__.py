@@ -1,6 +1,6 @@
 """Where taskloom keeps runs: the `Store` protocol, its narrow parts (`RunStore`,
 `QueueStore`, `ServiceStore`, `TokenStore`, `PackageStore`, `DeploymentStore`,
-`ScheduleStore`), and its
+`ScheduleStore`, `StatsStore`), and its
 SQL and in-memory backends.
 
 `open_store()` turns a URL (or a bare file path, or nothing for the default SQLite file)
@@ -10,6 +10,7 @@ into an open store. The URL is never read from the environment here; the CLI doe
 from __future__ import annotations
 
 from .base import (
+    ActiveCounts,
     ApiTokenRecord,
     DeploymentRecord,
     DeploymentStore,
@@ -26,6 +27,7 @@ from .base import (
     ServiceStartRecord,
     ServiceStore,
     StageRecord,
+    StatsStore,
     Store,
     TokenStore,
     WorkerRecord,
@@ -36,6 +38,7 @@ from .memory import MemoryStore
 from .sql import SqlStore
 
 __all__ = [
+    "ActiveCounts",
     "ApiTokenRecord",
     "DeploymentRecord",
     "DeploymentStore",
@@ -54,6 +57,7 @@ __all__ = [
     "ServiceStore",
     "SqlStore",
     "StageRecord",
+    "StatsStore",
     "Store",
     "TokenStore",
     "WorkerRecord",

@@ -25,6 +25,7 @@ __all__ = [
     "LEASE_TTL",
     "NOTHING_WRITTEN",
     "RUN_UPDATE_COLUMNS",
+    "ActiveCounts",
     "ApiTokenRecord",
     "ClaimRequest",
     "DeploymentRecord",
@@ -43,6 +44,7 @@ __all__ = [
     "ServiceStartRecord",
     "ServiceStore",
     "StageRecord",
+    "StatsStore",
     "Store",
     "StoreBusyError",
     "TokenStore",
@@ -358,6 +360,15 @@ class ScheduleRecord:
     trigger_requested_at: float | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class ActiveCounts:
+    """The runs waiting and executing right now: `pending` runs by queue (claimed by a
+    worker or not), `running` runs by task. Queues and tasks with none are left out."""
+
+    pending: dict[str, int] = field(default_factory=dict)
+    running: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -681,6 +692,14 @@ class ScheduleStore(Protocol):
         """Forget a webhook; True if it was recorded."""
 
 
+class StatsStore(Protocol):
+    """Counts of runs for gauges and charts (`store/stats.py` holds both implementations)."""
+
+    def active_counts(self) -> ActiveCounts:
+        """The pending runs by queue and the running runs by task, now: cheap enough to
+        read on every scrape (through the queue's partial indexes)."""
+
+
 class Store(
     QueueStore,
     ServiceStore,
@@ -688,6 +707,7 @@ class Store(
     PackageStore,
     DeploymentStore,
     ScheduleStore,
+    StatsStore,
     Protocol,
 ):
     """Every part together, on one database: what `open_store()` returns and an `Engine`

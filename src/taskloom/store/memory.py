@@ -42,6 +42,7 @@ from .base import (
 from .pipelines import MemoryPipelines
 from .queue import lost_error
 from .schedules import MemorySchedules
+from .stats import MemoryStats
 
 __all__ = ["MemoryStore"]
 
@@ -107,7 +108,7 @@ class _Worker:
     lost_at: float | None = None
 
 
-class MemoryStore(MemoryPipelines, MemorySchedules):
+class MemoryStore(MemoryPipelines, MemorySchedules, MemoryStats):
     """Runs, attempts, logs and workers in dictionaries."""
 
     def __init__(self) -> None:

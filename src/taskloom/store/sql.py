@@ -102,6 +102,7 @@ from .schema import (
     services,
     workers,
 )
+from .stats import SqlStats
 
 __all__ = ["SqlStore"]
 
@@ -127,7 +128,7 @@ def _is_busy(exc: Exception) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SqlStore(SqlPipelines, SqlSchedules):
+class SqlStore(SqlPipelines, SqlSchedules, SqlStats):
     """The store on SQLite (a file, or in memory) or PostgreSQL (psycopg 3)."""
 
     def __init__(
