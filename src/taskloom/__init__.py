@@ -79,6 +79,9 @@ if _typing.TYPE_CHECKING:
 
 #: aipartnerupflow's name for the executor base class: `from taskloom import BaseTask`.
 BaseTask = Task
+#: aipartnerupflow's lower-level executor base class; `id`, `name` and `description` may be
+#: properties there, and taskloom reads them from an instance.
+ExecutableTask = Task
 
 __version__ = "0.1.0"
 
@@ -97,6 +100,7 @@ __all__ = (
     "Engine",
     "EngineClosedError",
     "ErrorInfo",
+    "ExecutableTask",
     "FieldError",
     "HookNotFoundError",
     "InputValidationError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -342,6 +343,8 @@ class Interruptible(taskloom.Task):
 
     async def cancel(self) -> dict[str, Any]:
         self.cancel_calls.append(self.context.run_id)
+        self.context.logger.info("cancel asked for")
+        logging.getLogger("vendor.driver").warning("closing the connection")
         self._stop.set()
         return {"status": "cancelled", "message": "Cancellation requested"}
 
@@ -357,6 +360,10 @@ async def test_a_class_task_cancel_method_is_called(engine: Engine) -> None:
     persisted = await stored(engine, run.id)
     assert persisted.status == "cancelled"
     assert persisted.result is None
+    # What cancel() logs is the run's, as what execute() logs is.
+    lines = [(line.level, line.message) for line in await engine.get_logs(run.id)]
+    assert ("INFO", "cancel asked for") in lines
+    assert ("WARNING", "closing the connection") in lines
 
 
 class IgnoresCancel(taskloom.Task):

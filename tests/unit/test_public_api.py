@@ -41,6 +41,7 @@ CURATED = (
     "Engine",
     "EngineClosedError",
     "ErrorInfo",
+    "ExecutableTask",
     "FieldError",
     "HookNotFoundError",
     "InputValidationError",
@@ -134,6 +135,7 @@ def test_no_public_name_is_left_out_of_all() -> None:
 
 def test_base_task_is_the_task_base_class() -> None:
     assert taskloom.BaseTask is taskloom.Task
+    assert taskloom.ExecutableTask is taskloom.Task
 
 
 def test_exceptions_share_one_root() -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 import taskloom
 from taskloom import DuplicateTaskError, Registry, TaskDefinitionError
 from taskloom.tasks import as_task, tasks_in_module
+from taskloom.tasks.classes import as_class_task
 
 SPECIALS = ("config", "state", "timestamp", "context")
 
@@ -380,6 +381,63 @@ def test_class_description_attribute_wins_over_the_docstring() -> None:
             return {}
 
     assert as_task(Described).description == "From the attribute."
+
+
+def test_property_style_id_name_and_description_are_read_from_an_instance() -> None:
+    # aipartnerupflow's lower-level `ExecutableTask` declares them as properties.
+    class MyTask(taskloom.ExecutableTask):
+        @property
+        def id(self) -> str:  # type: ignore[override]
+            return "my_task"
+
+        @property
+        def name(self) -> str:  # type: ignore[override]
+            return "My Task"
+
+        @property
+        def description(self) -> str:  # type: ignore[override]
+            return "Does my thing"
+
+        async def execute(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            return {}
+
+    definition = as_class_task(MyTask)
+    assert (definition.name, definition.label) == ("my_task", "My Task")
+    assert definition.description == "Does my thing"
+
+
+def test_a_property_id_that_is_not_text_is_refused_at_definition() -> None:
+    class Numbered(taskloom.ExecutableTask):
+        @property
+        def id(self) -> int:  # type: ignore[override]
+            return 7
+
+        async def execute(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            return {}
+
+    with pytest.raises(TaskDefinitionError, match="`id` must be text, not int"):
+        as_class_task(Numbered)
+
+
+def test_a_class_without_a_docstring_has_no_description_of_taskloom_s_own() -> None:
+    class Quiet(taskloom.Task):
+        async def execute(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            return {}
+
+    class Documented(taskloom.Task):
+        """Reads the sensors.
+
+        More words."""
+
+        async def execute(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            return {}
+
+    class Inherits(Documented):
+        pass
+
+    assert as_class_task(Quiet).description == ""
+    assert as_class_task(Documented).description == "Reads the sensors."
+    assert as_class_task(Inherits).description == "Reads the sensors."
 
 
 def test_class_without_id_is_named_from_the_class() -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from ..context import set_current
 from ..runs import ErrorInfo, RunStatus
 from .execution import RunExecution
 from .live import LiveRun
@@ -111,6 +112,9 @@ class RunControl:
 
     async def _cancel_class_task(self, live: LiveRun) -> None:
         assert live.instance is not None
+        # What `cancel()` logs belongs to the run it stops: it runs as that run (this is a
+        # task of its own, so the current run set here is seen by nothing else).
+        set_current(live.context)
         try:
             await live.instance.cancel()
         except Exception:

@@ -27,7 +27,7 @@ from ..context import Context
 from ..exceptions import FieldError, InputValidationError, TaskDefinitionError
 from .definition import TaskDefinition, check_name, not_an_object
 from .options import TaskOptions, parse_options
-from .signature import JSON_SCHEMA_DIALECT, parse_docstring
+from .signature import JSON_SCHEMA_DIALECT, parse_docstring_text
 from .validation import field_errors_from_jsonschema, field_errors_from_pydantic
 
 __all__ = ["ClassTask", "Task", "executor_register"]
@@ -49,7 +49,10 @@ class Task:
 
     def __init_subclass__(cls, **options: Any) -> None:
         super().__init_subclass__()
-        label = cls.__dict__.get("id") or cls.__dict__.get("name") or cls.__name__
+        label = next(
+            (v for v in (cls.__dict__.get("id"), cls.__dict__.get("name")) if isinstance(v, str)),
+            cls.__name__,
+        )
         cls._taskloom_options = parse_options(str(label), options) if options else TaskOptions()
         cls._taskloom_definition = None
 
@@ -73,6 +76,52 @@ class Task:
         """Called after `execute` in each run, whether it succeeded or not."""
 
 
+class _Declared:
+    """Reads `id`, `name` and `description` of a task class: class attributes, or
+    properties as aipartnerupflow's `ExecutableTask` declares them (read from an instance
+    made with no arguments, once)."""
+
+    def __init__(self, cls: type[Task]) -> None:
+        self._cls = cls
+        self._instance: Task | None = None
+
+    def __call__(self, attribute: str) -> str | None:
+        cls = self._cls
+        value = getattr(cls, attribute, None)
+        if isinstance(value, property):
+            if self._instance is None:
+                try:
+                    self._instance = cls()
+                except Exception as exc:
+                    raise TaskDefinitionError(
+                        f"task class {cls.__name__}: its `{attribute}` property is read from "
+                        f"an instance, and {cls.__name__}() must work with no arguments: {exc}"
+                    ) from exc
+            try:
+                value = getattr(self._instance, attribute)
+            except Exception as exc:
+                raise TaskDefinitionError(
+                    f"task class {cls.__name__}: reading its `{attribute}` property failed: {exc}"
+                ) from exc
+        if value is not None and not isinstance(value, str):
+            raise TaskDefinitionError(
+                f"task class {cls.__name__}: `{attribute}` must be text, not {type(value).__name__}"
+            )
+        return value
+
+
+def _own_docstring(cls: type[Task]) -> str | None:
+    """The docstring of the task class or of the nearest of its bases that has one, but
+    never taskloom's own base class's (`inspect.getdoc` would inherit it)."""
+    for klass in cls.__mro__:
+        if klass is Task or klass is object:
+            return None
+        doc = klass.__dict__.get("__doc__")
+        if isinstance(doc, str) and doc.strip():
+            return inspect.cleandoc(doc)
+    return None
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -90,12 +139,13 @@ class ClassTask(TaskDefinition):
                 f"task class {cls.__name__}: define `async def execute(self, inputs)`"
             )
         self.cls = cls
-        task_id = cls.id
-        self.name = task_id or cls.name or _snake(cls.__name__)
+        declared = _Declared(cls)
+        task_id, label, description = declared("id"), declared("name"), declared("description")
+        self.name = task_id or label or _snake(cls.__name__)
         check_name(self.name)
-        self.label = cls.name or self.name
-        doc = parse_docstring(cls)
-        self.description = cls.description or doc.summary or ""
+        self.label = label or self.name
+        doc = parse_docstring_text(_own_docstring(cls))
+        self.description = description or doc.summary or ""
         self.options = cls._taskloom_options
         self.module = cls.__module__
         self.qualname = cls.__qualname__

@@ -72,7 +72,10 @@ class Docstring:
 
 
 def parse_docstring(obj: Any) -> Docstring:
-    text = inspect.getdoc(obj)
+    return parse_docstring_text(inspect.getdoc(obj))
+
+
+def parse_docstring_text(text: str | None) -> Docstring:
     if not text:
         return Docstring(None, None, {}, None)
     parsed = docstring_parser.parse(text)
