@@ -168,3 +168,65 @@ def test_unreadable_arguments_file(script: Path, tmp_path: Path) -> None:
     done = call(script, "--args-json", str(tmp_path / "nope.json"), "--out-json", "o.json")
     assert done.returncode == 2
     assert "cannot read the arguments file" in error_lines(done.stderr)[0]
+
+
+# Fractal's guide's full example, with its imports made to work (`typing` has no `dict`)
+# and `run_fractal_task(task_function=...)` taken from taskloom instead.
+GUIDE_EXAMPLE = '''
+import logging
+from typing import Any, Dict, Sequence
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_metadata(
+    *,
+    input_paths: Sequence[str],
+    output_path: str,
+    metadata: Dict[str, Any],
+    # Task-specific arguments
+    num_components: int = 10,
+) -> Dict[str, Any]:
+    """
+    Prepare metadata
+
+    :param num_components: Number of components
+    """
+
+    list_components = [f"{ind:04d}" for ind in range(num_components)]
+    metadata_update = {"component": list_components}
+    logger.info(f"This is a log from prepare_metadata, with {num_components=}")
+    return metadata_update
+
+
+if __name__ == "__main__":
+    from taskloom import run_cli as run_fractal_task
+
+    run_fractal_task(task_function=prepare_metadata)
+'''
+
+
+def test_the_fractal_guide_example_runs_with_task_function(tmp_path: Path) -> None:
+    script = tmp_path / "prepare_metadata.py"
+    script.write_text(textwrap.dedent(GUIDE_EXAMPLE), encoding="utf-8")
+    args = write_args(
+        tmp_path,
+        {"input_paths": ["/in"], "output_path": "/out", "metadata": {}, "num_components": 3},
+    )
+    out = tmp_path / "metadata.json"
+    done = call(script, "-j", str(args), "--metadata-out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == {"component": ["0000", "0001", "0002"]}
+    assert "with num_components=3" in done.stderr
+
+
+def test_run_cli_takes_the_task_once() -> None:
+    import taskloom
+
+    def noop() -> None:
+        return None
+
+    with pytest.raises(TypeError, match="takes the task once"):
+        taskloom.run_cli()
+    with pytest.raises(TypeError, match="takes the task once"):
+        taskloom.run_cli(noop, task_function=noop)

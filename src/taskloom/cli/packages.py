@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.text import Text
 
 from ..packages.collection import FAILED, READY, PackageCollector, PackageInstallError
 from ..packages.definitions import package_tasks
-from ..packages.errors import PackageError
+from ..packages.errors import ManifestWarning, PackageError
 from ..packages.manifest import fractal_manifest, taskloom_manifest
 from ..store import PackageRecord, open_store
 from .errors import EXIT_FAILED, CliError, print_error, reporting_errors
@@ -77,10 +78,18 @@ def manifest_command(
     with reporting_errors(verbose=verbose):
         if format not in ("taskloom", "fractal"):
             raise CliError(f"--format: expected 'taskloom' or 'fractal', got {format!r}")
-        try:
-            made = taskloom_manifest(package) if format == "taskloom" else fractal_manifest(package)
-        except PackageError as exc:
-            raise CliError(str(exc)) from exc
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ManifestWarning)
+            try:
+                made = (
+                    taskloom_manifest(package)
+                    if format == "taskloom"
+                    else fractal_manifest(package)
+                )
+            except PackageError as exc:
+                raise CliError(str(exc)) from exc
+        for warning in caught:
+            typer.echo(f"warning: {warning.message}", err=True)
         typer.echo(dump_json(made))
 
 

@@ -13,7 +13,13 @@ from __future__ import annotations
 from .collection import PackageCollector, PackageInstallError, ready_package_tasks
 from .command import CommandTask
 from .contract import run_cli
-from .errors import CommandTaskError, ManifestError, PackageError, UnknownPackageError
+from .errors import (
+    CommandTaskError,
+    ManifestError,
+    ManifestWarning,
+    PackageError,
+    UnknownPackageError,
+)
 from .fractal import FractalOperation
 from .manifest import fractal_manifest, taskloom_manifest
 
@@ -22,6 +28,7 @@ __all__ = [
     "CommandTaskError",
     "FractalOperation",
     "ManifestError",
+    "ManifestWarning",
     "PackageCollector",
     "PackageError",
     "PackageInstallError",

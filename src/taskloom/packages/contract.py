@@ -62,19 +62,24 @@ class _StderrSink:
 
 
 def run_cli(
-    task: Any,
+    task: Any = None,
     argv: Sequence[str] | None = None,
     *,
+    task_function: Any = None,
     log_format: str = DEFAULT_LOG_FORMAT,
     log_level: int | str = logging.INFO,
 ) -> None:
     """Run `task` as a command: read its arguments file, call it, write its output file.
 
     `task` is a `@taskloom.task` function, a `Task` subclass or a plain function (made a
-    task here). `argv` defaults to `sys.argv[1:]`. Returns after writing the output;
-    exits the process with code 2 (invalid arguments) or 1 (the task raised) otherwise.
+    task here); `task_function=` is the same, by the keyword of Fractal's
+    `run_fractal_task`, so `run_cli(task_function=prepare_metadata)` works as written
+    there. `argv` defaults to `sys.argv[1:]`. Returns after writing the output; exits the
+    process with code 2 (invalid arguments) or 1 (the task raised) otherwise.
     """
-    definition = _definition(task)
+    if (task is None) == (task_function is None):
+        raise TypeError("run_cli() takes the task once: as `task` or as `task_function`")
+    definition = _definition(task if task is not None else task_function)
     parser = _Parser(
         prog=Path(sys.argv[0]).name if argv is None else definition.name,
         description=f"Run the task {definition.name!r} (Fractal's task contract).",

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from ..exceptions import TaskloomError
 
-__all__ = ["CommandTaskError", "ManifestError", "PackageError", "UnknownPackageError"]
+__all__ = [
+    "CommandTaskError",
+    "ManifestError",
+    "ManifestWarning",
+    "PackageError",
+    "UnknownPackageError",
+]
 
 
 class PackageError(TaskloomError):
@@ -17,6 +23,10 @@ class UnknownPackageError(PackageError, LookupError):
 
 class ManifestError(PackageError):
     """A manifest is missing or does not describe the package's tasks correctly."""
+
+
+class ManifestWarning(UserWarning):
+    """A task was left out of a manifest, because the manifest's reader would refuse it."""
 
 
 class CommandTaskError(TaskloomError):

@@ -24,6 +24,7 @@ import inspect
 import pkgutil
 import re
 import tomllib
+import warnings
 from collections.abc import Callable, Iterator
 from copy import deepcopy
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from pydantic_core import core_schema
 
 from ..tasks.definition import FunctionTask, TaskDefinition
 from ..tasks.registry import tasks_in_module
-from .errors import ManifestError
+from .errors import ManifestError, ManifestWarning
 
 __all__ = [
     "FRACTAL_ARGS_SCHEMA_VERSION",
@@ -56,6 +57,24 @@ TASKLOOM_MANIFEST_VERSION = "taskloom/1"
 TASKLOOM_MANIFEST_FILE = "__TASKLOOM_MANIFEST__.json"
 FRACTAL_MANIFEST_FILE = "__FRACTAL_MANIFEST__.json"
 FRACTAL_ARGS_SCHEMA_VERSION = "fractal_schema_v1"
+
+#: The arguments Fractal's v2 task types require and forbid, by (task type, executable
+#: kind): what fractal-task-tools checks when it makes a manifest (its
+#: `_task_arguments.py`), and fractal-server when it collects one.
+FRACTAL_REQUIRED_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {
+    ("non_parallel", "non_parallel"): frozenset({"zarr_urls", "zarr_dir"}),
+    ("compound", "non_parallel"): frozenset({"zarr_urls", "zarr_dir"}),
+    ("parallel", "parallel"): frozenset({"zarr_url"}),
+    ("compound", "parallel"): frozenset({"zarr_url", "init_args"}),
+}
+FRACTAL_FORBIDDEN_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {
+    ("non_parallel", "non_parallel"): frozenset({"zarr_url"}),
+    ("compound", "non_parallel"): frozenset({"zarr_url"}),
+    ("parallel", "parallel"): frozenset({"zarr_urls", "zarr_dir"}),
+    ("compound", "parallel"): frozenset({"zarr_urls", "zarr_dir"}),
+}
+#: The arguments of Fractal's v1 tasks, which a v2 manifest cannot describe.
+FRACTAL_V1_ARGUMENTS = frozenset({"input_paths", "output_path", "metadata"})
 
 #: Keys of a task's `meta` that Fractal keeps at the top of a task entry, not in `meta_*`.
 FRACTAL_ENTRY_KEYS = ("category", "modality", "input_types", "output_types", "docs_info")
@@ -202,6 +221,7 @@ def fractal_manifest(package: str, *, authors: str | None = None) -> dict[str, A
     by_name = {task.definition.name: task for task in tasks}
     inits = {task.init for task in tasks if task.init is not None}
     entries = []
+    left_out = []
     for task in tasks:
         if task.executable is None or task.definition.name in inits:
             continue  # not an executable (Fractal could not run it), or part of a compound task
@@ -213,7 +233,17 @@ def fractal_manifest(package: str, *, authors: str | None = None) -> dict[str, A
                     f"task {task.definition.name!r}: its init task {task.init!r} is not an "
                     f"executable task of package {package!r}"
                 )
+        problem = _fractal_arguments_problem(task, init)
+        if problem is not None:
+            left_out.append(task.definition.name)
+            warnings.warn(ManifestWarning(problem), stacklevel=2)
+            continue
         entries.append(_fractal_entry(task, init))
+    if not entries and left_out:
+        raise ManifestError(
+            f"package {package!r}: no task fits Fractal's v2 manifest "
+            f"(left out: {', '.join(left_out)})"
+        )
     if not entries:
         raise ManifestError(
             f"package {package!r} has no task executables: end each task's module with "
@@ -236,6 +266,39 @@ def _function(task: PackageTask) -> Callable[..., Any]:
             f"(their signature is the argument schema); it is a {definition.kind} task"
         )
     return definition.fn
+
+
+def _fractal_arguments_problem(task: PackageTask, init: PackageTask | None) -> str | None:
+    """Why Fractal would refuse this task in a v2 manifest, or None if it would not."""
+    kind = task.fractal_type
+    parts = [(task, "non_parallel" if kind == "non_parallel" else "parallel")]
+    if init is not None:
+        parts.insert(0, (init, "non_parallel"))
+    for part, which in parts:
+        arguments = set(fractal_args_schema(_function(part)).get("properties", {}))
+        required = FRACTAL_REQUIRED_ARGUMENTS[(kind, which)] - arguments
+        forbidden = FRACTAL_FORBIDDEN_ARGUMENTS[(kind, which)] & arguments
+        if not (required or forbidden):
+            continue
+        what = []
+        if required:
+            what.append(f"it lacks {', '.join(sorted(required))}")
+        if forbidden:
+            what.append(f"it takes {', '.join(sorted(forbidden))}")
+        v1 = sorted(FRACTAL_V1_ARGUMENTS & arguments)
+        hint = (
+            f"; its arguments {', '.join(v1)} are Fractal's v1 contract, which a v2 "
+            "manifest cannot describe (run_cli still runs it with -j/--metadata-out)"
+            if v1
+            else ""
+        )
+        name = part.definition.name
+        role = "" if part is task else f" (the init task of {task.definition.name!r})"
+        return (
+            f"task {name!r}{role} is left out of the Fractal manifest: as the "
+            f"{which} part of a {kind} task {' and '.join(what)}{hint}"
+        )
+    return None
 
 
 def _fractal_entry(task: PackageTask, init: PackageTask | None) -> dict[str, Any]:

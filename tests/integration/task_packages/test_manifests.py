@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,78 @@ def test_an_unknown_format_or_package_is_a_usage_error(package_folder: Path) -> 
     )
     assert missing.returncode == 2
     assert "cannot import the package 'no_such_package_here'" in missing.stderr
+
+
+V1_TASK = """
+    from typing import Any, Dict, Sequence
+
+    import taskloom
+
+
+    @taskloom.task
+    def prepare_metadata(
+        *,
+        input_paths: Sequence[str],
+        output_path: str,
+        metadata: Dict[str, Any],
+        num_components: int = 10,
+    ) -> Dict[str, Any]:
+        \"\"\"Prepare metadata (Fractal's v1 contract).\"\"\"
+        return {"component": [f"{i:04d}" for i in range(num_components)]}
+
+
+    if __name__ == "__main__":
+        taskloom.run_cli(prepare_metadata)
+"""
+
+
+def test_a_v1_task_is_left_out_of_the_fractal_export_with_a_warning(
+    tmp_path: Path, package_folder: Path
+) -> None:
+    folder = write_files(
+        tmp_path / "mixed-tasks",
+        {
+            "pyproject.toml": pyproject("mixed-tasks", "1.0", ["taskloom"]),
+            "src/mixed_tasks/__init__.py": "",
+            "src/mixed_tasks/v1.py": V1_TASK,
+            "src/mixed_tasks/threshold.py": THRESHOLD,
+        },
+    )
+    env = {**os.environ, "PYTHONPATH": str(folder / "src"), "NO_COLOR": "1"}
+    made = subprocess.run(
+        [sys.executable, "-m", "taskloom", "manifest", "mixed_tasks", "--format", "fractal"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    assert [t["name"] for t in json.loads(made.stdout)["task_list"]] == ["Threshold"]
+    (warning,) = [line for line in made.stderr.splitlines() if line.startswith("warning:")]
+    assert "task 'prepare_metadata' is left out of the Fractal manifest" in warning
+    assert "it lacks zarr_dir, zarr_urls" in warning
+    assert "input_paths, metadata, output_path are Fractal's v1 contract" in warning
+    # fractal-task-tools refuses the same task for the same reason.
+    from fractal_task_tools._task_arguments import (  # type: ignore[import-untyped]
+        validate_arguments,
+    )
+
+    from taskloom.packages.manifest import fractal_args_schema
+
+    namespace: dict[str, object] = {}
+    exec(compile(textwrap.dedent(V1_TASK), "v1.py", "exec", dont_inherit=True), namespace)
+    schema = fractal_args_schema(namespace["prepare_metadata"].fn)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="Required arguments"):
+        validate_arguments(task_type="non_parallel", executable_kind="non_parallel", schema=schema)
+    # The taskloom manifest keeps it: taskloom runs v1 tasks.
+    kept = subprocess.run(
+        [sys.executable, "-m", "taskloom", "manifest", "mixed_tasks"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert kept.returncode == 0, kept.stderr
+    assert "prepare_metadata" in {t["name"] for t in json.loads(kept.stdout)["tasks"]}
