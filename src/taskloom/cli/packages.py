@@ -221,7 +221,8 @@ def packages_command(
     db: DbOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """List task packages: name, version, state, venv, tasks and frozen requirements."""
+    """List task packages: name, version, state, venv, tasks and how many requirements
+    were frozen (`package show NAME` lists them)."""
     with reporting_errors(verbose=verbose), _opened_store(db) as store:
         records = store.list_packages()
         if json_output:
@@ -241,6 +242,15 @@ def packages_command(
                 Text(record.state, style=style),
                 record.venv or "",
                 "\n".join(_task_names(record)) or (record.error or ""),
-                "\n".join((record.frozen or "").splitlines()),
+                _requirements_summary(record),
             )
         make_console().print(table)
+
+
+def _requirements_summary(record: PackageRecord) -> str:
+    """How many requirements the package's venv froze: the list itself is long (every
+    dependency, pinned), and `package show` or `--json` prints it."""
+    count = len((record.frozen or "").splitlines())
+    if count == 0:
+        return ""
+    return f"{count} frozen" if count != 1 else "1 frozen"

@@ -17,7 +17,7 @@ from ..store.connect import sqlite_file
 from ..tasks.definition import TaskDefinition
 from ..tasks.registry import Registry
 from .errors import CliError, reporting_errors
-from .options import VerboseOption, dump_json, examples
+from .options import DbOption, VerboseOption, database_url, dump_json, examples
 from .render import make_console, task_description
 
 __all__ = ["EPILOG", "find_tasks", "load_task", "tasks_command"]
@@ -26,6 +26,7 @@ EPILOG = examples(
     ("taskloom tasks examples/basics.py", "the tasks defined in a file"),
     ("taskloom tasks mypackage.tasks", "the tasks defined in a module"),
     ("taskloom tasks examples/basics.py:adder --json", "one task, its schemas as JSON"),
+    ("taskloom tasks mypkg/threshold", "one task of a collected package"),
     ("taskloom tasks", "the tasks installed packages declare (entry points taskloom.tasks)"),
 )
 
@@ -49,13 +50,17 @@ def load_task(target: str, database: str | None = None) -> TaskDefinition:
         if found is not None:
             return found
         if not Path(target.partition("/")[0]).exists():
-            package, _, name = target.partition("/")
-            raise CliError(
-                f"unknown task {target!r}: no ready package {package!r} has a task {name!r} "
-                "(`taskloom packages` lists packages and their tasks)"
-            )
+            raise _unknown_package_task(target)
     with _loading(target):
         return resolve_task(target)
+
+
+def _unknown_package_task(target: str) -> CliError:
+    package, _, name = target.partition("/")
+    return CliError(
+        f"unknown task {target!r}: no ready package {package!r} has a task {name!r} "
+        "(`taskloom packages` lists packages and their tasks)"
+    )
 
 
 def _names_package_task(target: str) -> bool:
@@ -78,14 +83,23 @@ def _package_task(target: str, database: str) -> TaskDefinition | None:
         store.close()
 
 
-def find_tasks(targets: Sequence[str]) -> tuple[list[TaskDefinition], list[str]]:
+def find_tasks(
+    targets: Sequence[str], database: str | None = None
+) -> tuple[list[TaskDefinition], list[str]]:
     """The tasks of `targets` and of installed packages, each once; and warnings to show.
 
-    A package whose entry point fails to load is reported as a warning: it should not hide
-    the tasks of the targets asked for.
+    A target `PACKAGE/TASK` names a task of a package collected in `database`. A package
+    whose entry point fails to load is reported as a warning: it should not hide the tasks
+    of the targets asked for.
     """
     found: list[TaskDefinition] = []
     for target in targets:
+        if database is not None and _names_package_task(target):
+            package_task = _package_task(target, database)
+            if package_task is None:
+                raise _unknown_package_task(target)
+            found.append(package_task)
+            continue
         with _loading(target):
             found += load_target(target)
     warnings: list[str] = []
@@ -107,18 +121,22 @@ def tasks_command(
         list[str] | None,
         typer.Argument(
             metavar="TARGET",
-            help="Files, modules or module:attr to look in (installed packages are always listed).",
+            help=(
+                "Files, modules, module:attr or PACKAGE/TASK of a collected package to look "
+                "in (installed packages are always listed)."
+            ),
             show_default=False,
         ),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print each task's description and JSON schemas.")
     ] = False,
+    db: DbOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """List tasks: name, label, description and inputs."""
     with reporting_errors(verbose=verbose):
-        definitions, warnings = find_tasks(targets or [])
+        definitions, warnings = find_tasks(targets or [], database_url(db))
         for warning in warnings:
             typer.echo(f"warning: {warning}", err=True)
         if json_output:

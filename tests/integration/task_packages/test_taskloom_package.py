@@ -62,8 +62,29 @@ def test_package_add_installs_a_wheel_in_its_own_venv(installed: Installed) -> N
     assert Path(package["venv"]).parent == installed.folder / "venvs"
     table = installed.cli("packages")
     assert table.returncode == 0, table.stderr
-    assert "mypkg" in table.stdout
-    assert "ready" in table.stdout
+    (row,) = [line for line in table.stdout.splitlines() if line.startswith("mypkg")]
+    assert "ready" in row
+    # One row per package: the requirements are counted, not listed one line each.
+    assert f"{len(package['frozen'])} frozen" in row
+    assert not any("taskloom==" in line for line in table.stdout.splitlines())
+    assert len(table.stdout.strip().splitlines()) <= 1 + len(package["tasks"])
+
+
+def test_tasks_shows_one_task_of_a_collected_package(installed: Installed) -> None:
+    shown = installed.cli("tasks", "mypkg/threshold", "--json")
+    assert shown.returncode == 0, shown.stderr
+    (task,) = [t for t in json.loads(shown.stdout) if t["name"].startswith("mypkg/")]
+    assert task["name"] == "mypkg/threshold"
+    assert "zarr_url" in task["input_schema"]["properties"]
+    text = installed.cli("tasks", "mypkg/threshold")
+    assert text.returncode == 0, text.stderr
+    assert "mypkg/threshold" in text.stdout
+    assert "mypkg/explode" not in text.stdout
+    unknown = installed.cli("tasks", "mypkg/nope")
+    assert unknown.returncode == 2
+    assert "unknown task 'mypkg/nope': no ready package 'mypkg' has a task 'nope'" in (
+        unknown.stderr
+    )
 
 
 def test_its_tasks_run_from_the_cli_in_the_package_interpreter(installed: Installed) -> None:
