@@ -174,6 +174,13 @@ export const api = {
   rerunWorkflow: (id) => request("POST", `/workflows/${enc(id)}/rerun`),
   cancelWorkflow: (id) => request("POST", `/workflows/${enc(id)}/cancel`),
 
+  /**
+   * Runs finished in the last `window` ("15m", "1h", "6h", "1d", "7d"), counted per bucket
+   * by status, with totals, failure rate, durations per task, and what is pending and
+   * running now; `task` narrows it to one task.
+   */
+  getStats: (window = "1h", task = null) => request("GET", `/stats${query({ window, task })}`),
+
   /** Every worker recorded on the database, alive or lost, oldest first. */
   listWorkers: async () => listOf(await request("GET", "/workers"), "workers"),
 

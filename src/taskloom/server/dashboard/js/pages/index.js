@@ -7,6 +7,7 @@
 // entry a page without one of its own belongs to.
 
 export const routes = [
+  { path: /^\/$/, nav: "Overview", href: "#/", load: () => import("./overview.js") },
   { path: /^\/tasks(?:\/([^/]+))?$/, nav: "Tasks", href: "#/tasks", load: () => import("./tasks.js") },
   { path: /^\/runs$/, nav: "Runs", href: "#/runs", load: () => import("./runs.js") },
   { path: /^\/runs\/([^/]+)$/, section: "#/runs", load: () => import("./run.js") },
@@ -21,4 +22,4 @@ export const routes = [
 ];
 
 /** Where "#/" and unknown addresses lead. */
-export const home = "#/tasks";
+export const home = "#/";
