@@ -67,22 +67,23 @@ export function mostFailing(tasks, count = TOP) {
 /**
  * `call()` at most once every `ms`, however often the returned function is called: a call
  * inside the interval is made once it has passed, a call while one runs once it has ended.
- * `cancel()` drops what is waiting.
+ * `now()` calls at once (and counts as the last call); `cancel()` drops what is waiting.
  */
 export function throttled(call, ms) {
   let last = -Infinity;
   let timer = null;
-  let running = false;
+  let running = 0;
   let again = false;
   const run = async () => {
+    if (timer !== null) clearTimeout(timer);
     timer = null;
-    running = true;
+    running++;
     last = Date.now();
     try {
       await call();
     } finally {
-      running = false;
-      if (again) {
+      running--;
+      if (again && !running) {
         again = false;
         request();
       }
@@ -92,6 +93,7 @@ export function throttled(call, ms) {
     if (running) again = true;
     else if (timer === null) timer = setTimeout(run, Math.max(0, last + ms - Date.now()));
   };
+  request.now = run;
   request.cancel = () => {
     if (timer !== null) clearTimeout(timer);
     timer = null;
@@ -380,7 +382,7 @@ export async function render(main, { query }) {
     setQuery({ window: key === DEFAULT_WINDOW ? null : key });
     for (const button of buttons) button.setAttribute("aria-pressed", String(button.dataset.window === key));
     statsSoon.cancel();
-    loadStats();
+    statsSoon.now();
   }
 
   async function pollWorkers() {
@@ -395,7 +397,7 @@ export async function render(main, { query }) {
   // Drawn again at the new width (not scaled), so labels keep their size on a narrow screen.
   const resized = new ResizeObserver(() => Math.floor(chartHolder.clientWidth) !== drawnWidth && drawChart());
 
-  await Promise.all([loadStats(), pollWorkers(), loadServices()]);
+  await Promise.all([statsSoon.now(), pollWorkers(), loadServices()]);
   resized.observe(chartHolder);
   return () => {
     stopped = true;
