@@ -185,11 +185,11 @@ class RemoteEvents:
             else:
                 kind = _KINDS.get(run.status, "progress")
         self._told += 1
-        self._engine._execution.emit(kind, run)
+        self._engine._execution.emit(kind, run, remote=True)
 
     def _tell_line(self, run: Run, line: LogLine) -> None:
         self._told += 1
-        self._engine._execution.emit("log", run, line)
+        self._engine._execution.emit("log", run, line, remote=True)
 
 
 def _as_running(run: Run) -> Run:

@@ -18,6 +18,7 @@ __all__ = [
     "PackageAddIn",
     "PackageDetailOut",
     "PackageOut",
+    "ReadyOut",
     "RunOut",
     "RunPage",
     "ServiceConfigIn",
@@ -205,6 +206,13 @@ class HealthOut(BaseModel):
     auth: bool
     tasks: int
     services: int
+
+
+class ReadyOut(BaseModel):
+    """Ready to serve: the database answers, its schema is the newest, the engine runs."""
+
+    status: Literal["ready"]
+    schema_revision: str
 
 
 class CallerOut(BaseModel):
