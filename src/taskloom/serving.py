@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .engine import Engine
 from .exceptions import StoreError, TaskDefinitionError
@@ -28,6 +28,9 @@ from .store.base import LEASE_TTL
 from .tasks.definition import TaskDefinition
 from .tasks.registry import tasks_in_module
 from .workflows import WorkflowLimits
+
+if TYPE_CHECKING:
+    from .observability.metrics import Metrics
 
 __all__ = [
     "POLL_INTERVAL",
@@ -230,12 +233,14 @@ async def work(
     lease_ttl: float = LEASE_TTL,
     on_ready: Callable[[Engine], None] | None = None,
     on_stopped: Callable[[Engine], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Execute runs of the served tasks from the shared queue until SIGINT or SIGTERM.
 
     On a stop, the runs executing get `shutdown_grace` seconds to finish; those still
     executing then are interrupted and given back, with those not started, for another
-    worker (an interrupted attempt uses no retry).
+    worker (an interrupted attempt uses no retry). `metrics` are made to watch the
+    engine once it is started.
     """
     stop = asyncio.Event()
     with _on_signals(asyncio.get_running_loop(), stop.set):
@@ -248,6 +253,8 @@ async def work(
             shutdown_grace=shutdown_grace,
             lease_ttl=lease_ttl,
         ) as engine:
+            if metrics is not None:
+                metrics.watch(engine)
             if on_ready is not None:
                 on_ready(engine)
             await stop.wait()

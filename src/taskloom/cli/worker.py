@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,9 +13,12 @@ from ..exceptions import StoreError
 from ..serving import load_served, run_to_end, work
 from ..store.base import LEASE_TTL
 from ..tasks.options import check_queue_name
-from .errors import EXIT_USAGE, CliError, reporting_errors
+from .errors import EXIT_FAILED, EXIT_USAGE, CliError, reporting_errors
 from .options import DbOption, VerboseOption, database_url, display_url, examples
 from .services import _logging_to_stderr
+
+if TYPE_CHECKING:
+    from ..observability.metrics import Metrics, MetricsServer
 
 __all__ = ["WORKER_EPILOG", "worker_command"]
 
@@ -26,6 +29,10 @@ WORKER_EPILOG = examples(
     ),
     ("taskloom worker tasks.py --queue gpu --queue default", "only runs of these queues"),
     ("taskloom workers", "who is alive and what each holds"),
+    (
+        "taskloom worker tasks.py --metrics-port 9464",
+        "also serve Prometheus metrics at http://127.0.0.1:9464/metrics",
+    ),
 )
 
 
@@ -85,6 +92,28 @@ def worker_command(
             ),
         ),
     ] = LEASE_TTL,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            metavar="PORT",
+            show_default=False,
+            help=(
+                "Serve this worker's Prometheus metrics over HTTP on this port (0: any "
+                "free port; the address is printed), until the worker stops."
+            ),
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host",
+            metavar="ADDRESS",
+            help="The address the metrics port listens on (0.0.0.0 for every interface).",
+        ),
+    ] = "127.0.0.1",
     verbose: VerboseOption = False,
 ) -> None:
     """Execute runs of the given tasks from the database's queue, until Ctrl-C or SIGTERM.
@@ -104,6 +133,7 @@ def worker_command(
         if not served.tasks:
             raise CliError(f"{', '.join(targets)} defines no tasks to execute")
         url = database_url(db)
+        metrics, exporter = _metrics(metrics_host, metrics_port)
 
         def ready(engine: Engine) -> None:
             queue_text = ", ".join(sorted(engine.served_queues()))
@@ -112,6 +142,8 @@ def worker_command(
                 f"{queue_text}, concurrency {concurrency}, on {display_url(url)}",
                 err=True,
             )
+            if exporter is not None:
+                typer.echo(f"metrics at {exporter.url}", err=True)
 
         def stopped(engine: Engine) -> None:
             typer.echo(
@@ -120,7 +152,11 @@ def worker_command(
                 err=True,
             )
 
-        with _logging_to_stderr(verbose=verbose), _unreachable_is_usage(url):
+        with (
+            _logging_to_stderr(verbose=verbose),
+            _unreachable_is_usage(url),
+            _closing(exporter),
+        ):
             run_to_end(
                 work(
                     served,
@@ -132,9 +168,34 @@ def worker_command(
                     lease_ttl=lease_ttl,
                     on_ready=ready,
                     on_stopped=stopped,
+                    metrics=metrics,
                 ),
                 grace=shutdown_grace + 5.0,
             )
+
+
+def _metrics(host: str, port: int | None) -> tuple[Metrics | None, MetricsServer | None]:
+    """With a port, the worker's metrics and their server, listening already: a port in
+    use stops the worker before its engine starts (exit 1)."""
+    if port is None:
+        return None, None
+    from ..observability.metrics import Metrics, MetricsServerError
+
+    metrics = Metrics()
+    try:
+        return metrics, metrics.serve(host, port)
+    except MetricsServerError as exc:
+        raise CliError(exc.message, exit_code=EXIT_FAILED) from exc
+
+
+@contextlib.contextmanager
+def _closing(exporter: MetricsServer | None) -> Iterator[None]:
+    """The metrics' server stopped, its port freed, whatever ends the worker."""
+    try:
+        yield
+    finally:
+        if exporter is not None:
+            exporter.close()
 
 
 @contextlib.contextmanager

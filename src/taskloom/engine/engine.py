@@ -438,6 +438,11 @@ class Engine:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
+    @property
+    def accepting(self) -> bool:
+        """Started and not closing: runs are taken (what a readiness probe asks)."""
+        return self._started and not self._closing
+
     # services ------------------------------------------------------------------------------
     @property
     def schedules(self) -> ScheduleBook:

@@ -49,11 +49,14 @@ SERIAL_WINDOW = 64
 @dataclass(frozen=True, slots=True)
 class RunEvent:
     """What listeners hear: `kind` is `submitted`, `started`, `progress`, `log`, `retrying`
-    or `finished`; `line` is set for `log`."""
+    or `finished`; `line` is set for `log`. `remote` is set when another process made the
+    change and this engine read it back from the store (`remote.py`): a listener that
+    counts what this process did skips those."""
 
     kind: str
     run: Run
     line: LogLine | None = None
+    remote: bool = False
 
 
 Listener = Callable[[RunEvent], None]
@@ -588,8 +591,10 @@ class RunExecution:
         else:
             loop.call_soon_threadsafe(self.emit, kind, run, line)
 
-    def emit(self, kind: str, run: Run, line: LogLine | None = None) -> None:
-        event = RunEvent(kind, run.copy(), line)
+    def emit(
+        self, kind: str, run: Run, line: LogLine | None = None, *, remote: bool = False
+    ) -> None:
+        event = RunEvent(kind, run.copy(), line, remote)
         for listener in list(self._listeners):
             try:
                 listener(event)

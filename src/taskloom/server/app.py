@@ -17,6 +17,7 @@ from starlette.types import Scope
 
 from .. import __version__
 from ..engine import Engine
+from ..observability.metrics import Metrics
 from ..streams import Pipeline
 from .api import ROUTERS
 from .api.packages import PackageInstalls
@@ -26,6 +27,8 @@ from .bodies import JsonBodies
 from .errors import RouteMethods, install_error_handlers
 from .events import EventHub
 from .guard import HostPolicy, RequestGuard
+from .metrics import MeasuredRequests, RequestMetrics, RouteTemplates
+from .metrics import router as metrics_router
 from .openapi import truthful_openapi
 from .revocation import TokenStreams
 from .settings import DEFAULT_MAX_BODY
@@ -49,11 +52,12 @@ def create_app(
 ) -> FastAPI:
     """An app serving `engine` (which must be started before the first request).
 
-    With `auth_required`, every route but `/api/health` needs a valid token from the
-    engine's store. `database` is what `/api/health` shows as the database (passwords
-    hidden by the caller). The dashboard folder is served at `/` when it has an
-    `index.html`. Packages added through the API get their venvs in `venvs_dir`
-    (default: `.taskloom/venvs` under the working folder, as for `taskloom package add`).
+    With `auth_required`, every route but `/api/health` and `/api/ready` needs a valid
+    token from the engine's store (`/metrics` too, a viewer's). `database` is what
+    `/api/health` shows as the database (passwords hidden by the caller). The dashboard
+    folder is served at `/` when it has an `index.html`. Packages added through the API
+    get their venvs in `venvs_dir` (default: `.taskloom/venvs` under the working folder,
+    as for `taskloom package add`).
     `hosts` are the names the `Host` header may carry (default: loopback ones only) and
     `max_body` the largest body read, in bytes (see `guard.py`).
     """
@@ -74,11 +78,14 @@ def create_app(
     app.state.events = hub
     folder = venvs_dir if venvs_dir is not None else Path.cwd() / ".taskloom" / "venvs"
     app.state.packages = PackageInstalls(engine, folder.resolve())
-    app.state.pipelines = DeploymentsHere(list(pipelines))
+    here = app.state.pipelines = DeploymentsHere(list(pipelines))
+    metrics = app.state.metrics = Metrics()
+    metrics.watch(engine, deployments=lambda: here.running.values())
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix="/api")
     app.state.methods = RouteMethods(ROUTERS, prefix="/api")
+    app.include_router(metrics_router)
     app.openapi = truthful_openapi(app, auth_required=auth_required)  # type: ignore[method-assign]
     if auth_required:
         streams = TokenStreams(engine.store)
@@ -88,9 +95,19 @@ def create_app(
         app.state.token_streams = None
     app.add_middleware(JsonBodies)
     policy = hosts if hosts is not None else HostPolicy.for_server(bind="127.0.0.1", loopback=True)
-    # Added last, so it runs first: a refused request reaches nothing else.
+    # Added last but one, so it runs first but for the count of requests: a refused
+    # request reaches nothing else.
     app.add_middleware(RequestGuard, hosts=policy, max_body=max_body)
-    if dashboard is not None and (dashboard / "index.html").is_file():
+    served = dashboard is not None and (dashboard / "index.html").is_file()
+    routes = RouteTemplates(
+        ROUTERS,
+        prefix="/api",
+        paths=("/api/openapi.json", "/api/docs", "/metrics"),
+        dashboard=served,
+    )
+    app.add_middleware(MeasuredRequests, metrics=RequestMetrics(metrics.registry), routes=routes)
+    if served:
+        assert dashboard is not None
         app.router.routes.append(
             _Dashboard("/", StaticFiles(directory=dashboard, html=True), name="dashboard")
         )

@@ -183,6 +183,9 @@ class HttpServer:
             events = getattr(state, "events", None)
             if events is not None:
                 events.close()
+            metrics = getattr(state, "metrics", None)
+            if metrics is not None:
+                metrics.close()
             streams = getattr(state, "token_streams", None)
             if streams is not None:
                 streams.close()

@@ -725,3 +725,8 @@ class Store(
 
     def close(self) -> None:
         """Release connections and the worker locks this store holds."""
+
+    def schema_revision(self) -> str | None:
+        """The schema revision the database is at, read from it now (so a readiness probe
+        also learns that it answers); None when it was never migrated. A store with no
+        schema of its own (memory) is always at the newest."""

@@ -39,6 +39,7 @@ from .base import (
     WriteBatch,
     WriteResult,
 )
+from .migrate import HEAD_REVISION
 from .pipelines import MemoryPipelines
 from .queue import lost_error
 from .schedules import MemorySchedules
@@ -147,6 +148,9 @@ class MemoryStore(MemoryPipelines, MemorySchedules, MemoryStats):
     def close(self) -> None:
         with self._lock:
             self._workers.clear()
+
+    def schema_revision(self) -> str | None:
+        return HEAD_REVISION
 
     # writes -----------------------------------------------------------------------------
 

@@ -231,6 +231,10 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats):
                 self._engine.dispose()
             self._engine = self._write_engine = self._statements = None
 
+    def schema_revision(self) -> str | None:
+        with self._use("read the schema revision") as engine, engine.connect() as conn:
+            return current_revision(conn)
+
     @contextmanager
     def _use(self, what: str) -> Iterator[Engine]:
         """The engine, with the in-memory lock held and database errors as StoreError."""
