@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .exceptions import TaskDefinitionError, UnknownTaskError
-from .tasks.definition import TaskDefinition
+from .tasks.definition import FunctionTask, TaskDefinition
 from .tasks.registry import Registry, as_task, default_registry, tasks_in_module
 
 __all__ = ["load_module", "load_target", "resolve_task"]
@@ -74,6 +75,10 @@ def load_target(target: str) -> list[TaskDefinition]:
                 raise TaskDefinitionError(f"{module_part!r} has no attribute {attr!r}") from None
         if isinstance(obj, ModuleType):
             return tasks_in_module(obj)
+        if inspect.isfunction(obj):
+            # A plain function named on its own is a task with the default options, as
+            # `run_cli` takes it: a Fractal task script needs no decorator to run here.
+            return [FunctionTask(obj)]
         return [as_task(obj)]
     module = load_module(target)
     found = tasks_in_module(module)

@@ -52,3 +52,27 @@ def test_a_bare_name_resolves_through_the_entry_points() -> None:
     assert resolve_task("calibrate").name == "calibrate"
     with pytest.raises(taskloom.UnknownTaskError, match="'nothing_here'"):
         resolve_task("nothing_here")
+
+
+def test_a_plain_function_named_by_file_and_name_is_a_task(tmp_path: Path) -> None:
+    script = tmp_path / "plain_task.py"
+    script.write_text(
+        "def scale(*, zarr_url: str, factor: int = 2) -> dict:\n"
+        '    """Scale an image."""\n'
+        '    return {"zarr_url": zarr_url, "factor": factor}\n\n'
+        "VALUE = 3\n",
+        encoding="utf-8",
+    )
+    definition = resolve_task(f"{script}:scale")
+    assert definition.name == "scale"
+    assert definition.description == "Scale an image."
+    assert definition.validate_inputs({"zarr_url": "/a", "factor": "4"})[1] == {
+        "zarr_url": "/a",
+        "factor": 4,
+    }
+    # Only a function named on its own: a file of plain functions defines no tasks, and a
+    # value that is not a function is still refused.
+    with pytest.raises(taskloom.TaskDefinitionError, match="defines no tasks"):
+        resolve_task(str(script))
+    with pytest.raises(taskloom.TaskDefinitionError, match="is not a task"):
+        resolve_task(f"{script}:VALUE")
