@@ -202,9 +202,11 @@ class ServiceStartRecord:
 class ServiceRequest:
     """A request to the serving process to act on a service (a row of `service_requests`).
 
-    `action` is `start`, `stop` or `restart`; `config` any JSON-compatible value or None.
-    `handled_at` and `outcome` (a JSON-compatible dict) are set by the process that
-    performed it; both are None while the request waits.
+    `action` is `start`, `stop`, `restart` or `set` (attributes of a service class, the
+    mapping of new values in `config`); `config` any JSON-compatible value or None.
+    `requested_by` says who asked (`cli:<user>`), None when nobody said. `handled_at` and
+    `outcome` (a JSON-compatible dict) are set by the process that performed it; both are
+    None while the request waits.
     """
 
     id: int
@@ -214,6 +216,7 @@ class ServiceRequest:
     config: Any = None
     handled_at: float | None = None
     outcome: Any = None
+    requested_by: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -549,9 +552,16 @@ class ServiceStore(Protocol):
         """The last `limit` starts of a service, newest (highest number) first."""
 
     def add_service_request(
-        self, service: str, action: str, config: Any = None, *, requested_at: float | None = None
+        self,
+        service: str,
+        action: str,
+        config: Any = None,
+        *,
+        requested_at: float | None = None,
+        requested_by: str | None = None,
     ) -> int:
-        """Record a request (`requested_at` defaults to now); return its id."""
+        """Record a request (`requested_at` defaults to now) and who made it; return its
+        id."""
 
     def pending_service_requests(self) -> list[ServiceRequest]:
         """The requests not handled yet, oldest (lowest id) first."""

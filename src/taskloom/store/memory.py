@@ -596,7 +596,13 @@ class MemoryStore(MemoryPipelines, MemorySchedules, MemoryStats):
     # service control ----------------------------------------------------------------------
 
     def add_service_request(
-        self, service: str, action: str, config: Any = None, *, requested_at: float | None = None
+        self,
+        service: str,
+        action: str,
+        config: Any = None,
+        *,
+        requested_at: float | None = None,
+        requested_by: str | None = None,
     ) -> int:
         try:
             stored_config = _json(config)
@@ -611,6 +617,7 @@ class MemoryStore(MemoryPipelines, MemorySchedules, MemoryStats):
                 action=action,
                 config=stored_config,
                 requested_at=time.time() if requested_at is None else requested_at,
+                requested_by=requested_by,
             )
             return request_id
 

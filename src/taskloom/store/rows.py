@@ -410,7 +410,7 @@ def service_start_from_row(row: Sequence[Any]) -> ServiceStartRecord:
 
 
 def service_request_from_row(row: Sequence[Any]) -> ServiceRequest:
-    request_id, service, action, config, requested_at, handled_at, outcome = row
+    request_id, service, action, config, requested_at, handled_at, outcome, by = row
     return ServiceRequest(
         id=request_id,
         service=service,
@@ -419,6 +419,7 @@ def service_request_from_row(row: Sequence[Any]) -> ServiceRequest:
         requested_at=requested_at,
         handled_at=handled_at,
         outcome=_loads_or_none(outcome),
+        requested_by=by,
     )
 
 

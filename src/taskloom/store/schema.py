@@ -48,6 +48,8 @@ __all__ = [
     "run_changes",
     "runs",
     "schedules",
+    "service_attribute_changes",
+    "service_attributes",
     "service_log_lines",
     "service_requests",
     "service_starts",
@@ -295,6 +297,8 @@ service_requests = Table(
     Column("requested_at", Double, nullable=False),
     Column("handled_at", Double, nullable=True),
     Column("outcome", Text, nullable=True),
+    # Who asked: `cli:<user>` from the command line; NULL for requests older than 0013.
+    Column("requested_by", String(200), nullable=True),
 )
 
 #: The log lines of services, read per service in id order.
@@ -307,6 +311,35 @@ service_log_lines = Table(
     Column("created_at", Double, nullable=False),
     Column("level", String(16), nullable=False),
     Column("message", Text, nullable=False),
+    Index(None, "service", "id"),
+)
+
+#: The current value (JSON) of each public attribute of a `Service` class with loops,
+#: and who set it: NULL for the class's default (replaced when the default changes), else
+#: `cli:<user>`, `token:<name>`, `http` or `service` (the class's own code). The instance
+#: starts with the values someone set.
+service_attributes = Table(
+    "service_attributes",
+    metadata,
+    Column("service", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("updated_by", String(200), nullable=True),
+    PrimaryKeyConstraint("service", "name"),
+)
+
+#: Every change of an attribute made from outside the service (the CLI, the API, a
+#: client, the dashboard), with who made it; read per service, newest first.
+service_attribute_changes = Table(
+    "service_attribute_changes",
+    metadata,
+    Column("id", LogId, primary_key=True, autoincrement=True),
+    Column("service", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("changed_at", Double, nullable=False),
+    Column("changed_by", String(200), nullable=False),
     Index(None, "service", "id"),
 )
 

@@ -942,13 +942,20 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats):
     # service control ----------------------------------------------------------------------
 
     def add_service_request(
-        self, service: str, action: str, config: Any = None, *, requested_at: float | None = None
+        self,
+        service: str,
+        action: str,
+        config: Any = None,
+        *,
+        requested_at: float | None = None,
+        requested_by: str | None = None,
     ) -> int:
         values = {
             "service": service,
             "action": action,
             "config": json_or_none(config),
             "requested_at": time.time() if requested_at is None else requested_at,
+            "requested_by": requested_by,
         }
         with self._use("add a service request"), self._writer().begin() as conn:
             result = conn.execute(insert(service_requests).values(values))
