@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from .engine import Engine
 from .exceptions import StoreError, TaskDefinitionError
 from .loading import load_module
+from .observability.retention import RetentionPolicy, keep_pruning
 from .services.definition import ServiceDefinition, services_in_module
 from .services.status import ServiceState
 from .services.supervisor import Supervisor
@@ -164,6 +165,7 @@ async def serve(
     surfaces: Sequence[Surface] = (),
     workflow_limits: WorkflowLimits | None = None,
     worker: bool = True,
+    retention: RetentionPolicy | None = None,
 ) -> ServeResult:
     """Serve until SIGINT or SIGTERM (exit code 0) or until an `exit_on_failure` service
     fails for good (the supervisor's non-zero exit code). Every service is stopped before
@@ -173,17 +175,21 @@ async def serve(
     stopped first when serving ends. With `worker` False the engine executes no runs:
     the runs submitted here wait for `taskloom worker` processes on the database.
     `on_ready` is called once all that is started; `on_stopping` with the reason when
-    serving ends.
+    serving ends. With `retention`, finished runs older than it says are pruned in the
+    background (`observability.retention`).
     """
     stop = asyncio.Event()
     with _on_signals(asyncio.get_running_loop(), stop.set):
-        async with Engine(
-            database_url,
-            tasks=served.tasks,
-            services=served.services,
-            workflow_limits=workflow_limits,
-            worker=worker,
-        ) as engine:
+        async with (
+            Engine(
+                database_url,
+                tasks=served.tasks,
+                services=served.services,
+                workflow_limits=workflow_limits,
+                worker=worker,
+            ) as engine,
+            keep_pruning(engine.store, retention),
+        ):
             supervisor = engine.supervisor
             poller: asyncio.Task[None] | None = None
             started: list[Surface] = []
@@ -233,26 +239,31 @@ async def work(
     lease_ttl: float = LEASE_TTL,
     on_ready: Callable[[Engine], None] | None = None,
     on_stopped: Callable[[Engine], None] | None = None,
+    retention: RetentionPolicy | None = None,
     metrics: Metrics | None = None,
 ) -> None:
     """Execute runs of the served tasks from the shared queue until SIGINT or SIGTERM.
 
     On a stop, the runs executing get `shutdown_grace` seconds to finish; those still
     executing then are interrupted and given back, with those not started, for another
-    worker (an interrupted attempt uses no retry). `metrics` are made to watch the
-    engine once it is started.
+    worker (an interrupted attempt uses no retry). With `retention`, finished runs older
+    than it says are pruned in the background. `metrics` are made to watch the engine
+    once it is started.
     """
     stop = asyncio.Event()
     with _on_signals(asyncio.get_running_loop(), stop.set):
-        async with Engine(
-            database_url,
-            tasks=served.tasks,
-            concurrency=concurrency,
-            queues=queues or None,
-            name=name,
-            shutdown_grace=shutdown_grace,
-            lease_ttl=lease_ttl,
-        ) as engine:
+        async with (
+            Engine(
+                database_url,
+                tasks=served.tasks,
+                concurrency=concurrency,
+                queues=queues or None,
+                name=name,
+                shutdown_grace=shutdown_grace,
+                lease_ttl=lease_ttl,
+            ) as engine,
+            keep_pruning(engine.store, retention),
+        ):
             if metrics is not None:
                 metrics.watch(engine)
             if on_ready is not None:

@@ -18,6 +18,7 @@ __all__ = [
     "JsonOption",
     "MaxItemsOption",
     "MaxStepsOption",
+    "RetentionOption",
     "VerboseOption",
     "database_url",
     "display_url",
@@ -57,6 +58,20 @@ MaxItemsOption = Annotated[
         envvar="TASKLOOM_MAX_MAP_ITEMS",
         min=1,
         help="The most items one map step may run.",
+    ),
+]
+
+RetentionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--retention",
+        envvar="TASKLOOM_RETENTION",
+        metavar="AGE",
+        show_default=False,
+        help=(
+            "Remove finished runs older than this (30d, 12h) in the background, in "
+            "batches: soon after start, then every 5 minutes. Default: keep every run."
+        ),
     ),
 ]
 

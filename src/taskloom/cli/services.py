@@ -32,12 +32,14 @@ from ..store import (
 from ..store.connect import sqlite_file
 from ..workflows import WorkflowLimits
 from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
+from .db import retention_policy
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, print_error, reporting_errors
 from .options import (
     DbOption,
     JsonOption,
     MaxItemsOption,
     MaxStepsOption,
+    RetentionOption,
     VerboseOption,
     database_url,
     display_url,
@@ -210,6 +212,7 @@ def serve_command(
             ),
         ),
     ] = False,
+    retention: RetentionOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve tasks and services over HTTP until Ctrl-C or SIGTERM.
@@ -228,6 +231,7 @@ def serve_command(
     with reporting_errors(verbose=verbose):
         if not targets:
             raise CliError("give at least one file or module to serve (say examples/services.py)")
+        policy = retention_policy(retention)
         served = load_served(targets)
         url = database_url(db)
         try:
@@ -253,6 +257,7 @@ def serve_command(
                         ),
                         surfaces=[http],
                         worker=not no_worker,
+                        retention=policy,
                         on_ready=lambda _e, supervisor: _announce(
                             served, supervisor, url, targets, http
                         ),

@@ -13,8 +13,16 @@ from ..exceptions import StoreError
 from ..serving import load_served, run_to_end, work
 from ..store.base import LEASE_TTL
 from ..tasks.options import check_queue_name
+from .db import retention_policy
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, reporting_errors
-from .options import DbOption, VerboseOption, database_url, display_url, examples
+from .options import (
+    DbOption,
+    RetentionOption,
+    VerboseOption,
+    database_url,
+    display_url,
+    examples,
+)
 from .services import _logging_to_stderr
 
 if TYPE_CHECKING:
@@ -114,6 +122,7 @@ def worker_command(
             help="The address the metrics port listens on (0.0.0.0 for every interface).",
         ),
     ] = "127.0.0.1",
+    retention: RetentionOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Execute runs of the given tasks from the database's queue, until Ctrl-C or SIGTERM.
@@ -129,6 +138,7 @@ def worker_command(
             chosen = [check_queue_name(q, "--queue") for q in queues or ()]
         except Exception as exc:
             raise CliError(str(exc)) from None
+        policy = retention_policy(retention)
         served = load_served(targets)
         if not served.tasks:
             raise CliError(f"{', '.join(targets)} defines no tasks to execute")
@@ -168,6 +178,7 @@ def worker_command(
                     lease_ttl=lease_ttl,
                     on_ready=ready,
                     on_stopped=stopped,
+                    retention=policy,
                     metrics=metrics,
                 ),
                 grace=shutdown_grace + 5.0,

@@ -1,6 +1,6 @@
 """Where taskloom keeps runs: the `Store` protocol, its narrow parts (`RunStore`,
 `QueueStore`, `ServiceStore`, `TokenStore`, `PackageStore`, `DeploymentStore`,
-`ScheduleStore`, `StatsStore`), and its
+`ScheduleStore`, `StatsStore`, `RetentionStore`), and its
 SQL and in-memory backends.
 
 `open_store()` turns a URL (or a bare file path, or nothing for the default SQLite file)
@@ -12,12 +12,15 @@ from __future__ import annotations
 from .base import (
     ActiveCounts,
     ApiTokenRecord,
+    DatabaseStats,
     DeploymentRecord,
     DeploymentStore,
     HookRecord,
     PackageRecord,
     PackageStore,
+    PruneBatch,
     QueueStore,
+    RetentionStore,
     RunStore,
     ScheduleRecord,
     ScheduleStore,
@@ -29,6 +32,7 @@ from .base import (
     StageRecord,
     StatsStore,
     Store,
+    TableStats,
     TokenStore,
     WorkerRecord,
     WriteBatch,
@@ -40,13 +44,16 @@ from .sql import SqlStore
 __all__ = [
     "ActiveCounts",
     "ApiTokenRecord",
+    "DatabaseStats",
     "DeploymentRecord",
     "DeploymentStore",
     "HookRecord",
     "MemoryStore",
     "PackageRecord",
     "PackageStore",
+    "PruneBatch",
     "QueueStore",
+    "RetentionStore",
     "RunStore",
     "ScheduleRecord",
     "ScheduleStore",
@@ -59,6 +66,7 @@ __all__ = [
     "StageRecord",
     "StatsStore",
     "Store",
+    "TableStats",
     "TokenStore",
     "WorkerRecord",
     "WriteBatch",

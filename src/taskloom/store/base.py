@@ -28,13 +28,17 @@ __all__ = [
     "ActiveCounts",
     "ApiTokenRecord",
     "ClaimRequest",
+    "DatabaseStats",
     "DeploymentRecord",
     "DeploymentStore",
     "HookRecord",
     "LeaseLostError",
     "PackageRecord",
     "PackageStore",
+    "PruneBatch",
+    "PruneCursor",
     "QueueStore",
+    "RetentionStore",
     "RunStore",
     "ScheduleRecord",
     "ScheduleStore",
@@ -47,6 +51,7 @@ __all__ = [
     "StatsStore",
     "Store",
     "StoreBusyError",
+    "TableStats",
     "TokenStore",
     "UncertainCommitError",
     "WorkerRecord",
@@ -384,6 +389,49 @@ class HookRecord:
     created_at: float = 0.0
 
 
+#: Where a prune of one status goes on: the `created_at` and id of the last run looked at.
+PruneCursor = tuple[float, str]
+
+
+@dataclass(slots=True, kw_only=True)
+class PruneBatch:
+    """What one batch of a prune removed (in a dry run, what it would remove): runs, and
+    the attempts and log lines of those runs."""
+
+    runs: int = 0
+    attempts: int = 0
+    log_lines: int = 0
+    #: Families looked at and kept: one of their runs is unfinished, or finished since
+    #: the cutoff.
+    kept: int = 0
+    #: Where the next batch of the status starts; None once every run was looked at.
+    after: PruneCursor | None = None
+
+
+@dataclass(slots=True)
+class TableStats:
+    """A table: its rows, and its bytes on disk with its indexes (None where the
+    database does not say)."""
+
+    name: str
+    rows: int
+    bytes: int | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class DatabaseStats:
+    """What a database holds: its tables, its size (`files`: a SQLite file and its
+    write-ahead log, by name), its runs by status, and its oldest runs."""
+
+    backend: str
+    tables: tuple[TableStats, ...] = ()
+    size_bytes: int | None = None
+    files: dict[str, int] = field(default_factory=dict)
+    runs_by_status: dict[str, int] = field(default_factory=dict)
+    oldest_run_at: float | None = None
+    oldest_finished_at: float | None = None
+
+
 class RunStore(Protocol):
     """Runs, their attempts and their log lines: written in batches, read by id and by page.
 
@@ -710,6 +758,33 @@ class StatsStore(Protocol):
         read on every scrape (through the queue's partial indexes)."""
 
 
+class RetentionStore(Protocol):
+    """Removing old finished runs, and what the database holds (`store/retention.py`
+    holds both implementations)."""
+
+    def prune_runs(
+        self,
+        *,
+        status: str,
+        finished_before: float,
+        after: PruneCursor | None = None,
+        limit: int = 1000,
+        dry_run: bool = False,
+        wait: bool = True,
+    ) -> PruneBatch | None:
+        """One batch, in one transaction: delete the next families (a run with every
+        descendant through `parent_id`) headed by a run of `status` that finished before
+        `finished_before`, after `after`, up to `limit` runs (a larger family goes alone),
+        with their attempts and log lines. A family is kept whole when any of its runs is
+        unfinished or finished since then. With `dry_run` nothing is deleted: the counts
+        say what would be. With `wait` False, None at once when another process's batch
+        holds the prune's lock (PostgreSQL)."""
+
+    def database_stats(self) -> DatabaseStats:
+        """Rows per table, size on disk, runs by status, the oldest run and the oldest
+        finished run."""
+
+
 class Store(
     QueueStore,
     ServiceStore,
@@ -718,6 +793,7 @@ class Store(
     DeploymentStore,
     ScheduleStore,
     StatsStore,
+    RetentionStore,
     Protocol,
 ):
     """Every part together, on one database: what `open_store()` returns and an `Engine`

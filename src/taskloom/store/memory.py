@@ -42,6 +42,7 @@ from .base import (
 from .migrate import HEAD_REVISION
 from .pipelines import MemoryPipelines
 from .queue import lost_error
+from .retention import MemoryRetention
 from .schedules import MemorySchedules
 from .stats import MemoryStats
 
@@ -109,7 +110,7 @@ class _Worker:
     lost_at: float | None = None
 
 
-class MemoryStore(MemoryPipelines, MemorySchedules, MemoryStats):
+class MemoryStore(MemoryPipelines, MemorySchedules, MemoryStats, MemoryRetention):
     """Runs, attempts, logs and workers in dictionaries."""
 
     def __init__(self) -> None:

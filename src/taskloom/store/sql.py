@@ -61,6 +61,7 @@ from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
 from .pipelines import SqlPipelines
 from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, QueueSql, notices
+from .retention import SqlRetention
 from .rows import (
     ATTEMPT_READ,
     LOG_READ,
@@ -128,7 +129,7 @@ def _is_busy(exc: Exception) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SqlStore(SqlPipelines, SqlSchedules, SqlStats):
+class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention):
     """The store on SQLite (a file, or in memory) or PostgreSQL (psycopg 3)."""
 
     def __init__(
