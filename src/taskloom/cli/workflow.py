@@ -17,11 +17,11 @@ from rich.tree import Tree
 from ..engine import Engine, RunEvent
 from ..exceptions import RunNotFoundError, WorkflowError
 from ..runs import Run, RunStatus
-from ..store import RunStore
 from ..tasks.validation import coerce_cli_value
 from ..workflows import Workflow, WorkflowLimits, load_workflow
+from ..workflows.keys import StepKey, item_index
 from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
-from ..workflows.operations import child_runs, workflow_of
+from ..workflows.operations import workflow_of, workflow_steps
 from ..workflows.validation import topological_order
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, print_error, reporting_errors
 from .options import (
@@ -138,7 +138,7 @@ def show_command(
         if run is None:
             raise RunNotFoundError(run_id)
         workflow = workflow_of(run)
-        steps = _steps_of(store, run)
+        steps = workflow_steps(store, run.id)
         if json_output:
             document = {
                 "run": run.as_dict(),
@@ -192,7 +192,8 @@ class StepProgress:
         elif event.kind == "finished":
             self.finished += 1
             if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
-                step = (run.idempotency_key or "").partition("/")[2]
+                key = StepKey.of(run)
+                step = key.within if key is not None else run.id
                 reason = f": {run.error.message}" if run.error else ""
                 self.console.print(
                     Text(f"step {step} {run.status}{reason}", style="red"), soft_wrap=True
@@ -254,23 +255,6 @@ def _report(run: Run, *, json_output: bool) -> None:
 
 
 # showing --------------------------------------------------------------------------------------
-def _steps_of(store: RunStore, run: Run) -> dict[str, list[Run]]:
-    steps: dict[str, list[Run]] = {}
-    for child in child_runs(store, run.id):
-        prefix, _, rest = (child.idempotency_key or "").partition("/")
-        if prefix != run.id:
-            continue
-        steps.setdefault(rest.partition("/")[0], []).append(child)
-    for runs in steps.values():
-        runs.sort(key=_item_index)
-    return steps
-
-
-def _item_index(run: Run) -> int:
-    tail = (run.idempotency_key or "").rpartition("/")[2]
-    return int(tail) if tail.isdigit() else -1
-
-
 def _status(status: str) -> Text:
     return Text(str(status), style=STATUS_STYLES.get(status, ""))
 
@@ -301,7 +285,7 @@ def _step_line(name: str, task: str, also: list[str], runs: list[Run] | None) ->
     line = Text.assemble((name, "bold"), "  ")
     if not runs:
         line.append_text(_status("not started"))
-    elif len(runs) == 1 and _item_index(runs[0]) < 0:
+    elif len(runs) == 1 and item_index(runs[0]) < 0:
         only = runs[0]
         line.append_text(_status(only.status))
         if only.status == RunStatus.COMPLETED and only.attempts == 0:
@@ -323,7 +307,7 @@ def _add_items(node: Tree, runs: list[Run]) -> None:
     failed = [r for r in runs if r.status not in (RunStatus.COMPLETED, RunStatus.PENDING)]
     for run in failed[:SHOWN_ITEMS]:
         reason = f"  {run.error.type}: {run.error.message}" if run.error else ""
-        node.add(Text(f"item {_item_index(run)}  {run.status}  {run.id}{reason}", style="red"))
+        node.add(Text(f"item {item_index(run)}  {run.status}  {run.id}{reason}", style="red"))
     if len(failed) > SHOWN_ITEMS:
         node.add(Text(f"... and {len(failed) - SHOWN_ITEMS} more", style="red"))
 

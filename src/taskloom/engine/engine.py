@@ -1074,6 +1074,14 @@ class Engine:
 
         return await operations.rerun_workflow(self._host, run_id, resolve=resolve)
 
+    async def workflow_steps(self, run_id: str) -> dict[str, list[Run]]:
+        """The step runs of workflow run `run_id`, by step name; the items of a map step
+        in item order. A step with no run yet (waiting) is absent."""
+        self._check_started()
+        from ..workflows import operations
+
+        return await self._in_thread(operations.workflow_steps, self.store, run_id)
+
     async def _recover_workflows(self) -> None:
         from ..workflows import operations
 

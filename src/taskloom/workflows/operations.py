@@ -29,6 +29,7 @@ from ..runs import Run, RunStatus, new_run_id
 from ..store import RunStore
 from ..tasks.definition import TaskDefinition
 from ..tasks.validation import field_errors_from_jsonschema, refuse_unstorable
+from .keys import StepKey, runs_by_step
 from .model import Step, Workflow
 from .scheduler import WorkflowExecution
 from .validation import check_workflow
@@ -45,6 +46,7 @@ __all__ = [
     "submit_workflow",
     "validate_workflow_inputs",
     "workflow_of",
+    "workflow_steps",
 ]
 
 WORKFLOW_PREFIX = "workflow:"
@@ -128,6 +130,11 @@ def workflow_of(run: Run) -> Workflow:
     return Workflow.from_dict(definition)
 
 
+def workflow_steps(store: RunStore, run_id: str) -> dict[str, list[Run]]:
+    """The step runs of workflow run `run_id` by step, map items in item order."""
+    return runs_by_step(run_id, child_runs(store, run_id))
+
+
 def child_runs(store: RunStore, parent_id: str) -> list[Run]:
     """Every run whose parent is `parent_id`, oldest first (read page by page)."""
     found: list[Run] = []
@@ -159,10 +166,9 @@ async def rerun_workflow(
     children = await host.in_thread(child_runs, host.store, run_id)
     reuse: dict[str, Run] = {}
     for child in children:
-        key = child.idempotency_key or ""
-        prefix, _, suffix = key.partition("/")
-        if prefix == run_id and child.status == RunStatus.COMPLETED:
-            reuse[suffix] = child
+        key = StepKey.of(child)
+        if key is not None and key.workflow_id == run_id and child.status == RunStatus.COMPLETED:
+            reuse[key.within] = child
     return await submit_workflow(
         host, workflow, old.inputs, priority=old.priority, reuse=reuse, resolve=resolve
     )
@@ -214,9 +220,9 @@ async def recover_workflows(host: WorkflowHost, passed_over: set[str]) -> list[s
         children = await host.in_thread(child_runs, store, run.id)
         existing: dict[str, Run] = {}
         for child in children:
-            prefix, _, suffix = (child.idempotency_key or "").partition("/")
-            if prefix == run.id:
-                existing[suffix] = child
+            key = StepKey.of(child)
+            if key is not None and key.workflow_id == run.id:
+                existing[key.within] = child
         run.worker_id = host.worker_id
         execution = WorkflowExecution(
             host, workflow, definitions, run, limits=host.workflow_limits, existing=existing

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import EngineClosedError, InputValidationError
 from ..runs import ErrorInfo, Run, RunStatus, new_run_id
 from ..tasks.definition import TaskDefinition
+from .keys import StepKey
 from .limits import WorkflowLimitError, WorkflowLimits
 from .model import Step, Workflow
 from .references import Ref, resolve_value
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from ..engine.live import LiveRun
     from .host import WorkflowHost
 
-__all__ = ["ITEMS_PER_TURN", "MAP_RUNNING", "WorkflowExecution", "step_key"]
+__all__ = ["ITEMS_PER_TURN", "MAP_RUNNING", "WorkflowExecution"]
 
 #: Map items validated (or inserted, or steps started) in one turn of the event loop.
 ITEMS_PER_TURN = 250
@@ -68,11 +69,6 @@ MAP_RUNNING = 500
 _COMPLETED, _FAILED = RunStatus.COMPLETED, RunStatus.FAILED
 _CANCELLED, _SKIPPED = RunStatus.CANCELLED, RunStatus.SKIPPED
 _ABSENT = object()  # the result of an optional dependency that did not complete
-
-
-def step_key(run_id: str, step: str, index: int | None = None) -> str:
-    """The idempotency key of a step's run (or of item `index` of a map step)."""
-    return f"{run_id}/{step}" if index is None else f"{run_id}/{step}/{index}"
 
 
 class _StepState:
@@ -370,8 +366,8 @@ class WorkflowExecution:
         found: list[tuple[int, Run]] = []
         for index in range(start, end):
             call, stored = state.prepared[index]
-            key = step_key(self.run.id, step.name, index if is_map else None)
-            suffix = key.partition("/")[2]
+            step_run = StepKey(self.run.id, step.name, index if is_map else None)
+            key, suffix = step_run.key, step_run.within
             there = self.existing.pop(suffix, None)
             if there is not None:  # resuming: this item has a run already
                 found.append((index, there))
@@ -549,8 +545,9 @@ class WorkflowExecution:
         self, state: _StepState, status: RunStatus, *, error: ErrorInfo | None
     ) -> None:
         """A step that never runs: recorded as a run that is already finished."""
-        key = step_key(self.run.id, state.step.name)
-        if self.existing.pop(key.partition("/")[2], None) is None:  # (resuming: recorded)
+        step_run = StepKey(self.run.id, state.step.name, None)
+        key = step_run.key
+        if self.existing.pop(step_run.within, None) is None:  # (resuming: recorded)
             run = self._new_run(state, {}, key, status)
             run.error = error
             self.host.insert_steps([run], _ignore)

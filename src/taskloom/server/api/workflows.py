@@ -28,13 +28,11 @@ from ...documents import TooManyMembersError, count_json_members
 from ...engine import Engine
 from ...exceptions import NotAWorkflowRunError, TaskloomError, WorkflowValidationError
 from ...runs import Run, RunStatus
-from ...store import RunStore
 from ...tasks.definition import TaskDefinition
 from ...workflows import Step, Workflow, WorkflowLimits
 from ...workflows.model import parse_text, task_reference
 from ...workflows.operations import (
     WORKFLOW_PREFIX,
-    child_runs,
     workflow_of,
 )
 from ...workflows.validation import WorkflowProblems, topological_order
@@ -152,23 +150,6 @@ async def _workflow_run(engine: Engine, run_id: str) -> Run:
     return run
 
 
-def _steps_of(store: RunStore, run: Run) -> dict[str, list[Run]]:
-    """The step runs of a workflow run by step, map items in item order."""
-    steps: dict[str, list[Run]] = {}
-    for child in child_runs(store, run.id):
-        prefix, _, rest = (child.idempotency_key or "").partition("/")
-        if prefix == run.id:
-            steps.setdefault(rest.partition("/")[0], []).append(child)
-    for runs in steps.values():
-        runs.sort(key=_item_index)
-    return steps
-
-
-def _item_index(run: Run) -> int:
-    tail = (run.idempotency_key or "").rpartition("/")[2]
-    return int(tail) if tail.isdigit() else -1
-
-
 def _step_status(step: Step, runs: list[Run]) -> str:
     """One status per step: `waiting` before its first run, `running` while any is
     unfinished, else the run's status (a map: `failed`, `cancelled`, `skipped` or
@@ -221,8 +202,7 @@ async def get_workflow(run_id: str, engine: EngineDep) -> dict[str, Any]:
     steps it depends on (enough to draw the graph and color it)."""
     run = await _workflow_run(engine, run_id)
     workflow = workflow_of(run)
-    assert engine.store is not None
-    steps = await asyncio.to_thread(_steps_of, engine.store, run)
+    steps = await engine.workflow_steps(run.id)
     return {
         "run": _out(run),
         "workflow": jsonable(workflow.to_dict()),
