@@ -11,7 +11,7 @@ conformance suite under `tests/integration/conformance/` that every implementati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +42,9 @@ __all__ = [
     "RunStore",
     "ScheduleRecord",
     "ScheduleStore",
+    "ServiceAttributeChange",
+    "ServiceAttributeRecord",
+    "ServiceAttributeStore",
     "ServiceLogLine",
     "ServiceRecord",
     "ServiceRequest",
@@ -234,6 +237,39 @@ class ServiceLogLine:
     created_at: float
     level: str
     message: str
+    id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True, kw_only=True)
+class ServiceAttributeRecord:
+    """The current value of one attribute of a service class (a row of
+    `service_attributes`): `value` any JSON-compatible value; `updated_by` who set it
+    (`cli:<user>`, `token:<name>`, `http`, `service` for the class's own code), None while
+    it holds the class's default."""
+
+    service: str
+    name: str
+    value: Any
+    updated_at: float
+    updated_by: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True, kw_only=True)
+class ServiceAttributeChange:
+    """One change of an attribute made from outside its service (a row of
+    `service_attribute_changes`); `id` is set by the store, increasing."""
+
+    service: str
+    name: str
+    value: Any
+    changed_at: float
+    changed_by: str
     id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -580,9 +616,43 @@ class QueueStore(RunStore, Protocol):
         the database. The caller stops it."""
 
 
-class ServiceStore(Protocol):
+class ServiceAttributeStore(Protocol):
+    """The live attributes of service classes (`Service` subclasses with loops): their
+    current values, kept so that a new process starts with them, and their history."""
+
+    def declare_service_attributes(
+        self, service: str, defaults: Mapping[str, Any], *, declared_at: float
+    ) -> list[ServiceAttributeRecord]:
+        """Make the stored attributes of `service` those of `defaults`, in one transaction:
+        an attribute not stored yet is added with its default (`updated_by` None), one
+        still holding a default takes the new default, one set by someone keeps its
+        value, one no longer declared is removed. Return them all, by name."""
+
+    def set_service_attributes(
+        self,
+        service: str,
+        values: Mapping[str, Any],
+        *,
+        changed_at: float,
+        changed_by: str,
+        record: bool = True,
+    ) -> None:
+        """Store new current values (each JSON-compatible) set by `changed_by`, and with
+        `record` add each to the history, in one transaction."""
+
+    def get_service_attributes(self, service: str) -> list[ServiceAttributeRecord]:
+        """The stored attributes of a service class, by name; [] when it has none."""
+
+    def get_service_attribute_changes(
+        self, service: str, *, limit: int = 100
+    ) -> list[ServiceAttributeChange]:
+        """The last `limit` changes of a service class's attributes, newest first."""
+
+
+class ServiceStore(ServiceAttributeStore, Protocol):
     """What a `Supervisor` keeps of its services between processes, and the requests
-    other processes leave for it (`taskloom service start ...`)."""
+    other processes leave for it (`taskloom service start ...`), the attributes of
+    service classes among them."""
 
     def save_service(self, record: ServiceRecord) -> None:
         """Insert or replace the record of the service `record.name`."""

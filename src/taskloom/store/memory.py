@@ -30,6 +30,8 @@ from .base import (
     HookRecord,
     PackageRecord,
     ScheduleRecord,
+    ServiceAttributeChange,
+    ServiceAttributeRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -44,6 +46,7 @@ from .pipelines import MemoryPipelines
 from .queue import lost_error
 from .retention import MemoryRetention
 from .schedules import MemorySchedules
+from .service_attributes import MemoryServiceAttributes
 from .stats import MemoryStats
 
 __all__ = ["MemoryStore"]
@@ -110,7 +113,9 @@ class _Worker:
     lost_at: float | None = None
 
 
-class MemoryStore(MemoryPipelines, MemorySchedules, MemoryStats, MemoryRetention):
+class MemoryStore(
+    MemoryPipelines, MemorySchedules, MemoryStats, MemoryRetention, MemoryServiceAttributes
+):
     """Runs, attempts, logs and workers in dictionaries."""
 
     def __init__(self) -> None:
@@ -129,6 +134,8 @@ class MemoryStore(MemoryPipelines, MemorySchedules, MemoryStats, MemoryRetention
         self._last_request_id = 0
         self._service_logs: dict[str, list[ServiceLogLine]] = {}
         self._last_service_log_id = 0
+        self._service_attributes: dict[str, dict[str, ServiceAttributeRecord]] = {}
+        self._service_attribute_changes: list[ServiceAttributeChange] = []
         self._api_tokens: dict[str, ApiTokenRecord] = {}
         self._deployments: dict[str, DeploymentRecord] = {}
         self._stages: dict[str, dict[str, StageRecord]] = {}

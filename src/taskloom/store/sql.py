@@ -90,6 +90,7 @@ from .rows import (
     service_start_row,
 )
 from .schedules import SqlSchedules
+from .service_attributes import SqlServiceAttributes
 from .schema import (
     api_tokens,
     attempts,
@@ -129,7 +130,7 @@ def _is_busy(exc: Exception) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention):
+class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAttributes):
     """The store on SQLite (a file, or in memory) or PostgreSQL (psycopg 3)."""
 
     def __init__(
