@@ -44,6 +44,7 @@ _PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
 FINISHED_CACHE_SIZE = 50_000
 _SKIPPED = object()  # a thread skipped a call it was handed (see `_begin_in_thread`)
 SERIAL_WINDOW = 64
+_ENDS = frozenset({"retrying", "finished"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +52,15 @@ class RunEvent:
     """What listeners hear: `kind` is `submitted`, `started`, `progress`, `log`, `retrying`
     or `finished`; `line` is set for `log`. `remote` is set when another process made the
     change and this engine read it back from the store (`remote.py`): a listener that
-    counts what this process did skips those."""
+    counts what this process did skips those. `attempt_ended` is set on `retrying` and
+    `finished` when an attempt this engine executed ended with the change (a `finished`
+    run cancelled before it ran, or between attempts, ended none)."""
 
     kind: str
     run: Run
     line: LogLine | None = None
     remote: bool = False
+    attempt_ended: bool = False
 
 
 Listener = Callable[[RunEvent], None]
@@ -86,6 +90,8 @@ class RunExecution:
         self._live = live  # the runs the engine holds, by id (a run is dropped as it ends)
         self._finished = finished  # the runs that ended lately, as committed
         self._listeners = listeners
+        #: Listeners of the ends this engine records only (`add_listener(ends_only=True)`).
+        self.end_listeners: list[Listener] = []
         #: Held by a task's thread while it begins an attempt, and while a run is cancelled.
         self.begin_lock = threading.Lock()
         #: The engine is closing: no attempt begins any more, no retry is queued again.
@@ -438,8 +444,8 @@ class RunExecution:
         writer.update_run(
             run.id, {"status": _PENDING, "error": error, "scheduled_at": run.scheduled_at}
         )
-        if self._listeners:
-            self.emit("retrying", run)
+        if self._listeners or self.end_listeners:
+            self.emit("retrying", run, attempt_ended=True)
         self.release(live)
         live.timer = self._loop.call_later(delay, self._requeue, live)
 
@@ -560,8 +566,9 @@ class RunExecution:
             value = live.run if error is None else error
             for waiter in waiters:
                 settle(waiter, value)
-        if self._listeners:
-            self.emit("finished", live.run)
+        if self._listeners or self.end_listeners:
+            # `began` is still what it was as the run ended: an attempt was executing.
+            self.emit("finished", live.run, attempt_ended=live.began)
 
     # progress, logs, events ----------------------------------------------------------------
     def on_progress(self, live: LiveRun, fields: dict[str, Any]) -> None:
@@ -592,14 +599,29 @@ class RunExecution:
             loop.call_soon_threadsafe(self.emit, kind, run, line)
 
     def emit(
-        self, kind: str, run: Run, line: LogLine | None = None, *, remote: bool = False
+        self,
+        kind: str,
+        run: Run,
+        line: LogLine | None = None,
+        *,
+        remote: bool = False,
+        attempt_ended: bool = False,
     ) -> None:
-        event = RunEvent(kind, run.copy(), line, remote)
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("taskloom: a run listener failed")
+        if self._listeners:
+            event = RunEvent(kind, run.copy(), line, remote, attempt_ended)
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("taskloom: a run listener failed")
+        if self.end_listeners and kind in _ENDS and not remote:
+            # The engine's own record, not a copy: these listeners read it at once.
+            event = RunEvent(kind, run, None, False, attempt_ended)
+            for listener in list(self.end_listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("taskloom: a run listener failed")
 
 
 class StartCommitted(threading.Event):

@@ -170,7 +170,7 @@ class EngineWorkflowHost:
 
     def tell(self, kind: str, run: Run) -> None:
         engine = self._engine
-        if engine._listeners:
+        if engine._listeners or engine._execution.end_listeners:
             engine._execution.emit(kind, run)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:

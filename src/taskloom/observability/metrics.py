@@ -23,12 +23,14 @@ A server adds its requests by route template and status, and exposes them all at
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -37,9 +39,8 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics import Counter, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -62,6 +63,8 @@ logger = logging.getLogger("taskloom.metrics")
 
 #: Run durations, in seconds: from a no-op to an hour.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+#: The `le` labels of the buckets, as prometheus_client writes them.
+_BOUNDS = [repr(float(bound)) for bound in DURATION_BUCKETS] + ["+Inf"]
 _WORKER_STATES = ("alive", "lost")
 
 
@@ -82,31 +85,8 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self._runs = Counter(
-            "taskloom_runs",
-            "Runs this process ended (executed, or cancelled before they ran), by final status.",
-            ("task", "status"),
-            registry=self.registry,
-        )
-        self._durations = Histogram(
-            "taskloom_run_duration_seconds",
-            "From a run's first start to its end, of the runs this process ended.",
-            ("task",),
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self._attempts = Counter(
-            "taskloom_attempts",
-            "Attempts this process executed, by how each ended.",
-            ("task", "outcome"),
-            registry=self.registry,
-        )
-        # Children by label values: `labels()` takes a lock and builds a key each time.
-        self._run_children: dict[tuple[str, str], Any] = {}
-        self._attempt_children: dict[tuple[str, str], Any] = {}
-        self._duration_children: dict[str, Any] = {}
-        #: The runs whose attempt this process began and has not seen end yet.
-        self._open_attempts: set[str] = set()
+        self._counts = _RunCounts()
+        self.registry.register(self._counts)
         self._detach: Callable[[], None] | None = None
         self._database = _DatabaseGauges(cache_seconds)
         self.registry.register(self._database)
@@ -117,7 +97,7 @@ class Metrics:
         """Count `engine`'s runs from now on, and read its store, supervisor and
         `deployments` at each scrape."""
         assert engine.store is not None, "start the engine before watching it"
-        self._detach = engine.add_listener(self._heard)
+        self._detach = engine.add_listener(self._counts.heard, ends_only=True)
         self._database.store = engine.store
         self.registry.register(_ServiceCollector(engine))
         if deployments is not None:
@@ -151,40 +131,6 @@ class Metrics:
             ) from exc
         return MetricsServer(server, thread)
 
-    # the engine's events ---------------------------------------------------------------
-    def _heard(self, event: RunEvent) -> None:
-        if event.remote:
-            return
-        kind = event.kind
-        run = event.run
-        if kind == "started":
-            self._open_attempts.add(run.id)
-        elif kind == "retrying":
-            if run.id in self._open_attempts:
-                self._open_attempts.discard(run.id)
-                self._attempt(run.task, "failed").inc()
-        elif kind == "finished":
-            status = run.status.value
-            task = run.task
-            child = self._run_children.get((task, status))
-            if child is None:
-                child = self._run_children[task, status] = self._runs.labels(task, status)
-            child.inc()
-            if run.id in self._open_attempts:
-                self._open_attempts.discard(run.id)
-                self._attempt(task, status).inc()
-            if run.started_at is not None and run.finished_at is not None:
-                histogram = self._duration_children.get(task)
-                if histogram is None:
-                    histogram = self._duration_children[task] = self._durations.labels(task)
-                histogram.observe(max(0.0, run.finished_at - run.started_at))
-
-    def _attempt(self, task: str, outcome: str) -> Any:
-        child = self._attempt_children.get((task, outcome))
-        if child is None:
-            child = self._attempt_children[task, outcome] = self._attempts.labels(task, outcome)
-        return child
-
 
 class MetricsServer:
     """The metrics' own HTTP server (a thread); `close()` frees its port."""
@@ -207,6 +153,80 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5.0)
+
+
+class _RunCounts(Collector):
+    """The runs and attempts this process ended, counted as the engine records their ends.
+
+    Plain dictionaries of numbers, changed on the event loop only (a counter of
+    prometheus_client takes a lock and finds its child at each count); a scrape, in
+    another thread maybe, reads copies (a dictionary or a list is copied whole, the GIL
+    held) and makes the families from them.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[tuple[str, str], int] = {}
+        self._attempts: dict[tuple[str, str], int] = {}
+        # Per task: the observations in each bucket (the last one +Inf), then their sum.
+        self._durations: dict[str, list[float]] = {}
+
+    def heard(self, event: RunEvent) -> None:
+        run = event.run
+        if event.kind == "finished":
+            key = (run.task, run.status.value)
+            runs = self._runs
+            runs[key] = runs.get(key, 0) + 1
+            if event.attempt_ended:
+                attempts = self._attempts
+                attempts[key] = attempts.get(key, 0) + 1
+            started, finished = run.started_at, run.finished_at
+            if started is not None and finished is not None:
+                seconds = max(0.0, finished - started)
+                row = self._durations.get(run.task)
+                if row is None:
+                    row = self._durations[run.task] = [0.0] * (len(DURATION_BUCKETS) + 2)
+                row[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+                row[-1] += seconds
+        elif event.attempt_ended:  # retrying: the attempt failed
+            key = (run.task, "failed")
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        runs, durations, attempts = self._families()
+        for (task, status), count in sorted(self._runs.copy().items()):
+            runs.add_metric([task, status], count)
+        for (task, outcome), count in sorted(self._attempts.copy().items()):
+            attempts.add_metric([task, outcome], count)
+        for task, row in sorted(self._durations.copy().items()):
+            counts = list(row)
+            cumulative = list(itertools.accumulate(counts[:-1]))
+            buckets = list(zip(_BOUNDS, cumulative, strict=True))
+            durations.add_metric([task], buckets, sum_value=counts[-1])
+        return [runs, durations, attempts]
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily, CounterMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "taskloom_runs",
+                "Runs this process ended (executed, or cancelled before they ran), by final "
+                "status.",
+                labels=("task", "status"),
+            ),
+            HistogramMetricFamily(
+                "taskloom_run_duration_seconds",
+                "From a run's first start to its end, of the runs this process ended.",
+                labels=("task",),
+            ),
+            CounterMetricFamily(
+                "taskloom_attempts",
+                "Attempts this process executed, by how each ended.",
+                labels=("task", "outcome"),
+            ),
+        )
 
 
 class _DatabaseGauges(Collector):
