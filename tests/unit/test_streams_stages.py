@@ -36,7 +36,8 @@ async def test_the_guides_adder_fires_once_both_inputs_have_a_value(
     engine: taskloom.Engine,
 ) -> None:
     p = taskloom.Pipeline("guide")
-    p.stage(stages.adder, inputs={"a": "in.a", "b": "in.b"}, outputs=["sums"])
+    # Waiting for ever (no idleness): what is held stays held, whatever the machine's pace.
+    p.stage(stages.adder, inputs={"a": "in.a", "b": "in.b"}, outputs=["sums"], idle_after=None)
     deployment = await engine.deploy(p)
     sums = deployment.subscribe("sums")
     await deployment.publish("in.a", 5, timestamp=1000)
@@ -138,7 +139,7 @@ async def test_synchronized_inputs_are_released_in_timestamp_order(
     engine: taskloom.Engine,
 ) -> None:
     p = taskloom.Pipeline("sync")
-    p.stage(stages.pair, inputs={"a": "a", "b": "b"}, outputs=["out"])
+    p.stage(stages.pair, inputs={"a": "a", "b": "b"}, outputs=["out"], idle_after=None)
     deployment = await engine.deploy(p)
     out = deployment.subscribe("out")
     # All of `a` arrives before any of `b`: the stage still sees them by timestamp.

@@ -17,7 +17,7 @@ from ..tasks.definition import FunctionTask
 from ..tasks.signature import validate_special
 from .errors import StageConfigError, WiringError
 from .queues import Backpressure
-from .stages import DEFAULT_RESTART, StageSpec, ports_of, wire_outputs
+from .stages import DEFAULT_IDLE_AFTER, DEFAULT_RESTART, StageSpec, ports_of, wire_outputs
 from .wiring import NAME, check_stages, type_name
 
 __all__ = ["Pipeline"]
@@ -31,6 +31,7 @@ _STAGE_KEYS = frozenset(
         "outputs",
         "config",
         "synchronized",
+        "idle_after",
         "queue_size",
         "backpressure",
         "thread_safe",
@@ -65,6 +66,7 @@ class Pipeline:
         name: str | None = None,
         label: str | None = None,
         synchronized: bool = True,
+        idle_after: float | None = DEFAULT_IDLE_AFTER,
         queue_size: int = 1000,
         backpressure: Backpressure | str = Backpressure.BLOCK,
         restart: RestartPolicy | None = None,
@@ -78,6 +80,9 @@ class Pipeline:
         - `synchronized`: release messages in timestamp order across inputs (each input
           waits while another input could still deliver an older message); False takes
           whatever is queued, oldest first, without waiting for the other inputs.
+        - `idle_after`: seconds a synchronized stage holds a message for an input with
+          nothing queued; then that input counts as idle (it holds nothing back until its
+          next message) and the message goes on. None waits for ever.
         - `queue_size`, `backpressure`: each input's bounded queue, and what a full one
           does (`block` the producer, or `drop_oldest` and count it).
         - `restart`: the `RestartPolicy` after the stage raises (default: at once, always).
@@ -89,6 +94,15 @@ class Pipeline:
             raise WiringError(self.name, [str(exc)]) from None
         if queue_size < 1:
             raise WiringError(self.name, [f"queue_size must be >= 1, got {queue_size}"])
+        if idle_after is not None and (
+            isinstance(idle_after, bool)
+            or not isinstance(idle_after, int | float)
+            or not idle_after >= 0
+        ):
+            raise WiringError(
+                self.name,
+                [f"idle_after {idle_after!r}: expected seconds (a number >= 0) or null"],
+            )
         try:
             policy = Backpressure(backpressure)
         except ValueError:
@@ -116,6 +130,7 @@ class Pipeline:
             config=config,
             config_type=config_type,
             synchronized=synchronized,
+            idle_after=None if idle_after is None else float(idle_after),
             queue_size=queue_size,
             backpressure=policy,
             restart=restart or DEFAULT_RESTART,

@@ -68,6 +68,7 @@ class Subscription:
         "buffer",
         "closed",
         "dropped",
+        "idle",
         "low_water",
         "maxsize",
         "policy",
@@ -100,6 +101,10 @@ class Subscription:
         #: The timestamp of the last message taken: timestamps on a topic never go back,
         #: so nothing older can come (what synchronized stages release by).
         self.watermark = _BEFORE_ALL
+        #: Set by a synchronized stage that held a message `idle_after` seconds waiting for
+        #: this input while it had nothing queued; cleared by its next message. An idle
+        #: input holds nothing back.
+        self.idle = False
         self.signal = signal or Signal()
         #: Producers waiting for room (`block`); `pop` lets one on.
         self.blocked: deque[asyncio.Future[None]] = deque()
@@ -151,6 +156,7 @@ class Subscription:
         """Take the oldest message (the buffer must not be empty)."""
         message = self.buffer.popleft()
         self.watermark = message.timestamp
+        self.idle = False
         if self.blocked and len(self.buffer) <= self.low_water:
             self.release()
         return message

@@ -34,6 +34,7 @@ _PLAIN = frozenset({int, float, str, bool, bytes, dict, list, type(None), Any, o
 _YIELD_EVERY = 256  # messages handled before the stage lets other tasks run
 _WAIT = -1
 _DONE = -2
+_HELD = -3
 
 
 def converter_for(annotation: Any) -> Callable[[Any], Any] | None:
@@ -55,11 +56,12 @@ def converter_for(annotation: Any) -> Callable[[Any], Any] | None:
 
 
 def _select(subscriptions: list[Subscription], synchronized: bool) -> int:
-    """The index of the subscription whose message is next, or _WAIT, or _DONE.
+    """The index of the subscription whose message is next, or _WAIT, _HELD or _DONE.
 
-    The oldest head message goes first (ties to the earlier input). Synchronized, it
-    waits while an open input with nothing queued could still deliver an older message:
-    its watermark (last timestamp taken) is below the candidate's.
+    The oldest head message goes first (ties to the earlier input). Synchronized, it is
+    held (_HELD) while an open input that is not idle, with nothing queued, could still
+    deliver an older message: its watermark (last timestamp taken) is below the
+    candidate's. _WAIT: nothing is queued; _DONE: every input is closed and drained.
     """
     index = _WAIT
     best = 0
@@ -79,10 +81,65 @@ def _select(subscriptions: list[Subscription], synchronized: bool) -> int:
             if (
                 not subscription.buffer
                 and not subscription.closed
+                and not subscription.idle
                 and subscription.watermark < best
             ):
-                return _WAIT
+                return _HELD
     return index
+
+
+def _mark_idle(subscriptions: list[Subscription]) -> None:
+    """Count as idle the inputs that hold the oldest queued message back."""
+    best = min(s.buffer[0].timestamp for s in subscriptions if s.buffer)
+    for subscription in subscriptions:
+        if not subscription.buffer and not subscription.closed and subscription.watermark < best:
+            subscription.idle = True
+
+
+class _IdleClock:
+    """How long a synchronized stage has held a message, and the timer that wakes it when
+    the inputs it waits for count as idle.
+
+    One timer at a time, re-armed lazily: a hold that ends before its deadline leaves the
+    timer to fire (a wake-up that finds nothing to do) instead of cancelling it, so a stage
+    whose holds are short (the common case over NATS) pays a clock read per hold, not a
+    timer.
+    """
+
+    __slots__ = ("held_since", "idle_after", "loop", "signal", "timer")
+
+    def __init__(self, idle_after: float | None, signal: Signal) -> None:
+        self.idle_after = idle_after
+        self.signal = signal
+        self.loop = asyncio.get_running_loop()
+        self.held_since: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def expired(self) -> bool:
+        """Called while a message is held: True once it has been held `idle_after`."""
+        idle_after = self.idle_after
+        if idle_after is None:
+            return False
+        now = self.loop.time()
+        since = self.held_since
+        if since is None:
+            since = self.held_since = now
+        deadline = since + idle_after
+        if now >= deadline:
+            self.held_since = None
+            return True
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self._wake)
+        return False
+
+    def _wake(self) -> None:
+        self.timer = None
+        self.signal.set()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class StageIO:
@@ -105,15 +162,20 @@ class StageIO:
         """The next (input port, message); `SubscriptionClosed` when every input ended."""
         runner = self._runner
         subscriptions = runner.subscriptions
+        clock = runner.idle_clock()
         while True:
             index = _select(subscriptions, runner.spec.synchronized)
             if index >= 0:
+                clock.held_since = None
                 message = subscriptions[index].pop()
                 runner.messages_in += 1
                 runner.last_timestamp = message.timestamp
                 return runner.input_names[index], message
             if index == _DONE:
                 raise SubscriptionClosed(runner.spec.name)
+            if index == _HELD and clock.expired():
+                _mark_idle(subscriptions)
+                continue
             await runner.signal.wait()
 
     async def publish(
@@ -184,6 +246,13 @@ class StageRunner:
         self.last_timestamp: int | None = None
         self.last_error: ErrorInfo | None = None
         self.task: asyncio.Task[None] | None = None
+        self._idle_clock: _IdleClock | None = None
+
+    def idle_clock(self) -> _IdleClock:
+        """The stage's idle clock (made on the event loop, at the first use)."""
+        if self._idle_clock is None:
+            self._idle_clock = _IdleClock(self.spec.idle_after, self.signal)
+        return self._idle_clock
 
     def status(self) -> StageStatus:
         return StageStatus(
@@ -208,6 +277,8 @@ class StageRunner:
     async def stop(self) -> None:
         for subscription in self.subscriptions:
             subscription.close()
+        if self._idle_clock is not None:
+            self._idle_clock.cancel()
         task = self.task
         if task is not None and not task.done():
             task.cancel()
@@ -301,6 +372,7 @@ class StageRunner:
         loop = asyncio.get_running_loop()
         missing = set(range(count))
         handled = 0
+        clock = self.idle_clock()
         while True:
             # Which input's message is next. The common cases (one input with messages,
             # or two inputs both with messages) are decided here; the rest by `_select`.
@@ -313,13 +385,18 @@ class StageRunner:
                 if index < 0:
                     if index == _DONE:
                         return
+                    if index == _HELD and clock.expired():
+                        _mark_idle(subscriptions)
+                        continue
                     await signal.wait()
                     continue
+            clock.held_since = None  # a message is taken: any hold is over
             subscription = subscriptions[index]
             buffer = buffers[index]
             message = buffer.popleft()
             timestamp = message.timestamp
             subscription.watermark = timestamp
+            subscription.idle = False
             if subscription.blocked and len(buffer) <= subscription.low_water:
                 subscription.release()
             self.messages_in += 1

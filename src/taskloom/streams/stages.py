@@ -23,10 +23,14 @@ from .queues import Backpressure
 if TYPE_CHECKING:
     from .runner import StageIO
 
-__all__ = ["DEFAULT_RESTART", "StageSpec", "StreamStage"]
+__all__ = ["DEFAULT_IDLE_AFTER", "DEFAULT_RESTART", "StageSpec", "StreamStage"]
 
 #: Stages restart at once after an error, without limit; each error is counted.
 DEFAULT_RESTART = RestartPolicy(restart_sec=0.0)
+
+#: Seconds a synchronized stage holds a message for an input that has nothing queued
+#: before it counts that input as idle and goes on without it (`idle_after=`).
+DEFAULT_IDLE_AFTER = 0.05
 
 
 class StreamStage:
@@ -73,6 +77,7 @@ class StageSpec:
     config: Any = None
     config_type: type[Any] | None = None
     synchronized: bool = True
+    idle_after: float | None = DEFAULT_IDLE_AFTER
     queue_size: int = 1000
     backpressure: Backpressure = Backpressure.BLOCK
     restart: RestartPolicy = DEFAULT_RESTART
