@@ -93,8 +93,8 @@ def _expand(target: str) -> list[str]:
 
 def load_served(targets: Sequence[str]) -> Served:
     """Import each target (a `.py` file, a folder of them, a package folder or a module
-    name) and collect the tasks and services it defines; a target that defines neither is
-    an error (a file in a folder may define nothing)."""
+    name) and collect the tasks, services and pipelines it defines; a target that defines
+    none of them is an error (a file in a folder may define nothing)."""
     served = Served()
     for target in targets:
         found = 0
@@ -102,12 +102,13 @@ def load_served(targets: Sequence[str]) -> Served:
             module = load_module(spec)
             tasks = tasks_in_module(module)
             services = services_in_module(module)
-            found += len(tasks) + len(services)
+            pipelines = _pipelines_in(module)
+            found += len(tasks) + len(services) + len(pipelines)
             served.tasks.extend(tasks)
             served.services.extend(services)
-            served.pipelines.extend(_pipelines_in(module))
+            served.pipelines.extend(pipelines)
         if not found:
-            raise TaskDefinitionError(f"{target!r} defines no tasks and no services")
+            raise TaskDefinitionError(f"{target!r} defines no tasks, services or pipelines")
     return served
 
 

@@ -8,6 +8,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import Cli
 
@@ -144,3 +145,25 @@ def test_topic_publish_and_tail_over_nats(streams: Cli) -> None:
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 0
     assert out.splitlines() == ["1001: 14", "1002: 12"]  # the printer stage's lines
+
+
+def test_a_file_that_only_defines_a_pipeline_can_be_served(streams: Cli) -> None:
+    # The stages' tasks live in another module; this file holds the pipeline alone.
+    (streams.cwd / "only_pipeline.py").write_text(
+        "import taskloom\n"
+        "from streams import adder, printer\n\n"
+        'sums = taskloom.Pipeline("sums")\n'
+        'sums.stage(adder, inputs={"a": "numbers.a", "b": "numbers.b"}, outputs=["sums"])\n'
+        'sums.stage(printer, inputs={"value": "sums"})\n',
+        encoding="utf-8",
+    )
+    process = streams.start("serve", "only_pipeline.py", "--port", "0")
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("taskloom "), line + (process.stderr.read() if process.stderr else "")
+    url = line.split(" serving ", 1)[1].split()[0]
+    deployed = httpx.post(f"{url}/api/pipelines", json={"pipeline": "sums"}, timeout=20)
+    assert deployed.status_code == 201, deployed.text
+    assert deployed.json()["name"] == "sums"
+    process.terminate()
+    assert process.wait(timeout=20) == 0

@@ -50,6 +50,7 @@ from .render import format_time, log_line_text, make_console
 from .runs import _opened_store
 
 if TYPE_CHECKING:
+    from ..engine import Engine
     from ..server.http import HttpServer
 
 __all__ = [
@@ -138,7 +139,11 @@ def serve_command(
         list[str] | None,
         typer.Argument(
             metavar="[TARGETS]...",
-            help="Files (path/file.py) or modules whose tasks and services to serve.",
+            help=(
+                "Files (path/file.py) or modules whose tasks, services and pipelines to "
+                "serve; the packages collected in the database are served too, so none "
+                "are needed for those."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -229,9 +234,10 @@ def serve_command(
     from ..server.tokens import AuthError
 
     with reporting_errors(verbose=verbose):
-        if not targets:
-            raise CliError("give at least one file or module to serve (say examples/services.py)")
+        # Without targets it serves the packages collected in the database (`taskloom
+        # package add`) and those installed with entry points: nothing else is needed.
         policy = retention_policy(retention)
+        targets = targets or []
         served = load_served(targets)
         url = database_url(db)
         try:
@@ -258,8 +264,8 @@ def serve_command(
                         surfaces=[http],
                         worker=not no_worker,
                         retention=policy,
-                        on_ready=lambda _e, supervisor: _announce(
-                            served, supervisor, url, targets, http
+                        on_ready=lambda engine, supervisor: _announce(
+                            served, engine, supervisor, url, targets, http
                         ),
                         on_stopping=lambda why: typer.echo(f"stopping services: {why}", err=True),
                     )
@@ -309,15 +315,22 @@ def _database_text(url: str) -> str:
 
 
 def _announce(
-    served: Served, supervisor: Supervisor, url: str, targets: Sequence[str], http: HttpServer
+    served: Served,
+    engine: Engine,
+    supervisor: Supervisor,
+    url: str,
+    targets: Sequence[str],
+    http: HttpServer,
 ) -> None:
     typer.echo(f"taskloom {__version__} serving {http.url}  (database: {_database_text(url)})")
     names = ", ".join(supervisor.names) or "none"
     started = [s.name for s in supervisor.statuses() if s.state.active]
+    packages = sum(1 for task in engine.registry if getattr(task, "package", None))
+    sources = [*targets, *([f"{packages} collected package task(s)"] if packages else [])]
     typer.echo(
         f"serving {len(served.services)} service(s) ({names}; started: "
-        f"{', '.join(started) or 'none'}) and {len(served.tasks)} task(s) from "
-        f"{' '.join(targets)}; database {display_url(url)}"
+        f"{', '.join(started) or 'none'}) and {len(served.tasks) + packages} task(s) from "
+        f"{' and '.join(sources) or 'nothing yet'}; database {display_url(url)}"
     )
 
 

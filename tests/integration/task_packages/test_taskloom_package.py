@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import build_wheel, cli_env, taskloom_cli, write_taskloom_package
 
+import taskloom
 from taskloom import Engine, RunStatus
 from taskloom.packages import CommandTask, PackageCollector
 from taskloom.store import open_store
@@ -138,6 +139,35 @@ async def test_the_engine_runs_package_tasks_with_logs_and_results(installed: In
         assert "ValueError: no good images among 1" in failed.error.message
         failed_logs = await engine.get_logs(failed.id)
         assert any("Traceback" in line.message for line in failed_logs)
+
+
+def test_serve_with_no_targets_serves_the_collected_packages(installed: Installed) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskloom", "serve", "--port", "0"],
+        cwd=installed.folder,
+        env=installed.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("taskloom "), first + (
+            process.stderr.read() if process.stderr else ""
+        )
+        url = first.split(" serving ", 1)[1].split()[0]
+        assert "and 2 task(s) from 2 collected package task(s)" in process.stdout.readline()
+        with taskloom.Client(url) as client:
+            assert {"mypkg/explode", "mypkg/threshold"} <= {t["name"] for t in client.tasks()}
+            run = client.run("mypkg/threshold", {"zarr_url": "/served.zarr"})
+            assert run.status == RunStatus.COMPLETED
+            assert run.result["zarr_url"] == "/served.zarr"
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+    assert process.returncode == 0
 
 
 def test_reinstall_from_frozen_requirements_then_remove(installed: Installed) -> None:
