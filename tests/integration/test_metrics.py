@@ -316,6 +316,34 @@ async def test_the_pending_gauge_is_cached_and_one_read_serves_a_burst(tmp_path:
         fresh.close()
 
 
+async def test_a_run_cancelled_before_it_ran_ends_no_attempt(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cancel.db'}"
+    async with taskloom.Engine(url, tasks=[tasks], concurrency=1, cancel_grace=0.5) as engine:
+        metrics = Metrics()
+        metrics.watch(engine)
+        executing = await engine.submit("nap", {"seconds": 30})
+        waiting = await engine.submit("nap", {"seconds": 30})
+
+        async def running() -> bool:
+            return (await engine.get_run(executing.id)).status is RunStatus.RUNNING
+
+        await until(running)
+        assert (await engine.get_run(waiting.id)).status is RunStatus.PENDING
+        await engine.cancel(waiting.id)
+        await engine.cancel(executing.id)
+        for run_id in (executing.id, waiting.id):
+            assert (await engine.wait(run_id)).status is RunStatus.CANCELLED
+        found = samples(metrics.exposition()[0].decode())
+        finished, attempts = await asyncio.to_thread(_recorded, _store(engine))
+        metrics.close()
+    assert finished == {("nap", "cancelled"): 2}
+    assert by_labels(found, "taskloom_runs_total", "task", "status") == finished
+    assert attempts == {("nap", "cancelled"): 1}
+    assert by_labels(found, "taskloom_attempts_total", "task", "outcome") == attempts
+    # Only the run that started has a duration.
+    assert by_labels(found, "taskloom_run_duration_seconds_count", "task") == {("nap",): 1}
+
+
 # readiness -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_ready_is_503_while_the_schema_is_behind(

@@ -4,18 +4,20 @@
 engines or apps in one process keep apart), with the process, platform and garbage
 collector metrics, and what taskloom adds:
 
-- counters fed by the engine's listeners, of what this process did: the runs it ended
-  (`taskloom_runs_total{task,status}`, `taskloom_run_duration_seconds{task}`) and the
-  attempts it executed (`taskloom_attempts_total{task,outcome}`). Events the engine read
-  back from the store (another process's runs, `RunEvent.remote`) are not counted here:
-  the process that executed them counts them;
+- counts of what this process did, from an `ends_only` listener of the engine: the runs
+  it ended (`taskloom_runs_total{task,status}`, `taskloom_run_duration_seconds{task}`)
+  and the attempts it executed (`taskloom_attempts_total{task,outcome}`). The ends of
+  other processes' runs, which a server's engine reads back from the store for its
+  event streams, are never told to such a listener: the process that ended them counts
+  them;
 - gauges read from the database at scrape time, at most once per `cache_seconds` however
   many scrapes come: the runs waiting by queue and executing by task
   (`active_counts()`), the workers by state. Every process tells the same cluster-wide
   figures;
 - what the engine's supervisor and the in-process deployments know, read at scrape time by
   collectors of their own, so nothing is counted on their hot paths: the services by
-  state and their restarts, the messages each stage took in and sent out;
+  state and their restarts, the messages each stage took in and sent out.
+
 A server adds its requests by route template and status, and exposes them all at
 `/metrics` (`server/metrics.py`); a worker serves them on a port of its own
 (`Metrics.serve`, `taskloom worker --metrics-port`).
