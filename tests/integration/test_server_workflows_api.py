@@ -13,7 +13,7 @@ import pytest
 
 import taskloom
 from support import load_helper
-from taskloom.server.api.packages import PackageInstalls
+from taskloom.packages.installs import PackageInstalls
 from taskloom.server.app import create_app
 from taskloom.server.events import EventFilter, EventHub
 from taskloom.services.definition import services_in_module

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,6 +15,7 @@ from rich.text import Text
 from ..packages.collection import FAILED, READY, PackageCollector, PackageInstallError
 from ..packages.definitions import package_tasks
 from ..packages.errors import ManifestWarning, PackageError
+from ..packages.installs import package_summary, package_task_names
 from ..packages.manifest import fractal_manifest, taskloom_manifest
 from ..store import PackageRecord, open_store
 from .errors import EXIT_FAILED, CliError, print_error, reporting_errors
@@ -192,28 +193,7 @@ def show_command(
         record = store.get_package(name)
         if record is None:
             raise CliError(f"no package named {name!r} (`taskloom packages` lists them)")
-        typer.echo(dump_json(_record_dict(record, with_log=True)))
-
-
-def _task_names(record: PackageRecord) -> list[str]:
-    return [t.name for t in package_tasks(record)] if record.state == READY else []
-
-
-def _record_dict(record: PackageRecord, *, with_log: bool = False) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": record.name,
-        "version": record.version,
-        "state": record.state,
-        "source": record.source,
-        "venv": record.venv,
-        "manifest": record.manifest_kind,
-        "tasks": _task_names(record),
-        "frozen": (record.frozen or "").splitlines(),
-        "error": record.error,
-    }
-    if with_log:
-        data["log"] = record.log
-    return data
+        typer.echo(dump_json(package_summary(record, with_log=True)))
 
 
 def packages_command(
@@ -226,7 +206,7 @@ def packages_command(
     with reporting_errors(verbose=verbose), _opened_store(db) as store:
         records = store.list_packages()
         if json_output:
-            typer.echo(dump_json([_record_dict(r) for r in records]))
+            typer.echo(dump_json([package_summary(r) for r in records]))
             return
         if not records:
             typer.echo("no packages (`taskloom package add SOURCE` installs one)", err=True)
@@ -241,7 +221,7 @@ def packages_command(
                 record.version or "",
                 Text(record.state, style=style),
                 record.venv or "",
-                "\n".join(_task_names(record)) or (record.error or ""),
+                "\n".join(package_task_names(record)) or (record.error or ""),
                 _requirements_summary(record),
             )
         make_console().print(table)

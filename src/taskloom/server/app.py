@@ -17,10 +17,10 @@ from starlette.types import Scope
 
 from .. import __version__
 from ..engine import Engine
+from ..packages.installs import PackageInstalls
 from ..observability.metrics import Metrics
 from ..streams import Pipeline
 from .api import ROUTERS
-from .api.packages import PackageInstalls
 from .api.pipelines import DeploymentsHere
 from .auth import AuthPolicy
 from .bodies import JsonBodies

@@ -13,7 +13,7 @@ import pytest
 from conftest import build_wheel, write_taskloom_package
 
 import taskloom
-from taskloom.server.api.packages import PackageInstalls
+from taskloom.packages.installs import PackageInstalls
 from taskloom.server.app import create_app
 from taskloom.server.tokens import create_token
 
