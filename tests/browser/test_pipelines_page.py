@@ -29,6 +29,11 @@ def test_deploy_watch_the_counts_move_publish_and_stop(dashboard: Dashboard) -> 
     expect(row.locator(".status")).to_have_text("running")
     stage = page.locator("#pipeline-stages tr[data-stage=running_total]")
     expect(stage).to_be_visible()
+    # The server's process is the one part running it, with both stages.
+    part = page.locator("#pipeline-parts tbody tr")
+    expect(part).to_have_count(1)
+    expect(part.locator("td").nth(3)).to_have_text("ticks, running_total")
+    expect(part.locator(".status")).to_have_text("running")
 
     first = wait_until(lambda: _count(dashboard, "running_total", "in"), what="a first message")
     wait_until(lambda: _count(dashboard, "running_total", "in") > first, what="the count to move")

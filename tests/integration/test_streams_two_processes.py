@@ -7,7 +7,9 @@ SQLite file; this test publishes into the first stage's topic and reads the last
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -168,3 +170,42 @@ async def test_a_pipeline_split_over_two_processes(
     assert (stages["scale"].messages_in, stages["scale"].messages_out) == (200, 200)
     assert (stages["offset"].messages_in, stages["offset"].messages_out) == (200, 400)
     assert {r.state for r in stages.values()} == {"stopped"}
+
+
+async def test_stopping_one_part_leaves_the_deployment_running_and_stop_ends_both(
+    workdir: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    url = require_nats()
+    name = f"parts-{uuid.uuid4().hex[:8]}"
+    env = environment(workdir)
+    for stage in ("scale", "offset"):
+        processes.append(start_stage(workdir, env, url, name, stage))
+    for process in processes:
+        line = await first_line(process)
+        assert line.startswith(f"deployed '{name}'"), line
+    scale, offset = processes
+
+    # One process is stopped on its own (Ctrl-C): the other still runs the deployment.
+    scale.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(scale.wait, 30) == 0
+    shown = await asyncio.to_thread(run_command, workdir, env, "pipeline", "status", name, "--json")
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["state"] == "running"
+    parts = {tuple(p["stages"]): p for p in status["parts"]}
+    assert (parts[("scale",)]["state"], parts[("offset",)]["state"]) == ("stopped", "running")
+    assert parts[("scale",)]["pid"] == scale.pid
+    text = await asyncio.to_thread(run_command, workdir, env, "pipeline", "status", name)
+    assert "stopped" in text.stdout
+    assert str(offset.pid) in text.stdout
+
+    # `pipeline stop` reaches the part still running, and says how many it stopped.
+    stop = await asyncio.to_thread(run_command, workdir, env, "pipeline", "stop", name, "--json")
+    assert stop.returncode == 0, stop.stderr
+    assert f"stopped {name!r}: 1 part(s)" in stop.stderr
+    assert json.loads(stop.stdout)["state"] == "stopped"
+    assert await asyncio.to_thread(offset.wait, 30) == 0
+    # Once nothing runs, another stop does nothing, and says so.
+    again = await asyncio.to_thread(run_command, workdir, env, "pipeline", "stop", name)
+    assert again.returncode == 0
+    assert "is stopped already: no part of it runs" in again.stderr

@@ -29,7 +29,7 @@ from ..streams.deployment import deployment_status, request_stop
 from ..streams.errors import DeploymentNotFoundError, PipelineError
 from ..streams.messages import Message, now_ms
 from ..streams.pipeline import load_pipeline
-from ..streams.status import DeploymentState, DeploymentStatus
+from ..streams.status import DeploymentState, DeploymentStatus, PartState
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, reporting_errors
 from .options import DbOption, JsonOption, VerboseOption, database_url, dump_json, examples
 from .render import format_time, make_console
@@ -151,22 +151,40 @@ def stop_command(
     db: DbOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Ask the processes running a deployment to stop it, and wait until they have."""
+    """Ask every process running a deployment to stop its part, and wait until all have.
+
+    Exit status: 0 once every part is stopped (also when none was running: it says so),
+    1 when some part did not stop in time, 2 for an unknown deployment.
+    """
     with reporting_errors(verbose=verbose), _pipeline_errors(), _opened_store(db) as store:
         status = deployment_status(store, name)
-        if not _stopped(status):
+        if _stopped(status):
+            typer.echo(f"deployment {name!r} is stopped already: no part of it runs", err=True)
+        else:
+            running = _running_parts(status)
             request_stop(store, name)
             deadline = time.monotonic() + wait_timeout
             while not _stopped(status):
                 if time.monotonic() > deadline:
+                    left = ", ".join(
+                        f"{p.part} (pid {p.pid} on {p.host}: {', '.join(p.stages) or 'no stage'})"
+                        for p in status.parts
+                        if p.state is PartState.RUNNING
+                    )
                     raise CliError(
-                        f"deployment {name!r} did not stop within {wait_timeout:g} s; is its "
-                        "process still running? (the request stays; it stops when it looks)",
+                        f"deployment {name!r} did not stop within {wait_timeout:g} s; still "
+                        f"running: {left or 'its process'} (the request stays; each part "
+                        "stops when it next looks)",
                         exit_code=EXIT_FAILED,
                     )
                 time.sleep(POLL)
                 status = deployment_status(store, name)
+            typer.echo(f"stopped {name!r}: {running} part(s)", err=True)
         _print_status(status, json_output)
+
+
+def _running_parts(status: DeploymentStatus) -> int:
+    return sum(p.state is PartState.RUNNING for p in status.parts) or 1
 
 
 @pipeline_app.command(
@@ -238,6 +256,19 @@ def _print_status(status: DeploymentStatus, json_output: bool) -> None:
             "" if stage.last_timestamp is None else str(stage.last_timestamp),
         )
     console.print(table)
+    if status.parts:
+        parts = Table("part", "host", "pid", "stages", "state", "started", "last seen")
+        for part in status.parts:
+            parts.add_row(
+                part.part,
+                part.host,
+                str(part.pid),
+                ", ".join(part.stages),
+                part.state.value,
+                format_time(part.started_at),
+                format_time(part.updated_at),
+            )
+        console.print(parts)
     for stage in status.stages:
         if stage.last_error is not None:
             error = stage.last_error

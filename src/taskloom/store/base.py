@@ -29,6 +29,7 @@ __all__ = [
     "ApiTokenRecord",
     "ClaimRequest",
     "DatabaseStats",
+    "DeploymentPartRecord",
     "DeploymentRecord",
     "DeploymentStore",
     "HookRecord",
@@ -347,8 +348,9 @@ class PackageRecord:
 class DeploymentRecord:
     """A deployment of a stream pipeline (a row of `pipeline_deployments`).
 
-    `topics` is a JSON-compatible description of its topics; `stop_requested` is set by
-    `request_deployment_stop` and cleared when the record is saved again.
+    `topics` is a JSON-compatible description of its topics and `stages` of its stages
+    (wiring, config, options); `stop_requested` is set by `request_deployment_stop` and
+    cleared when the record is saved again (or a first part joins it anew).
     """
 
     name: str
@@ -360,6 +362,36 @@ class DeploymentRecord:
     stopped_at: float | None = None
     stop_requested: bool = False
     updated_at: float = 0.0
+    stages: Any = None
+
+
+@dataclass(slots=True, kw_only=True)
+class DeploymentPartRecord:
+    """One process running some stages of a deployment (a row of `pipeline_parts`).
+
+    `state` is `running` or `stopped`; a running part that has not saved its status for
+    a while (`lost_after`) is counted as lost: its process died without saying so.
+    """
+
+    deployment: str
+    part: str
+    host: str
+    pid: int
+    stages: list[str]
+    state: str
+    started_at: float
+    stopped_at: float | None = None
+    updated_at: float = 0.0
+    status_interval: float = 1.0
+
+    @property
+    def lost_after(self) -> float:
+        """Seconds without a status save after which a running part counts as lost."""
+        return max(5.0, 5 * self.status_interval)
+
+    def alive(self, now: float) -> bool:
+        """Running, and heard from within `lost_after` seconds of `now`."""
+        return self.state == "running" and now - self.updated_at <= self.lost_after
 
 
 @dataclass(slots=True, kw_only=True)
@@ -758,6 +790,24 @@ class DeploymentStore(Protocol):
 
     def get_stage_records(self, deployment: str) -> list[StageRecord]:
         """The saved stages of a deployment, by stage name."""
+
+    def join_deployment(
+        self, record: DeploymentRecord, part: DeploymentPartRecord
+    ) -> DeploymentRecord:
+        """Record `part` as running `record.name`, in one transaction, and return the
+        deployment as stored: kept as it is (with its stop request) while another part is
+        alive, else replaced by `record` (a fresh deployment, no stop requested)."""
+
+    def save_deployment_part(self, part: DeploymentPartRecord) -> None:
+        """Insert or replace one part's row (its periodic status save, its end)."""
+
+    def leave_deployment(self, name: str, part: str, *, stopped_at: float) -> str:
+        """Record `part` stopped and, when no other part is alive, the deployment too, in
+        one transaction; returns the deployment's state afterwards (`running` or
+        `stopped`; `stopped` when there is no such deployment)."""
+
+    def get_deployment_parts(self, deployment: str) -> list[DeploymentPartRecord]:
+        """The parts of a deployment, oldest first."""
 
 
 class ScheduleStore(Protocol):

@@ -26,6 +26,7 @@ from .base import (
     RUN_UPDATE_COLUMNS,
     ApiTokenRecord,
     ClaimRequest,
+    DeploymentPartRecord,
     DeploymentRecord,
     HookRecord,
     PackageRecord,
@@ -139,6 +140,7 @@ class MemoryStore(
         self._api_tokens: dict[str, ApiTokenRecord] = {}
         self._deployments: dict[str, DeploymentRecord] = {}
         self._stages: dict[str, dict[str, StageRecord]] = {}
+        self._parts: dict[str, dict[str, DeploymentPartRecord]] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
         self._hooks: dict[str, HookRecord] = {}
 

@@ -11,8 +11,8 @@ Decisions kept deliberately simple so one schema serves SQLite and PostgreSQL:
 The revisions in `migrations/versions` create exactly these tables (0001 runs, attempts,
 log lines and workers; 0002 services and their starts; 0003 service requests and
 service log lines; 0004 pipeline deployments and their stages; 0005 packages; 0006 API
-tokens); a test compares the two with Alembic's autogenerate, so change both together
-(with a new revision).
+tokens; ... 0014 the processes running a deployment); a test compares the two with
+Alembic's autogenerate, so change both together (with a new revision).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ __all__ = [
     "metadata",
     "packages",
     "pipeline_deployments",
+    "pipeline_parts",
     "pipeline_stages",
     "run_changes",
     "runs",
@@ -372,7 +373,29 @@ pipeline_deployments = Table(
     Column("stopped_at", Double, nullable=True),
     Column("stop_requested", Boolean, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # The pipeline's stages as the deploying process read them (task, topics, config and
+    # options; JSON): what a process joining the deployment (`task.run_sync()`) wires
+    # itself from. NULL for deployments recorded before revision 0014.
+    Column("stages", Text, nullable=True),
     PrimaryKeyConstraint("name"),
+)
+
+#: The processes running a deployment, one row each (a part runs some of its stages): the
+#: deployment is stopped once every part is stopped (or lost: not heard from in a while).
+pipeline_parts = Table(
+    "pipeline_parts",
+    metadata,
+    Column("deployment", String(200), nullable=False),
+    Column("part", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("stages", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("stopped_at", Double, nullable=True),
+    Column("updated_at", Double, nullable=False),
+    Column("status_interval", Double, nullable=False),
+    PrimaryKeyConstraint("deployment", "part"),
 )
 
 #: The status of each stage of a deployment, saved periodically by the process running it.

@@ -6,6 +6,8 @@ of its stages are saved in the store every `status_interval` seconds (not per me
 and a stop requested through the store (`taskloom pipeline stop`) is acted on then.
 The same deployment name may run in several processes over NATS, each process running
 some of the stages (`stages=[...]`): they share the namespace, the record and the stop.
+Each process is a *part* of the deployment, with a record of its own: the deployment is
+stopped once every part is (or was lost), and a stop request reaches them all.
 """
 
 from __future__ import annotations
@@ -13,21 +15,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from ..store import DeploymentStore
-from ..store.base import DeploymentRecord, StageRecord
+from ..store.base import DeploymentPartRecord, DeploymentRecord, StageRecord
+from ..tasks.signature import dump_special
 from .buses import Bus, open_bus
 from .errors import DeploymentNotFoundError, PortValidationError, WiringError
 from .messages import Message, now_ms
 from .pipeline import Pipeline
 from .queues import Backpressure, Subscription
 from .runner import StageRunner
-from .status import DeploymentState, DeploymentStatus, StageState, StageStatus
+from .stages import StageSpec
+from .status import (
+    DeploymentState,
+    DeploymentStatus,
+    PartState,
+    PartStatus,
+    StageState,
+    StageStatus,
+)
 
 __all__ = ["Deployment", "deploy", "deployment_status", "request_stop"]
 
@@ -65,6 +80,18 @@ class Deployment:
         self.started_at = time.time()
         self.stopped_at: float | None = None
         self.state = DeploymentState.RUNNING
+        #: This process's part of the deployment (its record in the store).
+        self.part = DeploymentPartRecord(
+            deployment=name,
+            part=uuid.uuid4().hex[:12],
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            stages=[s.name for s in self.local_stages],
+            state="running",
+            started_at=self.started_at,
+            updated_at=self.started_at,
+            status_interval=status_interval,
+        )
         self._stopped = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -91,7 +118,7 @@ class Deployment:
             readies = [s.ready for r in self.runners for s in r.subscriptions if s.ready]
             if readies:
                 await asyncio.gather(*readies)
-            await self._save(with_record=True)
+            await self._join()
         except BaseException:
             for runner in self.runners:
                 await runner.stop()
@@ -184,13 +211,11 @@ class Deployment:
             stopped_at=self.stopped_at,
             topics=self.pipeline.topics(),
             stages=self.stage_statuses(),
+            parts=[_part_status(self.part, time.time())],
         )
 
-    async def _save(self, *, with_record: bool) -> None:
-        store = self.store
-        if store is None:
-            return
-        record = DeploymentRecord(
+    def _record(self) -> DeploymentRecord:
+        return DeploymentRecord(
             name=self.name,
             pipeline=self.pipeline.name,
             state=self.state.value,
@@ -198,17 +223,37 @@ class Deployment:
             topics=self.pipeline.topics(),
             started_at=self.started_at,
             stopped_at=self.stopped_at,
-            stop_requested=self._stop_requested,
             updated_at=time.time(),
+            stages=[_describe(spec, self._configs.get(spec.name)) for spec in self.pipeline.stages],
         )
+
+    async def _join(self) -> None:
+        """Record this part, and the deployment unless another part runs it already."""
+        store = self.store
+        if store is None:
+            return
+        record, part = self._record(), self.part
+        stages = [_stage_record(self.name, s) for s in self.stage_statuses()]
+
+        def join() -> None:
+            stored = store.join_deployment(record, part)
+            self._stop_requested = stored.stop_requested
+            store.save_stage_records(self.name, stages)
+
+        await asyncio.to_thread(join)
+
+    async def _save(self) -> None:
+        """Save the stages' status and this part's (its heartbeat)."""
+        store = self.store
+        if store is None:
+            return
+        now = time.time()
+        part = self.part = replace(self.part, updated_at=now)
         stages = [_stage_record(self.name, s) for s in self.stage_statuses()]
 
         def save() -> None:
-            # The record only at the start and the end: a periodic save would overwrite a
-            # stop request made in between.
-            if with_record:
-                store.save_deployment(record)
             store.save_stage_records(self.name, stages)
+            store.save_deployment_part(part)
 
         await asyncio.to_thread(save)
 
@@ -217,7 +262,7 @@ class Deployment:
         while True:
             await asyncio.sleep(self.status_interval)
             try:
-                await self._save(with_record=False)
+                await self._save()
                 if store is not None:
                     record = await asyncio.to_thread(store.get_deployment, self.name)
                     if record is not None and record.stop_requested:
@@ -245,13 +290,31 @@ class Deployment:
             subscription.close()
         self.stopped_at = time.time()
         try:
-            await self._save(with_record=True)
+            await self._leave()
         finally:
             if self._owns_bus:
                 await self.bus.close()
             self._stopped.set()
             for callback in self._on_stop:
                 callback(self)
+
+    async def _leave(self) -> None:
+        """Save the stages' last status and record this part stopped (and the deployment,
+        when it was the last part running it)."""
+        self.part = replace(
+            self.part, state="stopped", stopped_at=self.stopped_at, updated_at=time.time()
+        )
+        store = self.store
+        if store is None:
+            return
+        stages = [_stage_record(self.name, s) for s in self.stage_statuses()]
+        stopped_at = self.stopped_at or time.time()
+
+        def leave() -> None:
+            store.save_stage_records(self.name, stages)
+            store.leave_deployment(self.name, self.part.part, stopped_at=stopped_at)
+
+        await asyncio.to_thread(leave)
 
     async def wait(self) -> None:
         """Until the deployment is stopped (by `stop()` or a stop request in the store)."""
@@ -269,6 +332,40 @@ class Deployment:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _describe(spec: StageSpec, config: Any) -> dict[str, Any]:
+    """A stage as the deployment's record keeps it (JSON): what a process that joins the
+    deployment wires itself from."""
+    return {
+        "name": spec.name,
+        "task": spec.task_name,
+        "inputs": dict(spec.inputs),
+        "outputs": dict(spec.outputs),
+        "config": dump_special(config) if config is not None else None,
+        "synchronized": spec.synchronized,
+        "idle_after": spec.idle_after,
+        "queue_size": spec.queue_size,
+        "backpressure": spec.backpressure.value,
+        "thread_safe": spec.thread_safe,
+    }
+
+
+def _part_status(part: DeploymentPartRecord, now: float) -> PartStatus:
+    if part.state == "running":
+        state = PartState.RUNNING if part.alive(now) else PartState.LOST
+    else:
+        state = PartState.STOPPED
+    return PartStatus(
+        part=part.part,
+        host=part.host,
+        pid=part.pid,
+        stages=list(part.stages),
+        state=state,
+        started_at=part.started_at,
+        stopped_at=part.stopped_at,
+        updated_at=part.updated_at,
+    )
 
 
 def _stage_record(deployment: str, status: StageStatus) -> StageRecord:
@@ -364,16 +461,23 @@ def deployment_status(store: DeploymentStore, name: str) -> DeploymentStatus:
         )
         for r in store.get_stage_records(name)
     ]
+    now = time.time()
+    parts = [_part_status(p, now) for p in store.get_deployment_parts(name)]
+    state = DeploymentState(record.state)
+    if parts:  # running while some part is; a part whose process died is lost, not running
+        running = any(p.state is PartState.RUNNING for p in parts)
+        state = DeploymentState.RUNNING if running else DeploymentState.STOPPED
     return DeploymentStatus(
         name=record.name,
         pipeline=record.pipeline,
-        state=DeploymentState(record.state),
+        state=state,
         bus=record.bus,
         started_at=record.started_at,
         stopped_at=record.stopped_at,
         stop_requested=record.stop_requested,
         topics=record.topics or {},
         stages=stages,
+        parts=parts,
     )
 
 

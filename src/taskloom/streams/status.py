@@ -8,7 +8,14 @@ from typing import Any
 
 from ..runs import ErrorInfo
 
-__all__ = ["DeploymentState", "DeploymentStatus", "StageState", "StageStatus"]
+__all__ = [
+    "DeploymentState",
+    "DeploymentStatus",
+    "PartState",
+    "PartStatus",
+    "StageState",
+    "StageStatus",
+]
 
 
 class StageState(StrEnum):
@@ -21,8 +28,40 @@ class StageState(StrEnum):
 
 
 class DeploymentState(StrEnum):
+    RUNNING = "running"  # some part (process) runs it
+    STOPPED = "stopped"  # every part stopped, or was lost
+
+
+class PartState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
+    LOST = "lost"  # it said running, but has not saved its status for a while
+
+
+@dataclass(slots=True, kw_only=True)
+class PartStatus:
+    """One process running some of a deployment's stages."""
+
+    part: str
+    host: str
+    pid: int
+    stages: list[str]
+    state: PartState
+    started_at: float
+    stopped_at: float | None = None
+    updated_at: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "part": self.part,
+            "host": self.host,
+            "pid": self.pid,
+            "stages": list(self.stages),
+            "state": self.state.value,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "updated_at": self.updated_at,
+        }
 
 
 @dataclass(slots=True, kw_only=True)
@@ -59,7 +98,8 @@ class StageStatus:
 
 @dataclass(slots=True, kw_only=True)
 class DeploymentStatus:
-    """A deployment: its pipeline, bus, state, and its stages (in every process)."""
+    """A deployment: its pipeline, bus, state, its stages and its parts (the processes
+    running them)."""
 
     name: str
     pipeline: str
@@ -70,6 +110,7 @@ class DeploymentStatus:
     stop_requested: bool = False
     topics: dict[str, Any] = field(default_factory=dict)
     stages: list[StageStatus] = field(default_factory=list)
+    parts: list[PartStatus] = field(default_factory=list)
 
     def stage(self, name: str) -> StageStatus:
         for stage in self.stages:
@@ -88,4 +129,5 @@ class DeploymentStatus:
             "stop_requested": self.stop_requested,
             "topics": self.topics,
             "stages": [s.as_dict() for s in self.stages],
+            "parts": [p.as_dict() for p in self.parts],
         }

@@ -5,12 +5,13 @@ Deployments of stream pipelines, their stop requests and the saved status of the
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import pytest
 
 from taskloom.runs import ErrorInfo
-from taskloom.store import DeploymentRecord, DeploymentStore, StageRecord
+from taskloom.store import DeploymentPartRecord, DeploymentRecord, DeploymentStore, StageRecord
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -107,3 +108,75 @@ def test_another_store_on_the_same_database_sees_it(shared_backend: Backend) -> 
     saved = one.get_deployment("demo")
     assert saved is not None
     assert saved.stop_requested
+
+
+def part(name: str, *stages: str, **fields: object) -> DeploymentPartRecord:
+    now = time.time()
+    values: dict[str, object] = {
+        "deployment": "demo",
+        "part": name,
+        "host": "box",
+        "pid": 100,
+        "stages": list(stages),
+        "state": "running",
+        "started_at": now,
+        "updated_at": now,
+        "status_interval": 0.5,
+    }
+    values.update(fields)
+    return DeploymentPartRecord(**values)  # type: ignore[arg-type]
+
+
+def test_a_deployment_over_two_parts_stops_when_both_have(store: DeploymentStore) -> None:
+    first = store.join_deployment(record(stages=[{"name": "adder"}]), part("p1", "adder"))
+    assert (first.state, first.stop_requested, first.stages) == (
+        "running",
+        False,
+        [{"name": "adder"}],
+    )
+    # A second process joins: the record stays the first one's, the stop request too.
+    assert store.request_deployment_stop("demo")
+    joined = store.join_deployment(record(pipeline="other", topics={}), part("p2", "printer"))
+    assert (joined.pipeline, joined.stop_requested, joined.stages) == (
+        "demo",
+        True,
+        [{"name": "adder"}],
+    )
+    parts = store.get_deployment_parts("demo")
+    assert [(p.part, p.stages, p.state) for p in parts] == [
+        ("p1", ["adder"], "running"),
+        ("p2", ["printer"], "running"),
+    ]
+    assert store.leave_deployment("demo", "p1", stopped_at=2000.0) == "running"
+    saved = store.get_deployment("demo")
+    assert saved is not None
+    assert (saved.state, saved.stopped_at) == ("running", None)
+    assert store.leave_deployment("demo", "p2", stopped_at=2001.0) == "stopped"
+    saved = store.get_deployment("demo")
+    assert saved is not None
+    assert (saved.state, saved.stopped_at) == ("stopped", 2001.0)
+    assert [(p.part, p.state, p.stopped_at) for p in store.get_deployment_parts("demo")] == [
+        ("p1", "stopped", 2000.0),
+        ("p2", "stopped", 2001.0),
+    ]
+    # Joined again once stopped: a fresh deployment, no stop requested.
+    again = store.join_deployment(record(pipeline="other"), part("p3", "adder"))
+    assert (again.pipeline, again.stop_requested) == ("other", False)
+
+
+def test_a_lost_part_keeps_nothing_running(store: DeploymentStore) -> None:
+    long_ago = time.time() - 3600
+    store.join_deployment(record(), part("dead", "adder", updated_at=long_ago))
+    # The dead process's part still says running, but it has not been heard from.
+    fresh = store.join_deployment(record(pipeline="new"), part("alive", "printer"))
+    assert fresh.pipeline == "new"
+    assert store.leave_deployment("demo", "alive", stopped_at=5.0) == "stopped"
+    assert store.leave_deployment("missing", "alive", stopped_at=5.0) == "stopped"
+    assert store.get_deployment_parts("missing") == []
+
+
+def test_a_part_saves_its_status(store: DeploymentStore) -> None:
+    store.join_deployment(record(), part("p1", "adder"))
+    later = part("p1", "adder", updated_at=time.time() + 1, pid=7)
+    store.save_deployment_part(later)
+    assert store.get_deployment_parts("demo") == [later]

@@ -126,6 +126,17 @@ class StageOut(BaseModel):
     updated_at: float
 
 
+class PartOut(BaseModel):
+    part: str
+    host: str
+    pid: int
+    stages: list[str]
+    state: str = Field(description="running, stopped, or lost (not heard from in a while)")
+    started_at: float
+    stopped_at: float | None
+    updated_at: float
+
+
 class DeploymentOut(BaseModel):
     name: str
     pipeline: str
@@ -137,6 +148,9 @@ class DeploymentOut(BaseModel):
     here: bool = Field(description="Whether this server runs it (its topics are reachable).")
     topics: dict[str, Any]
     stages: list[StageOut]
+    parts: list[PartOut] = Field(
+        description="The processes running it, each with its stages: stopped only once all are."
+    )
 
 
 class PipelineOut(BaseModel):
@@ -236,6 +250,11 @@ async def _status(engine: Engine, here: DeploymentsHere, name: str) -> dict[str,
         status = running.status()
         saved = await engine.deployment_status(name)
         status.stop_requested = saved.stop_requested
+        # This server's part live, the other processes' as they saved them.
+        mine = {p.part for p in status.parts}
+        status.parts += [p for p in saved.parts if p.part not in mine]
+        stages = {s.stage for s in status.stages}
+        status.stages += [s for s in saved.stages if s.stage not in stages]
         return _out(status, here=True)
     return _out(await engine.deployment_status(name), here=False)
 
@@ -336,14 +355,13 @@ async def status(name: str, engine: EngineDep, request: Request) -> dict[str, An
     responses=responses(401, 403, 404),
 )
 async def stop(name: str, engine: EngineDep, request: Request) -> dict[str, Any]:
-    """Stop a deployment: at once when this server runs it, else by a stop request in the
-    store (its processes act on it within their status interval). A stopped one is
-    returned as it is."""
+    """Stop a deployment: this server's part at once, the parts other processes run by a
+    stop request in the store (they act on it within their status interval). A stopped
+    one is returned as it is."""
     here = _here(request)
     running = here.running.get(name)
     if running is not None:
         await running.stop()
-        return _out(running.status(), here=False)
     assert engine.store is not None
     saved = await engine.deployment_status(name)
     if saved.state is not DeploymentState.STOPPED:

@@ -228,6 +228,28 @@ export async function render(main, { query }) {
         }),
       ),
     );
+    // The processes running it: the deployment is stopped once every one of them is.
+    const processes = h(
+      "table",
+      { id: "pipeline-parts" },
+      h("thead", {}, h("tr", {}, ["Part", "Host", "PID", "Stages", "State", "Last seen"].map((t) => h("th", {}, t)))),
+      h(
+        "tbody",
+        {},
+        (status.parts ?? []).map((p) =>
+          h(
+            "tr",
+            { "data-part": p.part },
+            h("td", { class: "mono" }, p.part),
+            h("td", { class: "mono" }, p.host),
+            h("td", { class: "mono" }, String(p.pid)),
+            h("td", { class: "mono" }, p.stages.join(", ") || "—"),
+            h("td", {}, statusBadge(p.state)),
+            h("td", {}, formatTime(p.updated_at)),
+          ),
+        ),
+      ),
+    );
     const close = h("button", { type: "button" }, "Close");
     close.addEventListener("click", () => {
       shown = null;
@@ -241,6 +263,8 @@ export async function render(main, { query }) {
       h("div", { class: "table-wrap" }, stages),
       h("h3", {}, "Topics"),
       h("div", { class: "table-wrap" }, topics),
+      h("h3", {}, "Processes"),
+      h("div", { class: "table-wrap" }, processes),
     ];
     if (status.here && status.state === "running") parts.push(publishBox(status, topicNames.filter((n) => status.topics[n].consumers?.length)));
     replace(detail, h("section", { class: "card", style: "margin-top: 20px" }, parts));
