@@ -13,6 +13,7 @@ import pytest
 from conftest import Cli
 
 from nats_support import require_nats
+from taskloom.store import open_store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,6 +76,43 @@ def test_a_bad_config_names_the_stage_and_field(streams: Cli) -> None:
     result = streams("pipeline", "deploy", "bad.yaml")
     assert result.returncode == 2
     assert "pipeline 'demo', stage 'adder': config 'step'" in result.stderr
+
+
+def test_config_fields_are_given_per_stage_on_the_command_line(streams: Cli) -> None:
+    process = streams.start(
+        "pipeline", "deploy", "streams.yaml", "--name", "configured",
+        "--config", "adder.step=5", "--config", 'adder={"step": 7}', "--config", "adder.step=9",
+    )  # fmt: skip
+    deployed(process)
+    store = open_store(streams.database_url)
+    try:
+        record = store.get_deployment("configured")
+    finally:
+        store.close()
+    assert record is not None
+    # The pipeline file says step 2; the command line wins, the last value last.
+    configs = {stage["name"]: stage["config"] for stage in record.stages}
+    assert configs == {"adder": {"step": 9}, "printer": None}
+    assert streams("pipeline", "stop", "configured").returncode == 0
+    assert process.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("adder.step=many", "pipeline 'demo', stage 'adder': config 'step': expected an integer"),
+        ("nope.step=1", "pipeline 'demo' has no stage 'nope' (stages: adder, printer)"),
+        ("adder", "expected --config as STAGE.KEY=VALUE or STAGE={...}, got 'adder'"),
+        ("adder={nope", "pipeline 'demo', stage 'adder': --config is not valid JSON"),
+        ("printer.x=1", "stage 'printer': config given, but it takes none"),
+    ],
+)
+def test_a_bad_config_on_the_command_line_is_a_usage_error(
+    streams: Cli, value: str, message: str
+) -> None:
+    result = streams("pipeline", "deploy", "streams.yaml", "--config", value)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
 
 
 def test_unknown_deployments_and_bad_addresses_are_usage_errors(streams: Cli) -> None:

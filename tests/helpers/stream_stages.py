@@ -138,3 +138,39 @@ def texts(value: str) -> None:
 @taskloom.task
 def floats(value: float) -> None:
     return None
+
+
+# --- metadata from the config: streamtasks' examples/fntask.py, its import changed ------------
+# (its body uses numpy; here the same pixel shift over plain bytes)
+@dataclass
+class BGR24RedShifterConfig:
+    rate: int = 30
+    width: int = 1280
+    height: int = 720
+    scale: float = 1.2
+
+
+io_map = ["rate", "width", "height"]
+default_io = {"content": "video", "pixel_format": "bgr24", "codec": "raw"}
+
+
+@fntask(thread_safe=True)
+def bgr24_red_shifter(
+    image: Annotated[bytes, default_io, io_map], config: BGR24RedShifterConfig
+) -> Annotated[bytes, default_io, io_map]:
+    shifted = bytearray(image)
+    shifted[2::3] = bytes(min(int(v * config.scale), 255) for v in image[2::3])
+    return bytes(shifted)
+
+
+@dataclass
+class ScreenConfig:
+    width: int = 1280
+    height: int = 720
+
+
+@taskloom.task
+def screen(
+    frame: Annotated[bytes, {"content": "video"}, ["width", "height"]], config: ScreenConfig
+) -> None:
+    return None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import pytest
 
@@ -135,3 +136,68 @@ def test_a_pipeline_reads_from_yaml(tmp_path: Any) -> None:
     file.write_text("name: doubling\nstages:\n  - task: yaml_stages.py:double\n    inptus: {}\n")
     with pytest.raises(WiringError, match=r"stages\[0\]: unknown key\(s\) inptus"):
         taskloom.Pipeline.load(file)
+
+
+# --- metadata taken from the config (streamtasks' examples/fntask.py) -------------------------
+def test_metadata_comes_from_the_stages_config() -> None:
+    p = taskloom.Pipeline("shifted")
+    p.stage(stages.bgr24_red_shifter, inputs={"image": "raw"}, outputs=["shifted"],
+            config={"width": 640, "height": 360})  # fmt: skip
+    p.stage(stages.screen, inputs={"frame": "shifted"}, config={"width": 1280, "height": 360})
+    assert problems_of(p) == [
+        "topic 'shifted': stage 'bgr24_red_shifter' output 'result' -> stage 'screen' input "
+        "'frame': metadata differs: width 640 != 1280"
+    ]
+    p.configure("screen", {"width": 640})
+    assert p.check()["screen"] == stages.ScreenConfig(width=640, height=360)
+
+
+async def test_the_guides_config_mapped_task_runs_as_a_stage() -> None:
+    p = taskloom.Pipeline("shift")
+    p.stage(stages.bgr24_red_shifter, inputs={"image": "raw"}, outputs=["shifted"],
+            config={"scale": 2.0})  # fmt: skip
+    async with taskloom.Engine("memory://") as engine:
+        deployment = await engine.deploy(p)
+        out = deployment.subscribe("shifted")
+        await deployment.publish("raw", bytes([10, 20, 30, 40, 50, 200]), timestamp=1)
+        message = await out.get()
+        await deployment.stop()
+    assert message.value == bytes([10, 20, 60, 40, 50, 255])
+
+
+@dataclass
+class Screen:
+    width: int = 1280
+    height: int = 720
+
+
+def test_metadata_from_a_field_the_config_lacks_fails_at_definition() -> None:
+    with pytest.raises(taskloom.TaskDefinitionError) as caught:
+
+        @taskloom.task
+        def viewer(frame: Annotated[bytes, {"content": "video"}, ["fps"]], config: Screen) -> None:
+            return None
+
+    assert str(caught.value) == (
+        "task 'viewer': input 'frame': its metadata comes from config field 'fps', which "
+        "Screen does not have (fields: height, width)"
+    )
+
+
+def test_metadata_from_the_config_of_a_task_without_one_fails_at_definition() -> None:
+    with pytest.raises(taskloom.TaskDefinitionError, match=r"output 'result'.*'rate'.*no config"):
+
+        @taskloom.task
+        def camera(frame: int) -> Annotated[bytes, {"content": "video"}, ["rate"]]:
+            return b""
+
+
+def test_a_stage_class_is_checked_when_it_is_defined() -> None:
+    with pytest.raises(taskloom.TaskDefinitionError) as caught:
+
+        class Viewer(taskloom.streams.StreamStage):
+            inputs = {"frame": Annotated[bytes, ["width"]]}
+
+    assert "stage class" in str(caught.value)
+    assert "input 'frame'" in str(caught.value)
+    assert "'width'" in str(caught.value)

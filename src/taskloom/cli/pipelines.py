@@ -15,7 +15,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
 import jsonschema
@@ -30,6 +30,7 @@ from ..streams.errors import DeploymentNotFoundError, PipelineError
 from ..streams.messages import Message, now_ms
 from ..streams.pipeline import load_pipeline
 from ..streams.status import DeploymentState, DeploymentStatus, PartState
+from ..tasks.validation import config_from_arguments
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, reporting_errors
 from .options import DbOption, JsonOption, VerboseOption, database_url, dump_json, examples
 from .render import format_time, make_console
@@ -83,6 +84,7 @@ BusOption = Annotated[
             "taskloom pipeline deploy flows.py:demo --bus nats://127.0.0.1:4222 --stage adder",
             "only some stages here; the others in another process",
         ),
+        ("taskloom pipeline deploy demo.yaml --config adder.step=5", "a field of a stage's config"),
     ),
 )
 def deploy_command(
@@ -103,12 +105,26 @@ def deploy_command(
         float,
         typer.Option("--status-interval", min=0.01, help="Seconds between status saves."),
     ] = 1.0,
+    config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--config",
+            metavar="STAGE.KEY=VALUE|STAGE=JSON",
+            help=(
+                "A field of a stage's config, over the pipeline's (repeatable; values are "
+                "read as JSON unless they are text), or STAGE={...}: a JSON object of fields."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     db: DbOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Deploy a pipeline and run it here until Ctrl-C, SIGTERM or `taskloom pipeline stop`."""
     with reporting_errors(verbose=verbose), _pipeline_errors():
         pipeline = load_pipeline(target)
+        for stage_name, values in _stage_configs(pipeline.name, config or ()).items():
+            pipeline.configure(stage_name, values)
         url = database_url(db)
 
         async def main() -> None:
@@ -135,6 +151,31 @@ def deploy_command(
                 typer.echo(f"stopped {deployment.name!r}", err=True)
 
         run_to_end(main())
+
+
+def _stage_configs(pipeline: str, values: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`--config` values by stage: `adder.step=5` and `adder={"step": 5}` (the stage's
+    name ends at the first `.` or `=`; stage names have neither)."""
+    by_stage: dict[str, list[str]] = {}
+    for value in values:
+        dot, equals = value.find("."), value.find("=")
+        if dot > 0 and (equals < 0 or dot < equals):
+            stage, rest = value[:dot], value[dot + 1 :]
+        elif equals > 0 and value[equals + 1 :].lstrip().startswith("{"):
+            stage, rest = value[:equals], value[equals + 1 :]
+        else:
+            raise CliError(
+                f"pipeline {pipeline!r}: expected --config as STAGE.KEY=VALUE or "
+                f"STAGE={{...}}, got {value!r}"
+            )
+        by_stage.setdefault(stage.strip(), []).append(rest)
+    configs: dict[str, dict[str, Any]] = {}
+    for stage, raw in by_stage.items():
+        try:
+            configs[stage] = config_from_arguments(raw)
+        except ValueError as exc:
+            raise CliError(f"pipeline {pipeline!r}, stage {stage!r}: {exc}") from exc
+    return configs
 
 
 # pipeline stop / status / list ------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..runs import Run, RunStatus
 from ..schedules.errors import ScheduleError
 from ..schedules.rules import due_time, format_instant, parse_duration
 from ..tasks.definition import TaskDefinition
+from ..tasks.validation import config_from_arguments
 from .errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -43,6 +44,7 @@ EPILOG = examples(
     ),
     ("taskloom run examples/basics.py:slow_count n=20 --json", "the whole run record as JSON"),
     ("total=$(taskloom run examples/basics.py:adder a=1 b=2)", "stdout carries only the result"),
+    ("taskloom run examples/streams.py:adder a=1 b=2 --config step=5", "a config field: 8"),
     (
         "taskloom run examples/basics.py:adder a=1 b=2 --in 10m --no-wait",
         "due in ten minutes, for any worker; prints the run's id",
@@ -112,8 +114,16 @@ def run_command(
         ),
     ] = None,
     config: Annotated[
-        str | None,
-        typer.Option(metavar="JSON", help="The task's config, as JSON.", show_default=False),
+        list[str] | None,
+        typer.Option(
+            "--config",
+            metavar="JSON|KEY=VALUE",
+            help=(
+                "The task's config: a JSON object, or KEY=VALUE (repeatable; values are "
+                "read as JSON unless they are text)."
+            ),
+            show_default=False,
+        ),
     ] = None,
     at: Annotated[
         str | None,
@@ -161,7 +171,7 @@ def run_command(
             inputs,
             priority,
             idempotency_key,
-            _parse_config(config),
+            _parse_config(definition.name, config),
             _due(definition.name, at, due_in),
         )
         if no_wait:
@@ -237,13 +247,13 @@ def _read_inputs_file(path: str) -> dict[str, Any]:
     return data
 
 
-def _parse_config(config: str | None) -> Any:
-    if config is None:
+def _parse_config(task: str, values: Sequence[str] | None) -> Any:
+    if not values:
         return None
     try:
-        return json.loads(config)
+        return config_from_arguments(values)
     except ValueError as exc:
-        raise CliError(f"--config is not valid JSON: {exc}") from exc
+        raise CliError(f"task {task!r}: {exc}") from exc
 
 
 class _Interrupt:

@@ -30,6 +30,7 @@ from ..store import (
     open_store,
 )
 from ..store.connect import sqlite_file
+from ..tasks.validation import config_from_arguments
 from ..workflows import WorkflowLimits
 from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
 from .db import retention_policy
@@ -447,28 +448,10 @@ def status_command(
 def _parse_config(service: str, values: Sequence[str] | None) -> Any:
     if not values:
         return None
-    config: dict[str, Any] = {}
-    for value in values:
-        text = value.strip()
-        if text.startswith("{"):
-            try:
-                parsed = json.loads(text)
-            except ValueError as exc:
-                raise CliError(f"service {service!r}: --config is not valid JSON: {exc}") from exc
-            config.update(parsed)
-            continue
-        key, sep, raw = value.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise CliError(
-                f"service {service!r}: expected --config as a JSON object or KEY=VALUE, "
-                f"got {value!r}"
-            )
-        try:
-            config[key] = json.loads(raw)
-        except ValueError:
-            config[key] = raw  # text needs no quotes
-    return config
+    try:
+        return config_from_arguments(values)
+    except ValueError as exc:
+        raise CliError(f"service {service!r}: {exc}") from exc
 
 
 def _control_store(db: str | None) -> Store:

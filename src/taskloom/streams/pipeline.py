@@ -14,7 +14,7 @@ from ..exceptions import InputValidationError, TaskDefinitionError
 from ..loading import load_module
 from ..policies import RestartPolicy
 from ..tasks.definition import FunctionTask
-from ..tasks.signature import validate_special
+from ..tasks.signature import dump_special, validate_special
 from .errors import StageConfigError, WiringError
 from .queues import Backpressure
 from .stages import DEFAULT_IDLE_AFTER, DEFAULT_RESTART, StageSpec, ports_of, wire_outputs
@@ -140,6 +140,23 @@ class Pipeline:
         self.stages.append(spec)
         return spec
 
+    def configure(self, stage: str, values: Mapping[str, Any]) -> None:
+        """Set fields of a stage's config (what `--config STAGE.KEY=VALUE` does): merged
+        over the config it was given, checked with it at deploy (`StageConfigError`)."""
+        try:
+            spec = self.get(stage)
+        except KeyError as exc:
+            raise WiringError(self.name, [str(exc.args[0])]) from None
+        base = spec.config
+        if base is None:
+            merged: dict[str, Any] = {}
+        elif isinstance(base, Mapping):
+            merged = dict(base)
+        else:  # an instance of the config class
+            merged = dump_special(base) or {}
+        merged.update(values)
+        spec.config = merged
+
     def get(self, name: str) -> StageSpec:
         for spec in self.stages:
             if spec.name == name:
@@ -152,16 +169,10 @@ class Pipeline:
 
         Returns each stage's validated config (None for a stage without one).
         """
-        problems = check_stages(self.stages)
-        for spec in self.stages:
-            if spec.config is not None and spec.config_type is None:
-                problems.append(
-                    f"stage {spec.name!r}: config given, but it takes none "
-                    "(it has no `config` parameter or `Config` class)"
-                )
-        if problems:
-            raise WiringError(self.name, problems)
+        # Configs first (metadata may come from them); a bad one is raised after the
+        # wiring's problems, which name more of what is wrong.
         configs: dict[str, Any] = {}
+        refused: StageConfigError | None = None
         for spec in self.stages:
             if spec.config_type is None:
                 configs[spec.name] = None
@@ -171,7 +182,19 @@ class Pipeline:
                     spec.name, "config", spec.config_type, spec.config
                 )
             except InputValidationError as exc:
-                raise StageConfigError(self.name, spec.name, exc.errors) from None
+                refused = refused or StageConfigError(self.name, spec.name, exc.errors)
+                configs[spec.name] = None
+        problems = check_stages(self.stages, configs)
+        for spec in self.stages:
+            if spec.config is not None and spec.config_type is None:
+                problems.append(
+                    f"stage {spec.name!r}: config given, but it takes none "
+                    "(it has no `config` parameter or `Config` class)"
+                )
+        if problems:
+            raise WiringError(self.name, problems)
+        if refused is not None:
+            raise refused
         return configs
 
     def topics(self) -> dict[str, dict[str, Any]]:

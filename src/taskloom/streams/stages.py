@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..policies import RestartPolicy
 from ..tasks.definition import FunctionTask
-from ..tasks.signature import Port, _strip_annotated
+from ..tasks.signature import Port, _strip_annotated, check_config_metadata
 from .queues import Backpressure
 
 if TYPE_CHECKING:
@@ -57,6 +57,13 @@ class StreamStage:
     outputs: ClassVar[Mapping[str, Any]] = {}
     Config: ClassVar[type[Any] | None] = None
     label: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        owner = f"stage class {cls.__qualname__!r}"
+        for kind, ports in (("input", cls.inputs), ("output", cls.outputs)):
+            for name, annotation in ports.items():
+                check_config_metadata(owner, kind, _port(name, annotation), cls.Config)
 
     async def run(self, io: StageIO) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define `async def run(self, io)`")

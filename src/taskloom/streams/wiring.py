@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, get_args, get_origin
 
 from ..tasks.definition import FunctionTask
-from ..tasks.signature import Port
+from ..tasks.signature import Port, config_metadata_fields
 from .stages import StageSpec
 
 __all__ = ["check_stages", "compatible", "metadata_differences", "type_name"]
@@ -58,17 +58,25 @@ def _is_union(annotation: Any) -> bool:
     return get_origin(annotation) in (typing.Union, types.UnionType)
 
 
-def port_metadata(port: Port) -> dict[str, Any]:
+def port_metadata(port: Port, config: Any = None) -> dict[str, Any]:
+    """A port's metadata: its dicts merged, then the fields its metadata takes from the
+    stage's config (`["width"]` gives `width` the config's value)."""
     merged: dict[str, Any] = {}
     for item in port.metadata:
         if isinstance(item, Mapping):
             merged.update(item)
+    if config is not None:
+        for name in config_metadata_fields(port.metadata):
+            merged[name] = getattr(config, name)
     return merged
 
 
-def metadata_differences(produced: Port, consumed: Port) -> list[str]:
+def metadata_differences(
+    produced: Port, consumed: Port, produced_config: Any = None, consumed_config: Any = None
+) -> list[str]:
     """`key produced != consumed` for each metadata key both ports name with other values."""
-    mine, theirs = port_metadata(produced), port_metadata(consumed)
+    mine = port_metadata(produced, produced_config)
+    theirs = port_metadata(consumed, consumed_config)
     return [
         f"{key} {mine[key]!r} != {theirs[key]!r}"
         for key in mine
@@ -87,8 +95,9 @@ def _required_inputs(spec: StageSpec) -> list[str]:
     ]
 
 
-def check_stages(stages: list[StageSpec]) -> list[str]:
-    """Every problem of the wiring, each naming its stage, port, topic and fields."""
+def check_stages(stages: list[StageSpec], configs: Mapping[str, Any] | None = None) -> list[str]:
+    """Every problem of the wiring, each naming its stage, port, topic and fields
+    (`configs`: each stage's validated config, for metadata taken from it)."""
     problems: list[str] = []
     seen: set[str] = set()
     for spec in stages:
@@ -115,11 +124,11 @@ def check_stages(stages: list[StageSpec]) -> list[str]:
         for port in _required_inputs(spec):
             if port not in spec.inputs and spec.kind != "source":
                 problems.append(f"{where}: input {port!r} is not wired to a topic")
-    problems.extend(_check_topics(stages))
+    problems.extend(_check_topics(stages, configs or {}))
     return problems
 
 
-def _check_topics(stages: list[StageSpec]) -> list[str]:
+def _check_topics(stages: list[StageSpec], configs: Mapping[str, Any]) -> list[str]:
     producers: dict[str, list[tuple[StageSpec, Port]]] = {}
     for spec in stages:
         for port, topic in spec.outputs.items():
@@ -140,7 +149,9 @@ def _check_topics(stages: list[StageSpec]) -> list[str]:
                         f"{pair}: type {type_name(produced.annotation)} cannot feed "
                         f"{type_name(consumed.annotation)}"
                     )
-                differences = metadata_differences(produced, consumed)
+                differences = metadata_differences(
+                    produced, consumed, configs.get(producer.name), configs.get(consumer.name)
+                )
                 if differences:
                     problems.append(f"{pair}: metadata differs: {', '.join(differences)}")
     return problems

@@ -188,6 +188,10 @@ def inspect_function(fn: Callable[..., Any], *, task: str) -> Signature:
         names.append(param.name)
         ports[param.name] = Port(param.name, base, description, metadata)
         json_native = json_native and base in _JSON_NATIVE
+    outputs, output_schema = _outputs(task, hints.get("return", Any), doc)
+    for kind, found in (("input", ports), ("output", outputs)):
+        for port in found.values():
+            check_config_metadata(f"task {task!r}", kind, port, config)
     model = create_model(
         f"{_identifier(task)}_inputs",
         __config__=ConfigDict(
@@ -195,7 +199,6 @@ def inspect_function(fn: Callable[..., Any], *, task: str) -> Signature:
         ),
         **fields,
     )
-    outputs, output_schema = _outputs(task, hints.get("return", Any), doc)
     return Signature(
         task=task,
         model=model,
@@ -207,6 +210,47 @@ def inspect_function(fn: Callable[..., Any], *, task: str) -> Signature:
         docstring=doc,
         json_native=json_native,
     )
+
+
+def config_metadata_fields(metadata: tuple[Any, ...]) -> list[str]:
+    """The config fields a port's metadata takes values from: `Annotated[bytes, {"content":
+    "video"}, ["width", "height"]]` (streamtasks' form) gives each port the metadata
+    `width` and `height` of the stage's config."""
+    fields: list[str] = []
+    for item in metadata:
+        if isinstance(item, list | tuple) and item and all(isinstance(f, str) for f in item):
+            fields.extend(item)
+    return fields
+
+
+def check_config_metadata(owner: str, kind: str, port: Port, config: type[Any] | None) -> None:
+    """Refuse, at definition, metadata taken from a config field the config lacks."""
+    fields = config_metadata_fields(port.metadata)
+    if not fields:
+        return
+    where = f"{owner}: {kind} {port.name!r}"
+    if config is None:
+        raise TaskDefinitionError(
+            f"{where}: its metadata comes from config field(s) {', '.join(map(repr, fields))}, "
+            "but there is no config (add a `config` parameter, or a `Config` class)"
+        )
+    known = _config_fields(config)
+    for name in fields:
+        if name not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise TaskDefinitionError(
+                f"{where}: its metadata comes from config field {name!r}, which "
+                f"{config.__name__} does not have (fields: {listed})"
+            )
+
+
+def _config_fields(config: type[Any]) -> set[str]:
+    if dataclasses.is_dataclass(config):
+        return {f.name for f in dataclasses.fields(config)}
+    model_fields = getattr(config, "model_fields", None)
+    if isinstance(model_fields, Mapping):
+        return set(model_fields)
+    return {name for name in vars(config()) if not name.startswith("_")}
 
 
 def _strip_annotated(annotation: Any) -> tuple[Any, tuple[Any, ...]]:

@@ -19,6 +19,7 @@ from ..exceptions import FieldError, InputValidationError
 
 __all__ = [
     "coerce_cli_value",
+    "config_from_arguments",
     "field_errors_from_jsonschema",
     "field_errors_from_pydantic",
     "refuse_unstorable",
@@ -261,3 +262,29 @@ def coerce_cli_value(raw: str, property_schema: Mapping[str, Any] | None) -> Any
         return json.loads(raw)
     except ValueError:
         return raw
+
+
+def config_from_arguments(values: Sequence[str], *, what: str = "--config") -> dict[str, Any]:
+    """A config from command-line values: JSON objects (`{"step": 5}`) and `KEY=VALUE`
+    pairs (`step=5`), later ones winning; a VALUE is read as JSON (`5`, `true`, `[1, 2]`)
+    unless it is text, which needs no quotes. Raises `ValueError` saying what is wrong
+    (the caller names the task, stage or service it is for)."""
+    config: dict[str, Any] = {}
+    for value in values:
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                parsed = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"{what} is not valid JSON: {exc}") from exc
+            config.update(parsed)
+            continue
+        key, sep, raw = value.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"expected {what} as a JSON object or KEY=VALUE, got {value!r}")
+        try:
+            config[key] = json.loads(raw)
+        except ValueError:
+            config[key] = raw  # text needs no quotes
+    return config
