@@ -282,6 +282,16 @@ class Operations(Generic[TransportT, HttpT]):
         """Every worker recorded on the server's database, alive or lost, oldest first."""
         return Call("GET", "/workers", _workers)
 
+    @operation()
+    def stats(self, window: str = "1h", *, task: str | None = None) -> Call[dict[str, Any]]:
+        """The runs that finished in the last `window` (`15m`, `1h`, `6h`, `1d` or `7d`;
+        another is refused, a `ClientError` with status 422), of `task` only if given:
+        `buckets` (oldest first, by status), `totals`, `failure_rate`, `tasks` (most runs
+        first, with `p50_seconds`, `p95_seconds` and `max_seconds`), and the runs
+        `pending` and `running` now; as `GET /api/stats` answers it."""
+        params = {"window": window} if task is None else {"window": window, "task": task}
+        return Call("GET", "/stats", _object, params)
+
     # tasks ------------------------------------------------------------------------------
     @operation()
     def tasks(self) -> Call[list[dict[str, Any]]]:

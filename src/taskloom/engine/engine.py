@@ -33,7 +33,8 @@ from ..exceptions import (
 )
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from ..store import ServiceLogLine, Store, open_store
-from ..store.base import LEASE_TTL
+from ..store.base import LEASE_TTL, RunStats
+from ..store.stats import window_span
 from ..tasks.definition import TaskDefinition
 from ..tasks.options import TaskOptions, check_queue_name
 from ..tasks.registry import Registry, as_task, default_registry
@@ -1006,6 +1007,21 @@ class Engine:
         return await self._in_thread(
             functools.partial(self.store.get_logs, run_id, after_id=after_id, limit=limit)
         )
+
+    async def stats(self, window: str = "1h", *, task: str | None = None) -> RunStats:
+        """The runs that finished within the last `window` (`15m`, `1h`, `6h`, `1d` or
+        `7d`; `ValueError` for any other), of `task` only if given, in the buckets a chart
+        draws, with their durations' percentiles per task; and the runs pending and
+        running now. Read from the store's rollup of run ends (every process's), as the
+        store has committed them."""
+        self._check_started()
+        assert self.store is not None
+        now = time.time()
+        since, bucket = window_span(window, now)
+        read = functools.partial(
+            self.store.run_stats, since=since, until=now, bucket_seconds=bucket, task=task
+        )
+        return await self._in_thread(read)
 
     async def flush(self) -> None:
         """Return once every change made so far is committed."""

@@ -46,6 +46,7 @@ from .migrate import HEAD_REVISION
 from .pipelines import MemoryPipelines
 from .queue import lost_error
 from .retention import MemoryRetention
+from .rollup import Pruning, Rollup, ends_of, rollup_of
 from .schedules import MemorySchedules
 from .service_attributes import MemoryServiceAttributes
 from .stats import MemoryStats
@@ -143,6 +144,9 @@ class MemoryStore(
         self._parts: dict[str, dict[str, DeploymentPartRecord]] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
         self._hooks: dict[str, HookRecord] = {}
+        self._run_counts: dict[tuple[int, float, str, str], int] = {}
+        self._run_durations: dict[tuple[int, float, str, int], list[float]] = {}
+        self._pruning = Pruning()
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"
@@ -214,6 +218,14 @@ class MemoryStore(
                 run_updates = [u for u in run_updates if u[0] not in rejected]
                 staged_attempts = {k: a for k, a in staged_attempts.items() if k[0] not in rejected}
                 attempt_updates = [u for u in attempt_updates if u[0][0] not in rejected]
+            ends = ends_of(batch)
+            if ends:  # counted as the SQL store counts them, from how the runs stood
+                prior = {
+                    i: (r.task, r.status.value, r.started_at)
+                    for i in ends
+                    if (r := self._runs.get(i)) is not None
+                }
+                self._add_rollup(rollup_of(batch, ends, prior, rejected))
             for run_id, changes in run_updates:
                 current = staged.get(run_id) or self._runs.get(run_id)
                 if current is not None:
@@ -419,6 +431,7 @@ class MemoryStore(
     def reap(self, worker_id: str) -> int:
         now = time.time()
         touched = 0
+        ended = Rollup()
         with self._lock:
             for worker in self._workers.values():
                 if worker.expires_at < now and worker.lost_at is None:
@@ -443,8 +456,10 @@ class MemoryStore(
                         run.status, run.worker_id, run.scheduled_at = RunStatus.PENDING, None, None
                     else:
                         run.status, run.finished_at = RunStatus.FAILED, now
+                        ended.add(run.task, "failed", run.started_at, now)
                 else:
                     run.worker_id = None
+            self._add_rollup(ended)
         return touched
 
     def finished_among(self, run_ids: Collection[str]) -> list[Run]:
@@ -552,6 +567,9 @@ class MemoryStore(
                 return False
             run.status = RunStatus.CANCELLED
             run.finished_at = finished_at
+            ended = Rollup()
+            ended.add(run.task, "cancelled", run.started_at, finished_at)
+            self._add_rollup(ended)
             for (rid, _), attempt in self._attempts.items():
                 if rid == run_id and attempt.status == "running":
                     attempt.status = RunStatus.CANCELLED.value

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Dialect
 from ..exceptions import WorkerLostError
 from ..runs import ErrorInfo, Run
 from .base import ClaimRequest, WriteBatch
+from .rollup import Rollup, RollupSql
 from .rows import RUN_READ, UNFINISHED, run_from_row
 
 __all__ = [
@@ -112,6 +113,7 @@ class QueueSql:
     def __init__(self, dialect: Dialect) -> None:
         self.postgres = dialect.name == "postgresql"
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.rollup = RollupSql(dialect.name)
         # The database's clock, in seconds since the epoch.
         self.now_sql = (
             "extract(epoch from clock_timestamp())::double precision"
@@ -285,7 +287,7 @@ class QueueSql:
         # reaps what it leaves.
         skip = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
         cursor.execute(
-            f"SELECT id, task, attempts, max_attempts FROM runs WHERE {mine} "
+            f"SELECT id, task, attempts, max_attempts, started_at FROM runs WHERE {mine} "
             f"AND status = 'running'{skip}",
             params,
         )
@@ -293,11 +295,14 @@ class QueueSql:
         attempt_rows: list[tuple[Any, ...]] = []
         retried: list[tuple[Any, ...]] = []
         failed: list[tuple[Any, ...]] = []
-        for run_id, task, attempt, max_attempts in running:
+        ended = Rollup()
+        for run_id, task, attempt, max_attempts, started_at in running:
             retry = attempt < max_attempts
             error = json.dumps(lost_error(run_id, task, attempt, retry).as_dict())
             attempt_rows.append((now, error, run_id, attempt))
             (retried if retry else failed).append((error, now, run_id))
+            if not retry:
+                ended.add(task, "failed", started_at, now)
         if attempt_rows:
             cursor.executemany(
                 f"UPDATE attempts SET status = 'failed', finished_at = {m}, error = {m} "
@@ -316,6 +321,7 @@ class QueueSql:
                 f"WHERE id = {m} AND status = 'running' AND worker_id = {m}",
                 [(*row, worker_id) for row in failed],
             )
+            self.rollup.write(cursor, ended)  # these rows are locked: each update takes
         cursor.execute(
             "UPDATE runs SET worker_id = NULL WHERE id IN "
             f"(SELECT id FROM runs WHERE {mine} AND status = 'pending'{skip})",

@@ -47,6 +47,8 @@ __all__ = [
     "pipeline_parts",
     "pipeline_stages",
     "run_changes",
+    "run_counts",
+    "run_durations",
     "runs",
     "schedules",
     "service_attribute_changes",
@@ -208,6 +210,36 @@ schedules = Table(
         sqlite_where=text("NOT paused"),
         postgresql_where=text("NOT paused"),
     ),
+)
+
+#: Runs that ended, counted per time bucket: for each `grain` (a bucket's seconds, see
+#: `rollup.GRAINS`), the bucket's start (a multiple of it, epoch seconds), the task and the
+#: status reached (completed, failed or cancelled). Written in the same commit as the
+#: ends it counts, so it is exact; a window of charts reads a few hundred rows per task.
+run_counts = Table(
+    "run_counts",
+    metadata,
+    Column("grain", Integer, nullable=False),
+    Column("bucket_start", Double, nullable=False),
+    Column("task", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("runs", BigInteger, nullable=False),
+    PrimaryKeyConstraint("grain", "bucket_start", "task", "status"),
+)
+
+#: The durations of the same runs (those that started), as histograms: per grain, bucket
+#: and task, how many runs fell in each logarithmic bin (`rollup.duration_bin`), and the
+#: longest of them.
+run_durations = Table(
+    "run_durations",
+    metadata,
+    Column("grain", Integer, nullable=False),
+    Column("bucket_start", Double, nullable=False),
+    Column("task", String(200), nullable=False),
+    Column("bin", Integer, nullable=False),
+    Column("runs", BigInteger, nullable=False),
+    Column("max_seconds", Double, nullable=False),
+    PrimaryKeyConstraint("grain", "bucket_start", "task", "bin"),
 )
 
 #: Webhooks: `POST /api/hooks/{name}` starts a run of `task` with the JSON body as its

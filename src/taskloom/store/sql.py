@@ -62,6 +62,7 @@ from .migrate import HEAD_REVISION, current_revision, upgrade
 from .pipelines import SqlPipelines
 from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, QueueSql, notices
 from .retention import SqlRetention
+from .rollup import Rollup, ends_of, rollup_of
 from .rows import (
     ATTEMPT_READ,
     LOG_READ,
@@ -297,6 +298,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             # the others (log lines or attempts alone) need a look first.
             unchecked = {k: v for k, v in fences.items() if k not in batch.run_updates}
             sent = notices(batch) if queue.postgres or self._journal else ()
+            ends = ends_of(batch)  # counted in the rollup, in this transaction
             result = NOTHING_WRITTEN
             dbapi = engine.dialect.loaded_dbapi
             # The hot path keeps one driver connection for writing and drives the
@@ -316,6 +318,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                     rejected = queue.fenced_out(cursor, unchecked) if unchecked else frozenset()
                     if rejected:
                         plan = plan_batch(self._statements, batch, skip=rejected, fences=fences)
+                    prior = self._rollup().read_prior(cursor, ends) if ends else {}
                     if self._apply(cursor, plan, counted=unchecked is not fences):
                         break
                     # A fenced UPDATE changed fewer rows than it had: some run is no longer
@@ -324,6 +327,8 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                     unchecked = fences
                 if rejected:
                     result = WriteResult(rejected=rejected)
+                if ends:
+                    self._rollup().write(cursor, rollup_of(batch, ends, prior, rejected))
                 if batch.claim is not None:
                     claimed = queue.claim(cursor, batch.claim)
                     due = None
@@ -895,6 +900,13 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                 )
                 if result.rowcount != 1:
                     return False
+                ended = Rollup()
+                ended.add(run.task, cancelled, run.started_at, finished_at)
+                cursor = conn.connection.cursor()
+                try:
+                    self._rollup().write(cursor, ended)
+                finally:
+                    cursor.close()
                 # The attempt the dead worker left running ends with the run.
                 conn.execute(
                     update(attempts)

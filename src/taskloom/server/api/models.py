@@ -26,8 +26,12 @@ __all__ = [
     "ServiceLogsOut",
     "ServiceOut",
     "ServiceStartOut",
+    "StatsBucketOut",
+    "StatsOut",
+    "StatsTotalsOut",
     "SubmitIn",
     "TaskOut",
+    "TaskStatsOut",
     "TokenCreateIn",
     "TokenCreatedOut",
     "TokenOut",
@@ -319,3 +323,55 @@ class WorkerOut(BaseModel):
     holds: int
     alive: bool
     state: Literal["alive", "lost"]
+
+
+class StatsBucketOut(BaseModel):
+    """The runs that finished in one bucket, which starts at `start` (epoch seconds)."""
+
+    start: float
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class StatsTotalsOut(BaseModel):
+    """The runs that finished in the window, by status; `finished` is their sum."""
+
+    completed: int
+    failed: int
+    cancelled: int
+    finished: int
+
+
+class TaskStatsOut(BaseModel):
+    """One task's runs finished in the window. Durations (`finished_at - started_at`, of
+    the runs that started; null when none did) are nearest-rank percentiles read from
+    histograms, within 4.4 % of the exact value; `max_seconds` is exact."""
+
+    task: str
+    finished: int
+    completed: int
+    failed: int
+    cancelled: int
+    failure_rate: float
+    p50_seconds: float | None
+    p95_seconds: float | None
+    max_seconds: float | None
+
+
+class StatsOut(BaseModel):
+    """The runs that finished in the last `window`, in buckets of `bucket_seconds` from
+    `since` to `until` (now; epoch seconds), oldest first and empty ones included; the
+    tasks with a run finished in it, most runs first; and the runs `pending` and `running`
+    now, every queue and task."""
+
+    window: Literal["15m", "1h", "6h", "1d", "7d"]
+    since: float
+    until: float
+    bucket_seconds: int
+    buckets: list[StatsBucketOut]
+    totals: StatsTotalsOut
+    failure_rate: float
+    tasks: list[TaskStatsOut]
+    pending: int
+    running: int
