@@ -172,12 +172,20 @@ def prune(
     wait: bool = True,
     stop: threading.Event | None = None,
     on_batch: Callable[[str, PruneBatch], None] | None = None,
+    pause: float = 1.0,
 ) -> PruneReport:
     """Remove what `policy` says, batch after batch (the store is synchronous: call this
     in a thread from async code). `on_batch` hears each batch once it is committed;
     `stop` ends the prune between two batches; with `wait` False the prune ends at once
-    when another process's batch holds the prune's lock."""
+    when another process's batch holds the prune's lock.
+
+    After each batch that removed runs the prune rests `pause` times as long as the
+    batch took, so that the writers waiting meanwhile get their turn: SQLite's busy
+    handler looks for the lock again only after a sleep (up to 100 ms), and a lock taken
+    again at once would keep a worker's commits waiting for the whole prune.
+    """
     began = time.perf_counter()
+    rest = stop or threading.Event()
     cutoff = (time.time() if now is None else now) - policy.older_than
     report = PruneReport(cutoff=cutoff, dry_run=dry_run)
     try:
@@ -187,6 +195,7 @@ def prune(
                 if stop is not None and stop.is_set():
                     report.stopped = True
                     return report
+                batch_began = time.perf_counter()
                 batch = store.prune_runs(
                     status=status,
                     finished_before=report.cutoff,
@@ -198,9 +207,12 @@ def prune(
                 if batch is None:
                     report.stopped = True
                     return report
+                took = time.perf_counter() - batch_began
                 report.add(status, batch)
                 if on_batch is not None:
                     on_batch(status, batch)
+                if batch.runs and not dry_run and pause > 0:
+                    rest.wait(took * pause)
                 if batch.after is None:
                     break
                 after = batch.after
