@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ..context import Context
 from ..exceptions import FieldError, InputValidationError, TaskDefinitionError
 from .options import DESCRIPTIVE_OPTIONS, TaskOptions, parse_options
 from .signature import Port, Signature, SpecialParams, inspect_function
 from .validation import coerce_cli_value
+
+if TYPE_CHECKING:
+    from ..streams.buses import Bus
 
 __all__ = ["FunctionTask", "TaskDefinition", "task"]
 
@@ -147,6 +152,52 @@ class FunctionTask(TaskDefinition, Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
+
+    # as a stream stage of its own program ----------------------------------------------
+    async def run(
+        self,
+        bus: Bus | str | None = None,
+        *,
+        deployment: str | None = None,
+        stage: str | None = None,
+        inputs: dict[str, str] | None = None,
+        outputs: dict[str, str] | list[str] | None = None,
+        config: Any = None,
+        database: str | None = None,
+        status_interval: float | None = None,
+        argv: Sequence[str] | None = None,
+    ) -> None:
+        """Run this task as a stream stage until Ctrl-C, SIGTERM or a stop request.
+
+        `bus`: a NATS URL (default `nats://127.0.0.1:4222`) or a `Bus` object. The stage
+        joins `deployment` (default: the task's name) as `stage` (default: the task's
+        name); `inputs` (port -> topic), `outputs` and `config` as for `Pipeline.stage`.
+        What is not given comes from `argv` (`--bus`, `--deployment`, `--stage`, `--input
+        PORT=TOPIC`, `--output [PORT=]TOPIC`, `--config K=V`, `--db`), then from the
+        deployment's record in the database (`database`, `TASKLOOM_DATABASE_URL` or the
+        default file if it exists), then each port uses the topic of its own name.
+        """
+        from ..streams.standalone import run_stage, settings_for
+
+        settings = settings_for(
+            self.name,
+            argv,
+            bus=bus,
+            deployment=deployment,
+            stage=stage,
+            inputs=inputs,
+            outputs=outputs,
+            config=config,
+            database=database,
+            status_interval=status_interval,
+        )
+        await run_stage(self, settings)
+
+    def run_sync(self, bus: Bus | str | None = None, **settings: Any) -> None:
+        """`run()` in a new event loop, reading the command line (`sys.argv`) for what is
+        not given: `if __name__ == "__main__": adder.run_sync()`."""
+        settings.setdefault("argv", sys.argv[1:])
+        asyncio.run(self.run(bus, **settings))
 
     def __repr__(self) -> str:
         return f"<task {self.name!r} ({self.module}.{self.qualname})>"
