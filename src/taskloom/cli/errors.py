@@ -6,6 +6,7 @@ error shows one only with `--verbose`.
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from ..exceptions import (
     TaskDefinitionError,
     UnknownTaskError,
 )
+from ..observability.logs import json_logging
+from ..observability.tracing import TracingSetupError
 from ..schedules.errors import HookNotFoundError, ScheduleError, ScheduleNotFoundError
 
 __all__ = [
@@ -51,7 +54,11 @@ class CliError(Exception):
 
 
 def print_error(message: str) -> None:
-    """Print `error: <line>` on stderr for each line of `message`."""
+    """Print `error: <line>` on stderr for each line of `message` (logging JSON lines,
+    one line of level ERROR instead)."""
+    if json_logging():
+        logging.getLogger("taskloom.cli").error(message)
+        return
     for line in message.splitlines() or [""]:
         typer.echo(f"error: {line}", err=True)
 
@@ -83,6 +90,7 @@ def reporting_errors(*, verbose: bool = False) -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
     except (
         TaskDefinitionError,
+        TracingSetupError,
         RunNotFoundError,
         ScheduleError,
         ScheduleNotFoundError,

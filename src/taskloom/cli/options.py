@@ -10,12 +10,14 @@ from rich.markup import escape
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ..observability.logs import LOG_FORMAT_ENV, LogFormat
 from ..store import resolve_database_url
 
 __all__ = [
     "DATABASE_ENV",
     "DbOption",
     "JsonOption",
+    "LogFormatOption",
     "MaxItemsOption",
     "MaxStepsOption",
     "RetentionOption",
@@ -71,6 +73,18 @@ RetentionOption = Annotated[
         help=(
             "Remove finished runs older than this (30d, 12h) in the background, in "
             "batches: soon after start, then every 5 minutes. Default: keep every run."
+        ),
+    ),
+]
+
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        envvar=LOG_FORMAT_ENV,
+        help=(
+            "How log lines are written on stderr: plain, for people, or json, one object "
+            "per line (time, level, logger, message; run_id, task and attempt inside a run)."
         ),
     ),
 ]

@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import __version__
+from ..observability.logs import DEFAULT_LOG_FORMAT, announce, logging_to_stderr
+from ..observability.tracing import tracing_from_environment
 from ..runs import LogLine
 from ..services.supervisor import Supervisor
 from ..serving import Served, load_served, run_to_end, serve
@@ -38,6 +38,7 @@ from .errors import EXIT_FAILED, EXIT_USAGE, CliError, print_error, reporting_er
 from .options import (
     DbOption,
     JsonOption,
+    LogFormatOption,
     MaxItemsOption,
     MaxStepsOption,
     RetentionOption,
@@ -208,6 +209,7 @@ def serve_command(
     ] = None,
     max_steps: MaxStepsOption = DEFAULT_MAX_STEPS,
     max_items: MaxItemsOption = DEFAULT_MAX_MAP_ITEMS,
+    log_format: LogFormatOption = DEFAULT_LOG_FORMAT,
     no_worker: Annotated[
         bool,
         typer.Option(
@@ -234,7 +236,7 @@ def serve_command(
     from ..server.settings import ServerSettings, SettingsError, parse_size
     from ..server.tokens import AuthError
 
-    with reporting_errors(verbose=verbose):
+    with logging_to_stderr(log_format, verbose=verbose), reporting_errors(verbose=verbose):
         # Without targets it serves the packages collected in the database (`taskloom
         # package add`) and those installed with entry points: nothing else is needed.
         policy = retention_policy(retention)
@@ -253,7 +255,7 @@ def serve_command(
         except SettingsError as exc:
             raise CliError(exc.message) from exc
         http = HttpServer(settings, database=_database_text(url), pipelines=served.pipelines)
-        with _logging_to_stderr(verbose=verbose):
+        with tracing_from_environment():
             try:
                 result = run_to_end(
                     serve(
@@ -268,7 +270,7 @@ def serve_command(
                         on_ready=lambda engine, supervisor: _announce(
                             served, engine, supervisor, url, targets, http
                         ),
-                        on_stopping=lambda why: typer.echo(f"stopping services: {why}", err=True),
+                        on_stopping=lambda why: announce(f"stopping services: {why}"),
                     )
                 )
             except AuthError as exc:
@@ -282,26 +284,7 @@ def serve_command(
                     "the other services were stopped"
                 )
             raise typer.Exit(result.exit_code)
-        typer.echo("stopped", err=True)
-
-
-@contextlib.contextmanager
-def _logging_to_stderr(*, verbose: bool) -> Iterator[None]:
-    """Print taskloom's own warnings (a stop given up on, a failed save) on stderr while
-    serving; with --verbose, the services' log lines too."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO if verbose else logging.WARNING)
-    root = logging.getLogger("taskloom")
-    level = root.level
-    root.addHandler(handler)
-    if verbose:
-        root.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
+        announce("stopped")
 
 
 def _database_text(url: str) -> str:

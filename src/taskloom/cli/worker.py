@@ -10,6 +10,8 @@ import typer
 
 from ..engine import Engine
 from ..exceptions import StoreError
+from ..observability.logs import DEFAULT_LOG_FORMAT, announce, logging_to_stderr
+from ..observability.tracing import tracing_from_environment
 from ..serving import load_served, run_to_end, work
 from ..store.base import LEASE_TTL
 from ..tasks.options import check_queue_name
@@ -17,13 +19,13 @@ from .db import retention_policy
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, reporting_errors
 from .options import (
     DbOption,
+    LogFormatOption,
     RetentionOption,
     VerboseOption,
     database_url,
     display_url,
     examples,
 )
-from .services import _logging_to_stderr
 
 if TYPE_CHECKING:
     from ..observability.metrics import Metrics, MetricsServer
@@ -88,6 +90,7 @@ def worker_command(
             ),
         ),
     ] = 30.0,
+    log_format: LogFormatOption = DEFAULT_LOG_FORMAT,
     lease_ttl: Annotated[
         float,
         typer.Option(
@@ -133,7 +136,7 @@ def worker_command(
     runs it held are given back, an attempt it was executing fails as `WorkerLostError`
     and is retried when the task allows it. Exits 0 after a stop.
     """
-    with reporting_errors(verbose=verbose):
+    with logging_to_stderr(log_format, verbose=verbose), reporting_errors(verbose=verbose):
         try:
             chosen = [check_queue_name(q, "--queue") for q in queues or ()]
         except Exception as exc:
@@ -147,23 +150,21 @@ def worker_command(
 
         def ready(engine: Engine) -> None:
             queue_text = ", ".join(sorted(engine.served_queues()))
-            typer.echo(
+            announce(
                 f"worker {engine.worker_id} ready: {len(served.tasks)} tasks, queues "
-                f"{queue_text}, concurrency {concurrency}, on {display_url(url)}",
-                err=True,
+                f"{queue_text}, concurrency {concurrency}, on {display_url(url)}"
             )
             if exporter is not None:
-                typer.echo(f"metrics at {exporter.url}", err=True)
+                announce(f"metrics at {exporter.url}")
 
         def stopped(engine: Engine) -> None:
-            typer.echo(
+            announce(
                 f"worker {engine.worker_id} stopped; {engine.rejected_writes} late changes "
-                "were refused by their fence",
-                err=True,
+                "were refused by their fence"
             )
 
         with (
-            _logging_to_stderr(verbose=verbose),
+            tracing_from_environment(),
             _unreachable_is_usage(url),
             _closing(exporter),
         ):

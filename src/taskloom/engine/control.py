@@ -140,6 +140,7 @@ class RunControl:
                 live.run.id,
                 live.task_name,
                 self._engine.cancel_grace,
+                extra={"run_id": live.run.id, "task": live.task_name, "attempt": live.token},
             )
             self._execution.attempt_stopped(live)
 

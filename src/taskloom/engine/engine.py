@@ -31,6 +31,7 @@ from ..exceptions import (
     UnknownTaskError,
     WaitTimeoutError,
 )
+from ..observability import tracing
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from ..store import ServiceLogLine, Store, open_store
 from ..store.base import LEASE_TTL, RunStats
@@ -211,6 +212,9 @@ class Engine:
         self._io: ThreadPoolExecutor | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Spans of submits, attempts and steps; None (no span, one check per run) when
+        # OpenTelemetry's SDK is not installed.
+        self._tracer = tracing.tracer()
         # The part that executes the runs held here, and its ready queue (bound here:
         # a run held is pushed to it on every submit and claim).
         self._execution = RunExecution(
@@ -219,6 +223,7 @@ class Engine:
             live=self._live,
             finished=self._finished,
             listeners=self._listeners,
+            tracer=self._tracer,
         )
         self._queue = self._execution.queue
         self._started = False
@@ -606,11 +611,21 @@ class Engine:
             scheduled_at=due,
         )
         live = LiveRun(self._execution, run, definition, call, config_value)
-        if idempotency_key is not None:
-            return await self._submit_idempotent(live, idempotency_key)
-        committed: asyncio.Future[None] = loop.create_future()
-        self._writer.submit_run(run, functools.partial(self._on_inserted, live, committed))
-        await committed
+        span = None if self._tracer is None else tracing.start_submit(self._tracer, run)
+        try:
+            if idempotency_key is not None:
+                return await self._submit_idempotent(live, idempotency_key)
+            committed: asyncio.Future[None] = loop.create_future()
+            self._writer.submit_run(run, functools.partial(self._on_inserted, live, committed))
+            await committed
+        except BaseException as exc:
+            if span is not None:
+                tracing.end(span, "refused", error=exc)
+                span = None
+            raise
+        finally:
+            if span is not None:
+                tracing.end(span, "recorded")
         return run.copy()  # a snapshot: the engine goes on updating its own record
 
     def _queue_for(self, definition: TaskDefinition, queue: str | None) -> str:
@@ -754,11 +769,20 @@ class Engine:
             live.run.worker_id = self.worker_id
             live.run.lease = 1
         committed: asyncio.Future[None] = self._loop.create_future()
+        tracer = self._tracer
+        spans = [] if tracer is None else [tracing.start_submit(tracer, x.run) for x in lives]
         self._writer.submit_runs(
             [live.run for live in lives],
             functools.partial(self._on_many_inserted, lives, committed),
         )
-        await committed
+        try:
+            await committed
+        except BaseException as exc:
+            for span in spans:
+                tracing.end(span, "refused", error=exc)
+            raise
+        for span in spans:
+            tracing.end(span, "recorded")
         return [live.run.copy() for live in lives]
 
     def _on_many_inserted(
@@ -895,7 +919,12 @@ class Engine:
             await self.submit(handler, {"run": summary}, idempotency_key=f"{kind}:{run.id}")
         except TaskloomError as exc:
             logger.warning(
-                "taskloom: the %s task %r of run %s could not start: %s", kind, handler, run.id, exc
+                "taskloom: the %s task %r of run %s could not start: %s",
+                kind,
+                handler,
+                run.id,
+                exc,
+                extra={"run_id": run.id, "task": run.task, "attempt": run.attempts},
             )
 
     def _config_for(self, task: TaskDefinition, config: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -1256,6 +1285,8 @@ class Engine:
         run_id = live.run.id
         live.settled = True
         live.dropped = True
+        if live.span is not None:
+            self._execution.end_span(live, "let go")
         if live.timer is not None:
             live.timer.cancel()
             live.timer = None

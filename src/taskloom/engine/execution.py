@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 
 from .. import context as context_module
 from ..exceptions import Retry, StoreError, TaskTimeoutError, UnstorableValueError
+from ..observability import tracing
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from ..store.base import LeaseLostError
 from ..tasks.definition import FunctionTask, TaskDefinition
@@ -32,6 +33,8 @@ from .serial import Outcome, SerialRunner
 from .writer import BatchWriter, ReplacedOutcome
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from .claims import Claims
     from .engine import Engine
 
@@ -83,8 +86,10 @@ class RunExecution:
         live: dict[str, LiveRun],
         finished: OrderedDict[str, Run],
         listeners: list[Listener],
+        tracer: Tracer | None = None,
     ) -> None:
         self.engine = engine
+        self._tracer = tracer  # spans of attempts; None: no span, one check per attempt
         #: Which run starts next: a run handed over holds one of its slots until it ends.
         self.queue = ReadyQueue(concurrency, self._dispatch)  # type: ignore[arg-type]
         self._live = live  # the runs the engine holds, by id (a run is dropped as it ends)
@@ -177,8 +182,11 @@ class RunExecution:
             self._start_not_recorded(live, error)
             return
         context_token = context_module.set_current(context)
+        call = live.sync_callable(context)
+        if live.span is not None:
+            call = tracing.in_span(lambda: live.span, call)
         try:
-            result = live.sync_callable(context)()
+            result = call()
         except BaseException as exc:
             self._attempt_failed(live, exc)
         else:
@@ -193,6 +201,7 @@ class RunExecution:
             return  # let go of meanwhile (its fence refused the start)
         if self.closing:
             live.settled = True
+            self.end_span(live, "not recorded", error)
             return
         self._attempt_failed(live, error)
 
@@ -211,6 +220,8 @@ class RunExecution:
             run.started_at = now
         live.began = True
         live.attempt_open = True
+        if self._tracer is not None:
+            live.span = tracing.start_attempt(self._tracer, run)
         writer = self._writer
         assert writer is not None
         writer.start(
@@ -267,6 +278,8 @@ class RunExecution:
             except StoreError as exc:
                 self._start_not_recorded(live, exc)
                 return
+            if live.span is not None:
+                tracing.enter(live.span)  # in this asyncio task's own context copy
             if timeout is None:
                 result = await live.invoke_async(context)
             else:
@@ -290,6 +303,8 @@ class RunExecution:
     def _execute_in_thread(self, live: LiveRun, context: context_module.Context) -> None:
         task = live.task
         call = live.sync_callable(context)
+        if self._tracer is not None:  # its span starts in the thread, as the attempt begins
+            call = tracing.in_span(lambda: live.span, call)
         token = live.token
         loop = self._loop
         assert loop is not None
@@ -419,6 +434,8 @@ class RunExecution:
             error = ErrorInfo(exc.error_type, str(exc), None, retry)
         else:
             error = ErrorInfo.from_exception(exc, retryable=retry)
+        if live.span is not None:
+            self.end_span(live, "failed", exc)
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit inside a task
             retry = False
         if not retry:
@@ -489,6 +506,8 @@ class RunExecution:
             run.id, {"status": _PENDING, "scheduled_at": None, "max_attempts": run.max_attempts}
         )
         live.interrupting = True
+        if live.span is not None:
+            self.end_span(live, "interrupted")
         if live.execution is not None and not live.execution.done():
             live.execution.cancel()
 
@@ -516,6 +535,8 @@ class RunExecution:
             live.attempt_open = False
             attempt = run.attempts
             attempt_fields = {"finished_at": now, "status": status.value, "error": error}
+            if live.span is not None:
+                self.end_span(live, status.value, error if status is RunStatus.FAILED else None)
         writer.finish(
             run.id,
             {"status": status, "result": result, "error": error, "finished_at": now},
@@ -532,6 +553,15 @@ class RunExecution:
             # A workflow step: its dependents may start now. Their inserts queue behind
             # this end, so no write that depends on this result commits before it.
             live.on_finish(live)
+
+    def end_span(
+        self, live: LiveRun, outcome: str, error: BaseException | ErrorInfo | None = None
+    ) -> None:
+        """End the span of `live`'s attempt (once: a later outcome finds none)."""
+        span = live.span
+        if span is not None:
+            live.span = None
+            tracing.end(span, outcome, error=error)
 
     def release(self, live: LiveRun) -> None:
         if live.dispatched:

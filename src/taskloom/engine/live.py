@@ -14,6 +14,8 @@ from ..tasks.classes import ClassTask, Task
 from ..tasks.definition import FunctionTask, TaskDefinition
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from .execution import RunExecution
 
 __all__ = ["LiveRun", "TaskReportedFailure"]
@@ -47,6 +49,7 @@ class LiveRun:
         "run",
         "runner",
         "settled",
+        "span",
         "task",
         "task_limit",
         "task_name",
@@ -85,6 +88,7 @@ class LiveRun:
         self.timer: asyncio.TimerHandle | None = None
         self.waiters: list[asyncio.Future[Run]] | None = None
         self.on_finish: Callable[[LiveRun], None] | None = None  # set for workflow steps
+        self.span: Span | None = None  # the current attempt's, when tracing
 
     def on_final_commit(self, error: BaseException | None) -> None:
         self.runner.on_final_commit(self, error)

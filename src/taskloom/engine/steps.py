@@ -17,6 +17,8 @@ from ..runs import ErrorInfo, Run, RunStatus
 from .live import LiveRun
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from ..store import Store
     from ..tasks.definition import TaskDefinition
     from ..tasks.registry import Registry
@@ -64,6 +66,10 @@ class EngineWorkflowHost:
     def drives_workflows(self) -> bool:
         engine = self._engine
         return engine.worker and engine._recover_enabled and not engine._closing
+
+    @property
+    def tracer(self) -> Tracer | None:
+        return self._engine._tracer
 
     def definition(self, task: Any) -> TaskDefinition:
         return self._engine._definition(task)

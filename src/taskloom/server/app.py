@@ -17,8 +17,9 @@ from starlette.types import Scope
 
 from .. import __version__
 from ..engine import Engine
-from ..packages.installs import PackageInstalls
+from ..observability import tracing
 from ..observability.metrics import Metrics
+from ..packages.installs import PackageInstalls
 from ..streams import Pipeline
 from .api import ROUTERS
 from .api.pipelines import DeploymentsHere
@@ -111,6 +112,7 @@ def create_app(
         app.router.routes.append(
             _Dashboard("/", StaticFiles(directory=dashboard, html=True), name="dashboard")
         )
+    tracing.instrument_app(app)  # a span per request, with OpenTelemetry's SDK
     return app
 
 

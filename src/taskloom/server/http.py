@@ -24,6 +24,7 @@ import uvicorn
 
 from ..engine import Engine
 from ..exceptions import TaskloomError
+from ..observability.logs import json_logging, uvicorn_to_root
 from .app import create_app
 from .guard import HostPolicy
 from .settings import ServerSettings
@@ -147,6 +148,9 @@ class HttpServer:
         config = uvicorn.Config(
             app,
             lifespan="off",
+            # Logging JSON lines, uvicorn's loggers keep no handlers of their own: their
+            # records reach the process's JSON handler like every other.
+            log_config=uvicorn_to_root() if json_logging() else uvicorn.config.LOGGING_CONFIG,
             log_level="info" if self.settings.access_log else "warning",
             access_log=self.settings.access_log,
             timeout_graceful_shutdown=int(GRACEFUL_SECONDS),

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from ..runs import ErrorInfo, Run
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from ..engine.live import LiveRun
     from ..store import QueueStore
     from ..tasks.definition import TaskDefinition
@@ -50,6 +52,11 @@ class WorkflowHost(Protocol):
     @property
     def drives_workflows(self) -> bool:
         """Whether this engine takes over the workflows of engines that died."""
+        ...
+
+    @property
+    def tracer(self) -> Tracer | None:
+        """The tracer of workflow and step spans; None when tracing is off."""
         ...
 
     def definition(self, task: Any) -> TaskDefinition:

@@ -25,6 +25,7 @@ import jsonschema
 
 from ..exceptions import InputValidationError, RunNotFoundError, WorkflowError
 from ..loading import resolve_task
+from ..observability import tracing
 from ..runs import Run, RunStatus, new_run_id
 from ..store import RunStore
 from ..tasks.definition import TaskDefinition
@@ -112,10 +113,18 @@ async def submit_workflow(
         started_at=now,
         config={"workflow": definition},
     )
+    span = None if host.tracer is None else tracing.start_submit(host.tracer, run)
     execution = WorkflowExecution(host, workflow, definitions, run, reuse=reuse, limits=limits)
     committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     host.record_workflow(run, functools.partial(_settle_none, committed))
-    await committed
+    try:
+        await committed
+    except BaseException as exc:
+        if span is not None:
+            tracing.end(span, "refused", error=exc)
+        raise
+    if span is not None:
+        tracing.end(span, "recorded")
     host.attach(execution)
     host.tell("submitted", run)
     execution.start()
@@ -213,6 +222,7 @@ async def recover_workflows(host: WorkflowHost, passed_over: set[str]) -> list[s
                 run.id,
                 run.task,
                 exc,
+                extra={"run_id": run.id, "task": run.task, "attempt": run.attempts},
             )
             passed_over.add(run.id)
             host.release_workflow(run.id)
@@ -233,6 +243,7 @@ async def recover_workflows(host: WorkflowHost, passed_over: set[str]) -> list[s
             run.id,
             run.task,
             len(existing),
+            extra={"run_id": run.id, "task": run.task, "attempt": run.attempts},
         )
         execution.start()
         resumed.append(run.id)

@@ -47,6 +47,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import EngineClosedError, InputValidationError
+from ..observability import tracing
 from ..runs import ErrorInfo, Run, RunStatus, new_run_id
 from ..tasks.definition import TaskDefinition
 from .keys import StepKey
@@ -55,6 +56,8 @@ from .model import Step, Workflow
 from .references import Ref, resolve_value
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from ..engine.live import LiveRun
     from .host import WorkflowHost
 
@@ -89,9 +92,11 @@ class _StepState:
         "result",
         "shared",
         "skip_cause",
+        "span",
         "started",
         "status",
         "step",
+        "trace",
         "unconfirmed",
         "waiting",
     )
@@ -121,6 +126,9 @@ class _StepState:
         self.unconfirmed: set[int] = set()  # items whose insert is not committed yet
         self.remote: dict[int, str] = {}  # items found in the store unfinished (resumed)
         self.shared = False  # its runs may execute on other workers (see `_window`)
+        # When tracing: the step's span, and the trace context its runs are recorded with.
+        self.span: Span | None = None
+        self.trace: dict[str, str] | None = None
 
 
 class WorkflowExecution:
@@ -140,6 +148,7 @@ class WorkflowExecution:
         """`existing`: resuming a workflow run another engine drove, the step runs it has
         in the store, by the part of their key after the workflow run's id."""
         self.host = host
+        self.tracer = host.tracer
         self.workflow = workflow
         self.run = run
         self.reuse = reuse or {}
@@ -223,6 +232,10 @@ class WorkflowExecution:
             return
         self.abandoned = True
         self._to_start.clear()
+        for state in self.states.values():
+            if state.span is not None:
+                tracing.end(state.span, "abandoned")
+                state.span = None
         self.done.set_exception(
             EngineClosedError(f"the engine stopped driving workflow run {self.run.id}")
         )
@@ -237,6 +250,8 @@ class WorkflowExecution:
         if self.stopping is not None:
             self._record_terminal(state, _CANCELLED, error=self.stopping)
             return
+        if self.tracer is not None:
+            state.span, state.trace = tracing.start_step(self.tracer, self.run, step.name)
         try:
             inputs = self._resolve(step)
             if step.map is None:
@@ -334,6 +349,7 @@ class WorkflowExecution:
             idempotency_key=key,
             created_at=now,
             queue=definition.options.queue,
+            trace_context=state.trace,
         )
         if status.is_terminal:
             run.finished_at = now
@@ -568,6 +584,8 @@ class WorkflowExecution:
         state.result = result
         state.error = error
         state.lives = {}
+        if self.tracer is not None:
+            self._end_span(state, status, error)
         self.open -= 1
         self.counts[str(status)] += 1
         if status == _FAILED or (status == _CANCELLED and self.stopping is None):
@@ -586,6 +604,14 @@ class WorkflowExecution:
             self._start_all(ready)
         if self.open == 0:
             self._finish()
+
+    def _end_span(self, state: _StepState, status: RunStatus, error: ErrorInfo | None) -> None:
+        assert self.tracer is not None
+        span = state.span
+        if span is None:  # a step that never ran (skipped, cancelled) has its span too
+            span, _ = tracing.start_step(self.tracer, self.run, state.step.name)
+        state.span = None
+        tracing.end(span, status.value, error=error if status == _FAILED else None)
 
     def _propagate(self, settled: _StepState, ready: list[_StepState]) -> None:
         name = settled.step.name
