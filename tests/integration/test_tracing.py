@@ -377,3 +377,47 @@ def test_without_opentelemetry_the_engine_runs_and_imports_none_of_it(tmp_path: 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "completed", "None", "None", "[]"]
+
+
+LATE_PROVIDER = """
+import asyncio, sys, time
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+import taskloom
+
+@taskloom.task
+def add(a: int, b: int) -> int:
+    return a + b
+
+async def main():
+    async with taskloom.Engine(sys.argv[1], tasks=[add], heartbeat_interval=0.05) as engine:
+        before = await engine.run(add, {"a": 1, "b": 1})
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        deadline = time.monotonic() + 10
+        while True:  # the engine looks for a provider with each heartbeat
+            after = await engine.run(add, {"a": 2, "b": 2})
+            if after.trace_context is not None or time.monotonic() > deadline:
+                break
+    names = sorted({s.name for s in exporter.get_finished_spans()})
+    print(before.trace_context, after.trace_context is not None, names)
+
+asyncio.run(main())
+"""
+
+
+def test_a_provider_set_after_the_engine_started_is_traced_from_then_on(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_PROVIDER, str(tmp_path / "t.db")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None True ['taskloom.attempt', 'taskloom.submit']"

@@ -61,12 +61,13 @@ class RunControl:
         refresh_peers: Callable[[], Awaitable[None]],
         recover_workflows: Callable[[], Awaitable[None]],
         wake_claims: Callable[[], None],
+        look_for_tracer: Callable[[], None],
     ) -> None:
         """`live`: the runs the engine holds; `workflows`: the workflow runs it drives.
         `lease_lost` is awaited when a heartbeat finds the lease ran out, `refresh_peers`
         on every heartbeat, `recover_workflows` when runs of dead workers were given back
         (and, with `recover`, every fifth heartbeat); `wake_claims` is called when runs
-        may have become claimable."""
+        may have become claimable, `look_for_tracer` on every heartbeat."""
         self._engine = engine
         self._execution = execution
         self._live = live
@@ -79,6 +80,7 @@ class RunControl:
         self._refresh_peers = refresh_peers
         self._recover_workflows = recover_workflows
         self._wake_claims = wake_claims
+        self._look_for_tracer = look_for_tracer
         #: The tasks whose dead workers' runs were looked for (see `recover`).
         self.recovered: set[str] = set()
 
@@ -204,6 +206,7 @@ class RunControl:
                     await self._lease_lost()
                 await self._refresh_peers()
                 await self.check_cancel_requests()
+                self._look_for_tracer()
                 beats += 1
                 if beats % PRUNE_EVERY == 1:  # soon after start, then now and then
                     lost_before = time.time() - engine.lost_worker_retention

@@ -60,6 +60,8 @@ UNCLAIMED_KEPT = 50_000
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from opentelemetry.trace import Tracer
+
     from ..schedules.book import ScheduleBook
     from ..schedules.hooks import HookBook
     from ..schedules.ticker import Ticker
@@ -212,9 +214,9 @@ class Engine:
         self._io: ThreadPoolExecutor | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        # Spans of submits, attempts and steps; None (no span, one check per run) when
-        # OpenTelemetry's SDK is not installed.
-        self._tracer = tracing.tracer()
+        # Spans of submits, attempts and steps; None (no span, one check per run) without
+        # OpenTelemetry's SDK, and until a tracer provider is set (`_look_for_tracer`).
+        self._tracer: Tracer | None = None
         # The part that executes the runs held here, and its ready queue (bound here:
         # a run held is pushed to it on every submit and claim).
         self._execution = RunExecution(
@@ -223,7 +225,6 @@ class Engine:
             live=self._live,
             finished=self._finished,
             listeners=self._listeners,
-            tracer=self._tracer,
         )
         self._queue = self._execution.queue
         self._started = False
@@ -246,6 +247,7 @@ class Engine:
             refresh_peers=self._refresh_peers,
             recover_workflows=self._recover_workflows,
             wake_claims=self._wake_claims,
+            look_for_tracer=self._look_for_tracer,
         )
         self._passed_over: set[str] = set()  # workflow runs that cannot be resumed here
         self._deployments: set[Deployment] = set()
@@ -294,6 +296,7 @@ class Engine:
         for definition in self._services.values():
             await self._in_thread(self._supervisor.register, definition)
         self._started = True
+        self._look_for_tracer()
         self._claims = Claims(self, self._poll_interval)
         self._execution.start(
             loop=self._loop, writer=self._writer, pool=self._pool, claims=self._claims
@@ -1341,6 +1344,12 @@ class Engine:
             self._claims.wake()
 
     # helpers ---------------------------------------------------------------------------------
+    def _look_for_tracer(self) -> None:
+        """Trace from now on if a tracer provider is set (asked at start and with each
+        heartbeat: a program may set its provider after making the engine)."""
+        if self._tracer is None and tracing.sdk_installed():
+            self._tracer = self._execution.tracer = tracing.active_tracer()
+
     def _check_started(self) -> None:
         if not self._started:
             raise EngineClosedError()

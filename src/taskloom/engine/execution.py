@@ -86,10 +86,10 @@ class RunExecution:
         live: dict[str, LiveRun],
         finished: OrderedDict[str, Run],
         listeners: list[Listener],
-        tracer: Tracer | None = None,
     ) -> None:
         self.engine = engine
-        self._tracer = tracer  # spans of attempts; None: no span, one check per attempt
+        #: The tracer of attempts' spans, set by the engine; None: no span, one check.
+        self.tracer: Tracer | None = None
         #: Which run starts next: a run handed over holds one of its slots until it ends.
         self.queue = ReadyQueue(concurrency, self._dispatch)  # type: ignore[arg-type]
         self._live = live  # the runs the engine holds, by id (a run is dropped as it ends)
@@ -220,8 +220,8 @@ class RunExecution:
             run.started_at = now
         live.began = True
         live.attempt_open = True
-        if self._tracer is not None:
-            live.span = tracing.start_attempt(self._tracer, run)
+        if self.tracer is not None:
+            live.span = tracing.start_attempt(self.tracer, run)
         writer = self._writer
         assert writer is not None
         writer.start(
@@ -303,7 +303,7 @@ class RunExecution:
     def _execute_in_thread(self, live: LiveRun, context: context_module.Context) -> None:
         task = live.task
         call = live.sync_callable(context)
-        if self._tracer is not None:  # its span starts in the thread, as the attempt begins
+        if self.tracer is not None:  # its span starts in the thread, as the attempt begins
             call = tracing.in_span(lambda: live.span, call)
         token = live.token
         loop = self._loop

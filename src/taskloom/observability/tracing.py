@@ -19,8 +19,10 @@ Spans, with the attributes `taskloom.run_id`, `taskloom.task` and, on attempts,
 No cost without the SDK: when `opentelemetry-sdk` (the `taskloom[otel]` extra) is not
 installed, `tracer()` is None, nothing here imports opentelemetry, and what the engine
 does per run is a check of that. With it installed, the engine starts its spans with
-whatever tracer provider is global: until a program sets one, the API's own no-op spans
-(which record nothing, but hand a parent's context on).
+whatever tracer provider is global, once one is set (`active_tracer()`, asked when the
+engine starts and with each heartbeat): until then the spans would all be the API's no-op
+ones, which record nothing but cost the engine a fifth to a third of its throughput of
+no-op runs (`benchmarks/bench_tracing.py`), so it starts none and checks one flag.
 
 `tracing_from_environment()` is what `taskloom serve` and `taskloom worker` call: once
 `OTEL_TRACES_EXPORTER` or an OTLP endpoint asks for traces, it sets up the SDK from the
@@ -59,6 +61,7 @@ __all__ = [
     "STEP",
     "TASK",
     "TracingSetupError",
+    "active_tracer",
     "current_ids",
     "end",
     "enter",
@@ -143,6 +146,21 @@ def tracer() -> Tracer | None:
 
     _api = _Api()
     return trace.get_tracer("taskloom", __version__)
+
+
+def active_tracer() -> Tracer | None:
+    """taskloom's tracer once a tracer provider is set (by the program, or by
+    `tracing_from_environment`); None without the SDK, and while none is set.
+
+    Until a provider is set every span would be one of the API's no-op ones, which record
+    nothing and cost microseconds per run the engine executes
+    (`benchmarks/bench_tracing.py`), so the engine starts none: it asks this when it
+    starts and with each heartbeat, and traces from then on."""
+    found = tracer()
+    if found is None:
+        return None
+    trace = _otel().trace
+    return None if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) else found
 
 
 def _otel() -> _Api:
