@@ -47,13 +47,16 @@ from .schedules import (
     SignatureError,
 )
 from .services import (
+    AttributeValidationError,
     Service,
+    ServiceAttributes,
     ServiceError,
     ServiceRunningError,
     ServiceState,
     ServiceStatus,
     Supervisor,
     UnknownServiceError,
+    loop,
     service,
 )
 from .streams import (
@@ -88,6 +91,7 @@ __version__ = "0.1.0"
 __all__ = (
     "AsyncClient",
     "Attempt",
+    "AttributeValidationError",
     "BaseTask",
     "Client",
     "ClientError",
@@ -126,6 +130,7 @@ __all__ = (
     "ScheduleError",
     "ScheduleNotFoundError",
     "Service",
+    "ServiceAttributes",
     "ServiceError",
     "ServiceRunningError",
     "ServiceState",
@@ -157,6 +162,7 @@ __all__ = (
     "__version__",
     "executor_register",
     "load_workflow",
+    "loop",
     "run_cli",
     "service",
     "task",

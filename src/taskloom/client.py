@@ -6,7 +6,10 @@ written once in `endpoints` (`submit`, `wait`, `get_run`, `list_runs`, `iter_run
 `get_workflow`, `rerun_workflow`, the package operations, and the pipelines':
 `deploy_pipeline`, `pipelines`, `pipeline_status`, `stop_pipeline`, `publish`, `tail`).
 Runs come back as `Run` objects, workers as `WorkerRecord`s, service statuses, workflow
-runs with their steps, packages and deployments as dictionaries.
+runs with their steps, packages and deployments as dictionaries. `Client.service(name)`
+shows a service class's live attributes as pydase's client does:
+`client.service("SensorService").readout_frequency = 2.0` (`AsyncClient.service(name)`:
+`await proxy.set(readout_frequency=2.0)`, `await proxy.values()`).
 
 They raise the exceptions the server's engine raised, rebuilt from the answer by the
 table of `http_errors` (`InputValidationError` with its `FieldError`s, `UnknownTaskError`,
@@ -28,7 +31,7 @@ from .endpoints import Operations
 from .exceptions import TaskloomError
 from .http_errors import ERRORS
 
-__all__ = ["AsyncClient", "Client", "ClientError"]
+__all__ = ["AsyncClient", "AsyncServiceProxy", "Client", "ClientError", "ServiceProxy"]
 
 T = TypeVar("T")
 
@@ -105,6 +108,11 @@ class Client(Operations[httpx.BaseTransport, httpx.Client]):
         """Close the client's connections."""
         self._http.close()
 
+    def service(self, name: str) -> ServiceProxy:
+        """A service class on the server (`name` is the class's), its live attributes read
+        and set as attributes of the object this returns."""
+        return ServiceProxy(self, name)
+
     @staticmethod
     def _method(plan: Callable[..., Plan[Any]]) -> Callable[..., Any]:
         def method(self: Client, *args: Any, **kwargs: Any) -> Any:
@@ -144,6 +152,73 @@ class Client(Operations[httpx.BaseTransport, httpx.Client]):
                     return
 
 
+class ServiceProxy:
+    """A service class on the server, as pydase's client shows a service: reading an
+    attribute asks the server for its value now (`proxy.readout_frequency`), assigning one
+    sets it while the loops run (`proxy.readout_frequency = 2.0`; `AttributeValidationError`
+    naming it when the value is invalid). `proxy.values()` gives them all at once.
+    """
+
+    def __init__(self, client: Client, name: str) -> None:
+        object.__setattr__(self, "_client", client)
+        object.__setattr__(self, "_name", name)
+
+    def values(self) -> dict[str, Any]:
+        """Every attribute's value now."""
+        values: dict[str, Any] = self._client.service_attributes(self._name)["values"]
+        return values
+
+    def set(self, values: dict[str, Any] | None = None, /, **more: Any) -> dict[str, Any]:
+        """Set several attributes at once (all or none); return every value now."""
+        answer = self._client.set_service_attributes(self._name, values, **more)
+        current: dict[str, Any] = answer["values"]
+        return current
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        values = self.values()
+        if attribute not in values:
+            raise AttributeError(
+                f"service class {self._name!r} has no attribute {attribute!r}; "
+                f"attributes: {', '.join(values) or 'none'}"
+            )
+        return values[attribute]
+
+    def __setattr__(self, attribute: str, value: Any) -> None:
+        self._client.set_service_attributes(self._name, {attribute: value})
+
+    def __dir__(self) -> list[str]:
+        return sorted(self.values())
+
+    def __repr__(self) -> str:
+        return f"<service class {self._name!r} on {self._client.url}>"
+
+
+class AsyncServiceProxy:
+    """A service class on the server, for `AsyncClient`: `await proxy.values()` reads its
+    attributes, `await proxy.set(readout_frequency=2.0)` sets some (all or none)."""
+
+    def __init__(self, client: AsyncClient, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    async def values(self) -> dict[str, Any]:
+        """Every attribute's value now."""
+        answer = await self._client.service_attributes(self._name)
+        values: dict[str, Any] = answer["values"]
+        return values
+
+    async def set(self, values: dict[str, Any] | None = None, /, **more: Any) -> dict[str, Any]:
+        """Set several attributes at once (all or none); return every value now."""
+        answer = await self._client.set_service_attributes(self._name, values, **more)
+        current: dict[str, Any] = answer["values"]
+        return current
+
+    def __repr__(self) -> str:
+        return f"<service class {self._name!r} on {self._client.url}>"
+
+
 class AsyncClient(Operations[httpx.AsyncBaseTransport, httpx.AsyncClient]):
     """The asynchronous client: `async with AsyncClient(url, token=...) as client:`.
 
@@ -164,6 +239,11 @@ class AsyncClient(Operations[httpx.AsyncBaseTransport, httpx.AsyncClient]):
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    def service(self, name: str) -> AsyncServiceProxy:
+        """A service class on the server (`name` is the class's): its live attributes
+        read with `await proxy.values()` and set with `await proxy.set(...)`."""
+        return AsyncServiceProxy(self, name)
 
     async def aclose(self) -> None:
         """Close the client's connections."""

@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -42,7 +42,7 @@ from .exceptions import (
 from .packages.errors import PackageError, UnknownPackageError
 from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
 from .schedules.errors import ScheduleError, ScheduleNotFoundError
-from .services.errors import ServiceRunningError, UnknownServiceError
+from .services.errors import AttributeValidationError, ServiceRunningError, UnknownServiceError
 from .store.base import WorkerRecord
 from .streams.errors import (
     DeploymentNotFoundError,
@@ -86,6 +86,11 @@ def _idempotency_key(data: Any) -> str:
 
 def _nothing(data: Any) -> None:
     return None
+
+
+def _changes(data: Any) -> list[dict[str, Any]]:
+    changes: list[dict[str, Any]] = data["changes"]
+    return changes
 
 
 def _lines(data: Any) -> list[dict[str, Any]]:
@@ -426,6 +431,31 @@ class Operations(Generic[TransportT, HttpT]):
         """The service's log lines after the line `after_id`, at most `limit` of them."""
         params = {"after_id": after_id, "limit": limit}
         return Call("GET", f"/services/{name}/logs", _lines, params)
+
+    @operation(UnknownServiceError)
+    def service_attributes(self, name: str) -> Call[dict[str, Any]]:
+        """The live attributes of a service class (`name` is the class's, say
+        `SensorService`): `values` now, their JSON `schema`, `updated` (when and by whom
+        each was last set) and its `loops`."""
+        return Call("GET", f"/services/{name}/attributes", _object)
+
+    @operation(UnknownServiceError, AttributeValidationError)
+    def set_service_attributes(
+        self, name: str, values: Mapping[str, Any] | None = None, /, **more: Any
+    ) -> Call[dict[str, Any]]:
+        """Set attributes of a service class while its loops run, given as a mapping
+        and/or keywords (`set_service_attributes("SensorService", readout_frequency=2.0)`);
+        all are set or none. Returns the attributes as `service_attributes` does."""
+        body = {**(values or {}), **more}
+        return Call("PATCH", f"/services/{name}/attributes", _object, body=body)
+
+    @operation(UnknownServiceError)
+    def service_attribute_changes(
+        self, name: str, *, limit: int = 100
+    ) -> Call[list[dict[str, Any]]]:
+        """The last `limit` changes of a service class's attributes made from outside it,
+        newest first: `name`, `value`, `changed_at`, `changed_by`."""
+        return Call("GET", f"/services/{name}/attributes/changes", _changes, {"limit": limit})
 
     # workflows --------------------------------------------------------------------------
     @operation(WorkflowValidationError, InputValidationError)

@@ -45,7 +45,12 @@ from .schedules.errors import (
     SignatureError,
 )
 from .server.tokens import AuthError, ForbiddenError, TokenNotFoundError
-from .services.errors import ServiceError, ServiceRunningError, UnknownServiceError
+from .services.errors import (
+    AttributeValidationError,
+    ServiceError,
+    ServiceRunningError,
+    UnknownServiceError,
+)
 from .streams.errors import (
     DeploymentNotFoundError,
     PipelineError,
@@ -220,6 +225,7 @@ ERRORS = ErrorRegistry(
         ErrorKind(SignatureError, 401),
         # What was sent is invalid: nothing was done.
         ErrorKind(InputValidationError, 422, _INPUT_FIELDS),
+        ErrorKind(AttributeValidationError, 422, _INPUT_FIELDS),
         ErrorKind(StageConfigError, 422, (*_INPUT_FIELDS, carried("pipeline"))),
         ErrorKind(
             PortValidationError, 422, (*_INPUT_FIELDS, carried("deployment"), carried("topic"))

@@ -21,7 +21,8 @@ What is left out, and why:
 One expectation is widened, for the operations whose bodies carry a free-form part that
 is checked against something the document cannot describe: `inputs` against the named
 task's schema (`POST /api/runs`), `config` against the service's config type
-(`POST /api/services/{name}/start|restart`), a workflow or a pipeline definition
+(`POST /api/services/{name}/start|restart`), new values of attributes against the service
+class's (`PATCH /api/services/{name}/attributes`), a workflow or a pipeline definition
 (`POST /api/workflows`, `POST /api/pipelines`), a schedule's cron expression, time zone
 and inputs (`POST /api/schedules`), a webhook call's body against its task and its
 signature against the hook's secret (`POST /api/hooks/{name}`, 401 without it). A body
@@ -61,6 +62,7 @@ CHECKED_AT_RUN_TIME = [
     "POST /api/pipelines",
     "POST /api/services/{name}/start",
     "POST /api/services/{name}/restart",
+    "PATCH /api/services/{name}/attributes",
     "POST /api/schedules",
     "POST /api/hooks/{name}",
 ]

@@ -21,6 +21,9 @@ from taskloom.server.tokens import AuthError
 
 #: The methods of one client that the other names its own way.
 _RENAMED = {"close": "aclose"}
+#: Methods that return an object standing for something on the server, one of its own
+#: class for each client (whose methods are plain or coroutines as the client's are).
+_PROXIES = {"service": ("ServiceProxy", "AsyncServiceProxy")}
 
 
 def _public(cls: type) -> dict[str, Any]:
@@ -43,7 +46,10 @@ def test_each_method_has_the_same_signature_modulo_async(name: str) -> None:
     asynchronous = inspect.signature(getattr(AsyncClient, _RENAMED.get(name, name)))
     assert synchronous.parameters == asynchronous.parameters
     returns = synchronous.return_annotation
-    if get_origin(returns) is Iterator:
+    if name in _PROXIES:
+        assert (returns, asynchronous.return_annotation) == _PROXIES[name]
+        assert not inspect.iscoroutinefunction(getattr(AsyncClient, name))
+    elif get_origin(returns) is Iterator:
         assert get_origin(asynchronous.return_annotation) is AsyncIterator
         assert get_args(asynchronous.return_annotation) == get_args(returns)
     else:

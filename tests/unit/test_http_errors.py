@@ -19,6 +19,9 @@ SAMPLES: dict[str, Callable[[], TaskloomError]] = {
     "InputValidationError": lambda: taskloom.InputValidationError(
         "adder", [FieldError("a", "expected an integer"), FieldError("b.c", "missing")]
     ),
+    "AttributeValidationError": lambda: taskloom.AttributeValidationError(
+        "SensorService", [FieldError("readout_frequency", "expected a number, got 'fast'")]
+    ),
     "StageConfigError": lambda: taskloom.StageConfigError(
         "ticking", "total", [FieldError("every", "must be > 0")]
     ),

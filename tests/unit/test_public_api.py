@@ -29,6 +29,7 @@ PUBLIC_MODULES = (
 CURATED = (
     "AsyncClient",
     "Attempt",
+    "AttributeValidationError",
     "BaseTask",
     "Client",
     "ClientError",
@@ -67,6 +68,7 @@ CURATED = (
     "ScheduleError",
     "ScheduleNotFoundError",
     "Service",
+    "ServiceAttributes",
     "ServiceError",
     "ServiceRunningError",
     "ServiceState",
@@ -98,6 +100,7 @@ CURATED = (
     "__version__",
     "executor_register",
     "load_workflow",
+    "loop",
     "run_cli",
     "service",
     "task",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
 import json
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from ..runs import LogLine
 from ..services.supervisor import Supervisor
 from ..serving import Served, load_served, run_to_end, serve
 from ..store import (
+    ServiceAttributeRecord,
     ServiceLogLine,
     ServiceRecord,
     ServiceStartRecord,
@@ -93,6 +95,16 @@ LOGS_EPILOG = examples(
     ("taskloom service logs read_sensor", "the lines it logged, oldest first"),
     ("taskloom service logs read_sensor --follow", "and new ones as they come; Ctrl-C ends"),
 )
+SET_EPILOG = examples(
+    ("taskloom service set SensorService readout_frequency=2", "its loops see 2.0 next"),
+    ("taskloom service set SensorService mode=fast gain=3", "several at once, all or none"),
+    ("taskloom service set SensorService '{\"ports\": [1, 2]}'", "values as a JSON object"),
+)
+GET_EPILOG = examples(
+    ("taskloom service get SensorService", "each attribute, its value, who set it and when"),
+    ("taskloom service get SensorService --json", '{"service", "values", "updated"}'),
+    ("taskloom service get SensorService --watch", "and each change as it is saved"),
+)
 
 #: Seconds between two looks at the store while waiting for a request or following logs.
 POLL = 0.05
@@ -106,6 +118,7 @@ service_app = typer.Typer(
         ("taskloom service status read_sensor", "one service in full"),
         ("taskloom service stop read_sensor", "ask the serving process to stop it"),
         ("taskloom service logs read_sensor --follow", "its log lines, live"),
+        ("taskloom service set SensorService readout_frequency=2", "a live attribute"),
     ),
 )
 
@@ -370,6 +383,11 @@ def services_command(
 def _known(store: ServiceStore, name: str) -> ServiceRecord:
     record = store.get_service(name)
     if record is None:
+        if store.get_service_attributes(name):
+            raise CliError(
+                f"{name!r} is a service class; its loops are services of their own "
+                f"({name}.<loop>), its attributes are read with `taskloom service get {name}`"
+            )
         known = ", ".join(r.name for r in store.list_services())
         hint = f"; known services: {known}" if known else ""
         raise CliError(f"unknown service {name!r}{hint}")
@@ -437,6 +455,31 @@ def _parse_config(service: str, values: Sequence[str] | None) -> Any:
         raise CliError(f"service {service!r}: {exc}") from exc
 
 
+def _split_values(
+    service: str, values: Sequence[str], *, what: str
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The JSON objects and the KEY=VALUE pairs (their values as typed) among `values`."""
+    objects: list[dict[str, Any]] = []
+    pairs: dict[str, str] = {}
+    for value in values:
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                parsed = json.loads(text)
+            except ValueError as exc:
+                raise CliError(f"service {service!r}: {what} is not valid JSON: {exc}") from exc
+            objects.append(parsed)
+            continue
+        key, sep, raw = value.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(
+                f"service {service!r}: expected {what} as a JSON object or KEY=VALUE, got {value!r}"
+            )
+        pairs[key] = raw
+    return objects, pairs
+
+
 def _control_store(db: str | None) -> Store:
     url = database_url(db)
     path = sqlite_file(url)
@@ -470,12 +513,20 @@ def _wait_handled(store: ServiceStore, request_id: int, timeout: float) -> dict[
     return None if request is None else (request.outcome or {})
 
 
+def _who() -> str:
+    """Who asks, as requests record it: `cli:<the OS user>`."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in this environment
+        return "cli"
+
+
 def _control(
     db: str | None, name: str, action: str, config: Any, wait_timeout: float
 ) -> dict[str, Any]:
     store = _control_store(db)
     try:
-        request_id = store.add_service_request(name, action, config)
+        request_id = store.add_service_request(name, action, config, requested_by=_who())
         outcome = _wait_handled(store, request_id, wait_timeout)
     finally:
         store.close()
@@ -490,6 +541,9 @@ def _control(
         error = outcome.get("error") or {}
         kind = error.get("type", "")
         fields = error.get("errors") or []
+        if kind == "AttributeValidationError":
+            # Its message names the service and each attribute at fault, one a line.
+            raise CliError(error.get("message") or "invalid attributes", exit_code=EXIT_USAGE)
         if fields:
             lines = [
                 f"service {name!r}: config {f.get('field')!r}: {f.get('message')}" for f in fields
@@ -600,3 +654,139 @@ def logs_command(
                 time.sleep(FOLLOW_POLL)
         except KeyboardInterrupt:
             return  # the end of following, not a failure
+
+
+# attributes -----------------------------------------------------------------------------------
+@service_app.command("set", epilog=SET_EPILOG)
+def set_command(
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="CLASS",
+            help="The service class's name (say SensorService).",
+            show_default=False,
+        ),
+    ],
+    assignments: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="ATTRIBUTE=VALUE...",
+            help=(
+                "New values: ATTRIBUTE=VALUE (read as the attribute's type reads text: as "
+                "typed for text, else as JSON), or a JSON object. All are set or none."
+            ),
+            show_default=False,
+        ),
+    ],
+    wait_timeout: WaitOption = 10.0,
+    json_output: JsonOption = False,
+    db: DbOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Ask the serving process to set attributes of a service class while its loops run.
+
+    Each loop sees a new value at its next read of the attribute; the change is saved with
+    who made it (cli:<user>) and kept across restarts. Exit status: 0 set, 1 no serving
+    process answered, 2 unknown class or attribute, or an invalid value (nothing is set).
+    """
+    with reporting_errors(verbose=verbose):
+        objects, pairs = _split_values(name, assignments, what="a value")
+        values: dict[str, Any] = {}
+        for parsed in objects:
+            if not isinstance(parsed, dict):
+                raise CliError(f"service {name!r}: expected a JSON object of attributes")
+            values.update(parsed)
+        request = {"values": values, "texts": pairs}
+        outcome = _control(db, name, "set", request, wait_timeout)
+        attributes = outcome.get("attributes") or {}
+        if json_output:
+            typer.echo(dump_json(attributes))
+            return
+        current = attributes.get("values") or {}
+        changed = [*values, *pairs]
+        for key in dict.fromkeys(changed):
+            typer.echo(f"{name}.{key} = {json.dumps(current.get(key), ensure_ascii=False)}")
+
+
+@service_app.command("get", epilog=GET_EPILOG)
+def get_command(
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="CLASS",
+            help="The service class's name (say SensorService).",
+            show_default=False,
+        ),
+    ],
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", "-w", help="Then print each change as it is saved, until Ctrl-C."),
+    ] = False,
+    json_output: JsonOption = False,
+    db: DbOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Show the attributes of a service class: values, who set them and when.
+
+    Read from the database (nobody in `set by`: the attribute holds its default). The
+    serving process saves every change, from outside or from the class's own code, so
+    any process on the database reads them; unknown class: exit 2.
+    """
+    with reporting_errors(verbose=verbose), _opened_store(db) as store:
+        records = store.get_service_attributes(name)
+        if not records:
+            classes = sorted(
+                {r.name.rsplit(".", 1)[0] for r in store.list_services() if "." in r.name}
+            )
+            hint = f"; service classes on this database: {', '.join(classes)}" if classes else ""
+            raise CliError(f"unknown service class {name!r}{hint}")
+        if json_output:
+            typer.echo(dump_json(_attributes_document(name, records)))
+        else:
+            _print_attributes(records)
+        if not watch:
+            return
+        seen = {r.name: (r.value, r.updated_at) for r in records}
+        try:
+            while True:
+                time.sleep(FOLLOW_POLL)
+                for record in store.get_service_attributes(name):
+                    if seen.get(record.name) == (record.value, record.updated_at):
+                        continue
+                    seen[record.name] = (record.value, record.updated_at)
+                    if json_output:
+                        typer.echo(dump_json(dataclasses.asdict(record)))
+                    else:
+                        by = record.updated_by or "default"
+                        typer.echo(
+                            f"{format_time(record.updated_at)}  {record.name} = "
+                            f"{json.dumps(record.value, ensure_ascii=False)}  ({by})"
+                        )
+        except KeyboardInterrupt:
+            return  # the end of watching, not a failure
+
+
+def _attributes_document(name: str, records: Sequence[ServiceAttributeRecord]) -> dict[str, Any]:
+    return {
+        "service": name,
+        "values": {r.name: r.value for r in records},
+        "updated": {
+            r.name: {"at": r.updated_at, "by": r.updated_by}
+            for r in records
+            if r.updated_by is not None
+        },
+    }
+
+
+def _print_attributes(records: Sequence[ServiceAttributeRecord]) -> None:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("attribute", "value", "set by", "at"):
+        table.add_column(column, overflow="fold")
+    for record in records:
+        table.add_row(
+            record.name,
+            json.dumps(record.value, ensure_ascii=False),
+            record.updated_by or Text("default", style="dim"),
+            format_time(record.updated_at) if record.updated_by else "",
+        )
+    make_console().print(table)

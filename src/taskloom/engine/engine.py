@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,7 +33,7 @@ from ..exceptions import (
 )
 from ..observability import tracing
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
-from ..store import ServiceLogLine, Store, open_store
+from ..store import ServiceAttributeChange, ServiceLogLine, Store, open_store
 from ..store.base import LEASE_TTL, RunStats
 from ..store.stats import window_span
 from ..tasks.definition import TaskDefinition
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from ..schedules.hooks import HookBook
     from ..schedules.ticker import Ticker
     from ..services.definition import Service, ServiceDefinition
-    from ..services.status import ServiceStatus
+    from ..services.status import ServiceAttributes, ServiceStatus
     from ..services.supervisor import Supervisor
     from ..streams import Bus, Deployment, DeploymentStatus, Pipeline
     from ..workflows import Workflow, WorkflowLimits
@@ -411,24 +411,26 @@ class Engine:
             self._resolved.pop(name, None)
 
     def register_service(self, service: ServiceDefinition | type[Service]) -> ServiceDefinition:
-        """Register a service (an `@service` function or a `Service` subclass).
+        """Register a service (an `@service` function or a `Service` subclass; a class
+        with loops registers each loop, and the first one's definition is returned).
 
         Registered while the engine runs, it picks up what the store kept of it at once.
         """
-        from ..services.definition import definition_of
+        from ..services.definition import definitions_of
 
-        definition = definition_of(service)
-        if self._supervisor is not None:
-            self._supervisor.register(definition)  # raises on a different service of that name
-        else:
-            existing = self._services.get(definition.name)
-            if existing is not None and not existing.same_as(definition):
-                raise DuplicateTaskError(
-                    f"two different services are named {definition.name!r}; "
-                    "give one of them another `name`"
-                )
-        self._services.setdefault(definition.name, definition)
-        return definition
+        definitions = definitions_of(service)
+        for definition in definitions:
+            if self._supervisor is not None:
+                self._supervisor.register(definition)  # raises on a different one of that name
+            else:
+                existing = self._services.get(definition.name)
+                if existing is not None and not existing.same_as(definition):
+                    raise DuplicateTaskError(
+                        f"two different services are named {definition.name!r}; "
+                        "give one of them another `name`"
+                    )
+            self._services.setdefault(definition.name, definition)
+        return definitions[0]
 
     def task(self, name: str) -> TaskDefinition:
         """The task registered under `name` (also looking at `executor_register`ed classes)."""
@@ -516,6 +518,28 @@ class Engine:
         assert self.store is not None
         return await self._in_thread(
             functools.partial(self.store.get_service_logs, name, after_id=after_id, limit=limit)
+        )
+
+    def service_attributes(self, name: str) -> ServiceAttributes:
+        """The live attributes of a service class (a `Service` subclass with loops)."""
+        return self.supervisor.attributes(name)
+
+    async def set_service_attributes(
+        self, name: str, values: Mapping[str, Any], *, by: str = "python"
+    ) -> ServiceAttributes:
+        """Set attributes of a service class while its loops run; invalid values raise
+        `AttributeValidationError` and none is set; saved with `by` before it returns."""
+        return await self.supervisor.set_attributes(name, values, by=by)
+
+    async def service_attribute_changes(
+        self, name: str, *, limit: int = 100
+    ) -> list[ServiceAttributeChange]:
+        """The last changes of a service class's attributes made from outside, newest
+        first."""
+        self.supervisor.attributes(name)  # raises UnknownServiceError
+        assert self.store is not None
+        return await self._in_thread(
+            functools.partial(self.store.get_service_attribute_changes, name, limit=limit)
         )
 
     # pipelines -----------------------------------------------------------------------------

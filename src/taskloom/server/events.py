@@ -2,7 +2,8 @@
 
 An `EventHub` listens to the engine (`engine.add_listener`: a run submitted, started,
 progressing, logging, retrying, finished) and to its supervisor (every state change of a
-service), and hands each event to every subscriber's queue. A queue is bounded: a client
+service, every line it logs, every change of an attribute of a service class), and hands
+each event to every subscriber's queue. A queue is bounded: a client
 that reads too slowly loses events rather than growing the server's memory, and is told so
 by a `lagged` event with the count it lost. A stream takes what its queue holds in one
 batch (`Subscription.batches`), so a burst of events costs one write to the client, not
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import Engine, RunEvent
-from ..services.status import ServiceStatus
+from ..services.status import AttributeChange, ServiceStatus
 from ..store import ServiceLogLine
 from .encoding import jsonable
 
@@ -32,8 +33,8 @@ BATCH_SIZE = 500
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event: `type` is `run`, `log`, `service`, `service_log` or `lagged`; `data` is
-    JSON-ready."""
+    """One event: `type` is `run`, `log`, `service`, `service_log`, `service_attribute` or
+    `lagged`; `data` is JSON-ready."""
 
     type: str
     data: dict[str, Any]
@@ -114,6 +115,8 @@ class EventHub:
         self._removers.append(lambda: supervisor.remove_listener(self._on_service))
         supervisor.add_log_listener(self._on_service_log)
         self._removers.append(lambda: supervisor.remove_log_listener(self._on_service_log))
+        supervisor.add_attribute_listener(self._on_attribute)
+        self._removers.append(lambda: supervisor.remove_attribute_listener(self._on_attribute))
 
     def close(self) -> None:
         for remove in self._removers:
@@ -160,3 +163,8 @@ class EventHub:
     def _on_service_log(self, line: ServiceLogLine) -> None:
         if self._subscriptions:
             self.publish(Event("service_log", jsonable(line.as_dict()), service=line.service))
+
+    def _on_attribute(self, change: AttributeChange) -> None:
+        if self._subscriptions:
+            data = jsonable(change.as_dict())
+            self.publish(Event("service_attribute", data, service=change.service))

@@ -18,6 +18,10 @@ allowed, for ever. With restart_sec=1 it restarts five times, at 1 to 5, then th
 restart (at 6) would be the sixth in (-4, 6] and the service fails for good. A failed
 `exit_on_failure` service sets `Supervisor.exit_code` to a non-zero code and wakes
 `Supervisor.wait_exit()`, so the serving process can exit non-zero.
+
+A `Service` class may also be written as pydase writes its services: public attributes
+and several `@loop` methods sharing one instance; its attributes are live
+(`instances.py`, `attributes.py`).
 """
 
 from .definition import (
@@ -25,18 +29,37 @@ from .definition import (
     Service,
     ServiceDefinition,
     ServiceOptions,
+    definitions_of,
     service,
     services_in_module,
 )
-from .errors import ServiceError, ServiceRunningError, UnknownServiceError
-from .status import ExitReason, ServiceStart, ServiceState, ServiceStatus
+from .errors import (
+    AttributeValidationError,
+    ServiceError,
+    ServiceRunningError,
+    UnknownServiceError,
+)
+from .instances import LoopService, ServiceClass, loop
+from .status import (
+    AttributeChange,
+    ExitReason,
+    ServiceAttributes,
+    ServiceStart,
+    ServiceState,
+    ServiceStatus,
+)
 from .supervisor import EXIT_SERVICE_FAILED, Supervisor
 
 __all__ = (
     "EXIT_SERVICE_FAILED",
+    "AttributeChange",
+    "AttributeValidationError",
     "ExitReason",
     "FunctionService",
+    "LoopService",
     "Service",
+    "ServiceAttributes",
+    "ServiceClass",
     "ServiceDefinition",
     "ServiceError",
     "ServiceOptions",
@@ -46,6 +69,8 @@ __all__ = (
     "ServiceStatus",
     "Supervisor",
     "UnknownServiceError",
+    "definitions_of",
+    "loop",
     "service",
     "services_in_module",
 )

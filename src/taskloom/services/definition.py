@@ -13,18 +13,22 @@ import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from ..context import Context
 from ..exceptions import TaskDefinitionError
 from ..policies import RestartPolicy
 from ..tasks.signature import SpecialParams, inspect_function
 
+if TYPE_CHECKING:
+    from .instances import LiveInstance, ServiceClass
+
 __all__ = [
     "FunctionService",
     "Service",
     "ServiceDefinition",
     "ServiceOptions",
+    "definitions_of",
     "service",
     "services_in_module",
 ]
@@ -180,30 +184,69 @@ class FunctionService(ServiceDefinition):
 
 
 class Service:
-    """Base class of class-form services.
+    """Base class of class-form services, in one of two forms.
 
-    Define `async def run(self)` (it may ask for `config`, `state` and `context` like a
-    function service), and optionally `setup()` and `teardown()`. One instance is made per
-    start; `teardown()` runs after `run()` however it ended, including on a stop. Options
-    are class keywords: `class Poller(taskloom.Service, restart_sec=0.5): ...`.
+    With `async def run(self)` (it may ask for `config`, `state` and `context` like a
+    function service), and optionally `setup()` and `teardown()`: one service, named after
+    the class in snake case; one instance is made per start; `teardown()` runs after
+    `run()` however it ended, including on a stop. Options are class keywords:
+    `class Poller(taskloom.Service, restart_sec=0.5): ...`.
+
+    With methods marked `@taskloom.loop(...)` (pydase's form): each loop is a service
+    named `ClassName.method` with its own options; one instance, made when the class is
+    registered, is shared by its loops for as long as the process serves them, and its
+    public attributes (annotated with a default, or assigned in `__init__`) are live:
+    read and set from the CLI, the API, the clients and the dashboard while the loops run
+    (see `services/instances.py`).
     """
 
     name: ClassVar[str | None] = None
     description: ClassVar[str | None] = None
 
-    #: The start this instance executes (set by the supervisor before `setup`).
+    #: The start this instance executes (set by the supervisor before `setup`; a class
+    #: with loops has no single start: a loop asks for `context` as a parameter).
     context: Context
 
     _taskloom_definition: ClassVar[ClassService | None] = None
+    _taskloom_class: ClassVar[ServiceClass | None] = None
 
     def __init_subclass__(cls, **options: Any) -> None:
         super().__init_subclass__()
+        from .instances import ServiceClass, loops_of  # built on this module
+
+        loops = loops_of(cls)
+        cls._taskloom_class = None
+        if loops:
+            if "run" in cls.__dict__:
+                raise TaskDefinitionError(
+                    f"service class {cls.__qualname__} defines `run` and loops "
+                    f"({', '.join(loops)}): a class is one service with `run`, or loops"
+                )
+            if options:
+                raise TaskDefinitionError(
+                    f"service class {cls.__qualname__}: options go on each @loop(...), not "
+                    f"on the class (got {', '.join(sorted(options))})"
+                )
+            cls._taskloom_definition = None
+            cls._taskloom_class = ServiceClass(
+                cls, name=str(cls.__dict__.get("name") or cls.__name__)
+            )
+            return
         label = cls.__dict__.get("name") or _snake(cls.__name__)
         parsed = parse_service_options(str(label), options)
         # A subclass without its own `run` is an abstract base for other services.
         cls._taskloom_definition = (
             ClassService(cls, options=parsed, name=str(label)) if "run" in cls.__dict__ else None
         )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # An instance of a class with loops is live once registered: its attributes are
+        # validated and the change is told (and saved) wherever it was made.
+        live: LiveInstance | None = self.__dict__.get("_taskloom_live")
+        if live is not None and name in live.attributes:
+            live.assign(name, value)
+        else:
+            object.__setattr__(self, name, value)
 
     # Any signature may override this one: `run` asks for `config`, `state`, `context`.
     async def run(self, *args: Any, **kwargs: Any) -> None:
@@ -242,14 +285,26 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def definitions_of(obj: ServiceDefinition | type[Service]) -> list[ServiceDefinition]:
+    """The services of a decorated function or a `Service` subclass: one, or each loop of
+    a class with loops."""
+    if isinstance(obj, type) and issubclass(obj, Service) and obj._taskloom_class is not None:
+        return list(obj._taskloom_class.loops)
+    return [definition_of(obj)]
+
+
 def definition_of(obj: ServiceDefinition | type[Service]) -> ServiceDefinition:
-    """The definition of a decorated function or a `Service` subclass."""
+    """The definition of a decorated function or a `Service` subclass (the first loop of a
+    class with loops; `definitions_of` gives them all)."""
     if isinstance(obj, ServiceDefinition):
         return obj
     if isinstance(obj, type) and issubclass(obj, Service):
+        if obj._taskloom_class is not None and obj._taskloom_class.loops:
+            return obj._taskloom_class.loops[0]
         if obj._taskloom_definition is None:
             raise TaskDefinitionError(
-                f"service class {obj.__qualname__} defines no `run`; it cannot be registered"
+                f"service class {obj.__qualname__} defines no `run` and no @loop methods; "
+                "it cannot be registered"
             )
         return obj._taskloom_definition
     raise TaskDefinitionError(
@@ -306,7 +361,9 @@ def services_in_module(module: types.ModuleType) -> list[ServiceDefinition]:
             isinstance(value, type)
             and issubclass(value, Service)
             and value.__module__ == module.__name__
-            and value._taskloom_definition is not None
         ):
-            found.append(value._taskloom_definition)
+            if value._taskloom_class is not None:
+                found.extend(value._taskloom_class.loops)
+            elif value._taskloom_definition is not None:
+                found.append(value._taskloom_definition)
     return found

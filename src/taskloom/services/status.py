@@ -8,7 +8,14 @@ from typing import Any
 
 from ..runs import ErrorInfo
 
-__all__ = ["ExitReason", "ServiceStart", "ServiceState", "ServiceStatus"]
+__all__ = [
+    "AttributeChange",
+    "ExitReason",
+    "ServiceAttributes",
+    "ServiceStart",
+    "ServiceState",
+    "ServiceStatus",
+]
 
 
 class ServiceState(StrEnum):
@@ -56,7 +63,8 @@ class ServiceStatus:
 
     `starts` counts every start, restarts included; `restarts` counts those made by the
     restart policy. `stop_timed_out` is set when the last stop gave up waiting for the loop
-    (it ignored the stop for longer than `stop_timeout`).
+    (it ignored the stop for longer than `stop_timeout`). `config` is the config it runs
+    (or will start) with, in its JSON form; None for a service that takes none.
     """
 
     name: str
@@ -69,6 +77,41 @@ class ServiceStatus:
     last_error: ErrorInfo | None
     stop_timed_out: bool
     history: tuple[ServiceStart, ...] = field(default=())
+    config: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceAttributes:
+    """The live attributes of a service class, as its instance holds them now.
+
+    `values` are the JSON forms; `schema` is a JSON Schema object with a property per
+    attribute (its `default` the class's default); `updated` says, per attribute set since
+    the class was first served, when (`at`) and by whom (`by`: `cli:<user>`,
+    `token:<name> (<role>)`, `http`, `python`, or `service` for the class's own code); one
+    still at its default is not there. `loops` names the class's loops.
+    """
+
+    service: str
+    values: dict[str, Any]
+    schema: dict[str, Any]
+    updated: dict[str, dict[str, Any]]
+    loops: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttributeChange:
+    """New values of some attributes of a service class (JSON forms), when and by whom."""
+
+    service: str
+    values: dict[str, Any]
+    changed_at: float
+    changed_by: str
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,9 +19,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic_core import to_jsonable_python
 
 from .. import context as context_module
 from ..context import Context
@@ -35,20 +38,35 @@ from ..store.base import (
     ServiceStore,
 )
 from ..tasks.signature import validate_special
-from .definition import ClassService, FunctionService, Service, ServiceDefinition, definition_of
-from .errors import ServiceError, ServiceRunningError, UnknownServiceError
-from .status import ExitReason, ServiceStart, ServiceState, ServiceStatus
+from .definition import (
+    ClassService,
+    FunctionService,
+    Service,
+    ServiceDefinition,
+    definitions_of,
+)
+from .errors import AttributeValidationError, ServiceError, ServiceRunningError, UnknownServiceError
+from .instances import OWN_CODE, LiveInstance, LoopService, ServiceClass
+from .status import (
+    AttributeChange,
+    ExitReason,
+    ServiceAttributes,
+    ServiceStart,
+    ServiceState,
+    ServiceStatus,
+)
 
 __all__ = ["ACTIONS", "EXIT_SERVICE_FAILED", "Supervisor", "status_summary"]
 
-#: What a service request may ask for.
-ACTIONS = ("start", "stop", "restart")
+#: What a service request may ask for (`set`: attributes of a service class).
+ACTIONS = ("start", "stop", "restart", "set")
 
 #: The exit code a serving process should use when an `exit_on_failure` service failed.
 EXIT_SERVICE_FAILED = 1
 
 Listener = Callable[[ServiceStatus], None]
 LogListener = Callable[[ServiceLogLine], None]
+AttributeListener = Callable[[AttributeChange], None]
 
 logger = logging.getLogger("taskloom.services")
 
@@ -75,6 +93,19 @@ class _Slot:
         self.state_value: Any = None  # the `state` special: kept across starts
         self.task: asyncio.Task[None] | None = None
         self.context: Context | None = None
+
+
+@dataclass(slots=True)
+class _AttributeSave:
+    """Attribute values waiting for the writer; the class's own assignments in a row are
+    merged into one save (the last value of each), so a loop that sets an attribute at
+    every turn costs one write per writer round, not one per turn."""
+
+    service: str
+    values: dict[str, Any]
+    at: float
+    by: str
+    record: bool
 
 
 class _ServiceSink:
@@ -155,6 +186,12 @@ class Supervisor:
         # Log lines wait here (from any thread) until the writer saves them in one go.
         self._log_lock = threading.Lock()
         self._pending_logs: list[ServiceLogLine] = []
+        # The instances of service classes with loops, by class name, and their changes.
+        self._instances: dict[str, LiveInstance] = {}
+        self._attribute_listeners: list[AttributeListener] = []
+        self._attribute_lock = threading.Lock()
+        self._pending_attributes: list[_AttributeSave] = []
+        self._attributes_queued = False
         context_module.install_log_capture()
         for item in services:
             self.register(item)
@@ -168,8 +205,18 @@ class Supervisor:
     # --- registry --------------------------------------------------------------------
 
     def register(self, service: ServiceDefinition | type[Service]) -> ServiceDefinition:
-        """Add a service; registering the same one twice is harmless."""
-        definition = definition_of(service)
+        """Add a service; registering the same one twice is harmless.
+
+        A `Service` class with loops adds each of its loops (the first one's definition is
+        returned) and makes its one instance, which takes the attribute values kept in the
+        store from earlier processes.
+        """
+        definitions = definitions_of(service)
+        for definition in definitions:
+            self._register(definition)
+        return definitions[0]
+
+    def _register(self, definition: ServiceDefinition) -> ServiceDefinition:
         existing = self._slots.get(definition.name)
         if existing is not None:
             if existing.definition.same_as(definition):
@@ -178,6 +225,8 @@ class Supervisor:
                 f"two different services are named {definition.name!r}; "
                 "give one of them another `name`"
             )
+        if isinstance(definition, LoopService):
+            self._make_instance(definition.owner)
         slot = _Slot(definition, since=self._clock(), log_limit=self._log_limit)
         if self._store is not None and not self._load(slot, self._store):
             self._save(slot)  # known to the store (as stopped) from now on
@@ -202,6 +251,7 @@ class Supervisor:
 
     def status(self, name: str) -> ServiceStatus:
         slot = self._slot(name)
+        config = slot.config
         return ServiceStatus(
             name=name,
             state=slot.state,
@@ -213,6 +263,7 @@ class Supervisor:
             last_error=slot.last_error,
             stop_timed_out=slot.stop_timed_out,
             history=tuple(dataclasses.replace(start) for start in slot.history),
+            config=None if config is None else to_jsonable_python(config, fallback=repr),
         )
 
     def statuses(self) -> list[ServiceStatus]:
@@ -264,6 +315,160 @@ class Supervisor:
             except Exception:
                 # A broken listener must not stop the services it watches.
                 logger.exception("service listener %r failed", listener)
+
+    # --- service classes and their attributes ---------------------------------------------
+
+    @property
+    def instance_names(self) -> list[str]:
+        """The service classes with loops registered here, by name."""
+        return list(self._instances)
+
+    def instance(self, name: str) -> Service:
+        """The one instance of a service class with loops (its loops' `self`)."""
+        return self._instance(name).instance
+
+    def attributes(self, name: str) -> ServiceAttributes:
+        """The attributes of a service class as its instance holds them now."""
+        live = self._instance(name)
+        updated = {
+            attribute: {"at": when[0], "by": when[1]}
+            for attribute, when in live.updated.items()
+            if when is not None
+        }
+        return ServiceAttributes(
+            service=name,
+            values=live.values(),
+            schema=live.attributes.schema,
+            updated=updated,
+            loops=tuple(loop.name for loop in live.definition.loops),
+        )
+
+    async def set_attributes(
+        self, name: str, values: Mapping[str, Any], *, by: str = "python"
+    ) -> ServiceAttributes:
+        """Set attributes of a service class while its loops run: each loop sees a new
+        value at its next read of `self.<attribute>`. Every value is validated first
+        (`AttributeValidationError` naming each attribute at fault, and none is set); the
+        change is saved with `by` (who made it) before this returns, and told to the
+        attribute listeners."""
+        live = self._instance(name)
+        self._loop = asyncio.get_running_loop()
+        live.set(values, by=by)
+        await self.flush()
+        return self.attributes(name)
+
+    def add_attribute_listener(self, listener: AttributeListener) -> None:
+        """Call `listener(change)` on the event loop for every change of an attribute,
+        made from outside or by the class's own code."""
+        self._attribute_listeners.append(listener)
+
+    def remove_attribute_listener(self, listener: AttributeListener) -> None:
+        self._attribute_listeners.remove(listener)
+
+    def _instance(self, name: str) -> LiveInstance:
+        live = self._instances.get(name)
+        if live is not None:
+            return live
+        slot = self._slots.get(name)
+        if slot is not None and isinstance(slot.definition, LoopService):
+            hint = f"; attributes belong to the class: {slot.definition.owner.name!r}"
+        elif slot is not None:
+            hint = f"; {name!r} is a service without attributes"
+        else:
+            served = ", ".join(sorted(self._instances))
+            hint = f"; service classes served: {served}" if served else "; none is served here"
+        raise UnknownServiceError(name, what="service class", hint=hint)
+
+    def _make_instance(self, definition: ServiceClass) -> LiveInstance:
+        """The instance of a service class, made at its first loop's registration."""
+        live = self._instances.get(definition.name)
+        if live is not None:
+            if live.definition.cls is not definition.cls:
+                raise DuplicateTaskError(
+                    f"two different service classes are named {definition.name!r}; "
+                    "give one of them another `name`"
+                )
+            return live
+        instance, attributes = definition.make()
+        live = LiveInstance(
+            definition, instance, attributes, clock=self._clock, changed=self._attributes_changed
+        )
+        if self._store is not None:
+            records = self._store.declare_service_attributes(
+                definition.name, attributes.defaults(), declared_at=self._clock()
+            )
+            for record in records:
+                if record.updated_by is None or record.name not in attributes:
+                    continue
+                try:
+                    value = attributes.check_one(record.name, record.value)
+                except AttributeValidationError as exc:
+                    logger.warning("a saved value no longer fits its attribute; dropped: %s", exc)
+                    continue
+                live.restore(record.name, value, at=record.updated_at, by=record.updated_by)
+        live.bind()
+        self._instances[definition.name] = live
+        return live
+
+    def _attributes_changed(
+        self, live: LiveInstance, values: dict[str, Any], at: float, by: str
+    ) -> None:
+        """Attributes were set (from any thread): saved in the background, and told to
+        the attribute listeners on the loop."""
+        self._save_attributes(_AttributeSave(live.name, values, at, by, record=by != OWN_CODE))
+        if not self._attribute_listeners:
+            return
+        change = AttributeChange(service=live.name, values=values, changed_at=at, changed_by=by)
+        loop = self._loop
+        if loop is None:
+            self._tell_attribute_listeners(change)
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody listens any more
+            loop.call_soon_threadsafe(self._tell_attribute_listeners, change)
+
+    def _tell_attribute_listeners(self, change: AttributeChange) -> None:
+        for listener in list(self._attribute_listeners):
+            try:
+                listener(change)
+            except Exception:
+                logger.exception("service attribute listener %r failed", listener)
+
+    def _save_attributes(self, save: _AttributeSave) -> None:
+        """Queue attribute values for the writer (thread-safe), in the order they were set."""
+        store, writer = self._store, self._writer
+        if store is None or writer is None:
+            return
+        with self._attribute_lock:
+            pending = self._pending_attributes
+            last = pending[-1] if pending else None
+            if (
+                last is not None
+                and not save.record
+                and not last.record
+                and last.service == save.service
+            ):
+                last.values.update(save.values)
+                last.at = save.at
+            else:
+                pending.append(save)
+            if self._attributes_queued:
+                return  # a save of the queue is already on its way
+            self._attributes_queued = True
+        with contextlib.suppress(RuntimeError):  # after close: not saved
+            self._submit(writer, self._write_attributes, store)
+
+    def _write_attributes(self, store: ServiceStore) -> None:
+        with self._attribute_lock:
+            saves, self._pending_attributes = self._pending_attributes, []
+            self._attributes_queued = False
+        for save in saves:
+            store.set_service_attributes(
+                save.service,
+                save.values,
+                changed_at=save.at,
+                changed_by=save.by,
+                record=save.record,
+            )
 
     # --- exit on failure -----------------------------------------------------------------
 
@@ -514,6 +719,11 @@ class Supervisor:
                 status = await self.stop(request.service)
             elif request.action == "restart":
                 status = await self.restart(request.service, request.config)
+            elif request.action == "set":
+                values = self._requested_values(request)
+                by = request.requested_by or "request"
+                attributes = await self.set_attributes(request.service, values, by=by)
+                return {"ok": True, "attributes": attributes.as_dict()}
             else:
                 raise ServiceError(
                     f"unknown action {request.action!r}; expected one of: {', '.join(ACTIONS)}"
@@ -533,6 +743,21 @@ class Supervisor:
             await asyncio.sleep(0)
             status = self.status(request.service)
         return {"ok": True, "status": status_summary(status)}
+
+    def _requested_values(self, request: ServiceRequest) -> dict[str, Any]:
+        """The values a `set` request asks for: `{"values": {...}}` as JSON values and
+        `{"texts": {...}}` as typed on a command line, read by each attribute's type."""
+        config = request.config if request.config is not None else {}
+        if not isinstance(config, dict) or set(config) - {"values", "texts"}:
+            raise ServiceError(
+                f"a set request of service {request.service!r} holds `values` and/or "
+                f"`texts` (objects by attribute name); got {config!r}"
+            )
+        values = dict(config.get("values") or {})
+        texts = config.get("texts") or {}
+        if texts:
+            values.update(self._instance(request.service).attributes.from_texts(texts))
+        return values
 
     @staticmethod
     def _submit(writer: ThreadPoolExecutor, fn: Callable[..., None], *args: Any) -> None:
@@ -628,6 +853,15 @@ class Supervisor:
     async def _call(self, slot: _Slot, context: Context) -> None:
         definition = slot.definition
         kwargs = self._kwargs(slot, context)
+        if isinstance(definition, LoopService):
+            # The class's one instance: every loop of it shares `self`.
+            bound = definition.fn.__get__(self._instances[definition.owner.name].instance)
+            self._set_state(slot, ServiceState.RUNNING)
+            if definition.is_async:
+                await bound(**kwargs)
+            else:
+                await _in_thread(lambda: bound(**kwargs), name=definition.name)
+            return
         if isinstance(definition, ClassService):
             instance = definition.cls()
             instance.context = context
@@ -667,6 +901,7 @@ def status_summary(status: ServiceStatus) -> dict[str, Any]:
         "next_restart_at": status.next_restart_at,
         "stop_timed_out": status.stop_timed_out,
         "last_error": None if error is None else {"type": error.type, "message": error.message},
+        "config": status.config,
     }
 
 

@@ -214,8 +214,9 @@ class ServiceStartRecord:
 class ServiceRequest:
     """A request to the serving process to act on a service (a row of `service_requests`).
 
-    `action` is `start`, `stop`, `restart` or `set` (attributes of a service class, the
-    mapping of new values in `config`); `config` any JSON-compatible value or None.
+    `action` is `start`, `stop`, `restart` or `set` (attributes of a service class:
+    `config` is `{"values": {...}}`, JSON values, and/or `{"texts": {...}}`, values as typed
+    on a command line); `config` any JSON-compatible value or None.
     `requested_by` says who asked (`cli:<user>`), None when nobody said. `handled_at` and
     `outcome` (a JSON-compatible dict) are set by the process that performed it; both are
     None while the request waits.

@@ -91,7 +91,6 @@ from .rows import (
     service_start_row,
 )
 from .schedules import SqlSchedules
-from .service_attributes import SqlServiceAttributes
 from .schema import (
     api_tokens,
     attempts,
@@ -105,6 +104,7 @@ from .schema import (
     services,
     workers,
 )
+from .service_attributes import SqlServiceAttributes
 from .stats import SqlStats
 
 __all__ = ["SqlStore"]

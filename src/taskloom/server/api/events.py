@@ -1,8 +1,10 @@
 """`GET /api/events`: live events as Server-Sent Events.
 
-Each event's SSE `event` field is its type (`run`, `log`, `service`, `lagged`) and its
-`data` a JSON object: `{"kind": "finished", "run": {...}}` for a run,
-`{"run_id", "task", "parent_id", "line": {...}}` for a log line, a service's status for a service.
+Each event's SSE `event` field is its type (`run`, `log`, `service`, `service_log`,
+`service_attribute`, `lagged`) and its `data` a JSON object: `{"kind": "finished", "run":
+{...}}` for a run, `{"run_id", "task", "parent_id", "line": {...}}` for a log line, a
+service's status for a service, `{"service", "values", "changed_at", "changed_by"}` for new
+values of a service class's attributes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ router = APIRouter(tags=["events"], dependencies=[Viewer])
 async def events(
     hub: HubDep,
     types: Annotated[
-        list[Literal["run", "log", "service", "service_log"]] | None,
+        list[Literal["run", "log", "service", "service_log", "service_attribute"]] | None,
         Query(alias="type", description="Only these types."),
     ] = None,
     run_id: Annotated[str | None, Query(max_length=36)] = None,
@@ -46,7 +48,8 @@ async def events(
         Query(max_length=36, description="Only this run and its children (a workflow's steps)."),
     ] = None,
 ) -> EventSourceResponse:
-    """Follow runs, their log lines, services and their log lines as they change."""
+    """Follow runs, their log lines, services, their log lines and the attributes of
+    service classes as they change."""
     wanted = frozenset[str](types) if types else None
     subscription = hub.subscribe(
         EventFilter(types=wanted, run_id=run_id, task=task, service=service, parent_id=parent_id)

@@ -187,6 +187,39 @@ class ServiceOut(BaseModel):
     history: list[ServiceStartOut] = Field(default_factory=list)
     description: str = ""
     config_schema: dict[str, Any] | None = None
+    #: The config it runs (or will start) with, as JSON; null when it takes none.
+    config: Any = None
+    #: The service class whose loop it is (its attributes: `/services/{instance}/attributes`).
+    instance: str | None = None
+
+
+class AttributeUpdateOut(BaseModel):
+    at: float
+    by: str
+
+
+class ServiceAttributesOut(BaseModel):
+    """The live attributes of a service class: their values now, their JSON Schema, who
+    last set each one (those still at their default are left out), and the class's loops."""
+
+    service: str
+    values: dict[str, Any]
+    schema_: dict[str, Any] = Field(alias="schema")
+    updated: dict[str, AttributeUpdateOut]
+    loops: list[str]
+
+
+class AttributeChangeOut(BaseModel):
+    id: int | None
+    service: str
+    name: str
+    value: Any
+    changed_at: float
+    changed_by: str
+
+
+class AttributeChangesOut(BaseModel):
+    changes: list[AttributeChangeOut]
 
 
 class ServiceLogLineOut(BaseModel):

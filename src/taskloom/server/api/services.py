@@ -1,4 +1,5 @@
-"""Services: list, status (with recent starts), start, stop, restart, logs."""
+"""Services: list, status (with recent starts and config), start, stop, restart, logs; the
+live attributes of service classes: read, set (who set them is recorded), their changes."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from fastapi import APIRouter, Body, Query
 from pydantic import TypeAdapter
 
 from ...engine import Engine
+from ...services.instances import LoopService
 from ...services.status import ServiceStatus
 from ..encoding import jsonable
+from ..tokens import Caller
 from .deps import EngineDep, Operator, Viewer, responses
-from .models import ServiceConfigIn, ServiceLogsOut, ServiceOut
+from .models import (
+    AttributeChangesOut,
+    ServiceAttributesOut,
+    ServiceConfigIn,
+    ServiceLogsOut,
+    ServiceOut,
+)
 
 __all__ = ["router"]
 
@@ -36,7 +45,16 @@ def _out(engine: Engine, status: ServiceStatus) -> dict[str, Any]:
     definition = engine.supervisor.definition(status.name)
     data["description"] = definition.description or ""
     data["config_schema"] = _config_schema(engine, status.name)
+    data["instance"] = definition.owner.name if isinstance(definition, LoopService) else None
     return data
+
+
+def changed_by(caller: Caller) -> str:
+    """Who made a change over HTTP, as the store records it: the token's name and role,
+    or `http` on a server that needs no token."""
+    if caller.token_id is None:
+        return "http"
+    return f"token:{caller.name or caller.token_id} ({caller.role.value})"
 
 
 @router.get(
@@ -109,3 +127,59 @@ async def service_logs(
     lines = await engine.service_logs(name, after_id=after_id, limit=limit)
     last = lines[-1].id if lines and lines[-1].id is not None else after_id
     return {"lines": [line.as_dict() for line in lines], "next_after_id": last}
+
+
+@router.get(
+    "/{name}/attributes",
+    response_model=ServiceAttributesOut,
+    dependencies=[Viewer],
+    responses=responses(401, 403, 404),
+)
+async def service_attributes(name: str, engine: EngineDep) -> dict[str, Any]:
+    """The live attributes of a service class (`name` is the class's, say
+    `SensorService`): their values now, their JSON Schema, who last set each."""
+    attributes: dict[str, Any] = jsonable(engine.service_attributes(name).as_dict())
+    return attributes
+
+
+@router.patch(
+    "/{name}/attributes",
+    response_model=ServiceAttributesOut,
+    responses=responses(401, 403, 404, 422),
+)
+async def set_service_attributes(
+    name: str,
+    engine: EngineDep,
+    caller: Annotated[Caller, Operator],
+    values: Annotated[
+        dict[str, Any],
+        Body(
+            description="New values by attribute name; the others keep theirs.",
+            examples=[{"readout_frequency": 2.0}],
+        ),
+    ],
+) -> dict[str, Any]:
+    """Set attributes of a service class while its loops run: each loop sees a new value
+    at its next read. 422 `AttributeValidationError`, naming each attribute at fault, when
+    any is invalid or unknown, and none is set. The change is recorded with who made it
+    (the token's name and role) before the answer."""
+    attributes = await engine.set_service_attributes(name, values, by=changed_by(caller))
+    answer: dict[str, Any] = jsonable(attributes.as_dict())
+    return answer
+
+
+@router.get(
+    "/{name}/attributes/changes",
+    response_model=AttributeChangesOut,
+    dependencies=[Viewer],
+    responses=responses(401, 403, 404),
+)
+async def service_attribute_changes(
+    name: str,
+    engine: EngineDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The last changes of a service class's attributes made from outside it (the CLI,
+    the API, the clients, the dashboard), newest first, each with who made it."""
+    changes = await engine.service_attribute_changes(name, limit=limit)
+    return {"changes": [jsonable(change.as_dict()) for change in changes]}
