@@ -4,6 +4,7 @@ and the PostgreSQL lock that lets one process prune at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,8 +20,13 @@ import pytest
 from conftest import PACKAGE_ROOT
 from sqlalchemy.engine import make_url
 
-from support import wait_until
-from taskloom.observability.retention import PruneReport, RetentionPolicy, prune
+from support import until, wait_until
+from taskloom.observability.retention import (
+    AutoRetention,
+    PruneReport,
+    RetentionPolicy,
+    prune,
+)
 from taskloom.runs import Attempt, LogLine, Run, RunStatus, new_run_id
 from taskloom.store import SqlStore, WriteBatch
 from taskloom.store.retention import RETENTION_LOCK
@@ -246,6 +252,30 @@ def test_a_worker_with_retention_prunes_old_runs_in_the_background(
     err = log.read_text()
     assert code == 0, err
     assert "retention: removed 2 runs (2 attempts, 4 log lines) finished before" in err
+
+
+async def test_background_retention_stops_between_two_batches(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    fill(url, *(run() for _ in range(400)))
+    with SqlStore(url) as store:
+        retention = AutoRetention(
+            store, RetentionPolicy(older_than=30 * DAY, batch_size=5), first_delay=0.0
+        )
+        retention.start()
+
+        async def some_gone() -> bool:
+            return len(await asyncio.to_thread(stored, url)) <= 380
+
+        await until(some_gone)
+        began = time.monotonic()
+        await retention.stop()
+        stopped_in = time.monotonic() - began
+    left = len(stored(url))
+    assert 0 < left <= 380  # the pass ended before the end, between two batches
+    assert left % 5 == 0
+    assert stopped_in < 2.0
+    assert retention.last is not None
+    assert retention.last.stopped
 
 
 def test_serve_and_worker_refuse_a_bad_retention_with_exit_2(tmp_path: Path) -> None:
