@@ -166,6 +166,10 @@ export const api = {
     listOf(await request("GET", `/services/${enc(name)}/logs${query({ after_id: after || null })}`), "lines"),
   restartService: (name, config) =>
     request("POST", `/services/${enc(name)}/restart`, config === undefined ? {} : { config }),
+  getServiceAttributes: (name) => request("GET", `/services/${enc(name)}/attributes`),
+  setServiceAttributes: (name, values) => request("PATCH", `/services/${enc(name)}/attributes`, values),
+  getServiceAttributeChanges: async (name, limit = 20) =>
+    listOf(await request("GET", `/services/${enc(name)}/attributes/changes${query({ limit })}`), "changes"),
 
   /** `workflow`: the data form, as an object or as YAML/JSON text. */
   submitWorkflow: (workflow, inputs) => request("POST", "/workflows", inputs === undefined ? { workflow } : { workflow, inputs }),

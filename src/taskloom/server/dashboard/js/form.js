@@ -56,12 +56,14 @@ function idFor(prefix, path) {
 
 /**
  * Build a form for `schema` inside `container`.
- * Returns {values(), setErrors(errors), clearErrors()}: `values()` gives {ok, value} where
- * `ok` is false when a JSON field does not parse (its message is shown at once).
+ * Returns {values(), setErrors(errors), clearErrors(), setValues(values), edited()}:
+ * `values()` gives {ok, value} where `ok` is false when a JSON field does not parse (its
+ * message is shown at once); `setValues` shows new values (the live attributes of a
+ * service, say) in the fields a person has not edited since; `edited()` names those.
  */
 export function schemaForm(container, schema, { prefix = "field" } = {}) {
   const root = schema ?? {};
-  const fields = new Map(); // dotted path -> {read(), field, message}
+  const fields = new Map(); // dotted path -> {read(), write(value), field, message, edited}
   const topError = h("p", { class: "form-error", role: "alert" });
 
   function build(objectSchema, path) {
@@ -100,6 +102,7 @@ export function schemaForm(container, schema, { prefix = "field" } = {}) {
     const hasDefault = "default" in schemaOf;
     let input;
     let read;
+    let write = () => {};
 
     if (kind === "boolean") {
       input = h("input", { ...common, type: "checkbox", checked: schemaOf.default === true });
@@ -112,7 +115,9 @@ export function schemaForm(container, schema, { prefix = "field" } = {}) {
         hint,
         message,
       );
-      fields.set(path, { field, message, read });
+      const entry = { field, message, read, write: (value) => (input.checked = value === true), edited: false };
+      input.addEventListener("change", () => (entry.edited = true));
+      fields.set(path, entry);
       return field;
     }
 
@@ -129,6 +134,10 @@ export function schemaForm(container, schema, { prefix = "field" } = {}) {
       );
       if (!hasDefault && required) input.value = "";
       read = () => (input.value === "" ? { skip: true } : { value: choices[Number(input.value)] });
+      write = (value) => {
+        const index = choices.findIndex((choice) => choice === value);
+        input.value = index < 0 ? "" : String(index);
+      };
     } else if (kind === "json") {
       input = h("textarea", {
         ...common,
@@ -137,6 +146,7 @@ export function schemaForm(container, schema, { prefix = "field" } = {}) {
         placeholder: schemaOf.type === "array" ? "[ ]  JSON list" : "JSON",
       });
       if (hasDefault) input.value = JSON.stringify(schemaOf.default);
+      write = (value) => (input.value = value === undefined ? "" : JSON.stringify(value));
       read = () => {
         if (input.value.trim() === "") return { skip: true };
         try {
@@ -155,6 +165,7 @@ export function schemaForm(container, schema, { prefix = "field" } = {}) {
         placeholder: hasDefault ? `default: ${schemaOf.default}` : "",
       });
       if (hasDefault && schemaOf.default !== null) input.value = String(schemaOf.default);
+      write = (value) => (input.value = value === null || value === undefined ? "" : String(value));
       read = () => {
         const text = input.value;
         if (text === "") return kind === "string" && required && !hasDefault ? { value: "" } : { skip: true };
@@ -179,8 +190,13 @@ export function schemaForm(container, schema, { prefix = "field" } = {}) {
       hint,
       message,
     );
-    input.addEventListener("input", () => clearField(path));
-    fields.set(path, { field, message, read });
+    const entry = { field, message, read, write, edited: false };
+    input.addEventListener("input", () => {
+      entry.edited = true;
+      clearField(path);
+    });
+    input.addEventListener("change", () => (entry.edited = true));
+    fields.set(path, entry);
     return field;
   }
 
@@ -243,11 +259,27 @@ export function schemaForm(container, schema, { prefix = "field" } = {}) {
     return { ok, value: result };
   }
 
+  /** Show `values` (by top-level name) in the fields; an edited one keeps what was typed
+   * unless `force` (after the values were sent, say). */
+  function setValues(values, { force = false } = {}) {
+    for (const [name, value] of Object.entries(values ?? {})) {
+      const entry = fields.get(name);
+      if (!entry || (entry.edited && !force)) continue;
+      entry.write(value);
+      entry.edited = false;
+      entry.field.dataset.value = JSON.stringify(value);
+    }
+  }
+
+  function edited() {
+    return [...fields].filter(([, entry]) => entry.edited).map(([path]) => path);
+  }
+
   const body = build(root, "");
   replace(
     container,
     body.length ? body : h("p", { class: "muted" }, "This task takes no inputs."),
     topError,
   );
-  return { values, setErrors, clearErrors };
+  return { values, setErrors, clearErrors, setValues, edited };
 }

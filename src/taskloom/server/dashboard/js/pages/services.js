@@ -1,5 +1,7 @@
 // Services: each one's state, since when, starts, restarts and last error; start (with a
-// config), stop and restart. Service events keep the table current.
+// config), stop and restart. Service events keep the table current. A loop of a service
+// class shows the class's live attributes in a form made from their JSON Schema; their
+// changes (from anywhere, the class's own code too) arrive as events and show at once.
 
 import { ApiError, api } from "../api.js";
 import { setQuery } from "../address.js";
@@ -22,6 +24,7 @@ export async function render(main, { query }) {
   let shown = query.get("service"); // the service whose starts and logs are shown
   let stopLogs = null;
   let detailParts = null; // the parts of the shown service's panel that events redraw
+  let attributeParts = null; // the attributes form of the shown loop's class, if any
 
   replace(
     main,
@@ -177,6 +180,7 @@ export async function render(main, { query }) {
     stopLogs?.();
     stopLogs = null;
     detailParts = null;
+    attributeParts = null;
     const service = services.find((s) => s.name === shown);
     if (!service) {
       replace(detail);
@@ -184,6 +188,8 @@ export async function render(main, { query }) {
     }
     const starts = h("tbody");
     const badge = h("span", { id: "service-state" });
+    const config = h("code", { id: "service-config", class: "mono wrap" });
+    const attributes = service.instance ? h("section", { id: "service-attributes", "data-instance": service.instance }) : null;
     const logs = h("div", { class: "logs", id: "service-logs", role: "log" });
     let after = 0;
     let stopped = false;
@@ -249,11 +255,100 @@ export async function render(main, { query }) {
           ),
           h("div", {}, h("h3", {}, "Logs"), logs),
         ),
+        h("p", {}, h("span", { class: "muted" }, "Config "), config),
+        attributes,
       ),
     );
-    detailParts = { starts, badge };
+    detailParts = { starts, badge, config };
+    if (attributes) drawAttributes(attributes, service.instance);
     updateDetail();
     poll();
+  }
+
+  /** The live attributes of a service class: a form from their schema, showing each value
+   * now; events of their changes update the fields a person is not editing. */
+  async function drawAttributes(container, instance) {
+    let data;
+    try {
+      data = await api.getServiceAttributes(instance);
+    } catch (error) {
+      replace(container, errorNotice(error));
+      return;
+    }
+    if (!container.isConnected) return; // another service was shown meanwhile
+    const fields = h("div");
+    const formError = h("p", { class: "form-error", role: "alert" });
+    const updated = h("ul", { class: "muted", id: "service-attributes-updated" });
+    const form = schemaForm(fields, data.schema, { prefix: "attribute" });
+    let known = { ...data.values };
+    let who = { ...data.updated };
+    form.setValues(known, { force: true });
+    const submit = h("button", { type: "submit", class: "primary" }, "Set");
+
+    function drawUpdated() {
+      const names = Object.keys(who).sort();
+      replace(
+        updated,
+        names.length
+          ? names.map((name) => h("li", { "data-attribute": name }, h("span", { class: "mono" }, name), ` set by ${who[name].by} at ${formatClock(who[name].at)}`))
+          : h("li", {}, "Every attribute holds its default."),
+      );
+    }
+
+    async function send(event) {
+      event.preventDefault();
+      form.clearErrors();
+      formError.textContent = "";
+      const got = form.values();
+      if (!got.ok) return;
+      // Only what differs from the values known now: the others are not changed by this.
+      const changed = Object.fromEntries(Object.entries(got.value).filter(([name, value]) => JSON.stringify(value) !== JSON.stringify(known[name])));
+      if (!Object.keys(changed).length) {
+        formError.textContent = "Nothing to change.";
+        return;
+      }
+      submit.disabled = true;
+      try {
+        const answer = await api.setServiceAttributes(instance, changed);
+        known = { ...answer.values };
+        who = { ...answer.updated };
+        form.setValues(known, { force: true });
+        drawUpdated();
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 422 && error.fields.length) form.setErrors(error.fields);
+        else formError.textContent = error.message;
+      } finally {
+        submit.disabled = false;
+      }
+    }
+
+    replace(
+      container,
+      h("h3", {}, "Attributes of ", h("span", { class: "mono" }, instance)),
+      h("form", { id: "service-attributes-form", novalidate: true, onsubmit: send }, fields, h("div", { class: "form-actions" }, submit, formError)),
+      updated,
+    );
+    drawUpdated();
+    attributeParts = {
+      instance,
+      changed(change) {
+        Object.assign(known, change.values);
+        for (const name of Object.keys(change.values)) who[name] = { at: change.changed_at, by: change.changed_by };
+        form.setValues(change.values);
+        drawUpdated();
+      },
+      async refresh() {
+        try {
+          const again = await api.getServiceAttributes(instance);
+          known = { ...again.values };
+          who = { ...again.updated };
+          form.setValues(known);
+          drawUpdated();
+        } catch (error) {
+          replace(notice, errorNotice(error));
+        }
+      },
+    };
   }
 
   /** The state and recent starts of the shown service, as the last load found them. */
@@ -268,8 +363,9 @@ export async function render(main, { query }) {
       return;
     }
     if (parts !== detailParts) return; // another service was shown meanwhile
-    const { starts, badge } = parts;
+    const { starts, badge, config } = parts;
     replace(badge, statusBadge(service.state));
+    config.textContent = service.config === null || service.config === undefined ? "none" : JSON.stringify(service.config);
     const history = [...(service.history ?? [])].reverse();
     replace(
       starts,
@@ -293,6 +389,7 @@ export async function render(main, { query }) {
       services = (await api.listServices()).sort((a, b) => a.name.localeCompare(b.name));
       drawRows();
       updateDetail();
+      attributeParts?.refresh();
       if (opened && !services.some((s) => s.name === opened)) replace(panel);
     } catch (error) {
       replace(notice, errorNotice(error));
@@ -303,7 +400,11 @@ export async function render(main, { query }) {
   const refreshSoon = () => {
     if (pending === null) pending = setTimeout(() => ((pending = null), load()), 150);
   };
-  const stop = watch(["service"], refreshSoon, load);
+  const onServiceEvent = (event) => {
+    if (event.name !== "service_attribute") refreshSoon();
+    else if (attributeParts && event.data.service === attributeParts.instance) attributeParts.changed(event.data);
+  };
+  const stop = watch(["service"], onServiceEvent, load);
   const ticker = setInterval(() => {
     for (const cell of body.querySelectorAll("td.since")) {
       if (cell.dataset.since) cell.textContent = formatAgo(Number(cell.dataset.since));
