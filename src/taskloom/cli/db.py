@@ -4,8 +4,9 @@ database holds (`db stats`); and removing old finished runs (`db prune`)."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from ..observability.retention import (
     prune,
 )
 from ..schedules.rules import format_instant
-from ..store import MEMORY_URL, DatabaseStats, Store, open_store
+from ..store import MEMORY_URL, DatabaseStats, PruneBatch, Store, open_store
 from ..store.connect import create_store_engine, sqlite_file
 from ..store.migrate import HEAD_REVISION, current_revision, upgrade
 from .errors import CliError, reporting_errors
@@ -40,6 +41,9 @@ from .options import (
 from .render import make_console
 
 __all__ = ["db_app", "retention_policy"]
+
+#: Seconds between two progress lines of a long prune on a terminal.
+PROGRESS_EVERY = 5.0
 
 db_app = typer.Typer(
     help="Create and upgrade the database schema; see what it holds; prune old runs.",
@@ -229,7 +233,9 @@ def prune_command(
     with reporting_errors(verbose=verbose):
         policy = _policy(older_than, status, batch_size)
         with _existing_store(db) as store:
-            report = prune(store, policy, now=time.time(), dry_run=dry_run)
+            report = prune(
+                store, policy, now=time.time(), dry_run=dry_run, on_batch=_progress(dry_run)
+            )
         if json_output:
             typer.echo(dump_json(_report_dict(report)))
             return
@@ -243,6 +249,22 @@ def prune_command(
                 f"  kept {report.kept:,} {families} old enough but with a run unfinished "
                 "or finished since the cutoff"
             )
+
+
+def _progress(dry_run: bool) -> Callable[[str, PruneBatch], None] | None:
+    """On a terminal, a line on stderr every few seconds while a long prune goes on."""
+    if not sys.stderr.isatty():
+        return None
+    counted = [0, time.monotonic()]
+    verb = "would remove" if dry_run else "removed"
+
+    def on_batch(status: str, batch: PruneBatch) -> None:
+        counted[0] += batch.runs
+        if time.monotonic() - counted[1] >= PROGRESS_EVERY:
+            counted[1] = time.monotonic()
+            typer.echo(f"... {verb} {int(counted[0]):,} runs so far ({status})", err=True)
+
+    return on_batch
 
 
 def _size(count: int | None) -> str:
