@@ -143,6 +143,19 @@ def test_the_guides_services_run_as_written_under_taskloom_serve(sensor_cli: Cli
         assert re.search(r"readout_frequency\s+1\.0\s+default", table.stdout), table.stdout
         listed = {r["name"]: r for r in cli.json("services", "--json")}
         assert set(listed) == {SENSOR, "AdvancedTaskService.critical_task"}
+
+        # `get --watch` prints each change as it is saved, until Ctrl-C.
+        watcher = cli.start("service", "get", "SensorService", "--watch")
+        assert watcher.stdout is not None
+        header = watcher.stdout.readline()  # the table, then one line a change
+        assert header.split() == ["attribute", "value", "set", "by", "at"]
+        assert "readout_frequency" in watcher.stdout.readline()
+        changed = cli("service", "set", "SensorService", "readout_frequency=3")
+        assert changed.returncode == 0, changed.stderr
+        line = watcher.stdout.readline()
+        assert re.fullmatch(r"\S+ \S+  readout_frequency = 3\.0  \(cli(:\S+)?\)\n", line), line
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=20) == 0
     finally:
         store.close()
     code, err = served.stop()

@@ -152,6 +152,37 @@ async def test_two_loops_share_self_and_an_attribute() -> None:
     ]
 
 
+class Threaded(Service):
+    """A plain loop runs in a thread of its own; its assignments are live all the same."""
+
+    count: int = 0
+
+    @taskloom.loop
+    def tick(self, context: taskloom.Context) -> None:
+        while not context.wait_cancelled(0.001):
+            if self.count < 3:
+                self.count += 1
+
+
+async def test_a_loop_in_a_thread_sets_attributes_told_on_the_event_loop() -> None:
+    loop = asyncio.get_running_loop()
+    told: asyncio.Queue[tuple[dict[str, Any], bool]] = asyncio.Queue()
+    store = MemoryStore()
+
+    def listen(change: AttributeChange) -> None:
+        # Called on the event loop's thread, whichever thread made the change.
+        told.put_nowait((change.values, asyncio.get_running_loop() is loop))
+
+    async with Supervisor([Threaded], store=store) as supervisor:
+        supervisor.add_attribute_listener(listen)
+        await supervisor.start("Threaded.tick")
+        seen = [await asyncio.wait_for(told.get(), WAIT) for _ in range(3)]
+        assert seen == [({"count": 1}, True), ({"count": 2}, True), ({"count": 3}, True)]
+        await supervisor.flush()
+        [record] = store.get_service_attributes("Threaded")
+        assert (record.value, record.updated_by) == (3, "service")
+
+
 class Mode(enum.Enum):
     SLOW = "slow"
     FAST = "fast"
