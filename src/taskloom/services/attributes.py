@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -87,15 +88,16 @@ class AttributeSet:
         schema["title"] = self.service
         return schema
 
-    def check(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The values as the attributes hold them (validated, coerced); every attribute
-        at fault, unknown ones included, is named in one `AttributeValidationError`."""
+    def check(self, values: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """Each value as the attribute holds it (validated, coerced) and its JSON form;
+        every attribute at fault, unknown ones included, is named in one
+        `AttributeValidationError`."""
         if not isinstance(values, Mapping):
             problem = FieldError(
                 "(attributes)", f"expected an object of attribute values, got {values!r}"
             )
             raise AttributeValidationError(self.service, [problem])
-        checked: dict[str, Any] = {}
+        checked: dict[str, tuple[Any, Any]] = {}
         errors: list[FieldError] = []
         for name, value in values.items():
             if name not in self._by_name:
@@ -105,7 +107,7 @@ class AttributeSet:
                 )
                 continue
             try:
-                checked[name] = self.check_one(name, value)
+                checked[name] = self.checked(name, value)
             except AttributeValidationError as exc:
                 errors.extend(exc.errors)
         if errors:
@@ -114,6 +116,10 @@ class AttributeSet:
 
     def check_one(self, name: str, value: Any) -> Any:
         """One attribute's new value, validated; `AttributeValidationError` if invalid."""
+        return self.checked(name, value)[0]
+
+    def checked(self, name: str, value: Any) -> tuple[Any, Any]:
+        """One attribute's new value, validated, and its JSON form."""
         attribute = self._by_name[name]
         try:
             checked = attribute.adapter.validate_python(value)
@@ -126,11 +132,13 @@ class AttributeSet:
             ]
             raise AttributeValidationError(self.service, errors) from None
         try:
-            json.dumps(self.dump(name, checked), allow_nan=False)
+            dumped = attribute.adapter.dump_python(checked, mode="json")
+            if not _plain_json(dumped):
+                json.dumps(dumped, allow_nan=False)
         except (ValueError, TypeError, PydanticSerializationError):
             problem = FieldError(name, f"expected a value JSON can hold, got {value!r}", value)
             raise AttributeValidationError(self.service, [problem]) from None
-        return checked
+        return checked, dumped
 
     def from_texts(self, texts: Mapping[str, str]) -> dict[str, Any]:
         """Values typed on a command line (`rate=2`), read as each attribute's type reads
@@ -236,6 +244,14 @@ def _hints(service: str, cls: type) -> dict[str, Any]:
                 continue
             hints[name] = hint
     return hints
+
+
+def _plain_json(value: Any) -> bool:
+    """A value JSON holds as it is, seen at once (most attributes are one): text, a
+    boolean, an integer, a finite number, null. Anything else is asked of `json`."""
+    if value is None or isinstance(value, str | bool | int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _is_class_var(hint: Any) -> bool:

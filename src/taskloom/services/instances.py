@@ -242,17 +242,18 @@ class LiveInstance:
 
     def assign(self, name: str, value: Any) -> None:
         """The instance's own code set `name` (validated as a change from outside is)."""
-        self._apply({name: self.attributes.check_one(name, value)}, by=OWN_CODE)
+        self._apply({name: self.attributes.checked(name, value)}, by=OWN_CODE)
 
-    def _apply(self, checked: Mapping[str, Any], *, by: str) -> dict[str, Any]:
+    def _apply(self, checked: Mapping[str, tuple[Any, Any]], *, by: str) -> dict[str, Any]:
+        """Set each (value, JSON form) and tell of the change; return the JSON forms."""
         if not checked:
             return {}
         with self._lock:  # loops in threads and the event loop may set at once
             at = self._clock()
-            for name, value in checked.items():
+            for name, (value, _json) in checked.items():
                 object.__setattr__(self.instance, name, value)
                 self.updated[name] = (at, by)
-            dumped = {name: self.attributes.dump(name, value) for name, value in checked.items()}
+            dumped = {name: form for name, (_value, form) in checked.items()}
             self._changed(self, dumped, at, by)
         return dumped
 
