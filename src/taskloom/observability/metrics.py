@@ -173,9 +173,10 @@ class _RunCounts(Collector):
         self._durations: dict[str, list[float]] = {}
 
     def heard(self, event: RunEvent) -> None:
+        # Called on every run's end: kept to a few dictionary operations.
         run = event.run
         if event.kind == "finished":
-            key = (run.task, run.status.value)
+            key: tuple[str, str] = (run.task, run.status)  # a StrEnum: its text's key too
             runs = self._runs
             runs[key] = runs.get(key, 0) + 1
             if event.attempt_ended:
@@ -183,15 +184,17 @@ class _RunCounts(Collector):
                 attempts[key] = attempts.get(key, 0) + 1
             started, finished = run.started_at, run.finished_at
             if started is not None and finished is not None:
-                seconds = max(0.0, finished - started)
+                seconds = finished - started
+                if seconds < 0.0:
+                    seconds = 0.0
                 row = self._durations.get(run.task)
                 if row is None:
                     row = self._durations[run.task] = [0.0] * (len(DURATION_BUCKETS) + 2)
                 row[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
                 row[-1] += seconds
         elif event.attempt_ended:  # retrying: the attempt failed
-            key = (run.task, "failed")
-            self._attempts[key] = self._attempts.get(key, 0) + 1
+            failed = (run.task, "failed")
+            self._attempts[failed] = self._attempts.get(failed, 0) + 1
 
     def describe(self) -> Iterable[Metric]:
         return self._families()
@@ -199,9 +202,9 @@ class _RunCounts(Collector):
     def collect(self) -> Iterable[Metric]:
         runs, durations, attempts = self._families()
         for (task, status), count in sorted(self._runs.copy().items()):
-            runs.add_metric([task, status], count)
+            runs.add_metric([task, str(status)], count)
         for (task, outcome), count in sorted(self._attempts.copy().items()):
-            attempts.add_metric([task, outcome], count)
+            attempts.add_metric([task, str(outcome)], count)
         for task, row in sorted(self._durations.copy().items()):
             counts = list(row)
             cumulative = list(itertools.accumulate(counts[:-1]))
