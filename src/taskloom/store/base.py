@@ -958,7 +958,7 @@ class StatsStore(Protocol):
     ) -> RunStats:
         """The runs that finished in `[since, until)` (of `task` only, if given), counted
         in buckets of `bucket_seconds`. `since` and `bucket_seconds` must be multiples of
-        one of the rollup's grains (`rollup.GRAINS`: 60, 300, 900 or 3600 seconds)."""
+        one of the rollup's grains (`rollup.GRAINS`: 60, 900, 3600 or 21600 seconds)."""
 
 
 class RetentionStore(Protocol):

@@ -2,10 +2,10 @@
 
 A window of statistics (`stats.py`) must not scan the runs that finished in it: a day can
 hold millions. So every transaction that ends runs also adds them, grouped, to two small
-tables (`schema.run_counts`, `schema.run_durations`): per grain (a bucket of 60, 300, 900
-or 3600 seconds), bucket start, task, and status or duration bin. Written in the same
-commit as the ends, the counts are exact and right across processes; a window reads a few
-hundred rows per task whatever the number of runs.
+tables (`schema.run_counts`, `schema.run_durations`): per grain (a bucket of a minute, a
+quarter of an hour, an hour or six hours), bucket start, task, and status or duration
+bin. Written in the same commit as the ends, the counts are exact and right across
+processes; a window reads a few hundred rows per task whatever the number of runs.
 
 A run is counted when it goes from pending or running to completed, failed or cancelled,
 and only then: the store reads the runs a batch ends inside the write transaction (on
@@ -45,16 +45,20 @@ __all__ = [
     "rollup_of",
 ]
 
-#: The bucket sizes the rollup keeps, in seconds: each window's buckets are read from the
-#: largest grain that divides them (a day in buckets of 15 minutes: 96 rows per key).
-GRAINS = (60, 300, 900, 3600)
-#: How long the rows of each grain are kept: the longest window read from it (15m and 1h,
-#: 6h, 1d, 7d) and an hour more.
-KEPT = {60: 2 * 3600.0, 300: 7 * 3600.0, 900: 25 * 3600.0, 3600: 8 * 86400.0}
+#: The bucket sizes the rollup keeps, in seconds. A window's chart is read from the largest
+#: grain that divides its buckets (a day in buckets of 15 minutes: 96 rows per task and
+#: status); its per-task counts and durations from the coarsest rows that cover it exactly
+#: (a day: at most 3 six hours, 10 hours and 6 quarters per key; `stats.window_cover`).
+GRAINS = (60, 900, 3600, 21600)
+#: How long the rows of each grain are kept: the longest window that reads them (6h reads
+#: minutes at its start, 1d quarters, 7d hours and six hours) and an hour more.
+KEPT = {60: 7 * 3600.0, 900: 25 * 3600.0, 3600: 7 * 86400.0 + 3600, 21600: 7 * 86400.0 + 3600}
 #: Seconds of ends between two looks for dead rollup rows.
 PRUNE_EVERY = 600.0
 #: The statuses counted: the ends of runs that were pending or running.
 COUNTED = frozenset({"completed", "failed", "cancelled"})
+#: A status (a `RunStatus` hashes like its string) to the plain string stored.
+_COUNTED = {status: status for status in COUNTED}
 _UNFINISHED = frozenset({"pending", "running"})
 
 #: Bins per doubling of a duration.
@@ -64,6 +68,7 @@ _GROWTH: float = 2.0 ** (1 / BINS_PER_DOUBLING)
 #: share the first bin.
 SHORTEST = 1e-6
 _FIRST_BIN = math.ceil(math.log2(SHORTEST) * BINS_PER_DOUBLING)
+_ceil, _log2 = math.ceil, math.log2
 
 
 def duration_bin(seconds: float) -> int:
@@ -99,15 +104,18 @@ class Rollup:
         return bool(self.counts)
 
     def add(self, task: str, status: str, started_at: float | None, finished_at: float) -> None:
+        # Called for every run that ends: kept to a few dictionary operations.
         if finished_at > self.latest:
             self.latest = finished_at
-        minute = finished_at - finished_at % GRAINS[0]
+        minute = finished_at - finished_at % 60.0
         key = (minute, task, status)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
         if started_at is None:
             return  # never started: counted, without a duration
         seconds = finished_at - started_at
-        slot = (minute, task, duration_bin(seconds))
+        index = _ceil(_log2(seconds) * BINS_PER_DOUBLING) if seconds > SHORTEST else _FIRST_BIN
+        slot = (minute, task, index)
         held = self.durations.get(slot)
         if held is None:
             self.durations[slot] = [1, seconds]
@@ -179,29 +187,34 @@ def rollup_of(
     held those runs before it (`prior`: the runs it has); `skip` are the runs whose
     changes were refused by their fence."""
     rollup = Rollup()
+    add = rollup.add
+    updates = batch.run_updates
     inserted: dict[str, Run] | None = None
     for run_id in ends:
         if run_id in skip:
             continue
-        fields = batch.run_updates.get(run_id) or {}
+        fields = updates.get(run_id)
         before = prior.get(run_id)
         if before is not None:
-            task, status, started_at = before
-            if status not in _UNFINISHED:
-                continue  # ended already: by an earlier commit of this batch, or another
-            new_run = None
-        else:
-            if inserted is None:
-                inserted = {run.id: run for run in batch.new_runs}
-            new_run = inserted.get(run_id)
-            if new_run is None:
-                continue  # no such run: the update changes nothing
-            task, started_at = new_run.task, new_run.started_at
-        end = fields.get("status", new_run.status if new_run is not None else None)
-        finished_at = fields.get("finished_at", new_run.finished_at if new_run else None)
-        if end not in COUNTED or finished_at is None:
+            if fields is None or before[1] not in _UNFINISHED:
+                continue  # ended already (by an earlier commit of this batch, or another)
+            # The common case: a run the store held pending or running ends.
+            end = _COUNTED.get(fields.get("status", ""))
+            finished_at = fields.get("finished_at")
+            if end is not None and finished_at is not None:
+                add(before[0], end, fields.get("started_at", before[2]), finished_at)
             continue
-        rollup.add(task, str(end), fields.get("started_at", started_at), finished_at)
+        if inserted is None:
+            inserted = {run.id: run for run in batch.new_runs}
+        new_run = inserted.get(run_id)
+        if new_run is None:
+            continue  # no such run: the update changes nothing
+        fields = fields or {}
+        end = _COUNTED.get(fields.get("status", new_run.status))
+        finished_at = fields.get("finished_at", new_run.finished_at)
+        if end is not None and finished_at is not None:
+            started_at = fields.get("started_at", new_run.started_at)
+            add(new_run.task, end, started_at, finished_at)
     return rollup
 
 

@@ -225,6 +225,9 @@ run_counts = Table(
     Column("status", String(16), nullable=False),
     Column("runs", BigInteger, nullable=False),
     PrimaryKeyConstraint("grain", "bucket_start", "task", "status"),
+    # On SQLite the rows are the primary key's b-tree itself: one b-tree to update per
+    # UPSERT instead of two, and a window's rows read in key order.
+    sqlite_with_rowid=False,
 )
 
 #: The durations of the same runs (those that started), as histograms: per grain, bucket
@@ -240,6 +243,7 @@ run_durations = Table(
     Column("runs", BigInteger, nullable=False),
     Column("max_seconds", Double, nullable=False),
     PrimaryKeyConstraint("grain", "bucket_start", "task", "bin"),
+    sqlite_with_rowid=False,
 )
 
 #: Webhooks: `POST /api/hooks/{name}` starts a run of `task` with the JSON body as its

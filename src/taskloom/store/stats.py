@@ -23,13 +23,21 @@ from sqlalchemy.engine import Engine
 
 from ..runs import Run, RunStatus
 from .base import ActiveCounts, RunStats, StatsBucket, TaskStats
-from .rollup import GRAINS, Pruning, Rollup, RollupSql, bin_value
+from .rollup import COUNTED, GRAINS, Pruning, Rollup, RollupSql, bin_value
 from .schema import run_counts, run_durations
 
 if TYPE_CHECKING:
     from .queue import QueueSql
 
-__all__ = ["WINDOWS", "MemoryStats", "SqlStats", "grain_for", "window_span"]
+__all__ = [
+    "WINDOWS",
+    "MemoryStats",
+    "SqlStats",
+    "grain_for",
+    "window_cover",
+    "window_end",
+    "window_span",
+]
 
 #: The windows of statistics: their seconds and the seconds of each of their buckets.
 WINDOWS: dict[str, tuple[int, int]] = {
@@ -74,6 +82,17 @@ def _add(counts: dict[str, int], key: str, n: int) -> None:
     counts[key] = counts.get(key, 0) + n
 
 
+def _sum_into(
+    summed: dict[tuple[str, int], list[float]], key: tuple[str, int], runs: int, seconds: float
+) -> None:
+    held = summed.get(key)
+    if held is None:
+        summed[key] = [runs, seconds]
+    else:
+        held[0] += runs
+        held[1] = max(held[1], seconds)
+
+
 def window_span(window: str, now: float) -> tuple[float, int]:
     """The start of a window ending `now` and the seconds of its buckets: the buckets are
     aligned on multiples of their length, the last one holds `now`.
@@ -99,6 +118,35 @@ def grain_for(since: float, bucket_seconds: int) -> int:
     )
 
 
+def window_cover(since: float, end: float) -> list[tuple[int, float, float]]:
+    """`[since, end)` (both multiples of the finest grain) as the fewest rollup rows that
+    cover it exactly: `(grain, first, end)` ranges of bucket starts, the coarsest grain
+    over the whole buckets it holds and finer ones towards both edges. A day in buckets of
+    15 minutes: at most 3 quarters, 5 hours, 3 six hours, 5 hours and 3 quarters."""
+    parts: list[tuple[int, float, float]] = []
+
+    def cover(low: float, high: float, grains: tuple[int, ...]) -> None:
+        if low >= high or not grains:
+            return
+        grain, finer = grains[0], grains[1:]
+        first = float(math.ceil(low / grain) * grain)
+        last = float(math.floor(high / grain) * grain)
+        if first < last:
+            parts.append((grain, first, last))
+            cover(low, first, finer)
+            cover(last, high, finer)
+        else:
+            cover(low, high, finer)
+
+    cover(since, end, tuple(sorted(GRAINS, reverse=True)))
+    return parts
+
+
+def window_end(since: float, until: float, bucket_seconds: int) -> float:
+    """The end of the last bucket of `[since, until)`: the bucket that holds `until`."""
+    return since + max(0, math.ceil((until - since) / bucket_seconds)) * bucket_seconds
+
+
 def _percentile(bins: list[tuple[int, int]], total: int, q: float) -> float:
     """The nearest-rank percentile `q` of a histogram given as sorted (bin, runs)."""
     rank = max(1, math.ceil(q * total))
@@ -115,49 +163,53 @@ def build_stats(
     since: float,
     until: float,
     bucket_seconds: int,
-    counts: Iterable[tuple[float, str, str, int]],
+    by_bucket: Iterable[tuple[float, str, int]],
+    by_task: Iterable[tuple[str, str, int]],
     durations: Iterable[tuple[str, int, int, float]],
     active: ActiveCounts,
 ) -> RunStats:
-    """A window's statistics from the rollup's rows of it: `counts` as (bucket start,
-    task, status, runs) at any grain of the window, `durations` as (task, bin, runs,
-    longest) summed over the window."""
+    """A window's statistics from the rollup's rows of it, summed: `by_bucket` as (row's
+    bucket start, status, runs) at a grain that divides the buckets, `by_task` as (task,
+    status, runs), `durations` as (task, bin, runs, longest)."""
     starts = range(int(since), int(until), bucket_seconds) if until > since else range(0)
-    buckets = [StatsBucket(start=float(start)) for start in starts]
-    tasks: dict[str, TaskStats] = {}
-    for start, task, status, runs in counts:
+    chart = [dict.fromkeys(COUNTED, 0) for _ in starts]
+    for start, status, runs in by_bucket:
         index = int((start - since) // bucket_seconds)
-        stats = tasks.get(task)
-        if stats is None:
-            stats = tasks[task] = TaskStats(task=task)
-        if not 0 <= index < len(buckets) or status not in ("completed", "failed", "cancelled"):
-            continue
-        bucket = buckets[index]
-        setattr(bucket, status, getattr(bucket, status) + runs)
-        setattr(stats, status, getattr(stats, status) + runs)
+        if 0 <= index < len(chart) and status in COUNTED:
+            chart[index][status] += int(runs)
+    counted: dict[str, dict[str, int]] = {}
+    for task, status, runs in by_task:
+        if status in COUNTED:
+            counted.setdefault(task, dict.fromkeys(COUNTED, 0))[status] += int(runs)
     histograms: dict[str, list[tuple[int, int]]] = {}
     longest: dict[str, float] = {}
     for task, index, runs, seconds in durations:
         histograms.setdefault(task, []).append((index, runs))
         longest[task] = max(longest.get(task, seconds), seconds)
-    for task, bins in histograms.items():
-        stats = tasks.get(task)
-        if stats is None:
-            continue
-        bins.sort()
-        total = sum(runs for _, runs in bins)
-        top = longest[task]
-        # The value of a bin stands for it; never longer than the longest run seen.
-        stats.p50_seconds = min(_percentile(bins, total, 0.50), top)
-        stats.p95_seconds = min(_percentile(bins, total, 0.95), top)
-        stats.max_seconds = top
-    ordered = sorted((t for t in tasks.values() if t.finished), key=lambda t: (-t.finished, t.task))
+    tasks = []
+    for task, statuses in counted.items():
+        stats = TaskStats(task=task, **statuses)
+        bins = histograms.get(task)
+        if bins:
+            bins.sort()
+            total = sum(runs for _, runs in bins)
+            top = longest[task]
+            # The value of a bin stands for it; never longer than the longest run seen.
+            stats.p50_seconds = min(_percentile(bins, total, 0.50), top)
+            stats.p95_seconds = min(_percentile(bins, total, 0.95), top)
+            stats.max_seconds = top
+        if stats.finished:
+            tasks.append(stats)
+    tasks.sort(key=lambda t: (-t.finished, t.task))
     return RunStats(
         since=since,
         until=until,
         bucket_seconds=bucket_seconds,
-        buckets=buckets,
-        tasks=ordered,
+        buckets=[
+            StatsBucket(start=float(start), **counts)
+            for start, counts in zip(starts, chart, strict=True)
+        ],
+        tasks=tasks,
         pending=sum(active.pending.values()),
         running=sum(active.running.values()),
     )
@@ -195,39 +247,53 @@ class SqlStats:
         self, *, since: float, until: float, bucket_seconds: int, task: str | None = None
     ) -> RunStats:
         grain = grain_for(since, bucket_seconds)
-        counted = select(
-            run_counts.c.bucket_start, run_counts.c.task, run_counts.c.status, run_counts.c.runs
-        ).where(
-            run_counts.c.grain == grain,
-            run_counts.c.bucket_start >= since,
-            run_counts.c.bucket_start < until,
+        end = window_end(since, until, bucket_seconds)
+        c, d = run_counts.c, run_durations.c
+        mine = [] if task is None else [c.task == task]
+        # The chart: a row per bucket and status, summed by the database from the rows of
+        # the grain of its buckets.
+        by_bucket = (
+            select(c.bucket_start, c.status, func.sum(c.runs))
+            .where(c.grain == grain, c.bucket_start >= since, c.bucket_start < end, *mine)
+            .group_by(c.bucket_start, c.status)
         )
-        timed = (
-            select(
-                run_durations.c.task,
-                run_durations.c.bin,
-                func.sum(run_durations.c.runs),
-                func.max(run_durations.c.max_seconds),
-            )
+        # Per task, from the coarsest rows that cover the window's buckets exactly (a day:
+        # at most 19 per task and status or bin), one range each: counts by status,
+        # durations by bin.
+        cover = window_cover(since, end)
+        by_task = [
+            select(c.task, c.status, func.sum(c.runs))
+            .where(c.grain == part, c.bucket_start >= first, c.bucket_start < last, *mine)
+            .group_by(c.task, c.status)
+            for part, first, last in cover
+        ]
+        timed = [
+            select(d.task, d.bin, func.sum(d.runs), func.max(d.max_seconds))
             .where(
-                run_durations.c.grain == grain,
-                run_durations.c.bucket_start >= since,
-                run_durations.c.bucket_start < until,
+                d.grain == part,
+                d.bucket_start >= first,
+                d.bucket_start < last,
+                *([] if task is None else [d.task == task]),
             )
-            .group_by(run_durations.c.task, run_durations.c.bin)
-        )
-        if task is not None:
-            counted = counted.where(run_counts.c.task == task)
-            timed = timed.where(run_durations.c.task == task)
+            .group_by(d.task, d.bin)
+            for part, first, last in cover
+        ]
+        tasks: list[tuple[str, str, int]] = []
+        summed: dict[tuple[str, int], list[float]] = {}
         with self._use("read run statistics") as engine, engine.connect() as conn:
-            counts = [(s, t, st, int(n)) for s, t, st, n in conn.execute(counted)]
-            durations = [(t, b, int(n), float(m)) for t, b, n, m in conn.execute(timed)]
+            buckets = [(start, status, int(n)) for start, status, n in conn.execute(by_bucket)]
+            for query in by_task:
+                tasks.extend((name, status, int(n)) for name, status, n in conn.execute(query))
+            for query in timed:
+                for row in conn.execute(query):
+                    _sum_into(summed, (row[0], row[1]), int(row[2]), float(row[3]))
         return build_stats(
             since=since,
             until=until,
             bucket_seconds=bucket_seconds,
-            counts=counts,
-            durations=durations,
+            by_bucket=buckets,
+            by_task=tasks,
+            durations=[(t, b, int(n), m) for (t, b), (n, m) in summed.items()],
             active=self.active_counts(),
         )
 
@@ -282,24 +348,31 @@ class MemoryStats:
         self, *, since: float, until: float, bucket_seconds: int, task: str | None = None
     ) -> RunStats:
         grain = grain_for(since, bucket_seconds)
+        end = window_end(since, until, bucket_seconds)
+        cover = window_cover(since, end)
 
-        def wanted(key: tuple[Any, ...]) -> bool:
-            return key[0] == grain and since <= key[1] < until and (task is None or key[2] == task)
+        def counted(key: tuple[Any, ...]) -> bool:
+            return key[0] == grain and since <= key[1] < end and (task is None or key[2] == task)
+
+        def timed(key: tuple[Any, ...]) -> bool:
+            return (task is None or key[2] == task) and any(
+                key[0] == part and first <= key[1] < last for part, first, last in cover
+            )
 
         with self._lock:
-            counts = [(k[1], k[2], k[3], n) for k, n in self._run_counts.items() if wanted(k)]
+            counts = [(k[1], k[2], k[3], n) for k, n in self._run_counts.items() if counted(k)]
+            tasks = [(k[2], k[3], n) for k, n in self._run_counts.items() if timed(k)]
             summed: dict[tuple[str, int], list[float]] = {}
             for key, (runs, seconds) in self._run_durations.items():
-                if wanted(key):
-                    held = summed.setdefault((key[2], key[3]), [0, seconds])
-                    held[0] += runs
-                    held[1] = max(held[1], seconds)
+                if timed(key):
+                    _sum_into(summed, (key[2], key[3]), int(runs), seconds)
         durations = [(t, b, int(n), m) for (t, b), (n, m) in summed.items()]
         return build_stats(
             since=since,
             until=until,
             bucket_seconds=bucket_seconds,
-            counts=counts,
+            by_bucket=[(start, status, n) for start, _, status, n in counts],
+            by_task=tasks,
             durations=durations,
             active=self.active_counts(),
         )

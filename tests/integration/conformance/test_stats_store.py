@@ -208,7 +208,7 @@ def nearest_rank(durations: list[float], q: float) -> float:
     return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
-@pytest.mark.parametrize("window", ["1h", "1d"])
+@pytest.mark.parametrize("window", ["15m", "1h", "6h", "1d", "7d"])
 def test_percentiles_are_within_ten_per_cent_of_the_exact_ones(store: Store, window: str) -> None:
     rng = random.Random(window)
     since, bucket = window_span(window, NOW)
@@ -241,11 +241,13 @@ def test_percentiles_are_within_ten_per_cent_of_the_exact_ones(store: Store, win
 def test_rollup_rows_that_no_window_reads_are_deleted_as_ends_come_in(store: Store) -> None:
     start_and_end(store, make_run(), "completed", started_at=NOW - 2, finished_at=NOW - 1)
     assert hour(store).totals["finished"] == 1
-    later = NOW + 3 * 3600
+    later = NOW + 8 * 3600
     start_and_end(store, make_run(), "failed", started_at=later - 2, finished_at=later - 1)
-    # The minute rows of three hours ago are gone (an hour's window reads them, kept two
-    # hours); the rows of five minutes (kept seven hours, for 6h) still count that end.
+    # The minute rows of eight hours ago are gone (kept seven hours: the 6h window reads
+    # minutes at its start); the quarters, hours and six hours (kept a day and more)
+    # still count that end.
     assert hour(store).totals["finished"] == 0
-    since, bucket = window_span("6h", later)
-    six_hours = store.run_stats(since=since, until=later, bucket_seconds=bucket)
-    assert six_hours.totals == {"completed": 1, "failed": 1, "cancelled": 0, "finished": 2}
+    since, bucket = window_span("1d", later)
+    day = store.run_stats(since=since, until=later, bucket_seconds=bucket)
+    assert day.totals == {"completed": 1, "failed": 1, "cancelled": 0, "finished": 2}
+    assert {t.task: t.max_seconds for t in day.tasks} == {"demo.add": 1.0}

@@ -29,7 +29,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 #: As `rollup.GRAINS` was at this revision.
-_GRAINS = (60, 300, 900, 3600)
+_GRAINS = (60, 900, 3600, 21600)
 _BACKFILL_SECONDS = 7 * 86400
 _PAGE = 10_000
 
@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("runs", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("grain", "bucket_start", "task", "status", name="pk_run_counts"),
+        sqlite_with_rowid=False,
     )
     durations = op.create_table(
         "run_durations",
@@ -53,6 +54,7 @@ def upgrade() -> None:
         sa.Column("runs", sa.BigInteger(), nullable=False),
         sa.Column("max_seconds", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("grain", "bucket_start", "task", "bin", name="pk_run_durations"),
+        sqlite_with_rowid=False,
     )
     if not context.is_offline_mode():  # SQL rendered for later has no runs to read
         _backfill(counts, durations)
