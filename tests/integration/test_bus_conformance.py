@@ -7,17 +7,21 @@ handed over in-process) and on two connections (it crosses the server, serialise
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import nats
+import nats.aio.msg
 import pytest
 
 from nats_support import require_nats
 from support import WAIT, until
 from taskloom.streams import Bus, MemoryBus, Message, Subscription
-from taskloom.streams.buses.nats import NatsBus, decode, encode
+from taskloom.streams.buses.nats import MalformedMessage, NatsBus, decode, encode
+from taskloom.streams.messages import now_ms
 
 
 @dataclass
@@ -117,6 +121,10 @@ async def test_a_closed_subscription_gets_nothing_more(buses: Pair) -> None:
 
 
 async def test_anyone_listening(buses: Pair) -> None:
+    if isinstance(buses.publisher, NatsBus):
+        # The server knows other clients' subscriptions and tells nobody: someone may listen.
+        assert await buses.publisher.has_subscribers("quiet")
+        return
     assert not await buses.publisher.has_subscribers("quiet")
     subscription = await subscribe(buses.subscriber, "quiet")
     assert await buses.publisher.has_subscribers("quiet")
@@ -166,4 +174,81 @@ def test_the_wire_format_round_trips() -> None:
         Message(2**62, b"\x00bytes", {"content": "video", "codec": "h264"}),
         Message(0, "text", None),
     ):
-        assert decode(encode(message)) == message
+        assert decode(*encode(message)) == message
+
+
+def test_the_wire_format_is_json_and_headers() -> None:
+    assert encode(Message(1001, {"x": 1})) == (b'{"x":1}', {"Taskloom-Timestamp": "1001"})
+    assert encode(Message(7, b"\xff", {"codec": "raw"})) == (
+        b"\xff",
+        {
+            "Taskloom-Timestamp": "7",
+            "Content-Type": "application/octet-stream",
+            "Taskloom-Metadata": '{"codec":"raw"}',
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "value"),
+    [
+        (b"5", None, 5),  # `nats pub subject 5`: JSON
+        (b"hello", None, "hello"),  # not JSON: text
+        (b"\xff\xfe", None, b"\xff\xfe"),  # not text either: bytes
+        (b"5", {"Content-Type": "text/plain"}, "5"),
+        (b'"5"', {"Content-Type": "application/json; charset=utf-8"}, "5"),
+        (b"5", {"Content-Type": "application/octet-stream"}, b"5"),
+    ],
+)
+def test_what_other_programs_send_is_read_leniently(
+    body: bytes, headers: dict[str, str] | None, value: Any
+) -> None:
+    before = now_ms()
+    message = decode(body, headers)
+    assert message.value == value
+    assert type(message.value) is type(value)
+    assert message.timestamp >= before  # no Taskloom-Timestamp: timestamped on arrival
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Taskloom-Timestamp": "soon"},
+        {"Taskloom-Metadata": "{nope"},
+        {"Taskloom-Metadata": "[1]"},
+        {"Content-Type": "application/json"},  # and a body that is not JSON
+    ],
+)
+def test_an_unreadable_message_is_refused_saying_why(headers: dict[str, str]) -> None:
+    with pytest.raises(MalformedMessage):
+        decode(b"not json", headers)
+
+
+async def test_a_plain_nats_client_publishes_and_subscribes() -> None:
+    url = require_nats()
+    prefix = f"test{uuid.uuid4().hex[:12]}"
+    bus = NatsBus(url, prefix=prefix)
+    await bus.start()
+    plain = await nats.connect(url)
+    try:
+        sums = await subscribe(bus, "demo.in")
+        received: asyncio.Queue[nats.aio.msg.Msg] = asyncio.Queue()
+        await plain.subscribe(f"{prefix}.demo.out", cb=received.put)
+        await plain.flush()
+        await plain.publish(f"{prefix}.demo.in", b"41", headers={"Taskloom-Timestamp": "99"})
+        await plain.publish(f"{prefix}.demo.in", b"just text")
+        got = await take(sums, 2)
+        assert got[0] == Message(99, 41)
+        assert got[1].value == "just text"
+        await bus.publish("demo.out", Message(123, {"sum": 42}, {"unit": "mm"}))
+        msg = await asyncio.wait_for(received.get(), WAIT)
+        assert json.loads(msg.data) == {"sum": 42}
+        assert msg.headers == {"Taskloom-Timestamp": "123", "Taskloom-Metadata": '{"unit":"mm"}'}
+        # A message that cannot be read is skipped and counted; the next one arrives.
+        await plain.publish(f"{prefix}.demo.in", b"1", headers={"Taskloom-Timestamp": "x"})
+        await plain.publish(f"{prefix}.demo.in", b"2", headers={"Taskloom-Timestamp": "100"})
+        assert await take(sums, 1) == [Message(100, 2)]
+        assert bus.malformed == 1
+    finally:
+        await plain.close()
+        await bus.close()

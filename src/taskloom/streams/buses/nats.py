@@ -1,30 +1,29 @@
-"""The NATS bus: topics are NATS subjects; a message is serialised only when it leaves.
+"""The NATS bus: topics are NATS subjects, and any NATS client can publish and subscribe.
+
+A topic `numbers.a` of the deployment `demo` is the subject `taskloom.demo.numbers.a`
+(`<prefix>.<deployment>.<topic>`). A message on it is:
+
+- its value as the body: JSON (pydantic-core, which knows models and dataclasses), or a
+  `bytes` value as it is, with the header `Content-Type: application/octet-stream`;
+- its timestamp (milliseconds) in the header `Taskloom-Timestamp`;
+- its metadata, if any, as a JSON object in the header `Taskloom-Metadata`.
+
+What other programs publish is read the same way, and leniently: without
+`Taskloom-Timestamp` the message is timestamped when it arrives; without `Content-Type`
+the body is JSON if it parses, else UTF-8 text, else bytes; `text/plain` is text.
 
 Subscribers in this process get the publisher's object itself, as on the in-process bus.
 The connection is made with `no_echo`, so NATS never hands a process back its own
-messages: other processes receive them, this one already has them.
-
-A message is sent to the server only when another process listens to its topic. A bus
-learns that by asking once per topic (a request on `<prefix>._interest.<topic>`, which
-every bus with a subscription to it answers) and by the announcement a bus makes when it
-subscribes (a request on `<prefix>._announce.<topic>`, which every bus answers once it has
-noted the interest). Interest, once known, is kept: publishing to a topic nobody listens
-to any more costs a send, never a lost message. Without this, a stage whose outputs only
-stay in its process would pay for serialising and sending every one of them.
-
-On the wire a message is `>qB` (timestamp, kind) followed by the body: raw bytes for a
-`bytes` value, JSON (pydantic-core, which knows models and dataclasses) otherwise. With
-metadata, a 4-byte length and the metadata as JSON come first. No NATS headers: parsing
-them would cost more than the message.
+messages: other processes receive them, this one already has them. Every message is
+published to the server, which drops it when nobody listens: NATS decides interest, and
+it tells its clients nothing about other clients' subscriptions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,23 +33,32 @@ import pydantic_core
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
-from nats.errors import NoRespondersError, SlowConsumerError
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.errors import SlowConsumerError
 
 from ...runs import ErrorInfo
 from ..errors import PipelineError
-from ..messages import Message
+from ..messages import Message, now_ms
 from ..queues import Backpressure, Signal, Subscription
 
-__all__ = ["NatsBus", "decode", "encode"]
+__all__ = [
+    "CONTENT_TYPE",
+    "METADATA_HEADER",
+    "TIMESTAMP_HEADER",
+    "MalformedMessage",
+    "NatsBus",
+    "decode",
+    "encode",
+]
 
 logger = logging.getLogger("taskloom.streams.nats")
 
-_HEAD = struct.Struct(">qB")
-_LENGTH = struct.Struct(">I")
-_JSON = 0
-_BYTES = 1
-_WITH_METADATA = 0x80
+#: The headers of a taskloom message on NATS (see the module's docstring).
+TIMESTAMP_HEADER = "Taskloom-Timestamp"
+METADATA_HEADER = "Taskloom-Metadata"
+CONTENT_TYPE = "Content-Type"
+BYTES_TYPE = "application/octet-stream"
+JSON_TYPE = "application/json"
+TEXT_TYPE = "text/plain"
 
 # Messages NATS may hold for one subscription of this process before it calls the
 # subscriber slow and drops: what keeps a `block` subscriber's memory bounded.
@@ -58,35 +66,70 @@ PENDING_MESSAGES = 65_536
 PENDING_BYTES = 64 * 1024 * 1024
 
 
-def encode(message: Message) -> bytes:
+class MalformedMessage(ValueError):
+    """A message from another program that cannot be read (its metadata is not JSON, its
+    timestamp not an integer, its body not JSON although it says so)."""
+
+
+def encode(message: Message) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of `message` on NATS."""
     value = message.value
+    headers = {TIMESTAMP_HEADER: str(message.timestamp)}
     if isinstance(value, bytes | bytearray | memoryview):
-        kind, body = _BYTES, bytes(value)
+        body = bytes(value)
+        headers[CONTENT_TYPE] = BYTES_TYPE
     else:
-        kind, body = _JSON, pydantic_core.to_json(value)
+        body = pydantic_core.to_json(value)
     if message.metadata:
-        meta = pydantic_core.to_json(message.metadata)
-        return (
-            _HEAD.pack(message.timestamp, kind | _WITH_METADATA)
-            + _LENGTH.pack(len(meta))
-            + meta
-            + body
-        )
-    return _HEAD.pack(message.timestamp, kind) + body
+        headers[METADATA_HEADER] = pydantic_core.to_json(message.metadata).decode()
+    return body, headers
 
 
-def decode(data: bytes) -> Message:
-    timestamp, kind = _HEAD.unpack_from(data)
-    offset = _HEAD.size
+def decode(data: bytes, headers: dict[str, str] | None) -> Message:
+    """A message from its body and headers, as taskloom or any other program sent it."""
+    if not headers:
+        return Message(now_ms(), _guess(data))
+    stamp = headers.get(TIMESTAMP_HEADER)
+    try:
+        timestamp = now_ms() if stamp is None else int(stamp)
+    except ValueError:
+        raise MalformedMessage(f"{TIMESTAMP_HEADER} {stamp!r} is not an integer") from None
+    kind = headers.get(CONTENT_TYPE)
+    if kind is None:
+        value = _guess(data)
+    elif kind == BYTES_TYPE:
+        value = data
+    elif kind.startswith(JSON_TYPE):
+        try:
+            value = pydantic_core.from_json(data)
+        except ValueError as exc:
+            raise MalformedMessage(f"the body is not JSON: {exc}") from None
+    elif kind.startswith("text/"):
+        value = data.decode("utf-8", "replace")
+    else:
+        value = data
     metadata = None
-    if kind & _WITH_METADATA:
-        (length,) = _LENGTH.unpack_from(data, offset)
-        offset += _LENGTH.size
-        metadata = pydantic_core.from_json(data[offset : offset + length])
-        offset += length
-    body = data[offset:]
-    value = body if kind & ~_WITH_METADATA == _BYTES else pydantic_core.from_json(body)
+    meta = headers.get(METADATA_HEADER)
+    if meta:
+        try:
+            metadata = pydantic_core.from_json(meta)
+        except ValueError as exc:
+            raise MalformedMessage(f"{METADATA_HEADER} is not JSON: {exc}") from None
+        if not isinstance(metadata, dict):
+            raise MalformedMessage(f"{METADATA_HEADER} is not a JSON object")
     return Message(timestamp, value, metadata)
+
+
+def _guess(data: bytes) -> Any:
+    """A body without a content type: JSON if it parses, else UTF-8 text, else bytes."""
+    try:
+        return pydantic_core.from_json(data)
+    except ValueError:
+        pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
 
 
 class NatsBus:
@@ -97,13 +140,12 @@ class NatsBus:
         self.prefix = prefix
         self._nc: Client | None = None
         self._topics: dict[str, tuple[Subscription, ...]] = {}
-        self._remote: dict[str, list[NatsSubscription]] = {}
+        self._remote: dict[str, NatsSubscription] = {}
         self._pending: set[asyncio.Task[Any]] = set()
-        #: Topics another process listens to (True), or does not (False) as last asked.
-        self._remote_interest: dict[str, bool] = {}
-        self._asking: dict[str, asyncio.Future[bool]] = {}
         #: Messages the NATS client dropped because a subscriber of this bus fell behind.
         self.slow_consumer_drops = 0
+        #: Messages from other programs that could not be read (logged, then skipped).
+        self.malformed = 0
         #: Why messages may have gone missing: the connection to the server was lost (NATS
         #: keeps nothing for a subscriber that is away). None while it never was.
         self.interruption: ErrorInfo | None = None
@@ -133,14 +175,6 @@ class NatsBus:
             )
         except Exception as exc:
             raise PipelineError(f"cannot connect to the NATS bus {self.url}: {exc}") from exc
-        await self._nc.subscribe(f"{self.prefix}._announce.>", cb=self._on_announce)
-        await self._nc.flush()
-
-    async def _on_announce(self, msg: Msg) -> None:
-        topic = msg.subject[len(self.prefix) + len("._announce.") :]
-        self._remote_interest[topic] = True
-        if msg.reply:
-            await msg.respond(b"1")
 
     async def _on_disconnected(self) -> None:
         if self._down_since is not None or self._nc is None or self._nc.is_closed:
@@ -194,11 +228,9 @@ class NatsBus:
         if nc is not None and not nc.is_closed:
             await nc.drain()  # sends what is buffered, then closes
 
-    def _subject(self, topic: str) -> str:
+    def subject(self, topic: str) -> str:
+        """The NATS subject of a topic (`deployment.topic`): `taskloom.demo.sums`."""
         return f"{self.prefix}.{topic}"
-
-    def _interest(self, topic: str) -> str:
-        return f"{self.prefix}._interest.{topic}"
 
     def subscribe(
         self,
@@ -228,33 +260,40 @@ class NatsBus:
 
     async def _subscribe_remote(self, client: Client, topic: str) -> None:
         deliver = self._deliverer(topic)
-        data = await client.subscribe(
-            self._subject(topic),
+        self._remote[topic] = await client.subscribe(
+            self.subject(topic),
             cb=deliver,
             pending_msgs_limit=PENDING_MESSAGES,
             pending_bytes_limit=PENDING_BYTES,
         )
-        interest = await client.subscribe(self._interest(topic), cb=self._answer_interest)
-        self._remote[topic] = [data, interest]
-        await client.flush()  # the server has the subscription
-        # Tell the publishers (one answer: at least one has heard). No answer: no other bus
-        # is connected, and those that come later ask before they publish.
-        with contextlib.suppress(NoRespondersError, NatsTimeoutError):
-            await client.request(f"{self.prefix}._announce.{topic}", b"", timeout=1.0)
+        # Twice: nats-py writes a flush's PING straight to the socket, ahead of commands
+        # still queued for its flusher (the SUB, here), so the first PONG may come before
+        # the server has the subscription. By then the flusher has written the SUB, and
+        # the second PING follows it.
+        await client.flush()
+        await client.flush()
 
     def _deliverer(self, topic: str) -> Callable[[Msg], Awaitable[None]]:
         topics = self._topics
 
         async def deliver(msg: Msg) -> None:
-            message = decode(msg.data)
+            try:
+                message = decode(msg.data, msg.headers)
+            except MalformedMessage as exc:
+                self._malformed(msg.subject, exc)
+                return
             for subscription in topics.get(topic, ()):
                 if not subscription.put_nowait(message):
                     await subscription.put(message)
 
         return deliver
 
-    async def _answer_interest(self, msg: Msg) -> None:
-        await msg.respond(b"1")
+    def _malformed(self, subject: str, exc: MalformedMessage) -> None:
+        # Another program's message, not ours to fail on: skipped, counted, reported once
+        # per 1,000.
+        if self.malformed % 1000 == 0:
+            logger.warning("NATS bus %s: skipped a message on %s: %s", self.url, subject, exc)
+        self.malformed += 1
 
     def _forget(self, subscription: Subscription) -> None:
         topic = subscription.topic
@@ -266,8 +305,8 @@ class NatsBus:
             self._topics[topic] = rest
             return
         del self._topics[topic]
-        remote = self._remote.pop(topic, [])
-        if remote and self._nc is not None and not self._nc.is_closed:
+        remote = self._remote.pop(topic, None)
+        if remote is not None and self._nc is not None and not self._nc.is_closed:
             task = asyncio.get_running_loop().create_task(_unsubscribe(remote))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
@@ -283,55 +322,28 @@ class NatsBus:
             for index, subscription in enumerate(subscriptions):
                 if not subscription.put_nowait(message):
                     return self._finish(subscriptions[index:], topic, message)
-        interest = self._remote_interest.get(topic)
-        if interest is False:
-            return None
-        return self._send(topic, message, interest)
+        return self._send(topic, message)
 
     async def _finish(
         self, subscriptions: tuple[Subscription, ...], topic: str, message: Message
     ) -> None:
         for subscription in subscriptions:
             await subscription.put(message)
-        if self._remote_interest.get(topic) is not False:
-            await self._send(topic, message, self._remote_interest.get(topic))
+        await self._send(topic, message)
 
-    async def _send(self, topic: str, message: Message, interest: bool | None) -> None:
-        if interest is None and not await self._remote_listeners(topic):
-            return
-        await self._client.publish(self._subject(topic), encode(message))
-
-    async def _remote_listeners(self, topic: str) -> bool:
-        """Ask once whether another process listens (concurrent askers share the answer)."""
-        asking = self._asking.get(topic)
-        if asking is None:
-            asking = asyncio.get_running_loop().create_future()
-            self._asking[topic] = asking
-            try:
-                answer = await self._ask(topic)
-                if not self._remote_interest.get(topic):  # an announcement may have come
-                    self._remote_interest[topic] = answer
-                asking.set_result(self._remote_interest[topic])
-            finally:
-                del self._asking[topic]
-                if not asking.done():  # the question failed: the others ask again
-                    asking.cancel()
-        return await asyncio.shield(asking)
-
-    async def _ask(self, topic: str) -> bool:
-        try:
-            await self._client.request(self._interest(topic), b"", timeout=0.5)
-        except (NoRespondersError, NatsTimeoutError):
-            return False
-        return True
+    async def _send(self, topic: str, message: Message) -> None:
+        body, headers = encode(message)
+        await self._client.publish(self.subject(topic), body, headers=headers)
 
     async def has_subscribers(self, topic: str) -> bool:
-        if self._topics.get(topic):
-            return True
-        return await self._ask(topic)
+        """True: other processes' subscriptions are the server's to know (it drops what
+        nobody listens to), so someone may listen, whatever this process does."""
+        return True
 
     async def flush(self) -> None:
-        """Wait until the server has everything published so far."""
+        """Wait until the server has everything published so far (twice: see
+        `_subscribe_remote`)."""
+        await self._client.flush()
         await self._client.flush()
 
 
@@ -347,12 +359,11 @@ def _chain(task: asyncio.Task[Any], subscription: Subscription) -> None:
         ready.set_result(None)
 
 
-async def _unsubscribe(remote: list[NatsSubscription]) -> None:
-    for item in remote:
-        try:
-            await item.unsubscribe()
-        except Exception as exc:  # the connection is going away: nothing left to undo
-            logger.debug("unsubscribe: %s", exc)
+async def _unsubscribe(remote: NatsSubscription) -> None:
+    try:
+        await remote.unsubscribe()
+    except Exception as exc:  # the connection is going away: nothing left to undo
+        logger.debug("unsubscribe: %s", exc)
 
 
 def _clock(timestamp: float) -> str:
