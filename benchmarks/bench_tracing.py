@@ -23,7 +23,9 @@ A process has one global tracer provider and imports a module once, so each conf
 runs in a process of its own (this script again, with `--child`), and configurations take
 turns round by round, so a machine that slows down meanwhile slows all of them; each
 figure is the median of its rounds, and the cost is against `off` (target: <= 5 % for the
-SDK installed without an exporter).
+SDK installed without an exporter). On a shared machine those rates move by tens of
+percent from round to round; the spans of one run are also timed alone (the fastest of 5
+repeats), against the time of one run with tracing off.
 """
 
 from __future__ import annotations
@@ -101,6 +103,37 @@ def child(configuration: str, runs: int, latency_runs: int) -> None:
     print(json.dumps(asyncio.run(measure())))
 
 
+def spans_per_run() -> None:
+    """The spans of one run alone (its submit and its attempt, started, made current and
+    ended), timed apart from the engine: microseconds a run, the fastest of 5 repeats."""
+    import timeit
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from taskloom.observability import tracing
+    from taskloom.runs import Run
+
+    tracing.tracer()  # the API's names, imported once
+    run = Run(id="01a233e1-923c-75b4-af88-a3b54634c550", task="noop_async", inputs={})
+
+    def one_run(tracer: trace.Tracer) -> None:
+        submit = tracing.start_submit(tracer, run)
+        tracing.end(submit, "recorded")
+        attempt = tracing.start_attempt(tracer, run)
+        tracing.leave(tracing.enter(attempt))
+        tracing.end(attempt, "completed")
+
+    figures = {}
+    for name, tracer, number in (
+        ("no-op spans", trace.NoOpTracerProvider().get_tracer("taskloom"), 20_000),
+        ("sdk provider, spans dropped", TracerProvider().get_tracer("taskloom"), 5_000),
+    ):
+        best = min(timeit.repeat(lambda t=tracer: one_run(t), number=number, repeat=5))
+        figures[name] = best / number * 1e6
+    print(json.dumps(figures))
+
+
 def main(runs: int, latency_runs: int, rounds: int) -> None:
     from _common import machine, report
 
@@ -119,6 +152,10 @@ def main(runs: int, latency_runs: int, rounds: int) -> None:
             )
             for name, value in json.loads(done.stdout.splitlines()[-1]).items():
                 results[configuration][name].append(value)
+    done = subprocess.run(
+        [sys.executable, str(here), "--spans"], capture_output=True, text=True, check=True
+    )
+    alone = json.loads(done.stdout.splitlines()[-1])
     figures = {"machine": machine()}
     for name, unit, higher_is_better in WORKLOADS:
         baseline = statistics.median(results["off"][name])
@@ -132,6 +169,12 @@ def main(runs: int, latency_runs: int, rounds: int) -> None:
             figures[f"{name}, {configuration}"] = (
                 f"{shown} {unit}  (ratio to off {value / baseline:.3f}, cost {cost * 100:+.1f} %)"
             )
+    off_run = 1e6 / statistics.median(results["off"]["async def, concurrent submit"])
+    for configuration, micros in alone.items():
+        figures[f"spans of one run alone, {configuration}"] = (
+            f"{micros:.2f} us  ({micros / off_run * 100:.1f} % of an async concurrent-submit "
+            f"run off, {off_run:.1f} us)"
+        )
     report(
         f"tracing on the engine: {runs:,} runs a throughput round, {latency_runs:,} a "
         f"latency round, median of {rounds} rounds (target cost <= 5 % for the SDK "
@@ -146,8 +189,11 @@ if __name__ == "__main__":
     parser.add_argument("--latency-runs", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", choices=CONFIGURATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--spans", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
+    if args.spans:
+        spans_per_run()
+    elif args.child:
         child(args.child, args.runs, args.latency_runs)
     else:
         main(args.runs, args.latency_runs, args.rounds)
