@@ -108,9 +108,20 @@ class Deployment:
         if self._owns_bus:
             await self.bus.start()
         try:
+            kept = self.pipeline.kept_topics
+            if kept:
+                await self.bus.keep(
+                    f"taskloom_{self.name}",
+                    [self.namespace + t for t in kept],
+                    max_age=self.pipeline.keep_max_age,
+                )
             self.runners = [
                 StageRunner(
-                    spec, namespace=self.namespace, bus=self.bus, config=self._configs[spec.name]
+                    spec,
+                    namespace=self.namespace,
+                    bus=self.bus,
+                    config=self._configs[spec.name],
+                    kept=frozenset(kept),
                 )
                 for spec in self.local_stages
             ]

@@ -18,7 +18,7 @@ from ..tasks.signature import dump_special, validate_special
 from .errors import StageConfigError, WiringError
 from .queues import Backpressure
 from .stages import DEFAULT_IDLE_AFTER, DEFAULT_RESTART, StageSpec, ports_of, wire_outputs
-from .wiring import NAME, check_stages, type_name
+from .wiring import NAME, TOPIC_NAME, check_stages, type_name
 
 __all__ = ["Pipeline"]
 
@@ -52,6 +52,9 @@ class Pipeline:
             raise WiringError(str(name), ["a pipeline name uses letters, digits, '_' and '-' only"])
         self.name = name
         self.stages: list[StageSpec] = []
+        #: Topics kept in a JetStream stream on NATS (`keep()`), and for how long.
+        self.kept_topics: list[str] = []
+        self.keep_max_age: float | None = None
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} stages={[s.name for s in self.stages]}>"
@@ -140,6 +143,26 @@ class Pipeline:
         self.stages.append(spec)
         return spec
 
+    def keep(self, *topics: str, max_age: float | None = None) -> None:
+        """Keep these topics' messages in a JetStream stream when deployed on NATS (the
+        stream `taskloom_<deployment>`): a stage reading one resumes after a restart where
+        it left off, and a new reader gets what is kept. `max_age`: seconds a message is
+        kept (default: until the stream's limits). The in-process bus keeps nothing."""
+        problems = [
+            f"kept topic {t!r} is not a valid name (use letters, digits, '_' and '-', in "
+            "parts separated by dots)"
+            for t in topics
+            if not isinstance(t, str) or not TOPIC_NAME.match(t)
+        ]
+        if max_age is not None and (
+            isinstance(max_age, bool) or not isinstance(max_age, int | float) or max_age <= 0
+        ):
+            problems.append(f"max_age {max_age!r}: expected seconds (a number > 0) or null")
+        if problems:
+            raise WiringError(self.name, problems)
+        self.kept_topics.extend(t for t in topics if t not in self.kept_topics)
+        self.keep_max_age = None if max_age is None else float(max_age)
+
     def configure(self, stage: str, values: Mapping[str, Any]) -> None:
         """Set fields of a stage's config (what `--config STAGE.KEY=VALUE` does): merged
         over the config it was given, checked with it at deploy (`StageConfigError`)."""
@@ -219,6 +242,8 @@ class Pipeline:
                         "schema": _json_schema(annotation),
                     }
                 )
+        for topic in self.kept_topics:
+            topics.setdefault(topic, {"producers": [], "consumers": []})["kept"] = True
         return topics
 
     # from files ----------------------------------------------------------------------------
@@ -231,6 +256,7 @@ class Pipeline:
         stages = data.get("stages")
         if not isinstance(stages, list) or not stages:
             raise WiringError(pipeline.name, ["`stages` must be a non-empty list"])
+        keep_topics(pipeline, data.get("keep"))
         for index, entry in enumerate(stages):
             where = f"stages[{index}]"
             if not isinstance(entry, Mapping) or "task" not in entry:
@@ -260,6 +286,24 @@ class Pipeline:
         except (DocumentLimitError, yaml.YAMLError) as exc:
             raise WiringError(str(path), [f"not valid YAML: {exc}"]) from None
         return cls.from_dict(data, base=file.resolve().parent)
+
+
+def keep_topics(pipeline: Pipeline, keep: Any) -> None:
+    """The `keep` key of the data form: a list of topics, or `{topics: [...], max_age: S}`."""
+    if keep is None:
+        return
+    if isinstance(keep, list):
+        pipeline.keep(*keep)
+        return
+    if isinstance(keep, Mapping) and isinstance(keep.get("topics"), list):
+        unknown = sorted(str(k) for k in set(keep) - {"topics", "max_age"})
+        if unknown:
+            raise WiringError(pipeline.name, [f"keep: unknown key(s) {', '.join(unknown)}"])
+        pipeline.keep(*keep["topics"], max_age=keep.get("max_age"))
+        return
+    raise WiringError(
+        pipeline.name, ["keep: expected a list of topics, or {topics: [...], max_age: SECONDS}"]
+    )
 
 
 def _json_schema(annotation: Any) -> dict[str, Any] | None:

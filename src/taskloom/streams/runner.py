@@ -216,6 +216,7 @@ class StageRunner:
         namespace: str,
         bus: Bus,
         config: Any,
+        kept: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
@@ -230,8 +231,10 @@ class StageRunner:
                 maxsize=spec.queue_size,
                 policy=spec.backpressure,
                 signal=self.signal,
+                # A kept topic's reader resumes after a restart: one consumer per input.
+                durable=f"{spec.name}_{port}" if topic in kept else None,
             )
-            for topic in spec.inputs.values()
+            for port, topic in spec.inputs.items()
         ]
         self.converters = [
             converter_for(spec.input_ports[name].annotation) for name in self.input_names

@@ -37,7 +37,7 @@ from ...streams.errors import (
     UnknownTopicError,
     WiringError,
 )
-from ...streams.pipeline import _STAGE_KEYS
+from ...streams.pipeline import _STAGE_KEYS, keep_topics
 from ...streams.queues import Backpressure
 from ...streams.status import DeploymentState, DeploymentStatus
 from ...tasks.definition import TaskDefinition
@@ -187,6 +187,10 @@ def _from_data(engine: Engine, data: Any) -> Pipeline:
     if not isinstance(stages, list) or not stages:
         raise WiringError(pipeline.name, ["`stages` must be a non-empty list"])
     problems: list[str] = []
+    try:
+        keep_topics(pipeline, data.get("keep"))
+    except WiringError as exc:
+        problems.extend(exc.problems)
     for index, entry in enumerate(stages):
         where = f"stages[{index}]"
         if not isinstance(entry, Mapping) or not isinstance(entry.get("task"), str):

@@ -34,8 +34,16 @@ class Bus(Protocol):
         maxsize: int = 1000,
         policy: Backpressure | str = Backpressure.BLOCK,
         signal: Signal | None = None,
+        durable: str | None = None,
     ) -> Subscription:
-        """A new subscription to `topic`; `subscription.ready` is done once it receives."""
+        """A new subscription to `topic`; `subscription.ready` is done once it receives.
+
+        `durable`: for a topic the bus keeps (`keep`), the name of a consumer that resumes
+        where it left off after a restart (buses that keep nothing ignore it)."""
+
+    async def keep(self, stream: str, topics: list[str], *, max_age: float | None) -> None:
+        """Keep the messages of `topics` (for subscribers away, and replay) in `stream`;
+        a bus that cannot keep them (in-process) does nothing."""
 
     async def publish(self, topic: str, message: Message) -> None:
         """Deliver to every subscription of `topic` (waiting on full `block` ones)."""

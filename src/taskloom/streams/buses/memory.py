@@ -46,6 +46,7 @@ class MemoryBus:
         maxsize: int = 1000,
         policy: Backpressure | str = Backpressure.BLOCK,
         signal: Signal | None = None,
+        durable: str | None = None,
     ) -> Subscription:
         subscription = Subscription(
             topic, maxsize=maxsize, policy=policy, signal=signal, on_close=self._forget
@@ -90,6 +91,9 @@ class MemoryBus:
             if future is not None and not future.done():
                 future.set_result(None)
         return None
+
+    async def keep(self, stream: str, topics: list[str], *, max_age: float | None) -> None:
+        """Nothing to keep: a process's topics end with it."""
 
     async def has_subscribers(self, topic: str) -> bool:
         return bool(self._topics.get(topic))

@@ -34,6 +34,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.errors import SlowConsumerError
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
 
 from ...runs import ErrorInfo
 from ..errors import PipelineError
@@ -141,6 +143,9 @@ class NatsBus:
         self._nc: Client | None = None
         self._topics: dict[str, tuple[Subscription, ...]] = {}
         self._remote: dict[str, NatsSubscription] = {}
+        #: Topics kept in JetStream, by stream; their readers are durable consumers.
+        self._kept: dict[str, str] = {}
+        self._durable: dict[Subscription, NatsSubscription | None] = {}
         self._pending: set[asyncio.Task[Any]] = set()
         #: Messages the NATS client dropped because a subscriber of this bus fell behind.
         self.slow_consumer_drops = 0
@@ -222,6 +227,8 @@ class NatsBus:
         for subscriptions in list(self._topics.values()):
             for subscription in subscriptions:
                 subscription.close()
+        for subscription in list(self._durable):
+            subscription.close()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         nc, self._nc = self._nc, None
@@ -232,6 +239,38 @@ class NatsBus:
         """The NATS subject of a topic (`deployment.topic`): `taskloom.demo.sums`."""
         return f"{self.prefix}.{topic}"
 
+    async def keep(self, stream: str, topics: list[str], *, max_age: float | None) -> None:
+        """Keep `topics` in the JetStream stream `stream`: made, or its subjects extended."""
+        js = self._client.jetstream()
+        subjects = [self.subject(t) for t in topics]
+        try:
+            try:
+                info = await js.stream_info(stream)
+            except NotFoundError:
+                await js.add_stream(
+                    StreamConfig(
+                        name=stream,
+                        subjects=subjects,
+                        max_age=max_age,
+                        storage=StorageType.FILE,
+                        description="taskloom: the kept topics of a deployment",
+                    )
+                )
+            else:
+                config = info.config
+                known = set(config.subjects or [])
+                if not set(subjects) <= known or config.max_age != (max_age or config.max_age):
+                    config.subjects = sorted(known | set(subjects))
+                    if max_age is not None:
+                        config.max_age = max_age
+                    await js.update_stream(config)
+        except Exception as exc:  # JetStream off on the server, limits, a name clash
+            raise PipelineError(
+                f"cannot keep topics {', '.join(topics)} in the JetStream stream {stream!r} "
+                f"on {self.url}: {exc} (is the server started with -js?)"
+            ) from exc
+        self._kept.update((t, stream) for t in topics)
+
     def subscribe(
         self,
         topic: str,
@@ -239,12 +278,15 @@ class NatsBus:
         maxsize: int = 1000,
         policy: Backpressure | str = Backpressure.BLOCK,
         signal: Signal | None = None,
+        durable: str | None = None,
     ) -> Subscription:
         client = self._client
+        loop = asyncio.get_running_loop()
+        if durable is not None and topic in self._kept:
+            return self._subscribe_durable(client, topic, durable, maxsize, policy, signal)
         subscription = Subscription(
             topic, maxsize=maxsize, policy=policy, signal=signal, on_close=self._forget
         )
-        loop = asyncio.get_running_loop()
         first = topic not in self._topics
         self._topics[topic] = (*self._topics.get(topic, ()), subscription)
         if first:
@@ -257,6 +299,64 @@ class NatsBus:
             existing = self._topics[topic][0].ready
             subscription.ready = existing
         return subscription
+
+    def _subscribe_durable(
+        self,
+        client: Client,
+        topic: str,
+        durable: str,
+        maxsize: int,
+        policy: Backpressure | str,
+        signal: Signal | None,
+    ) -> Subscription:
+        """A reader of a kept topic: a durable JetStream consumer, never handed this
+        process's own messages directly (the stream delivers them, in order, once)."""
+        subscription = Subscription(
+            topic, maxsize=maxsize, policy=policy, signal=signal, on_close=self._forget_durable
+        )
+        self._durable[subscription] = None
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._consume(client, topic, durable, subscription))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        subscription.ready = loop.create_future()
+        task.add_done_callback(lambda t: _chain(t, subscription))
+        return subscription
+
+    async def _consume(
+        self, client: Client, topic: str, durable: str, subscription: Subscription
+    ) -> None:
+        async def deliver(msg: Msg) -> None:
+            try:
+                message = decode(msg.data, msg.headers)
+            except MalformedMessage as exc:
+                self._malformed(msg.subject, exc)
+                return
+            # Acknowledged when this returns: once the message is queued for the stage.
+            if not subscription.put_nowait(message):
+                await subscription.put(message)
+
+        pushed = await client.jetstream().subscribe(
+            self.subject(topic),
+            durable=durable,
+            stream=self._kept[topic],
+            cb=deliver,
+            pending_msgs_limit=PENDING_MESSAGES,
+            pending_bytes_limit=PENDING_BYTES,
+        )
+        if subscription.closed:  # closed while it was being made
+            await _unsubscribe(pushed)
+            return
+        self._durable[subscription] = pushed
+        await client.flush()
+        await client.flush()  # see `_subscribe_remote`
+
+    def _forget_durable(self, subscription: Subscription) -> None:
+        pushed = self._durable.pop(subscription, None)
+        if pushed is not None and self._nc is not None and not self._nc.is_closed:
+            task = asyncio.get_running_loop().create_task(_unsubscribe(pushed))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def _subscribe_remote(self, client: Client, topic: str) -> None:
         deliver = self._deliverer(topic)
