@@ -544,6 +544,7 @@ class RunExecution:
             attempt_fields,
             live.on_final_commit,
             task=run.task,
+            started_at=run.started_at,
         )
         if live.timer is not None:
             live.timer.cancel()

@@ -180,10 +180,14 @@ class BatchWriter:
         callback: Callback | None,
         *,
         task: str | None = None,
+        started_at: float | None = None,
     ) -> None:
         """A run (or an attempt of it) ended: update both (one queue entry). `task` names
-        the run's task in the error recorded if the database refuses the outcome."""
-        self._push((_FINISH, run_id, (fields, attempt, attempt_fields, task), callback))
+        the run's task in the error recorded if the database refuses the outcome; with it
+        and the run's `started_at`, the store counts the end without reading the run
+        (`WriteBatch.ended`)."""
+        payload = (fields, attempt, attempt_fields, task, started_at)
+        self._push((_FINISH, run_id, payload, callback))
 
     def insert_idempotent(self, run: Run, callback: Callable[[Run | BaseException], None]) -> None:
         self._push((_IDEMPOTENT, run.id, run, callback))
@@ -470,7 +474,7 @@ class BatchWriter:
         if kind == _FINISH and not isinstance(callback, _Replaced):
             # The outcome cannot be stored: the run fails, saying so (once; should even
             # that be refused, the change is dropped below).
-            fields, number, attempt_fields, task = payload
+            fields, number, attempt_fields, task, started_at = payload
             where = f"task {task!r}: run {key}" if task else f"run {key}"
             error = ErrorInfo("UnstorableValueError", f"{where}: result could not be stored: {exc}")
             failed = {**fields, "status": RunStatus.FAILED, "result": None, "error": error}
@@ -478,7 +482,7 @@ class BatchWriter:
             if attempt_fields is not None:
                 attempt_failed = {**attempt_fields, "status": "failed", "error": error}
             replaced = _Replaced(callback, error)
-            return (_FINISH, key, (failed, number, attempt_failed, task), replaced)
+            return (_FINISH, key, (failed, number, attempt_failed, task, started_at), replaced)
         logger.error("taskloom: the store refused a change of run %s, dropped: %s", key, exc)
         if callback is not None:
             outcomes.append((callback, exc))
@@ -527,9 +531,11 @@ def _merge(
             run_updates[key] = fields if existing is None else {**existing, **fields}
             new_attempts[(key, attempt.number)] = attempt
         elif kind == _FINISH:
-            fields, number, attempt_fields, _ = payload
+            fields, number, attempt_fields, task, started_at = payload
             existing = run_updates.get(key)
             run_updates[key] = fields if existing is None else {**existing, **fields}
+            if task is not None:
+                batch.ended[key] = (task, started_at)
             if number is not None:
                 _attempt_change(new_attempts, attempt_updates, (key, number), attempt_fields)
         elif kind == _UPDATE_RUN:

@@ -134,9 +134,14 @@ class WriteBatch:
     `(run_id, attempt_number)` and may change `finished_at`, `status` and `error`.
 
     `fences` makes the changes of a run conditional: `{run_id: (worker_id, lease)}`. When
-    the run is no longer held by that worker under that lease (a reaper gave it away, it
-    was claimed again), none of its changes in the batch is applied and its id is in
-    `WriteResult.rejected`; the rest of the batch commits.
+    the run is no longer held by that worker under that lease (a reaper gave it away or
+    failed it, it was claimed again), none of its changes in the batch is applied and its
+    id is in `WriteResult.rejected`; the rest of the batch commits.
+
+    `ended` is `{run_id: (task, started_at)}` for the runs the batch ends that the writer
+    knows (the engine's own): a fenced one is counted in the store's rollup from that
+    alone, since its fence holding means nobody ended it first; any other end is counted
+    from how the store held the run before the batch.
     """
 
     new_runs: list[Run] = field(default_factory=list)
@@ -146,6 +151,7 @@ class WriteBatch:
     logs: list[LogLine] = field(default_factory=list)
     fences: dict[str, tuple[str, int]] = field(default_factory=dict)
     claim: ClaimRequest | None = None
+    ended: dict[str, tuple[str, float | None]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(
@@ -691,9 +697,10 @@ class QueueStore(RunStore, Protocol):
         """Give back the runs of dead workers (lock gone or lease run out), if no other
         reaper is at it: pending ones as they are; a running one's attempt fails with
         `WorkerLostError`, and the run is pending again when it has attempts left, failed
-        otherwise. Workflow runs are left to workflow recovery (which resumes them); their
-        steps are given back like any run. Each dead
-        worker is marked lost. Returns how many runs were given back or ended."""
+        otherwise (with a new lease, so a late end of its old holder is refused). Workflow
+        runs are left to workflow recovery (which resumes them); their steps are given back
+        like any run. Each dead worker is marked lost. Returns how many runs were given
+        back or ended."""
 
     def claim_orphaned_runs(self, worker_id: str, tasks: Collection[str]) -> list[Run]:
         """Take over the unfinished runs of `tasks` whose worker is gone (its lock is
@@ -710,7 +717,8 @@ class QueueStore(RunStore, Protocol):
         """Ids of unfinished runs owned by `worker_id` whose cancellation was requested."""
 
     def cancel_orphaned_run(self, run_id: str, *, finished_at: float) -> bool:
-        """Mark an unfinished run whose worker is gone as cancelled; True if it was."""
+        """Mark an unfinished run whose worker is gone as cancelled (with a new lease, so a
+        late end of that worker is refused); True if it was."""
 
     def watch(self, callback: Callable[[str, str], None]) -> ChangeFeed | None:
         """Start a feed of the commits other processes make (`store/feed.py`), calling

@@ -456,6 +456,7 @@ class MemoryStore(
                         run.status, run.worker_id, run.scheduled_at = RunStatus.PENDING, None, None
                     else:
                         run.status, run.finished_at = RunStatus.FAILED, now
+                        run.lease += 1  # its late end is refused, as in SQL
                         ended.add(run.task, "failed", run.started_at, now)
                 else:
                     run.worker_id = None
@@ -567,6 +568,7 @@ class MemoryStore(
                 return False
             run.status = RunStatus.CANCELLED
             run.finished_at = finished_at
+            run.lease += 1
             ended = Rollup()
             ended.add(run.task, "cancelled", run.started_at, finished_at)
             self._add_rollup(ended)

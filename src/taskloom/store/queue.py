@@ -317,8 +317,10 @@ class QueueSql:
             )
         if failed:
             cursor.executemany(
-                f"UPDATE runs SET status = 'failed', error = {m}, finished_at = {m} "
-                f"WHERE id = {m} AND status = 'running' AND worker_id = {m}",
+                # A new lease: should the worker come back, its late end is refused by
+                # its fence (and this failure, counted in the rollup, stands).
+                f"UPDATE runs SET status = 'failed', error = {m}, finished_at = {m}, "
+                f"lease = lease + 1 WHERE id = {m} AND status = 'running' AND worker_id = {m}",
                 [(*row, worker_id) for row in failed],
             )
             self.rollup.write(cursor, ended)  # these rows are locked: each update takes

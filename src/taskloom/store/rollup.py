@@ -43,6 +43,7 @@ __all__ = [
     "duration_bin",
     "ends_of",
     "rollup_of",
+    "trusted_ends",
 ]
 
 #: The bucket sizes the rollup keeps, in seconds. A window's chart is read from the largest
@@ -177,23 +178,42 @@ def ends_of(batch: WriteBatch) -> list[str]:
     return ids
 
 
+def trusted_ends(batch: WriteBatch, ends: Collection[str]) -> set[str]:
+    """The ends a batch says enough about to be counted without reading their runs: those
+    the writer names with their task and start (`WriteBatch.ended`) and whose changes are
+    fenced. A fence that holds means the run is still held under the lease it ends it
+    with, so nobody ended it first (a reaper that fails a run, or a cancel of a run whose
+    worker is gone, moves its lease on)."""
+    ended, fences = batch.ended, batch.fences
+    return {run_id for run_id in ends if run_id in ended and run_id in fences}
+
+
 def rollup_of(
     batch: WriteBatch,
     ends: Collection[str],
     prior: Mapping[str, Prior],
     skip: Collection[str] = (),
+    trusted: Collection[str] = (),
 ) -> Rollup:
     """The ends among `ends` (from `ends_of`) that this batch makes, given how the store
-    held those runs before it (`prior`: the runs it has); `skip` are the runs whose
-    changes were refused by their fence."""
+    held those runs before it (`prior`: the runs it has, of those not `trusted`; see
+    `trusted_ends`); `skip` are the runs whose changes were refused by their fence."""
     rollup = Rollup()
     add = rollup.add
     updates = batch.run_updates
+    ended = batch.ended
     inserted: dict[str, Run] | None = None
     for run_id in ends:
         if run_id in skip:
             continue
         fields = updates.get(run_id)
+        if run_id in trusted and fields is not None:  # the engine's own end, the usual one
+            task, started_at = ended[run_id]
+            end = _COUNTED.get(fields.get("status", ""))
+            finished_at = fields.get("finished_at")
+            if end is not None and finished_at is not None:
+                add(task, end, fields.get("started_at", started_at), finished_at)
+            continue
         before = prior.get(run_id)
         if before is not None:
             if fields is None or before[1] not in _UNFINISHED:

@@ -62,7 +62,7 @@ from .migrate import HEAD_REVISION, current_revision, upgrade
 from .pipelines import SqlPipelines
 from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, QueueSql, notices
 from .retention import SqlRetention
-from .rollup import Rollup, ends_of, rollup_of
+from .rollup import Rollup, ends_of, rollup_of, trusted_ends
 from .rows import (
     ATTEMPT_READ,
     LOG_READ,
@@ -154,6 +154,9 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         #: its own commits from other processes' by it.
         self.last_commit = 0.0
         self._reap_rounds = 0
+        #: The last commit was cut off (and may have happened): until a batch commits,
+        #: the rollup reads every run a batch ends (see `rollup.trusted_ends`).
+        self._uncertain = False
         self._workers: WorkerLocks | None = None
         self._raw_writer: Any = None  # the pooled connection `write` keeps (see there)
         self._sqlite = False
@@ -299,6 +302,9 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             unchecked = {k: v for k, v in fences.items() if k not in batch.run_updates}
             sent = notices(batch) if queue.postgres or self._journal else ()
             ends = ends_of(batch)  # counted in the rollup, in this transaction
+            # After a commit that was cut off, every end is looked at: it may be stored.
+            trusted = trusted_ends(batch, ends) if ends and not self._uncertain else set()
+            unread = [run_id for run_id in ends if run_id not in trusted]
             result = NOTHING_WRITTEN
             dbapi = engine.dialect.loaded_dbapi
             # The hot path keeps one driver connection for writing and drives the
@@ -318,7 +324,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                     rejected = queue.fenced_out(cursor, unchecked) if unchecked else frozenset()
                     if rejected:
                         plan = plan_batch(self._statements, batch, skip=rejected, fences=fences)
-                    prior = self._rollup().read_prior(cursor, ends) if ends else {}
+                    prior = self._rollup().read_prior(cursor, unread) if unread else {}
                     if self._apply(cursor, plan, counted=unchecked is not fences):
                         break
                     # A fenced UPDATE changed fewer rows than it had: some run is no longer
@@ -328,7 +334,8 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                 if rejected:
                     result = WriteResult(rejected=rejected)
                 if ends:
-                    self._rollup().write(cursor, rollup_of(batch, ends, prior, rejected))
+                    rollup = rollup_of(batch, ends, prior, rejected, trusted)
+                    self._rollup().write(cursor, rollup)
                 if batch.claim is not None:
                     claimed = queue.claim(cursor, batch.claim)
                     due = None
@@ -347,6 +354,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                     raise StoreBusyError(f"could not write a batch: {exc}") from exc
                 if committing and not self._sqlite:
                     # A PostgreSQL connection lost during COMMIT: it may have committed.
+                    self._uncertain = True
                     raise UncertainCommitError(f"could not write a batch: {exc}") from exc
                 raise StoreUnavailableError(f"could not write a batch: {exc}") from exc
             except (dbapi.Error, UnicodeError, ValueError) as exc:
@@ -360,6 +368,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                 if cursor is not None:
                     with contextlib.suppress(Exception):  # a broken connection's cursor
                         cursor.close()
+            self._uncertain = False
             return result
 
     def _begin_write(self, cursor: Any, *, wait: bool) -> None:
@@ -896,7 +905,8 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                 result = conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id, runs.c.status.in_(UNFINISHED), same_owner)
-                    .values(status=cancelled, finished_at=finished_at)
+                    # A new lease: a late end from the gone worker is refused by its fence.
+                    .values(status=cancelled, finished_at=finished_at, lease=runs.c.lease + 1)
                 )
                 if result.rowcount != 1:
                     return False

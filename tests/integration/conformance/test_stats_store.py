@@ -251,3 +251,55 @@ def test_rollup_rows_that_no_window_reads_are_deleted_as_ends_come_in(store: Sto
     day = store.run_stats(since=since, until=later, bucket_seconds=bucket)
     assert day.totals == {"completed": 1, "failed": 1, "cancelled": 0, "finished": 2}
     assert {t.task: t.max_seconds for t in day.tasks} == {"demo.add": 1.0}
+
+
+def test_the_engines_own_fenced_ends_are_counted_from_the_batch(store: Store) -> None:
+    runs = [
+        make_run(task="held", worker_id="w1", lease=1, status=RunStatus.RUNNING, started_at=NOW - 9)
+        for _ in range(3)
+    ]
+    store.write(WriteBatch(new_runs=runs))
+    ends = {r.id: {"status": RunStatus.COMPLETED, "finished_at": NOW - 3} for r in runs}
+    ends[runs[0].id] = {"status": RunStatus.FAILED, "finished_at": NOW - 2}
+    store.write(
+        WriteBatch(
+            run_updates=ends,
+            fences={r.id: ("w1", 1) for r in runs},
+            ended={r.id: ("held", NOW - 9) for r in runs},
+        )
+    )
+    [held] = hour(store).tasks
+    assert (held.completed, held.failed, held.max_seconds) == (2, 1, 7.0)
+
+
+def test_a_late_end_of_a_run_the_reaper_failed_is_refused_and_not_counted(store: Store) -> None:
+    store.register_worker("paused", hostname="h", pid=1, ttl=0.1)
+    started = time.time() - 1
+    run = make_run(
+        worker_id="paused",
+        lease=1,
+        status=RunStatus.RUNNING,
+        attempts=1,
+        max_attempts=1,
+        started_at=started,
+    )
+    store.write(WriteBatch(new_runs=[run]))
+    wait_until(lambda: not store.is_worker_alive("paused"), what="the lease running out")
+    assert store.reap("reaper") == 1
+    # The paused worker comes back and writes the end it had: its fence no longer holds.
+    late = {"status": RunStatus.COMPLETED, "finished_at": time.time(), "result": 3}
+    result = store.write(
+        WriteBatch(
+            run_updates={run.id: late},
+            fences={run.id: ("paused", 1)},
+            ended={run.id: (run.task, started)},
+        )
+    )
+    assert result.rejected == {run.id}
+    got = store.get_run(run.id)
+    assert got is not None
+    assert got.status is RunStatus.FAILED
+    now = time.time()
+    since, bucket = window_span("15m", now)
+    stats = store.run_stats(since=since, until=now, bucket_seconds=bucket)
+    assert stats.totals == {"completed": 0, "failed": 1, "cancelled": 0, "finished": 1}
