@@ -1,7 +1,8 @@
 """The bus contract, on the in-process bus and on NATS.
 
-Each NATS case runs twice: publisher and subscriber on one connection (the message is
-handed over in-process) and on two connections (it crosses the server, serialised).
+Each NATS case runs three times: publisher and subscriber on one connection (the message
+is handed over in-process), and on two connections (it crosses the server, serialised),
+with the bus's shortcuts past nats-py's per-message work and with its public API only.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Pair:
     crosses: bool  # messages leave the process (serialised)
 
 
-@pytest.fixture(params=["memory", "nats-local", "nats-remote"])
+@pytest.fixture(params=["memory", "nats-local", "nats-remote", "nats-remote-public-api"])
 async def buses(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     if request.param == "memory":
         bus = MemoryBus()
@@ -41,11 +42,13 @@ async def buses(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
         return
     url = require_nats()
     prefix = f"test{uuid.uuid4().hex[:12]}"  # no crosstalk between tests
-    one = NatsBus(url, prefix=prefix)
+    # The shortcuts past nats-py's per-message work, or its public API only.
+    shortcuts = request.param != "nats-remote-public-api"
+    one = NatsBus(url, prefix=prefix, shortcuts=shortcuts)
     await one.start()
     two = one
-    if request.param == "nats-remote":
-        two = NatsBus(url, prefix=prefix)
+    if request.param.startswith("nats-remote"):
+        two = NatsBus(url, prefix=prefix, shortcuts=shortcuts)
         await two.start()
     yield Pair(two, one, crosses=two is not one)
     await one.close()
@@ -165,6 +168,25 @@ async def test_block_delivers_everything_to_a_slow_reader(buses: Pair) -> None:
         await asyncio.sleep(0)
     await asyncio.wait_for(producer, WAIT)
     assert got == list(range(40))
+    assert subscription.dropped == 0
+
+
+async def test_a_full_block_queue_keeps_the_order_of_a_burst(buses: Pair) -> None:
+    subscription = await subscribe(buses.subscriber, "burst", maxsize=4, policy="block")
+
+    async def produce() -> None:  # far more than the queue holds, faster than it is read
+        for t in range(2000):
+            await buses.publisher.publish("burst", Message(t, t))
+
+    producer = asyncio.create_task(produce())
+    got: list[int] = []
+    async with asyncio.timeout(WAIT):
+        while len(got) < 2000:
+            got.append((await subscription.get()).value)
+            if len(got) % 7 == 0:
+                await asyncio.sleep(0)
+        await producer
+    assert got == list(range(2000))
     assert subscription.dropped == 0
 
 

@@ -41,6 +41,7 @@ from ...runs import ErrorInfo
 from ..errors import PipelineError
 from ..messages import Message, now_ms
 from ..queues import Backpressure, Signal, Subscription
+from .nats_shortcuts import Receiver, Sender, available, header_block
 
 __all__ = [
     "CONTENT_TYPE",
@@ -137,9 +138,20 @@ def _guess(data: bytes) -> Any:
 class NatsBus:
     """Topics shared by every process connected to the same NATS server (or cluster)."""
 
-    def __init__(self, url: str = "nats://127.0.0.1:4222", *, prefix: str = "taskloom") -> None:
+    def __init__(
+        self,
+        url: str = "nats://127.0.0.1:4222",
+        *,
+        prefix: str = "taskloom",
+        shortcuts: bool = True,
+    ) -> None:
         self.url = url
         self.prefix = prefix
+        #: Whether to take the shortcuts past nats-py's per-message work (`nats_shortcuts`)
+        #: when this nats-py has what they use; False: its public API only.
+        self.shortcuts = shortcuts
+        self._receiver: Receiver | None = None
+        self._sender: Sender | None = None
         self._nc: Client | None = None
         self._topics: dict[str, tuple[Subscription, ...]] = {}
         self._remote: dict[str, NatsSubscription] = {}
@@ -180,6 +192,14 @@ class NatsBus:
             )
         except Exception as exc:
             raise PipelineError(f"cannot connect to the NATS bus {self.url}: {exc}") from exc
+        if self.shortcuts and available(self._nc):
+            self._receiver = Receiver(self._nc, limit=PENDING_MESSAGES, on_drop=self._dropped)
+            self._sender = Sender(self._nc)
+
+    def _dropped(self) -> None:
+        if self.slow_consumer_drops % 10_000 == 0:
+            logger.warning("NATS bus %s: a subscriber fell behind, dropping messages", self.url)
+        self.slow_consumer_drops += 1
 
     async def _on_disconnected(self) -> None:
         if self._down_since is not None or self._nc is None or self._nc.is_closed:
@@ -359,13 +379,24 @@ class NatsBus:
             task.add_done_callback(self._pending.discard)
 
     async def _subscribe_remote(self, client: Client, topic: str) -> None:
-        deliver = self._deliverer(topic)
-        self._remote[topic] = await client.subscribe(
-            self.subject(topic),
-            cb=deliver,
-            pending_msgs_limit=PENDING_MESSAGES,
-            pending_bytes_limit=PENDING_BYTES,
-        )
+        receiver = self._receiver
+        if receiver is not None:
+            # The sid nats-py gives the subscription below (it counts before it awaits),
+            # routed to the bus before the server can send anything on it.
+            sid = client._sid + 1
+            receiver.handle(sid, self._handler(topic))
+            remote = await client.subscribe(self.subject(topic))
+            if remote._id != sid:  # cannot happen: nats-py numbered it otherwise
+                receiver.forget(sid)
+                receiver.handle(remote._id, self._handler(topic))
+            self._remote[topic] = remote
+        else:
+            self._remote[topic] = await client.subscribe(
+                self.subject(topic),
+                cb=self._deliverer(topic),
+                pending_msgs_limit=PENDING_MESSAGES,
+                pending_bytes_limit=PENDING_BYTES,
+            )
         # Twice: nats-py writes a flush's PING straight to the socket, ahead of commands
         # still queued for its flusher (the SUB, here), so the first PONG may come before
         # the server has the subscription. By then the flusher has written the SUB, and
@@ -388,6 +419,28 @@ class NatsBus:
 
         return deliver
 
+    def _handler(
+        self, topic: str
+    ) -> Callable[[bytes, dict[str, str] | None], Awaitable[None] | None]:
+        """What the shortcut receiver calls with a message of `topic` (no coroutine unless
+        a `block` queue is full)."""
+        topics = self._topics
+        subject = self.subject(topic)
+
+        def handle(data: bytes, headers: dict[str, str] | None) -> Awaitable[None] | None:
+            try:
+                message = decode(data, headers)
+            except MalformedMessage as exc:
+                self._malformed(subject, exc)
+                return None
+            subscriptions = topics.get(topic, ())
+            for index, subscription in enumerate(subscriptions):
+                if not subscription.put_nowait(message):
+                    return _put_all(subscriptions[index:], message)
+            return None
+
+        return handle
+
     def _malformed(self, subject: str, exc: MalformedMessage) -> None:
         # Another program's message, not ours to fail on: skipped, counted, reported once
         # per 1,000.
@@ -406,6 +459,8 @@ class NatsBus:
             return
         del self._topics[topic]
         remote = self._remote.pop(topic, None)
+        if remote is not None and self._receiver is not None:
+            self._receiver.forget(remote._id)
         if remote is not None and self._nc is not None and not self._nc.is_closed:
             task = asyncio.get_running_loop().create_task(_unsubscribe(remote))
             self._pending.add(task)
@@ -422,6 +477,12 @@ class NatsBus:
             for index, subscription in enumerate(subscriptions):
                 if not subscription.put_nowait(message):
                     return self._finish(subscriptions[index:], topic, message)
+        sender = self._sender
+        if sender is not None:
+            body, headers = encode(message)
+            block = header_block(headers)
+            if sender.usable(len(body) + len(block)):
+                return sender.send(self.subject(topic), body, block)
         return self._send(topic, message)
 
     async def _finish(
@@ -445,6 +506,11 @@ class NatsBus:
         `_subscribe_remote`)."""
         await self._client.flush()
         await self._client.flush()
+
+
+async def _put_all(subscriptions: tuple[Subscription, ...], message: Message) -> None:
+    for subscription in subscriptions:
+        await subscription.put(message)
 
 
 def _chain(task: asyncio.Task[Any], subscription: Subscription) -> None:
