@@ -21,7 +21,15 @@ import pytest
 from nats_support import require_nats
 from support import WAIT, until
 from taskloom.streams import Bus, MemoryBus, Message, Subscription
-from taskloom.streams.buses.nats import MalformedMessage, NatsBus, decode, encode
+from taskloom.streams.buses.nats import (
+    MalformedMessage,
+    NatsBus,
+    decode,
+    decode_wire,
+    encode,
+    encode_wire,
+)
+from taskloom.streams.buses.nats_shortcuts import parse_header_block
 from taskloom.streams.messages import now_ms
 
 
@@ -197,6 +205,26 @@ def test_the_wire_format_round_trips() -> None:
         Message(0, "text", None),
     ):
         assert decode(*encode(message)) == message
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message(1001, 14),
+        Message(-5, True),
+        Message(2**70, 2**70),
+        Message(3, {"k": [1.5, None]}),
+        Message(4, b"\x00raw", {"codec": "raw"}),
+        Message(5, "text", {"unit": "mm"}),
+    ],
+)
+def test_the_raw_wire_form_is_what_nats_py_reads(message: Message) -> None:
+    body, block = encode_wire(message)
+    assert (body, parse_header_block(block)) == encode(message)
+    assert decode_wire(body, block) == message
+    assert decode_wire(b"1", b"NATS/1.0 503\r\n\r\n") is None  # a status, not a message
+    with pytest.raises(MalformedMessage):
+        decode_wire(b"1", b"NATS/1.0\r\nTaskloom-Timestamp: x\r\n\r\n")
 
 
 def test_the_wire_format_is_json_and_headers() -> None:

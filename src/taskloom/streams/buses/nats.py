@@ -41,7 +41,7 @@ from ...runs import ErrorInfo
 from ..errors import PipelineError
 from ..messages import Message, now_ms
 from ..queues import Backpressure, Signal, Subscription
-from .nats_shortcuts import Receiver, Sender, available, header_block
+from .nats_shortcuts import Receiver, Sender, available, header_block, parse_header_block
 
 __all__ = [
     "CONTENT_TYPE",
@@ -50,7 +50,9 @@ __all__ = [
     "MalformedMessage",
     "NatsBus",
     "decode",
+    "decode_wire",
     "encode",
+    "encode_wire",
 ]
 
 logger = logging.getLogger("taskloom.streams.nats")
@@ -121,6 +123,43 @@ def decode(data: bytes, headers: dict[str, str] | None) -> Message:
         if not isinstance(metadata, dict):
             raise MalformedMessage(f"{METADATA_HEADER} is not a JSON object")
     return Message(timestamp, value, metadata)
+
+
+_TIMESTAMP_ONLY = b"NATS/1.0\r\nTaskloom-Timestamp: %d\r\n\r\n"
+_TIMESTAMP_PREFIX = b"NATS/1.0\r\nTaskloom-Timestamp: "
+_END = b"\r\n\r\n"
+
+
+def encode_wire(message: Message) -> tuple[bytes, bytes]:
+    """`encode` with the header block as NATS sends it; a message with only its timestamp
+    to say (the common case) is written in one step."""
+    value = message.value
+    if message.metadata or isinstance(value, bytes | bytearray | memoryview):
+        body, headers = encode(message)
+        return body, header_block(headers)
+    body = b"%d" % value if type(value) is int else pydantic_core.to_json(value)
+    return body, _TIMESTAMP_ONLY % message.timestamp
+
+
+def decode_wire(data: bytes, block: bytes | None) -> Message | None:
+    """`decode` from the raw header block; None for a status message (no headers of a
+    message: `NATS/1.0 503`)."""
+    if block is None:
+        return Message(now_ms(), _guess(data))
+    if block.startswith(_TIMESTAMP_PREFIX):
+        end = block.find(b"\r\n", len(_TIMESTAMP_PREFIX))
+        if end > 0 and block[end:] == _END:  # the timestamp is its only header
+            stamp = block[len(_TIMESTAMP_PREFIX) : end]
+            try:
+                return Message(int(stamp), _guess(data))
+            except ValueError:
+                raise MalformedMessage(
+                    f"{TIMESTAMP_HEADER} {stamp.decode('utf-8', 'replace')!r} is not an integer"
+                ) from None
+    headers = parse_header_block(block)
+    if headers is None:
+        return None
+    return decode(data, headers)
 
 
 def _guess(data: bytes) -> Any:
@@ -194,7 +233,7 @@ class NatsBus:
             raise PipelineError(f"cannot connect to the NATS bus {self.url}: {exc}") from exc
         if self.shortcuts and available(self._nc):
             self._receiver = Receiver(self._nc, limit=PENDING_MESSAGES, on_drop=self._dropped)
-            self._sender = Sender(self._nc)
+            self._sender = Sender(self._nc, prefix=f"{self.prefix}.")
 
     def _dropped(self) -> None:
         if self.slow_consumer_drops % 10_000 == 0:
@@ -419,19 +458,19 @@ class NatsBus:
 
         return deliver
 
-    def _handler(
-        self, topic: str
-    ) -> Callable[[bytes, dict[str, str] | None], Awaitable[None] | None]:
+    def _handler(self, topic: str) -> Callable[[bytes, bytes | None], Awaitable[None] | None]:
         """What the shortcut receiver calls with a message of `topic` (no coroutine unless
         a `block` queue is full)."""
         topics = self._topics
         subject = self.subject(topic)
 
-        def handle(data: bytes, headers: dict[str, str] | None) -> Awaitable[None] | None:
+        def handle(data: bytes, block: bytes | None) -> Awaitable[None] | None:
             try:
-                message = decode(data, headers)
+                message = decode_wire(data, block)
             except MalformedMessage as exc:
                 self._malformed(subject, exc)
+                return None
+            if message is None:  # a status message, not one of the topic's
                 return None
             subscriptions = topics.get(topic, ())
             for index, subscription in enumerate(subscriptions):
@@ -479,10 +518,16 @@ class NatsBus:
                     return self._finish(subscriptions[index:], topic, message)
         sender = self._sender
         if sender is not None:
-            body, headers = encode(message)
-            block = header_block(headers)
-            if sender.usable(len(body) + len(block)):
-                return sender.send(self.subject(topic), body, block)
+            value = message.value
+            if type(value) is int and not message.metadata:  # the commonest, in one step
+                sent = sender.send_timestamped(topic, b"%d" % value, message.timestamp)
+            else:
+                body, block = encode_wire(message)
+                sent = sender.send(topic, body, block)
+            if sent is True:
+                return None
+            if sent is not False:
+                return sent
         return self._send(topic, message)
 
     async def _finish(

@@ -39,9 +39,14 @@ _CRLF = b"\r\n"
 _STATUS_LINE = b"NATS/1.0"
 
 #: A message's body and its raw header block (None without headers) for a subscription.
-Handler = Callable[[bytes, dict[str, str] | None], Awaitable[None] | None]
+Handler = Callable[[bytes, bytes | None], Awaitable[None] | None]
 
-_RECEIVER_ATTRIBUTES = ("_process_msg", "_sid")
+_CONNECTED = Client.CONNECTED
+_STAMP_START = b"NATS/1.0\r\nTaskloom-Timestamp: "
+#: The length of that header block without the timestamp's digits.
+_STAMP_BLOCK_LENGTH = len(_STAMP_START) + 4
+
+_RECEIVER_ATTRIBUTES = ("_process_msg", "_sid", "_status")
 _SENDER_ATTRIBUTES = (
     "_pending",
     "_pending_data_size",
@@ -97,7 +102,7 @@ class Receiver:
     def __init__(self, client: Client, *, limit: int, on_drop: Callable[[], None]) -> None:
         self._original = client._process_msg
         self._handlers: dict[int, Handler] = {}
-        self._overflow: dict[int, deque[tuple[bytes, dict[str, str] | None]]] = {}
+        self._overflow: dict[int, deque[tuple[bytes, bytes | None]]] = {}
         self._draining: dict[int, asyncio.Task[None]] = {}
         self._limit = limit
         self._on_drop = on_drop
@@ -120,14 +125,11 @@ class Receiver:
         if handler is None or reply:
             await self._original(sid, subject, reply, payload, headers)  # type: ignore[arg-type]
             return
-        parsed = None if headers is None else parse_header_block(headers)
-        if headers is not None and parsed is None:  # a status message: not for a stage
-            return
         overflow = self._overflow.get(sid)
         if overflow is not None:  # a delivery is waiting for room: keep the order behind it
-            self._queue(sid, overflow, payload, parsed)
+            self._queue(sid, overflow, payload, headers)
             return
-        rest = handler(payload, parsed)
+        rest = handler(payload, headers)
         if rest is not None:
             # The message is being delivered (waiting for room); what comes next waits.
             self._overflow[sid] = deque()
@@ -136,9 +138,9 @@ class Receiver:
     def _queue(
         self,
         sid: int,
-        overflow: deque[tuple[bytes, dict[str, str] | None]],
+        overflow: deque[tuple[bytes, bytes | None]],
         payload: bytes,
-        headers: dict[str, str] | None,
+        headers: bytes | None,
     ) -> None:
         if len(overflow) >= self._limit:
             self._on_drop()
@@ -163,27 +165,51 @@ class Sender:
     without its per-message validation (the bus validates subjects at wiring time and
     makes its own headers)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, prefix: str = "") -> None:
         self._client = client
+        self._prefix = prefix  # of the subjects: `send` takes what follows it
+        self._commands: dict[str, bytes] = {}  # b"HPUB <prefix><name>  ", by name
 
-    def usable(self, size: int) -> bool:
-        """Whether a message of `size` bytes can be queued here; else the public `publish`
-        (which waits while reconnecting, and refuses what is too large)."""
+    def send(self, name: str, body: bytes, headers: bytes) -> bool | Awaitable[None]:
+        """Queue one message on the subject `<prefix><name>`: True when done, an awaitable
+        that finishes it when the outgoing buffer is full (it waits for the flusher),
+        False when it cannot be queued here and the public `publish` must (the connection
+        is away, or the message too large: that one waits, or refuses it)."""
         client: Any = self._client
-        return client.is_connected and not client.is_draining_pubs and size <= client._max_payload
+        size = len(headers) + len(body)
+        # `is_connected` and not `is_draining_pubs`, in one comparison.
+        if client._status != _CONNECTED or size > client._max_payload:
+            return False
+        start = self._commands.get(name)
+        if start is None:
+            start = self._commands[name] = b"HPUB %s%s  " % (self._prefix.encode(), name.encode())
+        command = b"%s%d %d\r\n%s%s\r\n" % (start, len(headers), size, headers, body)
+        return self._queue(client, command)
 
-    def send(self, subject: str, body: bytes, headers: bytes) -> Awaitable[None] | None:
-        """Queue one message (check `usable` first); None when done, else an awaitable
-        that finishes it (the outgoing buffer is full: it waits for the flusher)."""
+    def send_timestamped(self, name: str, body: bytes, timestamp: int) -> bool | Awaitable[None]:
+        """`send` of a message whose only header is its timestamp (the commonest): the
+        command made in one step."""
         client: Any = self._client
-        command = b"".join(
-            (
-                b"HPUB %s  %d %d\r\n" % (subject.encode(), len(headers), len(headers) + len(body)),
-                headers,
-                body,
-                _CRLF,
-            )
+        stamp = b"%d" % timestamp
+        length = _STAMP_BLOCK_LENGTH + len(stamp)
+        size = length + len(body)
+        if client._status != _CONNECTED or size > client._max_payload:
+            return False
+        start = self._commands.get(name)
+        if start is None:
+            start = self._commands[name] = b"HPUB %s%s  " % (self._prefix.encode(), name.encode())
+        command = b"%s%d %d\r\n%s%s\r\n\r\n%s\r\n" % (
+            start,
+            length,
+            size,
+            _STAMP_START,
+            stamp,
+            body,
         )
+        return self._queue(client, command)
+
+    @staticmethod
+    def _queue(client: Any, command: bytes) -> bool | Awaitable[None]:
         client._pending.append(command)
         client._pending_data_size += len(command)
         if 0 < client._max_pending_size < client._pending_data_size:
@@ -192,4 +218,4 @@ class Sender:
         if queue.empty():
             # Kick the flusher, as `publish` does (one wake-up for what queues meanwhile).
             queue.put_nowait(asyncio.get_running_loop().create_future())
-        return None
+        return True
