@@ -61,8 +61,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("service_requests") as batch:
         batch.drop_column("requested_by")
-    op.drop_index(
-        "ix_service_attribute_changes_service_id", table_name="service_attribute_changes"
-    )
+    op.drop_index("ix_service_attribute_changes_service_id", table_name="service_attribute_changes")
     op.drop_table("service_attribute_changes")
     op.drop_table("service_attributes")
