@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 WAIT = 10.0  # seconds any single wait may take before it is a failure
 HELPERS = Path(__file__).resolve().parent / "helpers"
+#: The folder holding the `taskloom` package, for PYTHONPATH of the processes tests start.
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[1] / "src")
 
 
 async def until(

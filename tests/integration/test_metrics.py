@@ -24,12 +24,11 @@ import psycopg
 import pytest
 import sqlalchemy
 from alembic import command
-from conftest import PACKAGE_ROOT
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 import taskloom
-from support import HELPERS, WAIT, load_helper, until, wait_until
+from support import HELPERS, PACKAGE_ROOT, WAIT, load_helper, until, wait_until
 from taskloom.observability.metrics import Metrics
 from taskloom.runs import RunStatus
 from taskloom.server.api.health import READY_RETRY_AFTER

@@ -17,10 +17,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import PACKAGE_ROOT
 from sqlalchemy.engine import make_url
 
-from support import until, wait_until
+from support import PACKAGE_ROOT, until, wait_until
 from taskloom.observability.retention import (
     AutoRetention,
     PruneReport,
