@@ -53,13 +53,15 @@ def report(title: str, figures: dict[str, str]) -> None:
         print(f"  {key.ljust(width)}  {value}")
 
 
-def start_serve(folder: Path, database: Path) -> tuple[subprocess.Popen[str], str]:
-    """`taskloom serve served.py --port 0` in `folder` on a SQLite `database`; returns the
-    process and the URL it printed once it serves."""
+def start_serve(
+    folder: Path, database: Path, *, url: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`taskloom serve served.py --port 0` in `folder` on a SQLite `database` (or on the
+    database `url`); returns the process and the URL it printed once it serves."""
     process = subprocess.Popen(
         [sys.executable, "-m", "taskloom", "serve", "served.py", "--port", "0"],
         cwd=folder,
-        env={"PATH": "/usr/bin:/bin", "TASKLOOM_DATABASE_URL": f"sqlite:///{database}"},
+        env={"PATH": "/usr/bin:/bin", "TASKLOOM_DATABASE_URL": url or f"sqlite:///{database}"},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

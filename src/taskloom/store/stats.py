@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.engine import Engine
 
 from ..runs import Run, RunStatus
@@ -258,42 +258,43 @@ class SqlStats:
             .group_by(c.bucket_start, c.status)
         )
         # Per task, from the coarsest rows that cover the window's buckets exactly (a day:
-        # at most 19 per task and status or bin), one range each: counts by status,
-        # durations by bin.
+        # at most 19 per task and status or bin): one range of the primary key each, all
+        # in one statement (a round trip and a plan each on PostgreSQL), summed by it.
         cover = window_cover(since, end)
-        by_task = [
-            select(c.task, c.status, func.sum(c.runs))
-            .where(c.grain == part, c.bucket_start >= first, c.bucket_start < last, *mine)
-            .group_by(c.task, c.status)
-            for part, first, last in cover
-        ]
-        timed = [
-            select(d.task, d.bin, func.sum(d.runs), func.max(d.max_seconds))
-            .where(
-                d.grain == part,
-                d.bucket_start >= first,
-                d.bucket_start < last,
-                *([] if task is None else [d.task == task]),
+        counted = union_all(
+            *(
+                select(c.task, c.status, c.runs).where(
+                    c.grain == part, c.bucket_start >= first, c.bucket_start < last, *mine
+                )
+                for part, first, last in cover
             )
-            .group_by(d.task, d.bin)
-            for part, first, last in cover
-        ]
-        tasks: list[tuple[str, str, int]] = []
-        summed: dict[tuple[str, int], list[float]] = {}
+        ).subquery()
+        by_task = select(counted.c.task, counted.c.status, func.sum(counted.c.runs)).group_by(
+            counted.c.task, counted.c.status
+        )
+        theirs = [] if task is None else [d.task == task]
+        timed = union_all(
+            *(
+                select(d.task, d.bin, d.runs, d.max_seconds).where(
+                    d.grain == part, d.bucket_start >= first, d.bucket_start < last, *theirs
+                )
+                for part, first, last in cover
+            )
+        ).subquery()
+        by_bin = select(
+            timed.c.task, timed.c.bin, func.sum(timed.c.runs), func.max(timed.c.max_seconds)
+        ).group_by(timed.c.task, timed.c.bin)
         with self._use("read run statistics") as engine, engine.connect() as conn:
             buckets = [(start, status, int(n)) for start, status, n in conn.execute(by_bucket)]
-            for query in by_task:
-                tasks.extend((name, status, int(n)) for name, status, n in conn.execute(query))
-            for query in timed:
-                for row in conn.execute(query):
-                    _sum_into(summed, (row[0], row[1]), int(row[2]), float(row[3]))
+            tasks = [(name, status, int(n)) for name, status, n in conn.execute(by_task)]
+            durations = [(t, b, int(n), float(m)) for t, b, n, m in conn.execute(by_bin)]
         return build_stats(
             since=since,
             until=until,
             bucket_seconds=bucket_seconds,
             by_bucket=buckets,
             by_task=tasks,
-            durations=[(t, b, int(n), m) for (t, b), (n, m) in summed.items()],
+            durations=durations,
             active=self.active_counts(),
         )
 
