@@ -32,7 +32,7 @@ from ..store import (
     open_store,
 )
 from ..store.connect import sqlite_file
-from ..tasks.validation import config_from_arguments
+from ..tasks.validation import config_from_arguments, split_arguments
 from ..workflows import WorkflowLimits
 from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
 from .db import retention_policy
@@ -457,27 +457,12 @@ def _parse_config(service: str, values: Sequence[str] | None) -> Any:
 
 def _split_values(
     service: str, values: Sequence[str], *, what: str
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
+) -> tuple[list[Any], dict[str, str]]:
     """The JSON objects and the KEY=VALUE pairs (their values as typed) among `values`."""
-    objects: list[dict[str, Any]] = []
-    pairs: dict[str, str] = {}
-    for value in values:
-        text = value.strip()
-        if text.startswith("{"):
-            try:
-                parsed = json.loads(text)
-            except ValueError as exc:
-                raise CliError(f"service {service!r}: {what} is not valid JSON: {exc}") from exc
-            objects.append(parsed)
-            continue
-        key, sep, raw = value.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise CliError(
-                f"service {service!r}: expected {what} as a JSON object or KEY=VALUE, got {value!r}"
-            )
-        pairs[key] = raw
-    return objects, pairs
+    try:
+        return split_arguments(values, what=what)
+    except ValueError as exc:
+        raise CliError(f"service {service!r}: {exc}") from exc
 
 
 def _control_store(db: str | None) -> Store:

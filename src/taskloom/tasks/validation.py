@@ -23,6 +23,7 @@ __all__ = [
     "field_errors_from_jsonschema",
     "field_errors_from_pydantic",
     "refuse_unstorable",
+    "split_arguments",
     "unstorable_fields",
 ]
 
@@ -264,6 +265,29 @@ def coerce_cli_value(raw: str, property_schema: Mapping[str, Any] | None) -> Any
         return raw
 
 
+def split_arguments(
+    values: Sequence[str], *, what: str = "--config"
+) -> tuple[list[Any], dict[str, str]]:
+    """Command-line values as JSON objects (`{"step": 5}`) and `KEY=VALUE` pairs, the
+    pairs' values as typed. Raises `ValueError` saying what is wrong."""
+    objects: list[Any] = []
+    pairs: dict[str, str] = {}
+    for value in values:
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                objects.append(json.loads(text))
+            except ValueError as exc:
+                raise ValueError(f"{what} is not valid JSON: {exc}") from exc
+            continue
+        key, sep, raw = value.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"expected {what} as a JSON object or KEY=VALUE, got {value!r}")
+        pairs[key] = raw
+    return objects, pairs
+
+
 def config_from_arguments(values: Sequence[str], *, what: str = "--config") -> dict[str, Any]:
     """A config from command-line values: JSON objects (`{"step": 5}`) and `KEY=VALUE`
     pairs (`step=5`), later ones winning; a VALUE is read as JSON (`5`, `true`, `[1, 2]`)
@@ -271,20 +295,14 @@ def config_from_arguments(values: Sequence[str], *, what: str = "--config") -> d
     (the caller names the task, stage or service it is for)."""
     config: dict[str, Any] = {}
     for value in values:
-        text = value.strip()
-        if text.startswith("{"):
-            try:
-                parsed = json.loads(text)
-            except ValueError as exc:
-                raise ValueError(f"{what} is not valid JSON: {exc}") from exc
+        objects, pairs = split_arguments([value], what=what)
+        for parsed in objects:
+            if not isinstance(parsed, dict):
+                raise ValueError(f"expected {what} as a JSON object, got {value!r}")
             config.update(parsed)
-            continue
-        key, sep, raw = value.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"expected {what} as a JSON object or KEY=VALUE, got {value!r}")
-        try:
-            config[key] = json.loads(raw)
-        except ValueError:
-            config[key] = raw  # text needs no quotes
+        for key, raw in pairs.items():
+            try:
+                config[key] = json.loads(raw)
+            except ValueError:
+                config[key] = raw  # text needs no quotes
     return config
