@@ -52,9 +52,9 @@ class Served:
             self.lines.put(line)
         self.lines.put(None)
 
-    def stop(self) -> tuple[int, str]:
+    def stop(self, timeout: float = 20) -> tuple[int, str]:
         self.process.send_signal(signal.SIGTERM)
-        _out, err = self.process.communicate(timeout=20)
+        _out, err = self.process.communicate(timeout=timeout)
         return self.process.returncode, err
 
 

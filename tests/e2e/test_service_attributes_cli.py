@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import queue
 import re
 import signal
 import statistics
 import subprocess
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from test_server import Served
 
 import taskloom
 from support import load_helper, wait_until
@@ -32,38 +31,13 @@ pytestmark = pytest.mark.timeout(90)
 guide = load_helper("pydase_guide")
 
 SENSOR = "SensorService.read_sensor_data"
-SERVING = re.compile(r"taskloom \S+ serving (http://\S+)")
 #: How late past the old period the loop may read the new value on a busy machine.
 SLACK = 0.25
 
 
-class Serving:
-    """A `taskloom serve` process, the URL it printed and its output so far."""
-
-    def __init__(self, process: subprocess.Popen[str], timeout: float = 30) -> None:
-        self.process = process
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            if line is None:
-                raise AssertionError(f"serve ended: {process.wait()}")
-            found = SERVING.match(line)
-            if found:
-                self.url = found.group(1)
-                return
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def stop(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGTERM)
-        _out, err = self.process.communicate(timeout=30)
-        return self.process.returncode, err
+def serving(process: subprocess.Popen[str]) -> Served:
+    """A `taskloom serve` process and its URL, with the longer waits of a loaded machine."""
+    return Served(process, timeout=30)
 
 
 def readings(store: Store, since: float) -> list[ServiceLogLine]:
@@ -113,7 +87,7 @@ def sensor_cli(cli: Cli) -> Cli:
 
 def test_the_guides_services_run_as_written_under_taskloom_serve(sensor_cli: Cli) -> None:
     cli = sensor_cli
-    served = Serving(cli.start("serve", "sensor.py", "advanced.py"))
+    served = serving(cli.start("serve", "sensor.py", "advanced.py"))
     store = open_store(cli.database_url)
     try:
 
@@ -158,7 +132,7 @@ def test_the_guides_services_run_as_written_under_taskloom_serve(sensor_cli: Cli
         assert watcher.wait(timeout=20) == 0
     finally:
         store.close()
-    code, err = served.stop()
+    code, err = served.stop(timeout=30)
     assert code == 0, err
 
 
@@ -166,7 +140,7 @@ def test_the_frequency_set_from_the_cli_the_api_and_the_client_paces_the_running
     sensor_cli: Cli,
 ) -> None:
     cli = sensor_cli
-    served = Serving(cli.start("serve", "paced.py"))
+    served = serving(cli.start("serve", "paced.py"))
     store = open_store(cli.database_url)
     try:
         paced(store, since=0.0, hz=5.0, old_period=0.0)
@@ -213,7 +187,7 @@ def test_the_frequency_set_from_the_cli_the_api_and_the_client_paces_the_running
         assert shown["updated"]["readings"]["by"] == "service"
     finally:
         store.close()
-    code, err = served.stop()
+    code, err = served.stop(timeout=30)
     assert code == 0, err
 
 
@@ -221,7 +195,7 @@ def test_an_invalid_value_is_refused_naming_the_attribute_and_the_value_survives
     sensor_cli: Cli,
 ) -> None:
     cli = sensor_cli
-    served = Serving(cli.start("serve", "paced.py"))
+    served = serving(cli.start("serve", "paced.py"))
     store = open_store(cli.database_url)
     try:
         wait_until(lambda: readings(store, 0.0), 20, what="a first reading")
@@ -255,7 +229,7 @@ def test_an_invalid_value_is_refused_naming_the_attribute_and_the_value_survives
         assert json.loads(done.stdout)["values"]["readout_frequency"] == 25.0
     finally:
         store.close()
-    code, err = served.stop()
+    code, err = served.stop(timeout=30)
     assert code == 0, err
 
     # A new serving process starts the instance with the values kept in the database: the
@@ -264,7 +238,7 @@ def test_an_invalid_value_is_refused_naming_the_attribute_and_the_value_survives
     assert kept["readout_frequency"] == 25.0
     assert kept["readings"] > 0
     started = time.time()
-    again = Serving(cli.start("serve", "paced.py"))
+    again = serving(cli.start("serve", "paced.py"))
     store = open_store(cli.database_url)
     try:
         paced(store, since=started, hz=25.0, old_period=0.0)
@@ -272,14 +246,14 @@ def test_an_invalid_value_is_refused_naming_the_attribute_and_the_value_survives
         assert first.message == f"reading {kept['readings']} at 25.0 Hz"
     finally:
         store.close()
-    code, err = again.stop()
+    code, err = again.stop(timeout=30)
     assert code == 0, err
 
 
 def test_no_serving_process_means_exit_1_and_the_request_withdrawn(sensor_cli: Cli) -> None:
     cli = sensor_cli
-    served = Serving(cli.start("serve", "sensor.py"))
-    code, err = served.stop()
+    served = serving(cli.start("serve", "sensor.py"))
+    code, err = served.stop(timeout=30)
     assert code == 0, err
     result = cli("service", "set", "SensorService", "readout_frequency=2", "--wait-timeout", "0.3")
     assert result.returncode == 1
