@@ -246,3 +246,66 @@ def test_runs_recorded_before_the_shared_queue_upgrade_and_stay_readable(
     finally:
         store.close()
     assert_matches_schema(url)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_the_rollup_keeps_its_counts_through_the_shard_upgrade_and_back(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+
+    url = (
+        f"sqlite:///{tmp_path / 'old.db'}"
+        if kind == "sqlite"
+        else request.getfixturevalue("postgres_database")
+    )
+    upgrade(url, "0014")
+    counts = "SELECT grain, bucket_start, task, status, runs FROM run_counts ORDER BY 1, 2, 3, 4"
+    durations = "SELECT grain, bucket_start, task, bin, runs, max_seconds FROM run_durations"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO run_counts (grain, bucket_start, task, status, runs) VALUES "
+                    "(60, 600.0, 'demo.add', 'completed', 5), (60, 600.0, 'demo.add', 'failed', 2)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO run_durations (grain, bucket_start, task, bin, runs, "
+                    "max_seconds) VALUES (60, 600.0, 'demo.add', 3, 7, 1.5)"
+                )
+            )
+        upgrade(url)
+        with engine.begin() as conn:
+            assert conn.execute(text(counts)).all() == [
+                (60, 600.0, "demo.add", "completed", 5),
+                (60, 600.0, "demo.add", "failed", 2),
+            ]
+            assert conn.execute(text("SELECT DISTINCT shard FROM run_counts")).all() == [(0,)]
+            # Another session's rows for the same bucket, as a second worker adds them.
+            conn.execute(
+                text(
+                    "INSERT INTO run_counts (grain, bucket_start, task, status, shard, runs) "
+                    "VALUES (60, 600.0, 'demo.add', 'completed', 4242, 3)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO run_durations (grain, bucket_start, task, bin, shard, runs, "
+                    "max_seconds) VALUES (60, 600.0, 'demo.add', 3, 4242, 1, 2.5)"
+                )
+            )
+        assert_matches_schema(url)
+        with engine.connect() as conn:
+            command.downgrade(alembic_config(conn, url), "0014")
+            conn.commit()
+        with engine.connect() as conn:
+            assert conn.execute(text(counts)).all() == [
+                (60, 600.0, "demo.add", "completed", 8),
+                (60, 600.0, "demo.add", "failed", 2),
+            ]
+            assert conn.execute(text(durations)).all() == [(60, 600.0, "demo.add", 3, 8, 2.5)]
+    finally:
+        engine.dispose()

@@ -118,7 +118,19 @@ async def test_four_workers_drain_while_one_is_killed_and_one_paused(
             )
             return rows[0][0] is not None
 
-        await until(reclaimed, timeout=20)
+        try:
+            await until(reclaimed, timeout=20)
+        except BaseException:
+            # What holds the others up: a session of the paused worker, as a rule.
+            print(
+                await asyncio.to_thread(
+                    query,
+                    url,
+                    "SELECT pid, state, wait_event, now() - xact_start, query "
+                    "FROM pg_stat_activity",
+                )
+            )
+            raise
         first_reclaim = (
             await asyncio.to_thread(
                 query,

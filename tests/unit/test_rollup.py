@@ -9,8 +9,9 @@ import pytest
 
 from taskloom.runs import Run, RunStatus
 from taskloom.store import WriteBatch
+from taskloom.store.base import ActiveCounts
 from taskloom.store.rollup import GRAINS, Pruning, Rollup, bin_value, duration_bin, rollup_of
-from taskloom.store.stats import grain_for, window_cover, window_end, window_span
+from taskloom.store.stats import build_stats, grain_for, window_cover, window_end, window_span
 
 GROWTH = 2 ** (1 / 8)
 
@@ -100,3 +101,22 @@ def test_a_window_is_covered_by_the_fewest_rows_exactly() -> None:
     assert all(since <= first < last <= end for _, first, last in cover)
     rows = sum((last - first) / g for g, first, last in cover)
     assert rows == 2 + 2 + 4 + 1 + 3  # against 96 quarters
+
+
+def test_a_window_ending_in_the_first_second_of_a_minute_shows_that_minute() -> None:
+    minute = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    now = minute + 0.25  # `int(now)` is the start of the bucket that holds it
+    since, bucket = window_span("15m", now)
+    empty = ActiveCounts(pending={}, running={})
+    stats = build_stats(
+        since=since,
+        until=now,
+        bucket_seconds=bucket,
+        by_bucket=[(minute, "failed", 1)],
+        by_task=[("adder", "failed", 1)],
+        durations=[],
+        active=empty,
+    )
+    assert len(stats.buckets) == 15
+    assert stats.buckets[-1].start == minute
+    assert stats.totals == {"completed": 0, "failed": 1, "cancelled": 0, "finished": 1}

@@ -260,19 +260,37 @@ class RollupSql:
                 f"WHERE id IN (SELECT value FROM json_each({m}))"
             )
         longest = "GREATEST" if self.postgres else "max"
+        # Each PostgreSQL session adds to rows of its own (`shard`, its backend pid), so
+        # that no two workers' commits wait on one row; and each upsert is one statement
+        # over arrays of its rows, never an `executemany`: psycopg sends that as a
+        # pipeline, and a process paused in the middle of one leaves its session waiting
+        # for the rest without the server's idle timeout (armed only once a statement is
+        # answered in full), holding its locks.
+        counts = (
+            "SELECT g, b, t, s, pg_backend_pid(), r FROM unnest(%s::integer[], "
+            "%s::double precision[], %s::text[], %s::text[], %s::bigint[]) AS u(g, b, t, s, r)"
+            if self.postgres
+            else f"VALUES ({m}, {m}, {m}, {m}, 0, {m})"
+        )
         self.add_counts = (
-            "INSERT INTO run_counts (grain, bucket_start, task, status, runs) "
-            f"VALUES ({m}, {m}, {m}, {m}, {m}) "
-            "ON CONFLICT (grain, bucket_start, task, status) "
+            f"INSERT INTO run_counts (grain, bucket_start, task, status, shard, runs) {counts} "
+            "ON CONFLICT (grain, bucket_start, task, status, shard) "
             "DO UPDATE SET runs = run_counts.runs + excluded.runs"
         )
         self.prune_counts = f"DELETE FROM run_counts WHERE grain = {m} AND bucket_start < {m}"
         self.prune_durations = f"DELETE FROM run_durations WHERE grain = {m} AND bucket_start < {m}"
         self.pruning = Pruning()
+        durations = (
+            "SELECT g, b, t, i, pg_backend_pid(), r, x FROM unnest(%s::integer[], "
+            "%s::double precision[], %s::text[], %s::integer[], %s::bigint[], "
+            "%s::double precision[]) AS u(g, b, t, i, r, x)"
+            if self.postgres
+            else f"VALUES ({m}, {m}, {m}, {m}, 0, {m}, {m})"
+        )
         self.add_durations = (
-            "INSERT INTO run_durations (grain, bucket_start, task, bin, runs, max_seconds) "
-            f"VALUES ({m}, {m}, {m}, {m}, {m}, {m}) "
-            "ON CONFLICT (grain, bucket_start, task, bin) "
+            "INSERT INTO run_durations (grain, bucket_start, task, bin, shard, runs, "
+            f"max_seconds) {durations} "
+            "ON CONFLICT (grain, bucket_start, task, bin, shard) "
             "DO UPDATE SET runs = run_durations.runs + excluded.runs, "
             f"max_seconds = {longest}(run_durations.max_seconds, excluded.max_seconds)"
         )
@@ -286,11 +304,19 @@ class RollupSql:
         """Add the ends to the rollup, and now and then delete its rows no window reads."""
         if not rollup:
             return
-        cursor.executemany(self.add_counts, rollup.count_rows())
+        self._add(cursor, self.add_counts, rollup.count_rows())
         durations = rollup.duration_rows()
         if durations:
-            cursor.executemany(self.add_durations, durations)
+            self._add(cursor, self.add_durations, durations)
         dead = self.pruning.cutoffs(rollup)
         if dead:  # through the primary key: (grain, bucket_start) leads it
-            cursor.executemany(self.prune_counts, dead)
-            cursor.executemany(self.prune_durations, dead)
+            for grain, before in dead:  # a statement each, for the reason given above
+                cursor.execute(self.prune_counts, (grain, before))
+                cursor.execute(self.prune_durations, (grain, before))
+
+    def _add(self, cursor: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if self.postgres:
+            # Columns as arrays; the rows stay in key order (see `Rollup`).
+            cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        else:
+            cursor.executemany(sql, rows)

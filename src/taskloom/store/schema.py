@@ -11,8 +11,9 @@ Decisions kept deliberately simple so one schema serves SQLite and PostgreSQL:
 The revisions in `migrations/versions` create exactly these tables (0001 runs, attempts,
 log lines and workers; 0002 services and their starts; 0003 service requests and
 service log lines; 0004 pipeline deployments and their stages; 0005 packages; 0006 API
-tokens; ... 0014 the processes running a deployment); a test compares the two with
-Alembic's autogenerate, so change both together (with a new revision).
+tokens; ... 0014 the processes running a deployment; 0015 the rollup's rows per writing
+session); a test compares the two with Alembic's autogenerate, so change both together
+(with a new revision).
 """
 
 from __future__ import annotations
@@ -216,6 +217,9 @@ schedules = Table(
 #: `rollup.GRAINS`), the bucket's start (a multiple of it, epoch seconds), the task and the
 #: status reached (completed, failed or cancelled). Written in the same commit as the
 #: ends it counts, so it is exact; a window of charts reads a few hundred rows per task.
+#: `shard` is the writing session's (its PostgreSQL backend pid; 0 on SQLite, which has one
+#: writer at a time): two workers never update the same row, so one paused in the middle
+#: of a commit holds up no other. Readers sum the shards.
 run_counts = Table(
     "run_counts",
     metadata,
@@ -223,8 +227,9 @@ run_counts = Table(
     Column("bucket_start", Double, nullable=False),
     Column("task", String(200), nullable=False),
     Column("status", String(16), nullable=False),
+    Column("shard", Integer, nullable=False, server_default=text("0")),
     Column("runs", BigInteger, nullable=False),
-    PrimaryKeyConstraint("grain", "bucket_start", "task", "status"),
+    PrimaryKeyConstraint("grain", "bucket_start", "task", "status", "shard"),
     # On SQLite the rows are the primary key's b-tree itself: one b-tree to update per
     # UPSERT instead of two, and a window's rows read in key order.
     sqlite_with_rowid=False,
@@ -232,7 +237,7 @@ run_counts = Table(
 
 #: The durations of the same runs (those that started), as histograms: per grain, bucket
 #: and task, how many runs fell in each logarithmic bin (`rollup.duration_bin`), and the
-#: longest of them.
+#: longest of them; sharded as `run_counts` is.
 run_durations = Table(
     "run_durations",
     metadata,
@@ -240,9 +245,10 @@ run_durations = Table(
     Column("bucket_start", Double, nullable=False),
     Column("task", String(200), nullable=False),
     Column("bin", Integer, nullable=False),
+    Column("shard", Integer, nullable=False, server_default=text("0")),
     Column("runs", BigInteger, nullable=False),
     Column("max_seconds", Double, nullable=False),
-    PrimaryKeyConstraint("grain", "bucket_start", "task", "bin"),
+    PrimaryKeyConstraint("grain", "bucket_start", "task", "bin", "shard"),
     sqlite_with_rowid=False,
 )
 

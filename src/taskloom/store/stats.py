@@ -171,7 +171,10 @@ def build_stats(
     """A window's statistics from the rollup's rows of it, summed: `by_bucket` as (row's
     bucket start, status, runs) at a grain that divides the buckets, `by_task` as (task,
     status, runs), `durations` as (task, bin, runs, longest)."""
-    starts = range(int(since), int(until), bucket_seconds) if until > since else range(0)
+    # Every bucket up to the one that holds `until`, even when `until` lies in its first
+    # second (its start is not below `int(until)` then).
+    end = window_end(since, until, bucket_seconds)
+    starts = range(int(since), int(end), bucket_seconds)
     chart = [dict.fromkeys(COUNTED, 0) for _ in starts]
     for start, status, runs in by_bucket:
         index = int((start - since) // bucket_seconds)
