@@ -10,6 +10,7 @@ from .engine import Engine, RunEvent
 from .exceptions import (
     DuplicateTaskError,
     EngineClosedError,
+    ExecutorUnavailableError,
     FieldError,
     InputValidationError,
     NotAWorkflowRunError,
@@ -105,6 +106,7 @@ __all__ = (
     "EngineClosedError",
     "ErrorInfo",
     "ExecutableTask",
+    "ExecutorUnavailableError",
     "FieldError",
     "HookNotFoundError",
     "InputValidationError",

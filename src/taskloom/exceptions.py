@@ -13,6 +13,7 @@ from typing import Any, Self
 __all__ = [
     "DuplicateTaskError",
     "EngineClosedError",
+    "ExecutorUnavailableError",
     "FieldError",
     "InputValidationError",
     "NotAWorkflowRunError",
@@ -140,6 +141,10 @@ class TaskTimeoutError(TaskloomError, TimeoutError):
 
 class WorkerLostError(TaskloomError):
     """The worker that was executing the run stopped without finishing it."""
+
+
+class ExecutorUnavailableError(TaskloomError):
+    """An executor of calls elsewhere (a Dask scheduler) could not be reached."""
 
 
 # --- workflows ----------------------------------------------------------------------------

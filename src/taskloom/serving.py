@@ -167,6 +167,7 @@ async def serve(
     workflow_limits: WorkflowLimits | None = None,
     worker: bool = True,
     retention: RetentionPolicy | None = None,
+    dask: Any = None,
 ) -> ServeResult:
     """Serve until SIGINT or SIGTERM (exit code 0) or until an `exit_on_failure` service
     fails for good (the supervisor's non-zero exit code). Every service is stopped before
@@ -177,7 +178,8 @@ async def serve(
     the runs submitted here wait for `taskloom worker` processes on the database.
     `on_ready` is called once all that is started; `on_stopping` with the reason when
     serving ends. With `retention`, finished runs older than it says are pruned in the
-    background (`observability.retention`).
+    background (`observability.retention`). `dask` is where the calls of `executor="dask"`
+    tasks go (see `Engine`).
     """
     stop = asyncio.Event()
     with _on_signals(asyncio.get_running_loop(), stop.set):
@@ -188,6 +190,7 @@ async def serve(
                 services=served.services,
                 workflow_limits=workflow_limits,
                 worker=worker,
+                dask=dask,
             ) as engine,
             keep_pruning(engine.store, retention),
         ):
@@ -242,6 +245,7 @@ async def work(
     on_stopped: Callable[[Engine], None] | None = None,
     retention: RetentionPolicy | None = None,
     metrics: Metrics | None = None,
+    dask: Any = None,
 ) -> None:
     """Execute runs of the served tasks from the shared queue until SIGINT or SIGTERM.
 
@@ -249,7 +253,8 @@ async def work(
     executing then are interrupted and given back, with those not started, for another
     worker (an interrupted attempt uses no retry). With `retention`, finished runs older
     than it says are pruned in the background. `metrics` are made to watch the engine
-    once it is started.
+    once it is started. `dask` is where the calls of `executor="dask"` tasks go (see
+    `Engine`).
     """
     stop = asyncio.Event()
     with _on_signals(asyncio.get_running_loop(), stop.set):
@@ -262,6 +267,7 @@ async def work(
                 name=name,
                 shutdown_grace=shutdown_grace,
                 lease_ttl=lease_ttl,
+                dask=dask,
             ) as engine,
             keep_pruning(engine.store, retention),
         ):

@@ -43,6 +43,7 @@ CURATED = (
     "EngineClosedError",
     "ErrorInfo",
     "ExecutableTask",
+    "ExecutorUnavailableError",
     "FieldError",
     "HookNotFoundError",
     "InputValidationError",

@@ -15,6 +15,7 @@ from ..store import resolve_database_url
 
 __all__ = [
     "DATABASE_ENV",
+    "DaskOption",
     "DbOption",
     "JsonOption",
     "LogFormatOption",
@@ -85,6 +86,21 @@ LogFormatOption = Annotated[
         help=(
             "How log lines are written on stderr: plain, for people, or json, one object "
             "per line (time, level, logger, message; run_id, task and attempt inside a run)."
+        ),
+    ),
+]
+
+DaskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        envvar="TASKLOOM_DASK_ADDRESS",
+        metavar="ADDRESS",
+        show_default=False,
+        help=(
+            "Make the calls of tasks with executor='dask' on this Dask scheduler "
+            "(tcp://host:8786), or on a local cluster sized to this machine (local). "
+            "Default: those calls are made in this process."
         ),
     ),
 ]

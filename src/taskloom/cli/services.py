@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import __version__
+from ..exceptions import ExecutorUnavailableError
 from ..observability.logs import DEFAULT_LOG_FORMAT, announce, logging_to_stderr
 from ..observability.tracing import tracing_from_environment
 from ..runs import LogLine
@@ -38,6 +39,7 @@ from ..workflows.limits import DEFAULT_MAX_MAP_ITEMS, DEFAULT_MAX_STEPS
 from .db import retention_policy
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, print_error, reporting_errors
 from .options import (
+    DaskOption,
     DbOption,
     JsonOption,
     LogFormatOption,
@@ -234,6 +236,7 @@ def serve_command(
         ),
     ] = False,
     retention: RetentionOption = None,
+    dask: DaskOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve tasks and services over HTTP until Ctrl-C or SIGTERM.
@@ -280,6 +283,7 @@ def serve_command(
                         surfaces=[http],
                         worker=not no_worker,
                         retention=policy,
+                        dask=dask or None,
                         on_ready=lambda engine, supervisor: _announce(
                             served, engine, supervisor, url, targets, http
                         ),
@@ -290,6 +294,8 @@ def serve_command(
                 raise CliError(exc.message) from exc
             except ServerStartError as exc:
                 raise CliError(exc.message, exit_code=EXIT_FAILED) from exc
+            except ExecutorUnavailableError as exc:
+                raise CliError(exc.message, exit_code=EXIT_USAGE) from exc
         if result.exit_code:
             for name in result.failed:
                 print_error(

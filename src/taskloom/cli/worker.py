@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..engine import Engine
-from ..exceptions import StoreError
+from ..exceptions import ExecutorUnavailableError, StoreError
 from ..observability.logs import DEFAULT_LOG_FORMAT, announce, logging_to_stderr
 from ..observability.tracing import tracing_from_environment
 from ..serving import load_served, run_to_end, work
@@ -18,6 +18,7 @@ from ..tasks.options import check_queue_name
 from .db import retention_policy
 from .errors import EXIT_FAILED, EXIT_USAGE, CliError, reporting_errors
 from .options import (
+    DaskOption,
     DbOption,
     LogFormatOption,
     RetentionOption,
@@ -126,6 +127,7 @@ def worker_command(
         ),
     ] = "127.0.0.1",
     retention: RetentionOption = None,
+    dask: DaskOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Execute runs of the given tasks from the database's queue, until Ctrl-C or SIGTERM.
@@ -135,6 +137,9 @@ def worker_command(
     gone) or stops answering for longer than its lease (10 s) is found by the others: the
     runs it held are given back, an attempt it was executing fails as `WorkerLostError`
     and is retried when the task allows it. Exits 0 after a stop.
+
+    With `--dask`, the calls of tasks with `executor="dask"` are made on that Dask
+    cluster; this worker records them as for any run.
     """
     with logging_to_stderr(log_format, verbose=verbose), reporting_errors(verbose=verbose):
         try:
@@ -156,6 +161,10 @@ def worker_command(
             )
             if exporter is not None:
                 announce(f"metrics at {exporter.url}")
+            if engine.dask is not None:
+                link = engine.dask.dashboard_link
+                board = f" (dashboard {link})" if link else ""
+                announce(f"calls of dask tasks go to {engine.dask.where}{board}")
 
         def stopped(engine: Engine) -> None:
             announce(
@@ -181,6 +190,7 @@ def worker_command(
                     on_stopped=stopped,
                     retention=policy,
                     metrics=metrics,
+                    dask=dask or None,
                 ),
                 grace=shutdown_grace + 5.0,
             )
@@ -219,3 +229,5 @@ def _unreachable_is_usage(url: str) -> Iterator[None]:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         message = f"cannot use the database {display_url(url)}: {first}"
         raise CliError(message, exit_code=EXIT_USAGE) from exc
+    except ExecutorUnavailableError as exc:  # the Dask scheduler of --dask
+        raise CliError(exc.message, exit_code=EXIT_USAGE) from exc

@@ -17,7 +17,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .. import context as context_module
 from ..exceptions import (
@@ -31,6 +31,7 @@ from ..exceptions import (
     UnknownTaskError,
     WaitTimeoutError,
 )
+from ..executors.dask import check_shippable
 from ..observability import tracing
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from ..store import ServiceAttributeChange, ServiceLogLine, Store, open_store
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 
     from opentelemetry.trace import Tracer
 
+    from ..executors.dask import DaskExecutor
     from ..schedules.book import ScheduleBook
     from ..schedules.hooks import HookBook
     from ..schedules.ticker import Ticker
@@ -158,6 +160,7 @@ class Engine:
         name: str | None = None,
         lease_ttl: float = LEASE_TTL,
         poll_interval: float = 1.0,
+        dask: Any = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -227,6 +230,9 @@ class Engine:
             listeners=self._listeners,
         )
         self._queue = self._execution.queue
+        #: Where the calls of `executor="dask"` tasks go (see `taskloom.executors.dask`):
+        #: a scheduler address, `local`, or a Client or cluster; None: made here instead.
+        self.dask_address = dask
         self._started = False
         self._closing = False
         self._supervisor: Supervisor | None = None
@@ -256,6 +262,12 @@ class Engine:
         for service in services:
             self.register_service(service)
 
+    @property
+    def dask(self) -> DaskExecutor | None:
+        """The executor of `executor="dask"` tasks' calls, while the engine is started with
+        a Dask scheduler (`dask=`)."""
+        return cast("DaskExecutor | None", self._execution.remote.get("dask"))
+
     # lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -268,6 +280,14 @@ class Engine:
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
+        if self.dask_address is not None:
+            # First: a scheduler that cannot be reached stops the start before anything
+            # else is made.
+            from ..executors.dask import DaskExecutor
+
+            executor = DaskExecutor(self.dask_address, topic=f"taskloom-{self.worker_id}")
+            await executor.start()
+            self._execution.remote[executor.name] = executor
         self._io = ThreadPoolExecutor(4, thread_name_prefix="taskloom-store")
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="taskloom-run")
         try:
@@ -283,6 +303,7 @@ class Engine:
                 self.store = None
             self._io.shutdown(wait=False)
             self._pool.shutdown(wait=False)
+            await self._execution.close_remote()
             raise
         self._writer = BatchWriter(store, self._loop)
         self._writer.on_rejected = self._fenced_out
@@ -347,6 +368,7 @@ class Engine:
                 live.timer.cancel()
             if live.run.status == _RUNNING and not live.settled:
                 self._execution.interrupt(live)
+        await self._execution.close_remote()  # calls still out there are cancelled
         assert self._writer is not None and self.store is not None and self._io is not None
         self._release_held()
         await self._in_thread(self._writer.close)
@@ -610,6 +632,8 @@ class Engine:
         definition = self._definition(task)
         call, stored = definition.validate_inputs({} if inputs is None else inputs)
         refuse_unstorable(definition.name, stored)
+        if definition.options.executor == "dask":
+            check_shippable(definition)
         config_value, config_json = self._config_for(definition, config)
         queue = self._queue_for(definition, queue)
         due = None
@@ -760,6 +784,8 @@ class Engine:
         if not self._started or self._closing:
             raise EngineClosedError()
         definition = self._definition(task)
+        if definition.options.executor == "dask":
+            check_shippable(definition)
         config_value, config_json = self._config_for(definition, config)
         lives: list[LiveRun] = []
         now = time.time()

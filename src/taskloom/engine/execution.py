@@ -35,6 +35,7 @@ from .writer import BatchWriter, ReplacedOutcome
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
+    from ..executors import RemoteExecutor
     from .claims import Claims
     from .engine import Engine
 
@@ -48,6 +49,8 @@ FINISHED_CACHE_SIZE = 50_000
 _SKIPPED = object()  # a thread skipped a call it was handed (see `_begin_in_thread`)
 SERIAL_WINDOW = 64
 _ENDS = frozenset({"retrying", "finished"})
+#: The `executor=` names of executors of calls elsewhere (`taskloom.executors`).
+_REMOTE = frozenset({"dask"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,10 @@ class RunExecution:
         self._writer: BatchWriter | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._claims: Claims | None = None
+        #: Executors of calls elsewhere, by name (`executor=`): the engine's Dask
+        #: executor when it was given a scheduler.
+        self.remote: dict[str, RemoteExecutor] = {}
+        self._warned: set[str] = set()  # tasks whose executor is missing, warned about
 
     def start(
         self,
@@ -128,6 +135,15 @@ class RunExecution:
         """The engine closed: the threads of serial tasks stop after the call they are in."""
         for runner in self._serial.values():
             runner.stop()
+
+    async def close_remote(self) -> None:
+        """Let go of the executors of calls elsewhere (the engine is closing)."""
+        remote, self.remote = self.remote, {}
+        for executor in remote.values():
+            try:
+                await executor.close()
+            except Exception:
+                logger.exception("taskloom: closing the %s executor failed", executor.name)
 
     def task_limit(self, task: TaskDefinition) -> int | None:
         """How many runs of `task` may be handed to its executor at once."""
@@ -159,14 +175,41 @@ class RunExecution:
         context = live.new_context()
         task = live.task
         assert self._loop is not None
-        if task.is_async or task.is_async_generator or not isinstance(task, FunctionTask):
+        elsewhere = task.options.executor
+        remote = None if elsewhere is None else self._remote_executor(task, elsewhere)
+        if (
+            remote is not None
+            or task.is_async
+            or task.is_async_generator
+            or not isinstance(task, FunctionTask)
+        ):
             started: asyncio.Future[None] = self._loop.create_future()
             self._begin(live, functools.partial(settle, started))
-            live.execution = asyncio.ensure_future(self._execute_async(live, context, started))
+            live.execution = asyncio.ensure_future(
+                self._execute_async(live, context, started, remote)
+            )
         elif task.options.inline:
             self._begin(live, functools.partial(self._call_inline, live, live.token, context))
         else:
             self._execute_in_thread(live, context)
+
+    def _remote_executor(self, task: TaskDefinition, name: str) -> RemoteExecutor | None:
+        """The executor of calls elsewhere `task` names; None for the engine's own, and
+        for one this engine was not given (its calls are made here, as for any task,
+        with a warning once per task)."""
+        if name not in _REMOTE:
+            return None
+        remote = self.remote.get(name)
+        if remote is None and task.name not in self._warned:
+            self._warned.add(task.name)
+            logger.warning(
+                "taskloom: task %r asks for executor %r, which this engine was not given "
+                "(a Dask scheduler: --dask, TASKLOOM_DASK_ADDRESS or Engine(dask=...)); "
+                "its runs execute in this process",
+                task.name,
+                name,
+            )
+        return remote
 
     def _call_inline(
         self,
@@ -268,7 +311,11 @@ class RunExecution:
         return True
 
     async def _execute_async(
-        self, live: LiveRun, context: context_module.Context, started: asyncio.Future[None]
+        self,
+        live: LiveRun,
+        context: context_module.Context,
+        started: asyncio.Future[None],
+        remote: RemoteExecutor | None = None,
     ) -> None:
         context_module.set_current(context)  # this asyncio task's own context copy
         timeout = live.task.options.timeout
@@ -280,12 +327,13 @@ class RunExecution:
                 return
             if live.span is not None:
                 tracing.enter(live.span)  # in this asyncio task's own context copy
+            call = live.invoke_async if remote is None else functools.partial(remote.execute, live)
             if timeout is None:
-                result = await live.invoke_async(context)
+                result = await call(context)
             else:
                 try:
                     async with asyncio.timeout(timeout) as scope:
-                        result = await live.invoke_async(context)
+                        result = await call(context)
                 except TimeoutError as exc:
                     if scope.expired():
                         raise self._timeout_error(live, timeout) from exc

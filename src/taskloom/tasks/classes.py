@@ -54,6 +54,11 @@ class Task:
             cls.__name__,
         )
         cls._taskloom_options = parse_options(str(label), options) if options else TaskOptions()
+        if cls._taskloom_options.executor not in (None, "loop"):
+            raise TaskDefinitionError(
+                f"task {label!r}: a class task runs on the event loop (its sync `execute` "
+                f"in a thread); executor {cls._taskloom_options.executor!r} is for functions"
+            )
         cls._taskloom_definition = None
 
     async def execute(self, inputs: Any) -> Any:

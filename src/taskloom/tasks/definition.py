@@ -146,6 +146,23 @@ class FunctionTask(TaskDefinition, Generic[P, R]):
                 f"task {self.name!r}: an inline task runs on the event loop and cannot be "
                 "interrupted, so it cannot have a timeout; drop 'inline' or 'timeout'"
             )
+        asynchronous = self.is_async or self.is_async_generator
+        executor = self.options.executor
+        if executor == "loop" and not asynchronous:
+            raise TaskDefinitionError(
+                f"task {self.name!r}: executor 'loop' is for async functions; a sync one "
+                "runs in a thread ('serial', 'thread') or on the loop with 'inline'"
+            )
+        if executor in ("thread", "serial") and asynchronous:
+            raise TaskDefinitionError(
+                f"task {self.name!r}: executor {executor!r} is for sync functions "
+                "(async ones run on the loop)"
+            )
+        if executor == "dask" and self.is_async_generator:
+            raise TaskDefinitionError(
+                f"task {self.name!r}: executor 'dask' takes functions that return their "
+                "result, not async generators"
+            )
         self.module = getattr(fn, "__module__", None)
         self.qualname = getattr(fn, "__qualname__", self.name)
         functools.update_wrapper(self, fn)

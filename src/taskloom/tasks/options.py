@@ -10,7 +10,10 @@ from typing import Any, cast
 from ..exceptions import TaskDefinitionError
 from ..policies import RetryPolicy
 
-__all__ = ["TaskOptions", "check_queue_name", "parse_options"]
+__all__ = ["EXECUTORS", "TaskOptions", "check_queue_name", "parse_options"]
+
+#: The executors a task may name (`executor=`): how its calls are made.
+EXECUTORS = ("loop", "inline", "thread", "serial", "dask")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +30,12 @@ class TaskOptions:
     - `thread_safe`: a sync function may run in several threads at once; when False (the
       default) calls of a sync function never overlap.
     - `inline`: run a cheap sync function directly on the event loop (no thread hop).
+    - `executor`: how calls are made, when not as the function's kind says (None): `loop`
+      (an async function, on the event loop), `inline` (as `inline=True`), `thread` (as
+      `thread_safe=True`: the engine's thread pool), `serial` (a sync function's own
+      thread, one call at a time: the default for sync functions), or `dask` (on a Dask
+      cluster: the engine given a scheduler executes the call there and records the
+      run as for any other; see `taskloom.executors.dask`).
     - `priority`: default priority of its runs (higher runs first; 0 is ordinary).
     - `queue`: the queue its runs wait in (default `"default"`); a worker takes runs only
       from the queues it serves.
@@ -49,6 +58,7 @@ class TaskOptions:
     concurrency: int | None = None
     thread_safe: bool = False
     inline: bool = False
+    executor: str | None = None
     priority: int = 0
     queue: str = "default"
     tags: tuple[str, ...] = ()
@@ -109,6 +119,17 @@ def parse_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
             )
     if "queue" in values:
         values["queue"] = check_queue_name(values["queue"], f"task {task!r}: option 'queue'")
+    executor = values.get("executor")
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise TaskDefinitionError(
+                f"task {task!r}: option 'executor' must be one of {', '.join(EXECUTORS)}, "
+                f"not {executor!r}"
+            )
+        if executor == "inline":
+            values["inline"] = True
+        elif executor == "thread":
+            values["thread_safe"] = True
     try:
         parsed = TaskOptions(**values)
         parsed.retry_policy  # noqa: B018 - validates the retry numbers
