@@ -200,7 +200,8 @@ class RunExecution:
         if name not in _REMOTE:
             return None
         remote = self.remote.get(name)
-        if remote is None and task.name not in self._warned:
+        # A package's parallel units ask for Dask by default: quietly made here without.
+        if remote is None and task.name not in self._warned and task.kind != "command":
             self._warned.add(task.name)
             logger.warning(
                 "taskloom: task %r asks for executor %r, which this engine was not given "

@@ -141,6 +141,10 @@ def shipped(task: TaskDefinition) -> Any:
     from a module (a file given by path is imported under its stem), so the workers
     import it too; the function itself otherwise (`__main__`, a notebook), which
     cloudpickle sends by value."""
+    if task.kind == "command":  # a command, run where the call is made
+        from ..packages.command import CommandCall, CommandTask
+
+        return CommandCall.of(cast(CommandTask, task))
     fn = cast("FunctionTask[..., Any]", task).fn
     module = sys.modules.get(task.module or "")
     if module is None or task.module == "__main__" or "<locals>" in task.qualname:

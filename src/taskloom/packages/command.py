@@ -18,8 +18,9 @@ import re
 import signal
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jsonschema
 
@@ -34,7 +35,7 @@ from .errors import CommandTaskError
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["CONTRACTS", "CommandTask"]
+__all__ = ["CONTRACTS", "CommandCall", "CommandTask"]
 
 #: Command-line forms: Fractal v2 (`--args-json`, `--out-json`) and v1 (`-j`, `--metadata-out`).
 CONTRACTS: Mapping[str, tuple[str, str]] = {
@@ -146,7 +147,47 @@ class CommandTask(TaskDefinition):
         return await run_command(self, call, context.logger)
 
 
-async def run_command(task: CommandTask, arguments: Mapping[str, Any], log: logging.Logger) -> Any:
+class CommandSpec(Protocol):
+    """What running a command needs of its task (a `CommandTask`, or a `CommandCall`'s
+    copy of it sent to a Dask worker)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def command(self) -> tuple[str, ...]: ...
+    @property
+    def contract(self) -> str: ...
+    @property
+    def env(self) -> dict[str, str] | None: ...
+    @property
+    def cwd(self) -> str | None: ...
+    @property
+    def kill_grace(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCall:
+    """A command task's call as a plain function of its arguments, to be sent elsewhere
+    (a Dask worker): the command and how to run it, without the task's validators."""
+
+    name: str
+    command: tuple[str, ...]
+    contract: str
+    env: dict[str, str] | None
+    cwd: str | None
+    kill_grace: float
+
+    @classmethod
+    def of(cls, task: CommandTask) -> CommandCall:
+        return cls(task.name, task.command, task.contract, task.env, task.cwd, task.kill_grace)
+
+    def __call__(self, **arguments: Any) -> Any:
+        # Its lines go to the task's logger, which the caller's log capture takes.
+        log = logging.getLogger(f"taskloom.tasks.{self.name}")
+        return asyncio.run(run_command(self, arguments, log))
+
+
+async def run_command(task: CommandSpec, arguments: Mapping[str, Any], log: logging.Logger) -> Any:
     """Run `task`'s command with `arguments`; its result, or `CommandTaskError`."""
     args_flag, out_flag = CONTRACTS[task.contract]
     with tempfile.TemporaryDirectory(prefix="taskloom-command-") as folder:

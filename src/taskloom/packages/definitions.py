@@ -184,6 +184,13 @@ def _command(where: _Where, entry: Mapping[str, Any], suffix: str, which: str) -
         input_schema=entry.get(f"args_schema_{which}") or {"type": "object"},
         label=entry.get("name"),
         description=where.description,
-        options=TaskOptions(tags=where.tags, meta=dict(entry.get(f"meta_{which}") or {})),
+        options=TaskOptions(
+            tags=where.tags,
+            meta=dict(entry.get(f"meta_{which}") or {}),
+            # The per-image units fan out on the Dask cluster of an engine that has one
+            # (the package's interpreter and scripts at the same paths there, as on a
+            # cluster's shared file system); made in the engine's process otherwise.
+            executor="dask" if which == "parallel" else None,
+        ),
         package=where.package,
     )

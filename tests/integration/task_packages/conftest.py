@@ -220,7 +220,7 @@ FRACTAL_TASKS = {
             if zarr_url.endswith("broken"):
                 raise RuntimeError(f"cannot read {zarr_url}")
             size = len(zarr_url) * scale
-            attributes = {"size": size, "pid": os.getpid()}
+            attributes = {"size": size, "pid": os.getpid(), "ppid": os.getppid()}
             return {"image_list_updates": [{"zarr_url": zarr_url, "attributes": attributes}]}
 
 

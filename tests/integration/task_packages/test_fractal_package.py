@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import build_wheel, cli_env, taskloom_cli, write_fractal_package
 
+from dask_support import DaskCluster
 from taskloom import Engine, InputValidationError, RunStatus
 from taskloom.packages import FractalOperation, PackageCollector
 from taskloom.store import PackageRecord, open_store
@@ -108,6 +110,38 @@ async def test_non_parallel_parallel_and_compound_tasks_run(collected: Collected
             *["fractal-demo-tasks/grid.compute"] * 4,
             "fractal-demo-tasks/grid.init",
         ]
+
+
+async def test_a_parallel_task_runs_its_images_on_dask(
+    collected: Collected, tmp_path: Path
+) -> None:
+    cluster = DaskCluster(tmp_path)
+    try:
+        cluster.start_scheduler()
+        cluster.start_worker()
+        cluster.start_worker()
+        await asyncio.to_thread(cluster.wait_for_workers, 2)
+        async with Engine(collected.database, dask=cluster.address) as engine:
+            await engine.register_packages()
+            urls = [f"/plate/img{i}" for i in range(8)]
+            measured = await engine.run(
+                "fractal-demo-tasks/measure", {"zarr_urls": urls, "args_parallel": {"scale": 2}}
+            )
+            assert measured.status == RunStatus.COMPLETED, measured.error
+            children = await engine.list_runs(parent_id=measured.id)
+            logs = await engine.get_logs(children[0].id)
+    finally:
+        cluster.stop()
+    updates = measured.result["image_list_updates"]
+    assert [u["zarr_url"] for u in updates] == urls
+    assert [u["attributes"]["size"] for u in updates] == [len(u) * 2.0 for u in urls]
+    # Each image's command was started by a Dask worker process, on both of them.
+    workers = {w.pid for w in cluster.workers}
+    assert {u["attributes"]["ppid"] for u in updates} == workers
+    assert len(children) == 8
+    assert all(c.status == RunStatus.COMPLETED for c in children)
+    # The command's lines reached the image's run from the worker.
+    assert any("measuring /plate/img" in line.message for line in logs), logs
 
 
 async def test_a_failing_item_fails_the_parallel_task_naming_it(collected: Collected) -> None:
