@@ -60,3 +60,11 @@ def wait_for(path: str) -> int:
             raise TimeoutError("never released")
         time.sleep(0.01)
     return os.getpid()
+
+
+@taskloom.task(executor="dask")
+def square_in_slurm_job(x: int, pause: float = 0.05) -> dict[str, int | str | None]:
+    """A map item that says which SLURM job made its call (None outside SLURM); the pause
+    keeps each call long enough for the items to spread over the workers."""
+    time.sleep(pause)
+    return {"square": x * x, "job": os.environ.get("SLURM_JOB_ID"), "pid": os.getpid()}
