@@ -65,7 +65,7 @@ def slurm_cluster_options(tmp_path: Path) -> dict[str, Any]:
         "walltime": "00:10:00",
         "python": sys.executable,  # the same environment as the engine's, taskloom in it
         # The workers import the tasks' module by name: put its folder on their path.
-        "job_script_prologue": [f"export PYTHONPATH={HELPERS}"],
+        "job_script_prologue": [f"export PYTHONPATH={HELPERS}${{PYTHONPATH:+:$PYTHONPATH}}"],
         "log_directory": str(tmp_path / "jobs"),
         "local_directory": str(tmp_path / "scratch"),
         # The jobs run on this machine; a free port for the dashboard (8787 may be taken).
@@ -117,7 +117,7 @@ async def test_a_map_runs_its_calls_in_two_slurm_jobs_in_item_order(
     script = cluster.job_script()  # type: ignore[no-untyped-call]
     assert "#SBATCH --cpus-per-task=1" in script
     assert "#SBATCH --mem=512M" in script
-    assert f"export PYTHONPATH={HELPERS}" in script
+    assert f"export PYTHONPATH={HELPERS}$" in script
     assert f"{sys.executable} -m distributed.cli.dask_worker tcp://127.0.0.1:" in script
     jobs = {job.job_id for job in cluster.workers.values()}
     assert len(jobs) == 2
