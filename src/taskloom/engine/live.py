@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..aio import maybe_await
 from ..context import Context
 from ..runs import LogLine, Run, storable_text
 from ..tasks.classes import ClassTask, Task
@@ -155,7 +155,7 @@ class LiveRun:
         instance = task.cls()
         instance.context = context
         self.instance = instance
-        await _maybe_await(instance.setup())
+        await maybe_await(instance.setup())
         try:
             inputs = self.call["inputs"]
             if task.is_async:
@@ -163,7 +163,7 @@ class LiveRun:
             else:
                 result = await asyncio.to_thread(instance.execute, inputs)
         finally:
-            await _maybe_await(instance.teardown())
+            await maybe_await(instance.teardown())
         if isinstance(result, dict) and result.get("status") == "failed" and "error" in result:
             raise TaskReportedFailure(
                 str(result["error"]), str(result.get("error_type") or "TaskFailed")
@@ -174,8 +174,3 @@ class LiveRun:
     def has_custom_cancel(self) -> bool:
         return self.instance is not None and type(self.instance).cancel is not Task.cancel
 
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value

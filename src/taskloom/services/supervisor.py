@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import inspect
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from .. import context as context_module
+from ..aio import maybe_await, resolve
 from ..context import Context
 from ..exceptions import DuplicateTaskError, FieldError, InputValidationError
 from ..runs import ErrorInfo, LogLine
@@ -865,12 +865,12 @@ class Supervisor:
         if isinstance(definition, ClassService):
             instance = definition.cls()
             instance.context = context
-            await _maybe_await(instance.setup())
+            await maybe_await(instance.setup())
             try:
                 self._set_state(slot, ServiceState.RUNNING)
                 await instance.run(**kwargs)
             finally:
-                await _maybe_await(instance.teardown())
+                await maybe_await(instance.teardown())
             return
         assert isinstance(definition, FunctionService)
         self._set_state(slot, ServiceState.RUNNING)
@@ -928,10 +928,6 @@ def _log_save_error(future: Future[None]) -> None:
         logger.error("could not save the state of a service: %s", error, exc_info=error)
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
 async def _in_thread(fn: Callable[[], Any], *, name: str) -> Any:
     """Run `fn` in a daemon thread of its own and wait for it.
 
@@ -943,14 +939,6 @@ async def _in_thread(fn: Callable[[], Any], *, name: str) -> Any:
     future: asyncio.Future[Any] = loop.create_future()
     run_context = contextvars.copy_context()
 
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
     def target() -> None:
         result: Any = None
         error: BaseException | None = None
@@ -959,7 +947,7 @@ async def _in_thread(fn: Callable[[], Any], *, name: str) -> Any:
         except BaseException as exc:
             error = exc
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
+            loop.call_soon_threadsafe(resolve, future, result, error)
 
     threading.Thread(target=target, name=f"taskloom-service-{name}", daemon=True).start()
     try:

@@ -12,7 +12,7 @@ conformance suite under `tests/integration/conformance/` that every implementati
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..exceptions import StoreError, StoreUnavailableError
@@ -52,6 +52,7 @@ __all__ = [
     "ServiceRequest",
     "ServiceStartRecord",
     "ServiceStore",
+    "StageCounters",
     "StageRecord",
     "StatsBucket",
     "StatsStore",
@@ -405,13 +406,13 @@ class DeploymentPartRecord:
 
 
 @dataclass(slots=True, kw_only=True)
-class StageRecord:
-    """The saved status of one stage of a deployment (a row of `pipeline_stages`)."""
+class StageCounters:
+    """What a stage of a deployment reports: its task, and its counters since the
+    deployment started. The saved record (`StageRecord`) and the status read
+    (`taskloom.streams.StageStatus`) are both these, with their own `state`."""
 
-    deployment: str
     stage: str
     task: str
-    state: str
     messages_in: int = 0
     messages_out: int = 0
     dropped: int = 0
@@ -420,6 +421,21 @@ class StageRecord:
     last_timestamp: int | None = None
     last_error: ErrorInfo | None = None
     updated_at: float = 0.0
+
+    def counters(self) -> dict[str, Any]:
+        """The fields of `StageCounters`, for the other form of the same stage."""
+        return {name: getattr(self, name) for name in _STAGE_COUNTERS}
+
+
+@dataclass(slots=True, kw_only=True)
+class StageRecord(StageCounters):
+    """The saved status of one stage of a deployment (a row of `pipeline_stages`)."""
+
+    deployment: str
+    state: str
+
+
+_STAGE_COUNTERS = tuple(f.name for f in fields(StageCounters))
 
 
 @dataclass(slots=True, kw_only=True)

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from ..store import DeploymentStore
-from ..store.base import DeploymentPartRecord, DeploymentRecord, StageRecord
+from ..store.base import DeploymentPartRecord, DeploymentRecord
 from ..tasks.signature import dump_special
 from .buses import Bus, open_bus
 from .errors import DeploymentNotFoundError, PortValidationError, WiringError
@@ -40,7 +40,6 @@ from .status import (
     DeploymentStatus,
     PartState,
     PartStatus,
-    StageState,
     StageStatus,
 )
 
@@ -244,7 +243,7 @@ class Deployment:
         if store is None:
             return
         record, part = self._record(), self.part
-        stages = [_stage_record(self.name, s) for s in self.stage_statuses()]
+        stages = [s.record(self.name) for s in self.stage_statuses()]
 
         def join() -> None:
             stored = store.join_deployment(record, part)
@@ -260,7 +259,7 @@ class Deployment:
             return
         now = time.time()
         part = self.part = replace(self.part, updated_at=now)
-        stages = [_stage_record(self.name, s) for s in self.stage_statuses()]
+        stages = [s.record(self.name) for s in self.stage_statuses()]
 
         def save() -> None:
             store.save_stage_records(self.name, stages)
@@ -318,7 +317,7 @@ class Deployment:
         store = self.store
         if store is None:
             return
-        stages = [_stage_record(self.name, s) for s in self.stage_statuses()]
+        stages = [s.record(self.name) for s in self.stage_statuses()]
         stopped_at = self.stopped_at or time.time()
 
         def leave() -> None:
@@ -376,23 +375,6 @@ def _part_status(part: DeploymentPartRecord, now: float) -> PartStatus:
         started_at=part.started_at,
         stopped_at=part.stopped_at,
         updated_at=part.updated_at,
-    )
-
-
-def _stage_record(deployment: str, status: StageStatus) -> StageRecord:
-    return StageRecord(
-        deployment=deployment,
-        stage=status.stage,
-        task=status.task,
-        state=status.state.value,
-        messages_in=status.messages_in,
-        messages_out=status.messages_out,
-        dropped=status.dropped,
-        errors=status.errors,
-        restarts=status.restarts,
-        last_timestamp=status.last_timestamp,
-        last_error=status.last_error,
-        updated_at=status.updated_at,
     )
 
 
@@ -456,22 +438,7 @@ def deployment_status(store: DeploymentStore, name: str) -> DeploymentStatus:
     record = store.get_deployment(name)
     if record is None:
         raise DeploymentNotFoundError(name)
-    stages = [
-        StageStatus(
-            stage=r.stage,
-            task=r.task,
-            state=StageState(r.state),
-            messages_in=r.messages_in,
-            messages_out=r.messages_out,
-            dropped=r.dropped,
-            errors=r.errors,
-            restarts=r.restarts,
-            last_timestamp=r.last_timestamp,
-            last_error=r.last_error,
-            updated_at=r.updated_at,
-        )
-        for r in store.get_stage_records(name)
-    ]
+    stages = [StageStatus.from_record(r) for r in store.get_stage_records(name)]
     now = time.time()
     parts = [_part_status(p, now) for p in store.get_deployment_parts(name)]
     state = DeploymentState(record.state)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..runs import ErrorInfo
+from ..store.base import StageCounters, StageRecord
 
 __all__ = [
     "DeploymentState",
@@ -65,35 +65,25 @@ class PartStatus:
 
 
 @dataclass(slots=True, kw_only=True)
-class StageStatus:
-    """One stage: its state and its counters since the deployment started."""
+class StageStatus(StageCounters):
+    """One stage: its state and its counters since the deployment started (the fields
+    of `StageCounters`)."""
 
-    stage: str
-    task: str
     state: StageState
-    messages_in: int = 0
-    messages_out: int = 0
-    dropped: int = 0
-    errors: int = 0
-    restarts: int = 0
-    last_timestamp: int | None = None
-    last_error: ErrorInfo | None = None
-    updated_at: float = 0.0
+
+    @classmethod
+    def from_record(cls, record: StageRecord) -> StageStatus:
+        """The status a saved record holds."""
+        return cls(state=StageState(record.state), **record.counters())
+
+    def record(self, deployment: str) -> StageRecord:
+        """This status as the record saved for `deployment`."""
+        return StageRecord(deployment=deployment, state=self.state.value, **self.counters())
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "task": self.task,
-            "state": self.state.value,
-            "messages_in": self.messages_in,
-            "messages_out": self.messages_out,
-            "dropped": self.dropped,
-            "errors": self.errors,
-            "restarts": self.restarts,
-            "last_timestamp": self.last_timestamp,
-            "last_error": self.last_error.as_dict() if self.last_error else None,
-            "updated_at": self.updated_at,
-        }
+        data = {"state": self.state.value, **self.counters()}
+        data["last_error"] = self.last_error.as_dict() if self.last_error else None
+        return data
 
 
 @dataclass(slots=True, kw_only=True)
