@@ -200,7 +200,12 @@ _set = object.__setattr__
 
 @dataclass(slots=True)
 class Attempt:
-    """One try inside a run. `status` is `running`, `completed`, `failed` or `cancelled`."""
+    """One try inside a run. `status` is `running`, `completed`, `failed` or `cancelled`.
+
+    `worker_id` is the engine that executed it; `executor` what made its call: the name
+    of a built-in executor (`loop`, `inline`, `thread`, `serial`) or `dask <scheduler
+    address>`; `dashboard` the Dask dashboard's address, when the scheduler serves one.
+    Attempts an older taskloom recorded have neither."""
 
     run_id: str
     number: int
@@ -209,6 +214,8 @@ class Attempt:
     status: str = "running"
     error: ErrorInfo | None = None
     worker_id: str | None = None
+    executor: str | None = None
+    dashboard: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -234,6 +234,21 @@ async def test_logs_and_attempts_of_a_run(api: httpx.AsyncClient, engine: tasklo
     assert newer.json()["next_after_id"] == logs["lines"][-1]["id"]
     attempts = (await api.get(f"/runs/{run.id}/attempts")).json()
     assert [(a["number"], a["status"]) for a in attempts] == [(1, "completed")]
+    # An async function's call is made on the engine's loop; no Dask, no dashboard.
+    assert (attempts[0]["executor"], attempts[0]["dashboard"]) == ("loop", None)
+
+
+async def test_the_openapi_document_describes_an_attempts_executor(
+    api: httpx.AsyncClient,
+) -> None:
+    document = (await api.get("/openapi.json")).json()
+    answer = document["paths"]["/api/runs/{run_id}/attempts"]["get"]["responses"]["200"]
+    items = answer["content"]["application/json"]["schema"]["items"]
+    attempt = document["components"]["schemas"][items["$ref"].rsplit("/", 1)[1]]
+    for field in ("executor", "dashboard"):
+        assert field not in attempt.get("required", [])
+        assert {"type": "string"} in attempt["properties"][field]["anyOf"]
+        assert attempt["properties"][field]["description"]
 
 
 # --- services --------------------------------------------------------------------------------

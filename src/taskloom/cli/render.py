@@ -161,6 +161,23 @@ def _section(title: str) -> Text:
     return Text(f"\n{title}", style="bold underline")
 
 
+def _executor_text(attempts: Sequence[Attempt]) -> str | None:
+    """What made the attempts' calls (`serial`, `dask tcp://...` and its dashboard): once
+    when all of them say the same, else each attempt's; None when none says (an older
+    taskloom recorded them)."""
+    known = [a for a in attempts if a.executor]
+    if not known:
+        return None
+
+    def text(attempt: Attempt) -> str:
+        board = f"  dashboard {attempt.dashboard}" if attempt.dashboard else ""
+        return f"{attempt.executor}{board}"
+
+    if len({(a.executor, a.dashboard) for a in known}) == 1:
+        return text(known[0])
+    return "\n".join(f"#{a.number} {text(a)}" for a in known)
+
+
 def run_details(run: Run, attempts: Sequence[Attempt], logs: Sequence[LogLine]) -> Group:
     """Everything about one run: its fields, attempts, result or error, and log lines."""
     fields = Table.grid(padding=(0, 2))
@@ -179,6 +196,9 @@ def run_details(run: Run, attempts: Sequence[Attempt], logs: Sequence[LogLine]) 
         fields.add_row("idempotency key", run.idempotency_key)
     fields.add_row("attempts", f"{run.attempts} of at most {run.max_attempts}")
     fields.add_row("worker", run.worker_id or "-")
+    executor = _executor_text(attempts)
+    if executor is not None:
+        fields.add_row("executor", executor)
     fields.add_row("created", format_time(run.created_at))
     if run.scheduled_at is not None and not run.is_finished:
         fields.add_row("next attempt", format_time(run.scheduled_at))

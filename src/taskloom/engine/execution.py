@@ -115,6 +115,8 @@ class RunExecution:
         #: executor when it was given a scheduler.
         self.remote: dict[str, RemoteExecutor] = {}
         self._warned: set[str] = set()  # tasks whose executor is missing, warned about
+        #: What each task's attempts record as their executor (see `executor_of`).
+        self._executors: dict[str, tuple[TaskDefinition, str, str | None]] = {}
 
     def start(
         self,
@@ -212,6 +214,30 @@ class RunExecution:
             )
         return remote
 
+    def executor_of(self, live: LiveRun) -> tuple[str, str | None]:
+        """What makes the calls of `live`'s task, as its attempts record it: `dask` and
+        the scheduler's address with the Dask dashboard's address when it serves one, or
+        the built-in executor's name (`loop`, `inline`, `thread`, `serial`), as
+        `_dispatch` chooses. Worked out once per task: every attempt asks."""
+        task = live.task
+        known = self._executors.get(task.name)
+        if known is not None and known[0] is task:
+            return known[1], known[2]
+        elsewhere = task.options.executor
+        remote = None if elsewhere not in _REMOTE else self.remote.get(elsewhere)
+        link: str | None = None
+        if remote is not None:
+            text = f"{remote.name} {remote.where}"[:200]  # the column's width
+            link = remote.dashboard_link
+        elif task.is_async or task.is_async_generator or not isinstance(task, FunctionTask):
+            text = "loop"
+        elif task.options.inline:
+            text = "inline"
+        else:
+            text = "thread" if task.options.thread_safe else "serial"
+        self._executors[task.name] = (task, text, link)
+        return text, link
+
     def _call_inline(
         self,
         live: LiveRun,
@@ -276,7 +302,14 @@ class RunExecution:
                 "started_at": run.started_at,
                 "scheduled_at": None,
             },
-            Attempt(run.id, run.attempts, now, worker_id=self.engine.worker_id),
+            Attempt(
+                run.id,
+                run.attempts,
+                now,
+                worker_id=self.engine.worker_id,
+                executor=(executor := self.executor_of(live))[0],
+                dashboard=executor[1],
+            ),
             committed,
         )
         if self._listeners:

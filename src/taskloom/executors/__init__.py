@@ -19,6 +19,14 @@ class RemoteExecutor(Protocol):
     #: The name tasks choose it by (`@task(executor=...)`).
     name: str
 
+    @property
+    def where(self) -> str:
+        """Where the calls are made (a scheduler's address), as attempts record it."""
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The address of a dashboard of the calls, when there is one."""
+
     async def start(self) -> None:
         """Connect; raises a `TaskloomError` naming what could not be reached."""
 

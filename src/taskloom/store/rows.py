@@ -167,6 +167,8 @@ def attempt_row(attempt: Attempt) -> tuple[Any, ...]:
         str(attempt.status),
         _encode_error(attempt.error),
         attempt.worker_id,
+        attempt.executor,
+        attempt.dashboard,
     )
 
 
@@ -202,8 +204,18 @@ def run_from_row(row: Sequence[Any]) -> Run:
 
 
 def attempt_from_row(row: Sequence[Any]) -> Attempt:
-    run_id, number, started_at, finished_at, status, error, worker_id = row
-    return Attempt(run_id, number, started_at, finished_at, status, _decode_error(error), worker_id)
+    run_id, number, started_at, finished_at, status, error, worker_id, executor, dashboard = row
+    return Attempt(
+        run_id,
+        number,
+        started_at,
+        finished_at,
+        status,
+        _decode_error(error),
+        worker_id,
+        executor,
+        dashboard,
+    )
 
 
 def _check_columns(kind: str, names: Collection[str], allowed: Collection[str]) -> None:

@@ -12,8 +12,8 @@ The revisions in `migrations/versions` create exactly these tables (0001 runs, a
 log lines and workers; 0002 services and their starts; 0003 service requests and
 service log lines; 0004 pipeline deployments and their stages; 0005 packages; 0006 API
 tokens; ... 0014 the processes running a deployment; 0015 the rollup's rows per writing
-session); a test compares the two with Alembic's autogenerate, so change both together
-(with a new revision).
+session; 0016 what made each attempt's call); a test compares the two with Alembic's
+autogenerate, so change both together (with a new revision).
 """
 
 from __future__ import annotations
@@ -156,6 +156,9 @@ attempts = Table(
     Column("status", String(16), nullable=False),
     Column("error", Text, nullable=True),
     Column("worker_id", String(64), nullable=True),
+    # What made the call (`serial`, `dask tcp://...`) and the Dask dashboard's address.
+    Column("executor", String(200), nullable=True),
+    Column("dashboard", Text, nullable=True),
     PrimaryKeyConstraint("run_id", "number"),
 )
 

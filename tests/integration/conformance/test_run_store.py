@@ -253,6 +253,24 @@ def test_attempts_and_their_updates(store: RunStore) -> None:
     ]
 
 
+def test_an_attempts_executor_and_dashboard_stay_through_its_end(store: RunStore) -> None:
+    (run,) = add_runs(store, make_run())
+    board = "http://127.0.0.1:8787/status"
+    on_dask = Attempt(run.id, 1, T0 + 1, executor="dask tcp://127.0.0.1:8786", dashboard=board)
+    in_thread = Attempt(run.id, 2, T0 + 3, executor="serial")
+    store.write(WriteBatch(new_attempts=[on_dask]))
+    store.write(
+        WriteBatch(
+            new_attempts=[in_thread],
+            attempt_updates={(run.id, 1): {"status": "failed", "finished_at": T0 + 2}},
+        )
+    )
+    assert [(a.status, a.executor, a.dashboard) for a in store.get_attempts(run.id)] == [
+        ("failed", "dask tcp://127.0.0.1:8786", board),
+        ("running", "serial", None),
+    ]
+
+
 def test_logs_are_paged_by_id(store: RunStore) -> None:
     run, other = add_runs(store, make_run(), make_run())
     lines = [LogLine(run.id, 1, T0 + i, "INFO", f"line {i}") for i in range(25)]

@@ -136,6 +136,16 @@ class AttemptOut(BaseModel):
     status: str
     error: ErrorInfoOut | None = None
     worker_id: str | None = None
+    executor: str | None = Field(
+        default=None,
+        description=(
+            "What made the attempt's call: loop, inline, thread, serial, or dask and its "
+            "scheduler's address"
+        ),
+    )
+    dashboard: str | None = Field(
+        default=None, description="The Dask dashboard's address, when the scheduler serves one"
+    )
 
 
 class LogLineOut(BaseModel):

@@ -1,6 +1,6 @@
 // One run: its status and progress, inputs, result or error with traceback, attempts
-// timeline (each attempt with the worker that ran it) and logs, all kept live by run and
-// log events; and the cancel button.
+// timeline (each attempt with the worker and the executor that ran it) and logs, all kept
+// live by run and log events; and the cancel button.
 
 import { api } from "../api.js";
 import { errorNotice, h, replace, statusBadge } from "../dom.js";
@@ -39,6 +39,21 @@ function originOf(run) {
   const link = h("a", { href: `#/schedules/${encodeURIComponent(origin.name)}`, class: "mono" }, origin.name);
   const words = origin.byHand ? "triggered by hand from schedule " : "started by schedule ";
   return ["Origin", h("span", { id: "run-origin", title: run.idempotency_key }, words, link)];
+}
+
+/** What made an attempt's call (`serial`, `dask tcp://...`), with a link to the Dask
+ * dashboard when the scheduler serves one (an attempt an older taskloom recorded says
+ * neither). Only an http(s) address is a link: the page never follows a `javascript:`. */
+function executorOf(attempt) {
+  if (!attempt.executor) return null;
+  const board = /^https?:\/\//i.test(attempt.dashboard ?? "") ? attempt.dashboard : null;
+  return h(
+    "div",
+    { class: "muted attempt-executor" },
+    "executor ",
+    h("span", { class: "mono", title: "what made this attempt's call" }, attempt.executor),
+    board ? [" · ", h("a", { href: board, target: "_blank", rel: "noopener", class: "attempt-dashboard" }, "Dask dashboard")] : null,
+  );
 }
 
 export async function render(main, { args }) {
@@ -168,6 +183,7 @@ export async function render(main, { args }) {
                 attempt.worker_id
                   ? h("div", { class: "muted attempt-worker" }, "on ", h("a", { href: "#/workers", class: "mono", title: "the worker that ran this attempt" }, attempt.worker_id))
                   : null,
+                executorOf(attempt),
               ),
             );
           })
