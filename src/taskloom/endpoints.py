@@ -114,8 +114,14 @@ def _runs(data: Any) -> list[Run]:
     return [_run(r) for r in data["runs"]]
 
 
+#: The fields of an attempt; a newer server's other fields are left out.
+_ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
+
+
 def _attempts(data: Any) -> list[Attempt]:
-    return [Attempt(**_with_error(attempt)) for attempt in data]
+    return [
+        Attempt(**{k: v for k, v in _with_error(a).items() if k in _ATTEMPT_FIELDS}) for a in data
+    ]
 
 
 def _log_lines(data: Any) -> list[LogLine]:

@@ -92,7 +92,9 @@ def test_the_client_drives_every_operation_of_a_real_server(served_cli: Cli) -> 
 
         chatty = client.run("chatty", {"lines": 2})
         assert [line.message for line in client.get_logs(chatty.id)] == ["line 1", "line 2"]
-        assert [a.status for a in client.get_attempts(chatty.id)] == ["completed"]
+        assert [(a.status, a.executor) for a in client.get_attempts(chatty.id)] == [
+            ("completed", "loop")  # an async function's call, on the server's loop
+        ]
 
         failed = client.run("broken", {"message": "boom"})
         assert failed.status == taskloom.RunStatus.FAILED

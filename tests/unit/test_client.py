@@ -250,3 +250,28 @@ def test_a_subclass_of_a_client_keeps_the_methods_it_defines() -> None:
         with pytest.raises(ClientError, match="NotFound"):
             client.health()
         assert client.asked == 1
+
+
+def test_attempts_keep_their_executor_and_leave_out_a_newer_servers_fields() -> None:
+    attempt = {
+        "run_id": "r-1",
+        "number": 1,
+        "started_at": 1.0,
+        "finished_at": 2.0,
+        "status": "failed",
+        "error": {"type": "RuntimeError", "message": "boom"},
+        "worker_id": "w1",
+        "executor": "dask tcp://10.0.0.5:8786",
+        "dashboard": "http://10.0.0.5:8787/status",
+        "field_of_a_newer_server": True,
+    }
+
+    def server(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/runs/r-1/attempts"
+        return httpx.Response(200, json=[attempt])
+
+    with Client("http://server", transport=httpx.MockTransport(server)) as client:
+        (got,) = client.get_attempts("r-1")
+    assert (got.executor, got.dashboard) == ("dask tcp://10.0.0.5:8786", attempt["dashboard"])
+    assert got.error is not None
+    assert got.error.message == "boom"
