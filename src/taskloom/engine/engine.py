@@ -35,7 +35,7 @@ from ..executors.dask import check_shippable
 from ..observability import tracing
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
 from ..store import ServiceAttributeChange, ServiceLogLine, Store, open_store
-from ..store.base import LEASE_TTL, RunStats
+from ..store.base import LEASE_TTL, RunStats, WorkerRecord
 from ..store.stats import window_span
 from ..tasks.definition import TaskDefinition
 from ..tasks.options import TaskOptions, check_queue_name
@@ -577,8 +577,12 @@ class Engine:
         """Check a pipeline's wiring and run its stages here until stopped (see
         `taskloom.streams.deploy`); its status is kept in the engine's store."""
         from ..streams.deployment import deploy
+        from ..streams.errors import PipelineError
 
         self._check_started()
+        running = self.deployment(name or pipeline.name)
+        if running is not None:
+            raise PipelineError(f"deployment {running.name!r} is running already; stop it first")
         deployment = await deploy(
             pipeline,
             name=name,
@@ -591,13 +595,73 @@ class Engine:
         deployment.add_stop_callback(self._deployments.discard)
         return deployment
 
+    @property
+    def deployments(self) -> list[Deployment]:
+        """The deployments running in this engine."""
+        return list(self._deployments)
+
+    def deployment(self, name: str) -> Deployment | None:
+        """The deployment `name` if it runs in this engine (its topics are reachable
+        here); None otherwise."""
+        return next((d for d in self._deployments if d.name == name), None)
+
     async def deployment_status(self, name: str) -> DeploymentStatus:
-        """The saved status of a deployment and its stages, from any process."""
+        """A deployment and its stages, from any process: the part running here live,
+        the others' as they saved them. Raises `DeploymentNotFoundError`."""
         from ..streams.deployment import deployment_status
 
         self._check_started()
         assert self.store is not None
-        return await self._in_thread(deployment_status, self.store, name)
+        saved = await self._in_thread(deployment_status, self.store, name)
+        running = self.deployment(name)
+        if running is None:
+            return saved
+        status = running.status()
+        status.stop_requested = saved.stop_requested
+        mine = {p.part for p in status.parts}
+        status.parts += [p for p in saved.parts if p.part not in mine]
+        stages = {s.stage for s in status.stages}
+        status.stages += [s for s in saved.stages if s.stage not in stages]
+        return status
+
+    async def list_deployments(self) -> list[DeploymentStatus]:
+        """Every deployment in the store, running or stopped, newest first (each as
+        `deployment_status` gives it)."""
+        from ..streams.errors import DeploymentNotFoundError
+
+        self._check_started()
+        assert self.store is not None
+        found = []
+        for record in await self._in_thread(self.store.list_deployments):
+            try:
+                found.append(await self.deployment_status(record.name))
+            except DeploymentNotFoundError:  # removed in between
+                continue
+        return found
+
+    async def stop_deployment(self, name: str) -> DeploymentStatus:
+        """Stop a deployment: the part running here at once, the parts other processes
+        run by a stop request in the store (they act on it within their status
+        interval). A stopped one is returned as it is. Raises `DeploymentNotFoundError`."""
+        from ..streams.deployment import request_stop
+        from ..streams.status import DeploymentState
+
+        running = self.deployment(name)
+        if running is not None:
+            await running.stop()
+        saved = await self.deployment_status(name)
+        if saved.state is DeploymentState.STOPPED:
+            return saved
+        assert self.store is not None
+        return await self._in_thread(request_stop, self.store, name)
+
+    # workers -------------------------------------------------------------------------------
+    async def list_workers(self) -> list[WorkerRecord]:
+        """Every worker recorded on the database, this engine and other processes, oldest
+        first (`state`: alive or lost)."""
+        self._check_started()
+        assert self.store is not None
+        return await self._in_thread(self.store.list_workers)
 
     # submitting ----------------------------------------------------------------------------
     async def submit(

@@ -22,7 +22,6 @@ from ..observability.metrics import Metrics
 from ..packages.installs import PackageInstalls
 from ..streams import Pipeline
 from .api import ROUTERS
-from .api.pipelines import DeploymentsHere
 from .auth import AuthPolicy
 from .bodies import JsonBodies
 from .errors import RouteMethods, install_error_handlers
@@ -79,9 +78,9 @@ def create_app(
     app.state.events = hub
     folder = venvs_dir if venvs_dir is not None else Path.cwd() / ".taskloom" / "venvs"
     app.state.packages = PackageInstalls(engine, folder.resolve())
-    here = app.state.pipelines = DeploymentsHere(list(pipelines))
+    app.state.pipelines = {p.name: p for p in pipelines}
     metrics = app.state.metrics = Metrics()
-    metrics.watch(engine, deployments=lambda: here.running.values())
+    metrics.watch(engine, deployments=lambda: engine.deployments)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix="/api")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Any
 
@@ -29,7 +28,4 @@ async def list_workers(engine: EngineDep) -> list[dict[str, Any]]:
     """Every worker recorded on the database, this server's own and other processes',
     oldest first: `alive` while its process holds its lock, `lost` once it is gone
     (kept while it holds runs, and pruned a while after its last heartbeat)."""
-    assert engine.store is not None
-    # The store is synchronous: read it in a thread, so the loop goes on serving.
-    workers = await asyncio.to_thread(engine.store.list_workers)
-    return [worker_out(worker) for worker in workers]
+    return [worker_out(worker) for worker in await engine.list_workers()]
