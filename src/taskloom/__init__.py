@@ -38,7 +38,7 @@ from .packages import (
     run_cli,
 )
 from .policies import RestartPolicy, RetryPolicy
-from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from .runs import Attempt, ErrorInfo, LogLine, Run, RunEventKind, RunStatus
 from .schedules import (
     Cron,
     HookNotFoundError,
@@ -127,6 +127,7 @@ __all__ = (
     "Run",
     "RunCancelledError",
     "RunEvent",
+    "RunEventKind",
     "RunNotFoundError",
     "RunStatus",
     "ScheduleError",

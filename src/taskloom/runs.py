@@ -16,10 +16,22 @@ __all__ = [
     "ErrorInfo",
     "LogLine",
     "Run",
+    "RunEventKind",
     "RunStatus",
     "new_run_id",
     "storable_text",
 ]
+
+
+class RunEventKind(StrEnum):
+    """What happened to a run, as the engine's listeners hear it (`RunEvent.kind`)."""
+
+    SUBMITTED = "submitted"
+    STARTED = "started"
+    PROGRESS = "progress"
+    LOG = "log"  # a line it logged (`RunEvent.line`)
+    RETRYING = "retrying"  # an attempt failed; the next one is due
+    FINISHED = "finished"
 
 
 class RunStatus(StrEnum):

@@ -64,6 +64,7 @@ CURATED = (
     "Run",
     "RunCancelledError",
     "RunEvent",
+    "RunEventKind",
     "RunNotFoundError",
     "RunStatus",
     "ScheduleError",

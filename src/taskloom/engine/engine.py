@@ -33,7 +33,7 @@ from ..exceptions import (
 )
 from ..executors.dask import check_shippable
 from ..observability import tracing
-from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus, new_run_id
+from ..runs import Attempt, ErrorInfo, LogLine, Run, RunEventKind, RunStatus, new_run_id
 from ..store import ServiceAttributeChange, ServiceLogLine, Store, open_store
 from ..store.base import LEASE_TTL, RunStats, WorkerRecord
 from ..store.stats import window_span
@@ -577,12 +577,8 @@ class Engine:
         """Check a pipeline's wiring and run its stages here until stopped (see
         `taskloom.streams.deploy`); its status is kept in the engine's store."""
         from ..streams.deployment import deploy
-        from ..streams.errors import PipelineError
 
         self._check_started()
-        running = self.deployment(name or pipeline.name)
-        if running is not None:
-            raise PipelineError(f"deployment {running.name!r} is running already; stop it first")
         deployment = await deploy(
             pipeline,
             name=name,
@@ -602,7 +598,8 @@ class Engine:
 
     def deployment(self, name: str) -> Deployment | None:
         """The deployment `name` if it runs in this engine (its topics are reachable
-        here); None otherwise."""
+        here; the first part deployed, when this engine runs several parts of it); None
+        otherwise."""
         return next((d for d in self._deployments if d.name == name), None)
 
     async def deployment_status(self, name: str) -> DeploymentStatus:
@@ -965,7 +962,7 @@ class Engine:
             if self._claims is not None:
                 self._claims.wake()
         if self._listeners:
-            self._execution.emit("submitted", run)
+            self._execution.emit(RunEventKind.SUBMITTED, run)
         if held:
             self._queue.push(live)
         if committed is not None and not committed.done():

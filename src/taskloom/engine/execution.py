@@ -23,7 +23,7 @@ from pydantic_core import to_jsonable_python
 from .. import context as context_module
 from ..exceptions import Retry, StoreError, TaskTimeoutError, UnstorableValueError
 from ..observability import tracing
-from ..runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from ..runs import Attempt, ErrorInfo, LogLine, Run, RunEventKind, RunStatus
 from ..store.base import LeaseLostError
 from ..tasks.definition import FunctionTask, TaskDefinition
 from ..tasks.validation import unstorable_fields
@@ -48,21 +48,22 @@ _PENDING, _RUNNING = RunStatus.PENDING, RunStatus.RUNNING
 FINISHED_CACHE_SIZE = 50_000
 _SKIPPED = object()  # a thread skipped a call it was handed (see `_begin_in_thread`)
 SERIAL_WINDOW = 64
-_ENDS = frozenset({"retrying", "finished"})
+_ENDS = frozenset({RunEventKind.RETRYING, RunEventKind.FINISHED})
 #: The `executor=` names of executors of calls elsewhere (`taskloom.executors`).
 _REMOTE = frozenset({"dask"})
 
 
 @dataclass(frozen=True, slots=True)
 class RunEvent:
-    """What listeners hear: `kind` is `submitted`, `started`, `progress`, `log`, `retrying`
-    or `finished`; `line` is set for `log`. `remote` is set when another process made the
-    change and this engine read it back from the store (`remote.py`): a listener that
+    """What listeners hear: `kind` (a `RunEventKind`, equal to its text) is `submitted`,
+    `started`, `progress`, `log`, `retrying` or `finished`; `line` is set for `log`.
+    `remote` is set when another process made the change and this engine read it back
+    from the store (`remote.py`): a listener that
     counts what this process did skips those. `attempt_ended` is set on `retrying` and
     `finished` when an attempt this engine executed ended with the change (a `finished`
     run cancelled before it ran, or between attempts, ended none)."""
 
-    kind: str
+    kind: RunEventKind
     run: Run
     line: LogLine | None = None
     remote: bool = False
@@ -313,7 +314,7 @@ class RunExecution:
             committed,
         )
         if self._listeners:
-            self._emit_threadsafe("started", run)
+            self._emit_threadsafe(RunEventKind.STARTED, run)
 
     def _begin_in_thread(self, live: LiveRun, token: int) -> bool:
         """Called by a task's thread right before the call; False: skip the call. Waits (in
@@ -544,7 +545,7 @@ class RunExecution:
             run.id, {"status": _PENDING, "error": error, "scheduled_at": run.scheduled_at}
         )
         if self._listeners or self.end_listeners:
-            self.emit("retrying", run, attempt_ended=True)
+            self.emit(RunEventKind.RETRYING, run, attempt_ended=True)
         self.release(live)
         live.timer = self._loop.call_later(delay, self._requeue, live)
 
@@ -681,7 +682,7 @@ class RunExecution:
                 settle(waiter, value)
         if self._listeners or self.end_listeners:
             # `began` is still what it was as the run ended: an attempt was executing.
-            self.emit("finished", live.run, attempt_ended=live.began)
+            self.emit(RunEventKind.FINISHED, live.run, attempt_ended=live.began)
 
     # progress, logs, events ----------------------------------------------------------------
     def on_progress(self, live: LiveRun, fields: dict[str, Any]) -> None:
@@ -689,16 +690,16 @@ class RunExecution:
         if writer is not None:
             writer.update_run(live.run.id, fields)
         if self._listeners:
-            self._emit_threadsafe("progress", live.run)
+            self._emit_threadsafe(RunEventKind.PROGRESS, live.run)
 
     def on_log(self, live: LiveRun, line: LogLine) -> None:
         writer = self._writer
         if writer is not None:
             writer.log(line)
         if self._listeners:
-            self._emit_threadsafe("log", live.run, line)
+            self._emit_threadsafe(RunEventKind.LOG, live.run, line)
 
-    def _emit_threadsafe(self, kind: str, run: Run, line: LogLine | None = None) -> None:
+    def _emit_threadsafe(self, kind: RunEventKind, run: Run, line: LogLine | None = None) -> None:
         loop = self._loop
         if loop is None:
             return
@@ -713,7 +714,7 @@ class RunExecution:
 
     def emit(
         self,
-        kind: str,
+        kind: RunEventKind,
         run: Run,
         line: LogLine | None = None,
         *,

@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from ..runs import LogLine, Run, RunStatus
+from ..runs import LogLine, Run, RunEventKind, RunStatus
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -40,8 +40,8 @@ REMEMBERED = 50_000
 #: Events told between two turns of the loop.
 SLICE = 256
 _KINDS = {
-    RunStatus.PENDING: "submitted",
-    RunStatus.RUNNING: "started",
+    RunStatus.PENDING: RunEventKind.SUBMITTED,
+    RunStatus.RUNNING: RunEventKind.STARTED,
 }
 
 
@@ -172,7 +172,7 @@ class RemoteEvents:
         else:
             self._running.discard(run_id)
         if run.is_finished:
-            kind = "finished"
+            kind = RunEventKind.FINISHED
             self._seen.pop(run_id, None)
             ended = self._ended
             ended[run_id] = None
@@ -181,15 +181,15 @@ class RemoteEvents:
         else:
             self._seen[run_id] = state
             if run.status is RunStatus.PENDING and run.attempts:
-                kind = "retrying"
+                kind = RunEventKind.RETRYING
             else:
-                kind = _KINDS.get(run.status, "progress")
+                kind = _KINDS.get(run.status, RunEventKind.PROGRESS)
         self._told += 1
         self._engine._execution.emit(kind, run, remote=True)
 
     def _tell_line(self, run: Run, line: LogLine) -> None:
         self._told += 1
-        self._engine._execution.emit("log", run, line, remote=True)
+        self._engine._execution.emit(RunEventKind.LOG, run, line, remote=True)
 
 
 def _as_running(run: Run) -> Run:

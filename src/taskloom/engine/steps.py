@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..exceptions import RunNotFoundError, StoreError
-from ..runs import ErrorInfo, Run, RunStatus
+from ..runs import ErrorInfo, Run, RunEventKind, RunStatus
 from .live import LiveRun
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class EngineWorkflowHost:
     def finished(self, run: Run) -> None:
         engine = self._engine
         engine._finished[run.id] = run
-        self.tell("finished", run)
+        self.tell(RunEventKind.FINISHED, run)
 
     # step runs ----------------------------------------------------------------------------
     def shares(self, definition: TaskDefinition) -> bool:
@@ -174,7 +174,7 @@ class EngineWorkflowHost:
         with contextlib.suppress(RunNotFoundError, StoreError):
             await self._engine.cancel(run_id)
 
-    def tell(self, kind: str, run: Run) -> None:
+    def tell(self, kind: RunEventKind, run: Run) -> None:
         engine = self._engine
         if engine._listeners or engine._execution.end_listeners:
             engine._execution.emit(kind, run)

@@ -31,6 +31,7 @@ from ..context import Context
 from ..exceptions import DuplicateTaskError, FieldError, InputValidationError
 from ..runs import ErrorInfo, LogLine
 from ..store.base import (
+    ServiceAction,
     ServiceLogLine,
     ServiceRecord,
     ServiceRequest,
@@ -59,7 +60,7 @@ from .status import (
 __all__ = ["ACTIONS", "EXIT_SERVICE_FAILED", "Supervisor", "status_summary"]
 
 #: What a service request may ask for (`set`: attributes of a service class).
-ACTIONS = ("start", "stop", "restart", "set")
+ACTIONS = tuple(ServiceAction)
 
 #: The exit code a serving process should use when an `exit_on_failure` service failed.
 EXIT_SERVICE_FAILED = 1
@@ -713,13 +714,14 @@ class Supervisor:
     async def perform(self, request: ServiceRequest) -> dict[str, Any]:
         """Carry out one request; return its outcome (see `handle_requests`)."""
         try:
-            if request.action == "start":
+            action = request.action
+            if action is ServiceAction.START:
                 status = await self.start(request.service, request.config)
-            elif request.action == "stop":
+            elif action is ServiceAction.STOP:
                 status = await self.stop(request.service)
-            elif request.action == "restart":
+            elif action is ServiceAction.RESTART:
                 status = await self.restart(request.service, request.config)
-            elif request.action == "set":
+            elif action is ServiceAction.SET:
                 values = self._requested_values(request)
                 by = request.requested_by or "request"
                 attributes = await self.set_attributes(request.service, values, by=by)

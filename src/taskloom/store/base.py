@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..exceptions import StoreError, StoreUnavailableError
@@ -44,6 +45,7 @@ __all__ = [
     "RunStore",
     "ScheduleRecord",
     "ScheduleStore",
+    "ServiceAction",
     "ServiceAttributeChange",
     "ServiceAttributeRecord",
     "ServiceAttributeStore",
@@ -65,6 +67,7 @@ __all__ = [
     "WorkerRecord",
     "WriteBatch",
     "WriteResult",
+    "service_action",
 ]
 
 #: Seconds a worker's lease lasts on the database's clock unless its heartbeat renews it.
@@ -217,6 +220,24 @@ class ServiceStartRecord:
     error: ErrorInfo | None = None
 
 
+class ServiceAction(StrEnum):
+    """What a service request asks (`ServiceRequest.action`)."""
+
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    SET = "set"  # attributes of a service class
+
+
+def service_action(text: str) -> ServiceAction | str:
+    """The action a stored request names; the text itself when this version knows no such
+    action (the supervisor answers it with an error)."""
+    try:
+        return ServiceAction(text)
+    except ValueError:
+        return text
+
+
 @dataclass(slots=True, kw_only=True)
 class ServiceRequest:
     """A request to the serving process to act on a service (a row of `service_requests`).
@@ -231,7 +252,7 @@ class ServiceRequest:
 
     id: int
     service: str
-    action: str
+    action: ServiceAction | str
     requested_at: float
     config: Any = None
     handled_at: float | None = None

@@ -41,6 +41,7 @@ from .base import (
     WorkerRecord,
     WriteBatch,
     WriteResult,
+    service_action,
 )
 from .migrate import HEAD_REVISION
 from .pipelines import MemoryPipelines
@@ -644,7 +645,7 @@ class MemoryStore(
             self._service_requests[request_id] = ServiceRequest(
                 id=request_id,
                 service=service,
-                action=action,
+                action=service_action(action),
                 config=stored_config,
                 requested_at=time.time() if requested_at is None else requested_at,
                 requested_by=requested_by,

@@ -26,6 +26,7 @@ from .base import (
     ServiceRequest,
     ServiceStartRecord,
     WriteBatch,
+    service_action,
 )
 from .schema import (
     attempts,
@@ -426,7 +427,7 @@ def service_request_from_row(row: Sequence[Any]) -> ServiceRequest:
     return ServiceRequest(
         id=request_id,
         service=service,
-        action=action,
+        action=service_action(action),
         config=_loads_or_none(config),
         requested_at=requested_at,
         handled_at=handled_at,

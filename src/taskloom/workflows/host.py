@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..runs import ErrorInfo, Run
+from ..runs import ErrorInfo, Run, RunEventKind
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -124,7 +124,7 @@ class WorkflowHost(Protocol):
         run as inserted from here, None for one found in the store)."""
         ...
 
-    def tell(self, kind: str, run: Run) -> None:
+    def tell(self, kind: RunEventKind, run: Run) -> None:
         """Tell the engine's listeners (`submitted`, `finished`, ...)."""
         ...
 

@@ -26,7 +26,7 @@ import jsonschema
 from ..exceptions import InputValidationError, RunNotFoundError, WorkflowError
 from ..loading import resolve_task
 from ..observability import tracing
-from ..runs import Run, RunStatus, new_run_id
+from ..runs import Run, RunEventKind, RunStatus, new_run_id
 from ..store import RunStore
 from ..tasks.definition import TaskDefinition
 from ..tasks.validation import field_errors_from_jsonschema, refuse_unstorable
@@ -126,7 +126,7 @@ async def submit_workflow(
     if span is not None:
         tracing.end(span, "recorded")
     host.attach(execution)
-    host.tell("submitted", run)
+    host.tell(RunEventKind.SUBMITTED, run)
     execution.start()
     return run.copy()
 

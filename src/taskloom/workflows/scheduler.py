@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import EngineClosedError, InputValidationError
 from ..observability import tracing
-from ..runs import ErrorInfo, Run, RunStatus, new_run_id
+from ..runs import ErrorInfo, Run, RunEventKind, RunStatus, new_run_id
 from ..tasks.definition import TaskDefinition
 from .keys import StepKey
 from .limits import WorkflowLimitError, WorkflowLimits
@@ -461,8 +461,8 @@ class WorkflowExecution:
                 self._item_finished(state, index, run)
             return
         for _, run in reused:
-            host.tell("submitted", run)
-            host.tell("finished", run)
+            host.tell(RunEventKind.SUBMITTED, run)
+            host.tell(RunEventKind.FINISHED, run)
         limit = state.step.concurrency
         for index, live in lives:
             if live.run.is_finished:  # cancelled before its insert was committed
@@ -567,8 +567,8 @@ class WorkflowExecution:
             run = self._new_run(state, {}, key, status)
             run.error = error
             self.host.insert_steps([run], _ignore)
-            self.host.tell("submitted", run)
-            self.host.tell("finished", run)
+            self.host.tell(RunEventKind.SUBMITTED, run)
+            self.host.tell(RunEventKind.FINISHED, run)
         self._settle(state, status, error=error)
 
     # a step settles ----------------------------------------------------------------------

@@ -187,17 +187,16 @@ async def deploy(body: DeployIn, engine: EngineDep, request: Request) -> dict[st
     pipeline = await asyncio.to_thread(
         pipeline_from_request, body.pipeline, registry=engine.registry, served=_served(request)
     )
+    name = body.name or pipeline.name
+    if engine.deployment(name) is not None:
+        raise PipelineError(f"deployment {name!r} is running already; stop it first")
     try:
         deployment = await engine.deploy(
             pipeline, name=body.name, bus=body.bus, status_interval=body.status_interval
         )
     except (WiringError, StageConfigError):
         raise
-    except PipelineError as exc:
-        if engine.deployment(body.name or pipeline.name) is not None:
-            raise  # running already (409)
-        raise WiringError(pipeline.name, [f"bus {body.bus!r}: {exc}"]) from None
-    except OSError as exc:  # a bus that cannot be opened
+    except (PipelineError, OSError) as exc:  # a bus that cannot be opened
         raise WiringError(pipeline.name, [f"bus {body.bus!r}: {exc}"]) from None
     return _out(deployment.status(), here=True)
 
