@@ -173,4 +173,3 @@ class LiveRun:
     @property
     def has_custom_cancel(self) -> bool:
         return self.instance is not None and type(self.instance).cancel is not Task.cancel
-
