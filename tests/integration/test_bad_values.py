@@ -58,8 +58,8 @@ async def raises_bad_text(n: int) -> int:
     raise ValueError(f"broken {SURROGATE} and \x00")
 
 
-BAD = [returns_surrogate, logs_surrogate, logs_nul, raises_bad_text]
-TASKS = [good, *BAD]
+BAD: list[taskloom.TaskDefinition] = [returns_surrogate, logs_surrogate, logs_nul, raises_bad_text]
+TASKS: list[taskloom.TaskDefinition] = [good, *BAD]
 
 
 async def test_a_thousand_good_runs_survive_the_bad_values_among_them(database_url: str) -> None:

@@ -17,7 +17,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
 from .. import context as context_module
 from ..exceptions import (
@@ -39,7 +39,7 @@ from ..store.base import LEASE_TTL, RunStats, WorkerRecord
 from ..store.stats import window_span
 from ..tasks.definition import TaskDefinition
 from ..tasks.options import TaskOptions, check_queue_name
-from ..tasks.registry import Registry, as_task, default_registry
+from ..tasks.registry import Registry, TaskLike, as_task, default_registry
 from ..tasks.signature import dump_special, validate_special
 from ..tasks.validation import refuse_unstorable
 from .claims import Claims
@@ -89,7 +89,7 @@ def _workflow_class() -> type:
     return Workflow
 
 
-def _is_workflow(task: Any) -> bool:
+def _is_workflow(task: Any) -> TypeGuard[Workflow]:
     return isinstance(task, _workflow_class())
 
 
@@ -663,7 +663,7 @@ class Engine:
     # submitting ----------------------------------------------------------------------------
     async def submit(
         self,
-        task: Any,
+        task: TaskLike | Workflow,
         inputs: dict[str, Any] | None = None,
         *,
         priority: int | None = None,
@@ -690,7 +690,7 @@ class Engine:
             raise EngineClosedError()
         if not isinstance(task, str) and _is_workflow(task):
             return await self.submit_workflow(task, inputs, priority=priority)
-        definition = self._definition(task)
+        definition = self._definition(cast(TaskLike, task))
         call, stored = definition.validate_inputs({} if inputs is None else inputs)
         refuse_unstorable(definition.name, stored)
         if definition.options.executor == "dask":
@@ -830,7 +830,7 @@ class Engine:
 
     async def submit_many(
         self,
-        task: Any,
+        task: TaskLike,
         inputs: Iterable[dict[str, Any] | None],
         *,
         priority: int | None = None,
@@ -930,7 +930,7 @@ class Engine:
                 f"{len(waits)} runs did not all finish within {timeout:g} s"
             ) from None
 
-    def _definition(self, task: Any) -> TaskDefinition:
+    def _definition(self, task: TaskLike) -> TaskDefinition:
         definition = self._resolved.get(task)
         if definition is None:
             definition = (
@@ -1478,7 +1478,9 @@ class Engine:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def run(self, task: Any, inputs: dict[str, Any] | None = None, **options: Any) -> Run:
+    async def run(
+        self, task: TaskLike | Workflow, inputs: dict[str, Any] | None = None, **options: Any
+    ) -> Run:
         """Submit a run and wait for it to finish."""
         run = await self.submit(task, inputs, **options)
         return await self.wait(run.id)

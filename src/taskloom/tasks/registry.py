@@ -13,9 +13,20 @@ from ..exceptions import DuplicateTaskError, TaskDefinitionError, UnknownTaskErr
 from .classes import Task, as_class_task
 from .definition import TaskDefinition
 
-__all__ = ["ENTRY_POINT_GROUP", "Registry", "as_task", "default_registry", "tasks_in_module"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Registry",
+    "TaskLike",
+    "as_task",
+    "default_registry",
+    "tasks_in_module",
+]
 
 ENTRY_POINT_GROUP = "taskloom.tasks"
+
+#: What names a task where one is asked for: its registered name, its definition (a
+#: `@task` function is one), or a `Task` subclass.
+TaskLike = str | TaskDefinition | type[Task]
 
 
 def as_task(obj: Any) -> TaskDefinition:
