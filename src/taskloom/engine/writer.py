@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..exceptions import FieldError, InputValidationError, StoreError, StoreUnavailableError
@@ -566,14 +567,12 @@ def _attempt_change(
 ) -> None:
     attempt = new_attempts.get(key)
     if attempt is not None:  # started and finished within one batch: one row
-        new_attempts[key] = Attempt(
-            attempt.run_id,
-            attempt.number,
-            attempt.started_at,
-            fields.get("finished_at", attempt.finished_at),
-            fields.get("status", attempt.status),
-            fields.get("error", attempt.error),
-            attempt.worker_id,
+        # Every other field (worker, executor) as the start recorded it.
+        new_attempts[key] = replace(
+            attempt,
+            finished_at=fields.get("finished_at", attempt.finished_at),
+            status=fields.get("status", attempt.status),
+            error=fields.get("error", attempt.error),
         )
     else:
         existing = attempt_updates.get(key)
