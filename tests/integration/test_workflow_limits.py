@@ -17,8 +17,8 @@ import taskloom
 from support import until
 from taskloom import Engine, RunStatus, Workflow, WorkflowValidationError
 from taskloom.workflows import WorkflowLimitError, WorkflowLimits, load_workflow
+from taskloom.workflows.execution import ITEMS_PER_TURN
 from taskloom.workflows.operations import child_runs
-from taskloom.workflows.scheduler import ITEMS_PER_TURN
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,6 +17,7 @@ from . import (
     run,
     runs,
     schedules,
+    serve,
     services,
     tasks,
     tokens,
@@ -77,7 +78,7 @@ app.command("tasks", epilog=tasks.EPILOG)(tasks.tasks_command)
 app.command("runs", epilog=runs.RUNS_EPILOG)(runs.runs_command)
 app.command("show", epilog=runs.SHOW_EPILOG)(runs.show_command)
 app.command("cancel", epilog=runs.CANCEL_EPILOG)(runs.cancel_command)
-app.command("serve", epilog=services.SERVE_EPILOG)(services.serve_command)
+app.command("serve", epilog=serve.SERVE_EPILOG)(serve.serve_command)
 app.command("services", epilog=services.SERVICES_EPILOG)(services.services_command)
 app.command("worker", epilog=worker.WORKER_EPILOG)(worker.worker_command)
 app.command("workers", epilog=workers.WORKERS_EPILOG)(workers.workers_command)

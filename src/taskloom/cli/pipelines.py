@@ -23,7 +23,7 @@ import typer
 from rich.table import Table
 
 from ..engine import Engine
-from ..serving import _on_signals, run_to_end
+from ..processes import _on_signals, run_to_end
 from ..store import DeploymentStore
 from ..streams.deployment import deployment_status, request_stop
 from ..streams.errors import DeploymentNotFoundError, PipelineError

@@ -12,7 +12,7 @@ from ..engine import Engine
 from ..exceptions import ExecutorUnavailableError, StoreError
 from ..observability.logs import DEFAULT_LOG_FORMAT, announce, logging_to_stderr
 from ..observability.tracing import tracing_from_environment
-from ..serving import load_served, run_to_end, work
+from ..processes import load_served, run_to_end, work
 from ..store.base import LEASE_TTL
 from ..tasks.options import check_queue_name
 from .db import retention_policy

@@ -21,7 +21,7 @@ from .execution import RunExecution
 from .live import LiveRun
 
 if TYPE_CHECKING:
-    from ..workflows.scheduler import WorkflowExecution
+    from ..workflows.execution import WorkflowExecution
     from .engine import Engine
 
 __all__ = ["RunControl"]

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from ..store import Store
     from ..tasks.definition import TaskDefinition
     from ..tasks.registry import Registry
+    from ..workflows.execution import WorkflowExecution
     from ..workflows.host import Committed
     from ..workflows.limits import WorkflowLimits
-    from ..workflows.scheduler import WorkflowExecution
     from .engine import Engine
 
 __all__ = ["EngineWorkflowHost"]

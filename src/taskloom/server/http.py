@@ -1,6 +1,6 @@
 """The HTTP server of `taskloom serve`: uvicorn in the engine's own event loop.
 
-The serving process owns SIGINT and SIGTERM (see `serving.py`), so uvicorn's own signal
+The serving process owns SIGINT and SIGTERM (see `processes.py`), so uvicorn's own signal
 capture is turned off; the server is stopped by `stop()`, which lets requests in flight end
 for `GRACEFUL_SECONDS` and then closes the remaining connections (event streams never end
 by themselves).

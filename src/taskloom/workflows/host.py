@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from ..store import QueueStore
     from ..tasks.definition import TaskDefinition
     from ..tasks.registry import Registry
+    from .execution import WorkflowExecution
     from .limits import WorkflowLimits
-    from .scheduler import WorkflowExecution
 
 __all__ = ["Committed", "WorkflowHost"]
 

@@ -30,9 +30,9 @@ from ..runs import Run, RunEventKind, RunStatus, new_run_id
 from ..store import RunStore
 from ..tasks.definition import TaskDefinition
 from ..tasks.validation import field_errors_from_jsonschema, refuse_unstorable
+from .execution import WorkflowExecution
 from .keys import StepKey, runs_by_step
 from .model import Step, Workflow
-from .scheduler import WorkflowExecution
 from .validation import check_workflow
 
 if TYPE_CHECKING:

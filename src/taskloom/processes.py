@@ -1,9 +1,11 @@
-"""The serving process: what `taskloom serve` runs.
+"""The long-running processes: what `taskloom serve` and `taskloom worker` run.
 
-It loads files or modules, registers their tasks and services in an `Engine` (whose
+`serve` loads files or modules, registers their tasks and services in an `Engine` (whose
 `Supervisor` keeps the services in the engine's store), starts the `autostart` services,
-and performs the service requests other processes leave in the store (`taskloom service start ...`)
-until it is asked to stop, or until an `exit_on_failure` service has failed for good.
+and performs the service requests other processes leave in the store (`taskloom service
+start ...`) until it is asked to stop, or until an `exit_on_failure` service has failed
+for good. `work` executes runs of the targets' tasks from the shared queue until it is
+asked to stop. `run_to_end` runs either with a bounded end.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ T = TypeVar("T")
 #: Seconds between two looks at the store for service requests.
 POLL_INTERVAL = 0.2
 
-logger = logging.getLogger("taskloom.serving")
+logger = logging.getLogger("taskloom.processes")
 
 
 @dataclass(slots=True)
