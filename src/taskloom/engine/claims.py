@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..aio import settle
 from ..exceptions import EngineClosedError, RunNotFoundError, StoreError
 from ..runs import Run
 from ..store.base import ClaimRequest, WriteResult
 from ..store.queue import CANCEL_CHANNEL, QUEUE_CHANNEL, RUNS_CHANNEL
-from .execution import settle
 
 if TYPE_CHECKING:
     from .engine import Engine

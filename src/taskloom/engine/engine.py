@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
 from .. import context as context_module
+from ..aio import settle
 from ..exceptions import (
     DuplicateTaskError,
     EngineClosedError,
@@ -44,7 +45,7 @@ from ..tasks.signature import dump_special, validate_special
 from ..tasks.validation import refuse_unstorable
 from .claims import Claims
 from .control import RunControl
-from .execution import Listener, RunEvent, RunExecution, settle
+from .execution import Listener, RunEvent, RunExecution
 from .gc_tuning import raise_gc_threshold, restore_gc_threshold
 from .live import LiveRun
 from .remote import RemoteEvents

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import to_jsonable_python
 
 from .. import context as context_module
+from ..aio import settle
 from ..exceptions import Retry, StoreError, TaskTimeoutError, UnstorableValueError
 from ..observability import tracing
 from ..runs import Attempt, ErrorInfo, LogLine, Run, RunEventKind, RunStatus
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from .claims import Claims
     from .engine import Engine
 
-__all__ = ["FINISHED_CACHE_SIZE", "Listener", "RunEvent", "RunExecution", "settle"]
+__all__ = ["FINISHED_CACHE_SIZE", "Listener", "RunEvent", "RunExecution"]
 
 logger = logging.getLogger("taskloom.engine")
 
@@ -751,14 +752,3 @@ class StartCommitted(threading.Event):
     def __call__(self, error: BaseException | None) -> None:
         self.error = error
         self.set()
-
-
-def settle(future: asyncio.Future[Any], value: Any) -> None:
-    """Resolve `future` with `value` (an exception is raised to whoever awaits it)."""
-    if future.done():
-        return
-    if isinstance(value, BaseException):
-        future.set_exception(value)
-        future.exception()  # retrieved: no "never retrieved" noise when nobody waits
-    else:
-        future.set_result(value)
