@@ -142,6 +142,36 @@ async def test_a_map_step_lists_its_items_in_order(api: httpx.AsyncClient) -> No
     assert [r["inputs"]["a"] for r in step["runs"]] == [1, 2, 3]
 
 
+async def test_a_workflow_read_is_exactly_what_its_model_says(api: httpx.AsyncClient) -> None:
+    """The read is made without the model's check (for speed): the model takes every
+    field of it and gives back the same, so nothing is missing, extra or differently
+    typed."""
+    from taskloom.server.api.models import WorkflowOut
+
+    workflow = {
+        "name": "shapes",
+        "steps": {
+            "sums": {"task": "adder", "map": "a", "inputs": {"a": [1, 2, 3], "b": 1}},
+            "total": {"task": "adder", "inputs": {"a": "${steps.sums.result[0]}", "b": 5}},
+            "oops": {"task": "broken", "inputs": {"message": "no"}, "after": ["total"]},
+        },
+    }
+    response = await api.post("/workflows", json={"workflow": workflow})
+    done = await finished(api, response.json()["id"])
+    assert done["status"] == "failed"
+    read = await api.get(f"/workflows/{done['id']}")
+    assert read.status_code == 200
+    assert read.headers["content-type"] == "application/json"
+    shown = read.json()
+    assert WorkflowOut.model_validate(shown).model_dump(mode="json") == shown
+    statuses = {step["name"]: step["status"] for step in shown["steps"]}
+    assert statuses == {"sums": "completed", "total": "completed", "oops": "failed"}
+    (oops,) = [step for step in shown["steps"] if step["name"] == "oops"]
+    assert oops["runs"][0]["error"]["message"] == "no"
+    # Read again (the workflow's shape is kept): the same answer.
+    assert (await api.get(f"/workflows/{done['id']}")).json() == shown
+
+
 # --- invalid workflows --------------------------------------------------------------------------
 
 

@@ -17,10 +17,12 @@ loop.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic_core import to_json
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -120,6 +122,70 @@ def _out(run: Run) -> dict[str, Any]:
     return data
 
 
+#: The fields of a run as `RunOut` answers them (its record has a few more).
+_RUN_OUT = tuple(RunOut.model_fields)
+
+
+def _raw_out(run: Run) -> dict[str, Any]:
+    """A run as `RunOut` answers it, its values not yet made JSON (done once for a whole
+    answer by `_json_response`)."""
+    data = {name: getattr(run, name) for name in _RUN_OUT}
+    data["status"] = run.status.value
+    error = run.error
+    data["error"] = error.as_dict() if error is not None else None
+    return data
+
+
+class _WorkflowShape:
+    """What a workflow run's answer takes from its workflow, which never changes once it
+    is recorded: the workflow, its data form, and its steps in dependency order."""
+
+    __slots__ = ("data", "order", "steps", "workflow")
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+        self.data = jsonable(workflow.to_dict())
+        self.order = topological_order(workflow)
+        #: What each step's answer says of the step itself, in dependency order.
+        self.steps = [
+            (
+                step,
+                {
+                    "name": step.name,
+                    "task": step.task,
+                    "map": step.map,
+                    "dependencies": step.dependencies,
+                    "after": list(step.after),
+                    "optional": list(step.optional),
+                },
+            )
+            for step in (workflow.steps[name] for name in self.order)
+        ]
+
+
+#: Workflows read lately, by workflow run id: a page that follows a workflow reads it
+#: again on every event of its steps. Bounded.
+_SHAPES: OrderedDict[str, _WorkflowShape] = OrderedDict()
+_SHAPES_KEPT = 64
+
+
+def _shape_of(run: Run) -> _WorkflowShape:
+    shape = _SHAPES.get(run.id)
+    if shape is None:
+        shape = _SHAPES[run.id] = _WorkflowShape(workflow_of(run))
+        if len(_SHAPES) > _SHAPES_KEPT:
+            _SHAPES.popitem(last=False)
+    else:
+        _SHAPES.move_to_end(run.id)
+    return shape
+
+
+def _json_response(data: Any) -> Response:
+    """`data` as the JSON answer, made in one pass (values that are not JSON, a task's
+    odd result, as text, as `jsonable` does)."""
+    return Response(to_json(data, fallback=repr), media_type="application/json")
+
+
 @router.post(
     "",
     status_code=201,
@@ -167,7 +233,9 @@ def _step_status(step: Step, runs: list[Run]) -> str:
     return RunStatus.COMPLETED.value
 
 
-def _step_out(step: Step, runs: list[Run]) -> dict[str, Any]:
+def _step_out(step: Step, runs: list[Run], fixed: dict[str, Any]) -> dict[str, Any]:
+    """A step as `WorkflowStepOut` answers it (`fixed`: what says the step itself), its
+    values not yet made JSON."""
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.status.value] = counts.get(run.status.value, 0) + 1
@@ -177,17 +245,12 @@ def _step_out(step: Step, runs: list[Run]) -> dict[str, Any]:
     else:
         result = [r.result for r in runs] if finished else None
     return {
-        "name": step.name,
-        "task": step.task,
-        "map": step.map,
-        "dependencies": step.dependencies,
-        "after": list(step.after),
-        "optional": list(step.optional),
+        **fixed,
         "status": _step_status(step, runs),
         "counts": counts,
-        "result": jsonable(result),
+        "result": result,
         "run_ids": [r.id for r in runs],
-        "runs": [_out(r) for r in runs],
+        "runs": [_raw_out(r) for r in runs],
     }
 
 
@@ -197,20 +260,23 @@ def _step_out(step: Step, runs: list[Run]) -> dict[str, Any]:
     dependencies=[Viewer],
     responses=responses(401, 403, 404),
 )
-async def get_workflow(run_id: str, engine: EngineDep) -> dict[str, Any]:
+async def get_workflow(run_id: str, engine: EngineDep) -> Response:
     """A workflow run, its workflow, and its steps in an order where each comes after the
     steps it depends on (enough to draw the graph and color it)."""
     run = await _workflow_run(engine, run_id)
-    workflow = workflow_of(run)
+    shape = _shape_of(run)
     steps = await engine.workflow_steps(run.id)
-    return {
-        "run": _out(run),
-        "workflow": jsonable(workflow.to_dict()),
-        "steps": [
-            _step_out(workflow.steps[name], steps.get(name, []))
-            for name in topological_order(workflow)
-        ],
-    }
+    # Answered as `WorkflowOut` says, built as such (a test holds the two together):
+    # checking a thousand steps against the model again would cost more than the rest.
+    return _json_response(
+        {
+            "run": _raw_out(run),
+            "workflow": shape.data,
+            "steps": [
+                _step_out(step, steps.get(step.name, []), fixed) for step, fixed in shape.steps
+            ],
+        }
+    )
 
 
 @router.post(
