@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from support import HELPERS
@@ -122,3 +124,18 @@ class DaskCluster:
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+@contextmanager
+def running_cluster(log_dir: Path, *, workers: int = 2, threads: int = 4) -> Iterator[DaskCluster]:
+    """A scheduler and `workers` workers of `threads` threads, known to the scheduler
+    before it is yielded; every process stopped after."""
+    cluster = DaskCluster(log_dir)
+    try:
+        cluster.start_scheduler()
+        for _ in range(workers):
+            cluster.start_worker(threads=threads)
+        cluster.wait_for_workers(workers)
+        yield cluster
+    finally:
+        cluster.stop()

@@ -23,6 +23,17 @@ WAIT = 10.0  # seconds any single wait may take before it is a failure
 HELPERS = Path(__file__).resolve().parent / "helpers"
 #: The folder holding the `taskloom` package, for PYTHONPATH of the processes tests start.
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1] / "src")
+#: The SQL databases a test may ask for by kind (see `database_for`).
+SQL_KINDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def database_for(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of an empty database of `kind` (one of `SQL_KINDS`): a SQLite file in
+    `tmp_path`, or a PostgreSQL database of the test's own."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.db'}"
+    url: str = request.getfixturevalue("postgres_database")
+    return url
 
 
 async def until(

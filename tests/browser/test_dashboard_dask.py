@@ -15,7 +15,7 @@ import pytest
 from browser_harness import Dashboard, Server, served_folder, serving
 from playwright.sync_api import expect
 
-from dask_support import DaskCluster
+from dask_support import DaskCluster, running_cluster
 from support import HELPERS
 from taskloom.runs import Attempt, Run, RunStatus, new_run_id
 from taskloom.store import WriteBatch, open_store
@@ -29,14 +29,8 @@ FIRST_CALL = 60_000
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
     """A scheduler and one worker, which import the tasks from `tests/helpers`."""
-    cluster = DaskCluster(tmp_path_factory.mktemp("dask"))
-    try:
-        cluster.start_scheduler()
-        cluster.start_worker(threads=2)
-        cluster.wait_for_workers(1)
+    with running_cluster(tmp_path_factory.mktemp("dask"), workers=1, threads=2) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

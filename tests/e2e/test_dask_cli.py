@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from test_worker_cli import wait_for_line
 
-from dask_support import DaskCluster
+from dask_support import DaskCluster, running_cluster
 from support import HELPERS, wait_until
 from taskloom.runs import Run
 from taskloom.store import open_store
@@ -32,14 +32,8 @@ def cluster(tmp_path: Path) -> Iterator[DaskCluster]:
     """A scheduler and one worker, which import the tasks from `tests/helpers`."""
     logs = tmp_path / "dask-logs"
     logs.mkdir()
-    cluster = DaskCluster(logs)
-    try:
-        cluster.start_scheduler()
-        cluster.start_worker(threads=2)
-        cluster.wait_for_workers(1)
+    with running_cluster(logs, workers=1, threads=2) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dask_support import DaskCluster
+from dask_support import DaskCluster, running_cluster
 from support import load_helper, until
 from taskloom import Engine, RunStatus, Workflow, task
 from taskloom.exceptions import ExecutorUnavailableError, TaskDefinitionError
@@ -32,15 +32,8 @@ dask_tasks = load_helper("dask_tasks")
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[DaskCluster]:
     """A scheduler and two workers of four threads each."""
-    cluster = DaskCluster(tmp_path)
-    try:
-        cluster.start_scheduler()
-        cluster.start_worker()
-        cluster.start_worker()
-        cluster.wait_for_workers(2)
+    with running_cluster(tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def engine_on(tmp_path: Path, address: str) -> Engine:

@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 import taskloom.store
+from support import SQL_KINDS, database_for
 from taskloom.exceptions import StoreError
 from taskloom.store import SqlStore
 from taskloom.store.migrate import (
@@ -186,15 +187,11 @@ def test_offline_mode_renders_the_sql(capsys: pytest.CaptureFixture[str]) -> Non
     assert "CREATE INDEX ix_runs_parent_id" in out
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("kind", SQL_KINDS)
 def test_runs_recorded_before_the_shared_queue_upgrade_and_stay_readable(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'old.db'}"
-        if kind == "sqlite"
-        else request.getfixturevalue("postgres_database")
-    )
+    url = database_for(kind, tmp_path, request)
     upgrade(url, "0006")  # the schema of the release before the shared queue
     engine = create_engine(url)
     try:
@@ -248,17 +245,13 @@ def test_runs_recorded_before_the_shared_queue_upgrade_and_stay_readable(
     assert_matches_schema(url)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("kind", SQL_KINDS)
 def test_the_rollup_keeps_its_counts_through_the_shard_upgrade_and_back(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from alembic import command
 
-    url = (
-        f"sqlite:///{tmp_path / 'old.db'}"
-        if kind == "sqlite"
-        else request.getfixturevalue("postgres_database")
-    )
+    url = database_for(kind, tmp_path, request)
     upgrade(url, "0014")
     counts = "SELECT grain, bucket_start, task, status, runs FROM run_counts ORDER BY 1, 2, 3, 4"
     durations = "SELECT grain, bucket_start, task, bin, runs, max_seconds FROM run_durations"

@@ -12,6 +12,7 @@ from queue_workers import queue_tasks
 from queue_workers.workers import Worker
 from sqlalchemy import create_engine, text
 
+from support import SQL_KINDS, database_for
 from taskloom import Engine
 from taskloom.runs import RunStatus
 from taskloom.store import SqlStore
@@ -32,15 +33,11 @@ OLD_RUNS = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("kind", SQL_KINDS)
 def test_runs_that_ended_before_the_rollup_existed_are_counted_for_a_week(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'old.db'}"
-        if kind == "sqlite"
-        else request.getfixturevalue("postgres_database")
-    )
+    url = database_for(kind, tmp_path, request)
     upgrade(url, "0011")
     now = time.time()
     engine = create_engine(url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import build_wheel, cli_env, taskloom_cli, write_fractal_package
 
-from dask_support import DaskCluster
+from dask_support import running_cluster
 from taskloom import Engine, InputValidationError, RunStatus
 from taskloom.packages import FractalOperation, PackageCollector
 from taskloom.store import PackageRecord, open_store
@@ -115,12 +114,7 @@ async def test_non_parallel_parallel_and_compound_tasks_run(collected: Collected
 async def test_a_parallel_task_runs_its_images_on_dask(
     collected: Collected, tmp_path: Path
 ) -> None:
-    cluster = DaskCluster(tmp_path)
-    try:
-        cluster.start_scheduler()
-        cluster.start_worker()
-        cluster.start_worker()
-        await asyncio.to_thread(cluster.wait_for_workers, 2)
+    with running_cluster(tmp_path) as cluster:
         async with Engine(collected.database, dask=cluster.address) as engine:
             await engine.register_packages()
             urls = [f"/plate/img{i}" for i in range(8)]
@@ -130,8 +124,6 @@ async def test_a_parallel_task_runs_its_images_on_dask(
             assert measured.status == RunStatus.COMPLETED, measured.error
             children = await engine.list_runs(parent_id=measured.id)
             logs = await engine.get_logs(children[0].id)
-    finally:
-        cluster.stop()
     updates = measured.result["image_list_updates"]
     assert [u["zarr_url"] for u in updates] == urls
     assert [u["attributes"]["size"] for u in updates] == [len(u) * 2.0 for u in urls]
