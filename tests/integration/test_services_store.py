@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -19,6 +20,7 @@ from taskloom.services import (
     Supervisor,
     service,
 )
+from taskloom.services.supervisor import UNKNOWN_GRACE
 from taskloom.store import MemoryStore, ServiceRecord, ServiceStartRecord, Store, open_store
 
 
@@ -271,11 +273,16 @@ async def test_requests_are_performed_and_their_outcome_recorded(stores: Stores)
         }
         start = other.add_service_request("polls", "start", {"period": 0.5})
         invalid = other.add_service_request("talks", "start", {"period": 1})
-        unknown = other.add_service_request("nobody", "stop")
+        # A service nobody runs: answered once the serving process that might run it had
+        # its time; a request as fresh is left for it.
+        asked_long_ago = time.time() - UNKNOWN_GRACE - 1
+        unknown = other.add_service_request("nobody", "stop", requested_at=asked_long_ago)
+        fresh = other.add_service_request("elsewhere", "stop")
         odd = other.add_service_request("polls", "explode")
         assert await supervisor.handle_requests() == 4
         assert await supervisor.handle_requests() == 0
-        assert other.pending_service_requests() == []
+        assert [r.id for r in other.pending_service_requests()] == [fresh]
+        assert other.cancel_service_request(fresh)
 
         done = other.get_service_request(start)
         assert done is not None

@@ -61,6 +61,9 @@ __all__ = ["ACTIONS", "EXIT_SERVICE_FAILED", "Supervisor", "status_summary"]
 
 #: What a service request may ask for (`set`: attributes of a service class).
 ACTIONS = tuple(ServiceAction)
+#: Seconds a request for a service this process does not run waits for the process
+#: that runs it before it is answered here as unknown.
+UNKNOWN_GRACE = 5.0
 
 #: The exit code a serving process should use when an `exit_on_failure` service failed.
 EXIT_SERVICE_FAILED = 1
@@ -700,16 +703,31 @@ class Supervisor:
         after it, or `{"ok": false, "error": {"type", "message", "errors"}}` (`errors` lists
         the invalid fields of a config, each `{"field", "message"}`). The outcome is saved
         after the state changes it caused, so whoever reads it finds them in the store.
+        A request for a service this supervisor does not run is left, for the serving
+        process that runs it, for `UNKNOWN_GRACE` seconds; after that it is answered here
+        (unknown service). The first answer recorded stands.
         """
         store = self._store
         if store is None:
             raise ServiceError("this supervisor has no store to take requests from")
         pending = await asyncio.to_thread(store.pending_service_requests)
+        now = time.time()
+        handled = 0
         for request in pending:
+            known = request.service in self._slots or request.service in self._instances
+            if not known and now - request.requested_at < UNKNOWN_GRACE:
+                continue  # another serving process may run it
             outcome = await self.perform(request)
             await self.flush()
-            await asyncio.to_thread(store.finish_service_request, request.id, outcome)
-        return len(pending)
+            if not await asyncio.to_thread(store.finish_service_request, request.id, outcome):
+                logger.info(
+                    "service request %d (%s %s) was answered by another process first",
+                    request.id,
+                    request.action,
+                    request.service,
+                )
+            handled += 1
+        return handled
 
     async def perform(self, request: ServiceRequest) -> dict[str, Any]:
         """Carry out one request; return its outcome (see `handle_requests`)."""

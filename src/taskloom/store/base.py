@@ -833,8 +833,10 @@ class ServiceStore(ServiceAttributeStore, Protocol):
 
     def finish_service_request(
         self, request_id: int, outcome: Any, *, handled_at: float | None = None
-    ) -> None:
-        """Mark a request handled (`handled_at` defaults to now) with its JSON `outcome`."""
+    ) -> bool:
+        """Mark a request handled (`handled_at` defaults to now) with its JSON `outcome`,
+        unless it is handled already (another process answered it first); True when this
+        outcome is the one recorded."""
 
     def get_service_request(self, request_id: int) -> ServiceRequest | None:
         """One request, handled or not, or None."""

@@ -659,16 +659,18 @@ class MemoryStore(
 
     def finish_service_request(
         self, request_id: int, outcome: Any, *, handled_at: float | None = None
-    ) -> None:
+    ) -> bool:
         try:
             stored = _json(outcome)
         except PydanticSerializationError as exc:
             raise StoreError(f"could not finish a service request: {exc}") from exc
         with self._lock:
             request = self._service_requests.get(request_id)
-            if request is not None:
-                request.handled_at = time.time() if handled_at is None else handled_at
-                request.outcome = stored
+            if request is None or request.handled_at is not None:
+                return False
+            request.handled_at = time.time() if handled_at is None else handled_at
+            request.outcome = stored
+            return True
 
     def get_service_request(self, request_id: int) -> ServiceRequest | None:
         with self._lock:

@@ -999,14 +999,18 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
 
     def finish_service_request(
         self, request_id: int, outcome: Any, *, handled_at: float | None = None
-    ) -> None:
+    ) -> bool:
         values = {
             "handled_at": time.time() if handled_at is None else handled_at,
             "outcome": json_or_none(outcome),
         }
-        stmt = update(service_requests).where(service_requests.c.id == request_id).values(values)
+        stmt = (
+            update(service_requests)
+            .where(service_requests.c.id == request_id, service_requests.c.handled_at.is_(None))
+            .values(values)
+        )
         with self._use("finish a service request"), self._writer().begin() as conn:
-            conn.execute(stmt)
+            return bool(conn.execute(stmt).rowcount)
 
     def get_service_request(self, request_id: int) -> ServiceRequest | None:
         query = select(*SERVICE_REQUEST_READ).where(service_requests.c.id == request_id)

@@ -128,13 +128,19 @@ def test_service_requests_wait_until_finished(store: ServiceStore) -> None:
     assert pending[0].outcome is None
     assert pending[1].config is None
 
-    store.finish_service_request(first, {"ok": True, "state": "running"}, handled_at=T0 + 1)
+    assert store.finish_service_request(first, {"ok": True, "state": "running"}, handled_at=T0 + 1)
     assert [r.id for r in store.pending_service_requests()] == [second]
     done = store.get_service_request(first)
     assert done is not None
     assert done.handled_at == T0 + 1
     assert done.outcome == {"ok": True, "state": "running"}
     assert store.get_service_request(10_000) is None
+    # A second answer (another serving process, later) changes nothing: the first stands.
+    assert not store.finish_service_request(first, {"ok": False}, handled_at=T0 + 2)
+    again = store.get_service_request(first)
+    assert again is not None
+    assert (again.handled_at, again.outcome) == (T0 + 1, {"ok": True, "state": "running"})
+    assert not store.finish_service_request(10_000, {"ok": True})
 
 
 def test_only_an_unhandled_service_request_can_be_withdrawn(store: ServiceStore) -> None:
