@@ -10,6 +10,11 @@ for functions it cannot find by name) and taskloom itself; no database, no confi
 
 - Each attempt is its own Dask key (`<task>-<run id>-<attempt>`), so a retry is a new
   computation; the future is released as soon as its result is read.
+- The calls begun in one pass of the engine's loop (the runs whose starts one commit
+  recorded) are sent to the scheduler together, as one graph (`Client.map`): the
+  scheduler's cost is per graph more than per call. A batch the client refuses (an input
+  that cannot be pickled, say) is sent again call by call, so that only the run at fault
+  fails.
 - The task's exception is the attempt's error, with the traceback Dask brings back. A Dask
   worker that dies holding the call (`KilledWorker`) or a scheduler connection lost while
   waiting fails the attempt with a retryable `WorkerLostError`; the next attempt waits for
@@ -35,7 +40,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import context as context_module
@@ -136,7 +141,22 @@ class TaskRef:
 _resolved: dict[TaskRef, Any] = {}
 
 
+_refs: weakref.WeakKeyDictionary[Any, TaskRef] = weakref.WeakKeyDictionary()
+
+
 def shipped(task: TaskDefinition) -> Any:
+    """What is sent for `task`'s function (see `_ship`). A name is looked up once per
+    task, and the same `TaskRef` sent with every call: a batch pickles it once."""
+    ref = _refs.get(task)
+    if ref is not None:
+        return ref
+    found = _ship(task)
+    if isinstance(found, TaskRef):
+        _refs[task] = found
+    return found
+
+
+def _ship(task: TaskDefinition) -> Any:
     """What is sent for `task`'s function: its name when this process imported it by name
     from a module (a file given by path is imported under its stem), so the workers
     import it too; the function itself otherwise (`__main__`, a notebook), which
@@ -201,6 +221,18 @@ def _with_allowed_failures(factory: Any) -> Any:
         return factory()
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Calls waiting for the end of the loop's pass, to be sent to the scheduler together."""
+
+    client: Any
+    fns: list[Any] = field(default_factory=list)
+    kwargs: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[RemoteCall] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    waiters: list[asyncio.Future[Any]] = field(default_factory=list)  # each call's Dask future
+
+
 class DaskExecutor:
     """Calls made on a Dask cluster, for one engine. `address` is a scheduler address
     (`tcp://host:8786`), `local` for a `distributed.LocalCluster` sized to this machine, or
@@ -220,6 +252,7 @@ class DaskExecutor:
         self._comm: Any = None  # the scheduler connection the topic was subscribed on
         self._closing = False
         self._cancels: set[asyncio.Future[None]] = set()  # cancels of futures, under way
+        self._batch: _Batch | None = None  # calls to send at the end of this pass of the loop
 
     def __repr__(self) -> str:
         return f"DaskExecutor({self.where!r})"
@@ -350,7 +383,16 @@ class DaskExecutor:
         while len(self._runs) > _RECENT:
             self._runs.popitem(last=False)
         key = f"{task.name}-{run.id}-{context.attempt}"
-        future = client.submit(call_on_worker, shipped(task), kwargs, call, key=key, pure=False)
+        waiter = self._send(client, shipped(task), kwargs, call, key)
+        try:
+            future = await waiter
+        except asyncio.CancelledError:
+            # Still in its batch: it is never sent. Sent meanwhile: cancel it there.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                future = waiter.result()
+                self._cancel(client, future)
+                future.release()
+            raise
         try:
             return await future
         except asyncio.CancelledError:
@@ -370,6 +412,67 @@ class DaskExecutor:
             raise
         finally:
             future.release()
+
+    def _send(
+        self, client: Any, fn: Any, kwargs: dict[str, Any], call: RemoteCall, key: str
+    ) -> asyncio.Future[Any]:
+        """The call, added to this pass's batch; the future returned is given the call's
+        Dask future once the batch is sent (on the next pass of the loop)."""
+        batch = self._batch
+        if batch is not None and batch.client is not client:  # reconnected meanwhile
+            self._flush()
+            batch = None
+        loop = asyncio.get_running_loop()
+        if batch is None:
+            batch = self._batch = _Batch(client)
+            loop.call_soon(self._flush)
+        waiter: asyncio.Future[Any] = loop.create_future()
+        batch.fns.append(fn)
+        batch.kwargs.append(kwargs)
+        batch.calls.append(call)
+        batch.keys.append(key)
+        batch.waiters.append(waiter)
+        return waiter
+
+    def _flush(self) -> None:
+        """Send the batch's calls that still wait (a cancelled one is left out), as one
+        graph. A graph the client refuses (a call that cannot be pickled) is sent again
+        call by call, each a graph of its own, so that only the call at fault fails: not
+        with `Client.submit`, which takes a key the refused graph still holds for a call
+        already sent, and never sends it."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        waiting = [i for i, waiter in enumerate(batch.waiters) if not waiter.done()]
+        if not waiting:
+            return
+        try:
+            self._map(batch, waiting)
+        except Exception as exc:
+            if len(waiting) == 1:
+                batch.waiters[waiting[0]].set_exception(exc)
+                return
+            logger.debug("taskloom: a batch of Dask calls was refused", exc_info=True)
+        else:
+            return
+        for i in waiting:
+            try:
+                self._map(batch, [i])
+            except Exception as exc:
+                batch.waiters[i].set_exception(exc)
+
+    @staticmethod
+    def _map(batch: _Batch, indexes: list[int]) -> None:
+        futures = batch.client.map(
+            call_on_worker,
+            [batch.fns[i] for i in indexes],
+            [batch.kwargs[i] for i in indexes],
+            [batch.calls[i] for i in indexes],
+            key=[batch.keys[i] for i in indexes],
+            pure=False,
+        )
+        for i, future in zip(indexes, futures, strict=True):
+            batch.waiters[i].set_result(future)
 
     def _cancel(self, client: Any, future: Any) -> None:
         async def cancel() -> None:
