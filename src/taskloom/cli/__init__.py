@@ -1,4 +1,5 @@
-"""The `taskloom` command line: `run`, `tasks`, `runs`, `show`, `cancel` and `db`."""
+"""The `taskloom` command line (`app.py` assembles it, one module per command or group;
+`taskloom --help` lists them)."""
 
 from .app import app, main
 

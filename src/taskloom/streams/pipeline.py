@@ -20,9 +20,10 @@ from .queues import Backpressure
 from .stages import DEFAULT_IDLE_AFTER, DEFAULT_RESTART, StageSpec, ports_of, wire_outputs
 from .wiring import NAME, TOPIC_NAME, check_stages, type_name
 
-__all__ = ["Pipeline"]
+__all__ = ["STAGE_KEYS", "Pipeline"]
 
-_STAGE_KEYS = frozenset(
+#: The keys a stage of a pipeline in its data form may have.
+STAGE_KEYS = frozenset(
     {
         "task",
         "name",
@@ -261,13 +262,13 @@ class Pipeline:
             where = f"stages[{index}]"
             if not isinstance(entry, Mapping) or "task" not in entry:
                 raise WiringError(pipeline.name, [f"{where}: needs `task: module:attr`"])
-            unknown = sorted(set(entry) - _STAGE_KEYS)
+            unknown = sorted(set(entry) - STAGE_KEYS)
             if unknown:
                 raise WiringError(
                     pipeline.name,
                     [
                         f"{where}: unknown key(s) {', '.join(unknown)} "
-                        f"(known: {', '.join(sorted(_STAGE_KEYS))})"
+                        f"(known: {', '.join(sorted(STAGE_KEYS))})"
                     ],
                 )
             options = {k: v for k, v in entry.items() if k != "task"}

@@ -21,7 +21,7 @@ from ..tasks.definition import TaskDefinition
 from ..tasks.registry import Registry
 from ..workflows.model import task_reference
 from .errors import WiringError
-from .pipeline import _STAGE_KEYS, Pipeline, keep_topics
+from .pipeline import STAGE_KEYS, Pipeline, keep_topics
 
 __all__ = ["pipeline_from_request", "served_task"]
 
@@ -64,7 +64,7 @@ def _from_data(registry: Registry, data: Any) -> Pipeline:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("task"), str):
             problems.append(f"{where}: needs `task`, the name of a served task")
             continue
-        unknown = sorted(str(k) for k in set(entry) - _STAGE_KEYS)
+        unknown = sorted(str(k) for k in set(entry) - STAGE_KEYS)
         if unknown:
             problems.append(f"{where}: unknown key(s) {', '.join(unknown)}")
             continue

@@ -27,8 +27,8 @@ lets go of its workflows the same way; one that loses its lease drops them.
 
 Large maps and wide workflows are taken in slices, so the event loop they share with
 everything else (the HTTP API) is never held for long, and the writer's queue stays
-short (a read that waits for it, such as listing runs, waits for a few thousand changes,
-not a whole map): a map's items are validated `ITEMS_PER_TURN` per turn of the loop,
+short (a few thousand changes, not a whole map, between a change and its commit): a
+map's items are validated `ITEMS_PER_TURN` per turn of the loop,
 before any of them runs (one invalid item fails the step with nothing run); a map keeps
 only so many items inserted and not yet finished (as many as may run: `MAP_RUNNING`, or
 the step's own `concurrency`, or the engine's if lower; and a slice more, queued, so none

@@ -7,7 +7,7 @@ process. It is committed, `running`, before `submit` returns: a crash never lose
 The engine that submits a workflow drives it. If that engine dies (or closes with the
 workflow unfinished, or loses its lease), a worker resumes it: an engine that starts, and
 every few heartbeats after, claims each `running` workflow run whose driver is gone and
-goes on from the step runs in the store (see `scheduler.py`). An engine in which a step's
+goes on from the step runs in the store (see `execution.py`). An engine in which a step's
 task does not resolve gives the workflow back for another engine to resume.
 `rerun` makes a new workflow run of a finished one that reuses every step that completed.
 """
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
+from ..aio import resolve as resolve_future
 from ..exceptions import InputValidationError, RunNotFoundError, WorkflowError
 from ..loading import resolve_task
 from ..observability import tracing
@@ -116,7 +117,7 @@ async def submit_workflow(
     span = None if host.tracer is None else tracing.start_submit(host.tracer, run)
     execution = WorkflowExecution(host, workflow, definitions, run, reuse=reuse, limits=limits)
     committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    host.record_workflow(run, functools.partial(_settle_none, committed))
+    host.record_workflow(run, functools.partial(resolve_future, committed, None))
     try:
         await committed
     except BaseException as exc:
@@ -248,12 +249,3 @@ async def recover_workflows(host: WorkflowHost, passed_over: set[str]) -> list[s
         execution.start()
         resumed.append(run.id)
     return resumed
-
-
-def _settle_none(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(None)
