@@ -120,8 +120,10 @@ async def http(server: HttpServer) -> AsyncIterator[httpx.AsyncClient]:
 async def _run_all(http: httpx.AsyncClient, task: str, inputs: list[dict[str, int]]) -> None:
     made = [await http.post("/api/runs", json={"task": task, "inputs": i}) for i in inputs]
     assert all(response.status_code == 201 for response in made), made[0].text
-    for response in made:
-        ended = await http.get(f"/api/runs/{response.json()['id']}/wait")
+    # Waited for all at once: a server that executes nothing learns of ends elsewhere on
+    # its next look at the store, and one look answers every wait then pending.
+    waits = (http.get(f"/api/runs/{response.json()['id']}/wait") for response in made)
+    for ended in await asyncio.gather(*waits):
         assert ended.status_code == 200, ended.text
 
 
@@ -172,8 +174,8 @@ async def test_label_sets_stay_bounded_whatever_paths_are_asked(
 ) -> None:
     await _run_all(http, "add", [{"a": 1, "b": 2}])
     before = samples((await http.get("/metrics")).text)
-    paths = [f"/api/runs/{uuid.uuid4()}" for _ in range(1_000)]
-    paths += [f"/api/no-such-{n}" if n % 2 else f"/no/such/file-{n}.js" for n in range(1_000)]
+    paths = [f"/api/runs/{uuid.uuid4()}" for _ in range(300)]
+    paths += [f"/api/no-such-{n}" if n % 2 else f"/no/such/file-{n}.js" for n in range(300)]
     for start in range(0, len(paths), 50):
         answers = await asyncio.gather(*(http.get(path) for path in paths[start : start + 50]))
         assert {answer.status_code for answer in answers} == {404}
@@ -191,10 +193,10 @@ async def test_label_sets_stay_bounded_whatever_paths_are_asked(
         "dashboard",
     }
     requests = by_labels(after, "taskloom_http_requests_total", "route", "status")
-    assert requests["/api/runs/{run_id}", "404"] == 1_000
-    assert requests["unmatched", "404"] == 500
-    assert requests["dashboard", "404"] == 500
-    # 2,000 distinct paths later, only the series of the three routes they reached are new.
+    assert requests["/api/runs/{run_id}", "404"] == 300
+    assert requests["unmatched", "404"] == 150
+    assert requests["dashboard", "404"] == 150
+    # 600 distinct paths later, only the series of the three routes they reached are new.
     taskloom_series = {key for key in after if key[0].startswith("taskloom_")}
     old_series = {key for key in before if key[0].startswith("taskloom_")}
     new_routes = {dict(labels).get("route") for _name, labels in taskloom_series - old_series}

@@ -1,7 +1,7 @@
 """Workflows on the shared queue: their steps run on every worker, and a workflow goes on
 when the process that submitted (and drove) it is killed.
 
-A submitter process that executes nothing submits a 200-step chain and a 2,000-item map
+A submitter process that executes nothing submits a 100-step chain and a 1,000-item map
 to two `taskloom worker` processes and is killed with SIGKILL mid-way; a worker resumes
 both workflows from the database, and both complete with every step run once.
 """
@@ -22,8 +22,8 @@ from support import until
 pytestmark = pytest.mark.timeout(240)
 
 SUBMITTER = Path(__file__).resolve().parent / "queue_workers" / "submit_workflows.py"
-CHAIN_STEPS = 200
-MAP_ITEMS = 2_000
+CHAIN_STEPS = 100
+MAP_ITEMS = 1_000
 
 
 def completed_steps(url: str, workflow_id: str) -> int:

@@ -1,4 +1,5 @@
-"""A process that submits a 200-step chain and a 2,000-item map, then waits to be killed.
+"""A process that submits a chain of CHAIN_STEPS steps and a map of MAP_ITEMS items, then
+waits to be killed.
 
     python submit_workflows.py URL CHAIN_STEPS MAP_ITEMS
 
