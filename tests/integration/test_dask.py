@@ -264,3 +264,40 @@ async def test_without_a_scheduler_the_calls_are_made_in_this_process(
     assert done.status == RunStatus.COMPLETED
     assert done.result == {"index": 1, "pid": os.getpid()}
     assert "asks for executor 'dask', which this engine was not given" in caplog.text
+
+
+def test_a_cluster_object_made_outside_the_engine_is_reached_through_its_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster made the plain way (a `LocalCluster` or a `dask_jobqueue` cluster, with
+    its own thread's event loop) serves an engine running in another loop."""
+    import dask
+    from distributed import LocalCluster
+
+    from support import HELPERS
+
+    monkeypatch.syspath_prepend(str(HELPERS))  # the workers it spawns import dask_tasks
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=1, threads_per_worker=2, dashboard_address=":0"
+        )
+    try:
+
+        async def use() -> list[dict[str, int]]:
+            async with Engine(
+                f"sqlite:///{tmp_path / 'runs.db'}", tasks=[dask_tasks], dask=cluster
+            ) as engine:
+                assert engine.dask is not None
+                assert engine.dask.where == cluster.scheduler_address
+                runs = await engine.submit_many("tick", [{"index": i} for i in range(20)])
+                ended = [await engine.wait(run.id, timeout=60) for run in runs]
+            assert {run.status for run in ended} == {RunStatus.COMPLETED}
+            return [run.result for run in ended]
+
+        import asyncio
+
+        results = asyncio.run(use())
+    finally:
+        cluster.close()
+    assert [r["index"] for r in results] == list(range(20))
+    assert os.getpid() not in {r["pid"] for r in results}

@@ -152,6 +152,8 @@ class RunExecution:
     def task_limit(self, task: TaskDefinition) -> int | None:
         """How many runs of `task` may be handed to its executor at once."""
         options = task.options
+        if options.executor in self.remote:
+            return options.concurrency  # made elsewhere: no thread of this engine's
         is_sync = isinstance(task, FunctionTask) and not (task.is_async or task.is_async_generator)
         if is_sync and not options.thread_safe and not options.inline:
             # Calls run one after another in the task's own thread. Without a timeout the

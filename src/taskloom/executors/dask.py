@@ -247,6 +247,12 @@ class DaskExecutor:
         self.connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         self._client: Any = None
         self._cluster: Any = None  # one this executor started (`local`), closed with it
+        # What a client connects to: the scheduler's address, and the security settings of
+        # a cluster object given (its own thread's loop is not the engine's, so a client
+        # on the object itself would not be asynchronous here).
+        self._target: Any = address
+        self._security: Any = None
+        self._dashboard: str | None = None  # the Dask dashboard, once it answered
         self._owns_client = True
         self._runs: OrderedDict[str, LiveRun] = OrderedDict()
         self._comm: Any = None  # the scheduler connection the topic was subscribed on
@@ -267,14 +273,9 @@ class DaskExecutor:
 
     @property
     def dashboard_link(self) -> str | None:
-        """The Dask dashboard's address, where the scheduler serves one."""
-        client = self._client
-        if client is None:
-            return None
-        try:
-            return str(client.dashboard_link)
-        except Exception:  # no dashboard (bokeh missing, or none configured)
-            return None
+        """The Dask dashboard's address, when the scheduler serves one (it answered when
+        the executor connected); None otherwise."""
+        return self._dashboard
 
     # connection ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -286,17 +287,17 @@ class DaskExecutor:
                 self._client, self._owns_client = address, False
             else:
                 if address == "local":
+                    # Its dashboard on a free port (the default one may be taken).
                     self._cluster = await _with_allowed_failures(
-                        lambda: LocalCluster(asynchronous=True, dashboard_address=None)  # type: ignore[no-untyped-call]
+                        lambda: LocalCluster(asynchronous=True, dashboard_address=":0")  # type: ignore[no-untyped-call]
                     )
                     address = self._cluster
-                elif not isinstance(address, str):  # a cluster object of the caller's
-                    pass
+                if not isinstance(address, str):  # a cluster object: its scheduler
+                    self._target = address.scheduler_address
+                    self._security = getattr(address, "security", None)
                 elif not address.strip():
                     raise ExecutorUnavailableError("the Dask scheduler address is empty")
-                self._client = await Client(  # type: ignore[no-untyped-call]
-                    address, asynchronous=True, timeout=self.connect_timeout
-                )
+                self._client = await self._connect()
         except ExecutorUnavailableError:
             raise
         except (OSError, TimeoutError) as exc:
@@ -305,7 +306,18 @@ class DaskExecutor:
                 f"cannot reach the Dask scheduler at {self.address}: {exc}"
             ) from exc
         self._subscribe()
+        self._dashboard = await _answering(self._client)
         logger.info("taskloom: calls of dask tasks go to the scheduler at %s", self.where)
+
+    async def _connect(self) -> Any:
+        from distributed import Client
+
+        return await Client(  # type: ignore[no-untyped-call]
+            self._target,
+            asynchronous=True,
+            timeout=self.connect_timeout,
+            security=self._security,
+        )
 
     async def close(self) -> None:
         self._closing = True
@@ -327,7 +339,6 @@ class DaskExecutor:
     async def _connected(self) -> Any:
         """The client, once it is connected to the scheduler (waiting while it reconnects;
         a client that gave up is made again)."""
-        from distributed import Client
 
         deadline = time.monotonic() + self.connect_timeout
         while True:
@@ -339,11 +350,8 @@ class DaskExecutor:
                     self._subscribe()
                 return client
             if client.status in ("closed", "failed") and self._owns_client:
-                address = self._cluster if self._cluster is not None else self.address
                 try:
-                    self._client = await Client(  # type: ignore[no-untyped-call]
-                        address, asynchronous=True, timeout=self.connect_timeout
-                    )
+                    self._client = await self._connect()
                 except (OSError, TimeoutError):
                     pass
                 else:
@@ -525,6 +533,23 @@ def check_shippable(task: TaskDefinition) -> None:
             "define it at module level, in a module the workers can import, and keep "
             "unpicklable objects (locks, connections) out of what it refers to"
         )
+
+
+async def _answering(client: Any) -> str | None:
+    """The client's dashboard address if a page is served there: a scheduler reports one
+    even when it serves none (`--no-dashboard`, or no bokeh), and its page is then a 404."""
+    import httpx
+
+    try:
+        link = str(client.dashboard_link)
+    except Exception:  # no HTTP server at all
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            answer = await http.get(link)
+    except httpx.HTTPError:
+        return None
+    return link if answer.status_code == 200 else None
 
 
 def _lost_scheduler(exc: BaseException) -> bool:
