@@ -653,6 +653,14 @@ class Engine:
         assert self.store is not None
         return await self._in_thread(request_stop, self.store, name)
 
+    async def schema_revision(self) -> str | None:
+        """The schema revision of the engine's database, read from it now (a readiness
+        probe's question). Read in a thread of the loop's own, not the engine's: a
+        database that hangs must not take the threads the engine's reads need."""
+        self._check_started()
+        assert self.store is not None
+        return await asyncio.to_thread(self.store.schema_revision)
+
     # workers -------------------------------------------------------------------------------
     async def list_workers(self) -> list[WorkerRecord]:
         """Every worker recorded on the database, this engine and other processes, oldest

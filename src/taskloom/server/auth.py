@@ -17,18 +17,40 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..store import TokenStore
-from .tokens import AuthError, Caller, ForbiddenError, Role, hash_token
+from ..store import ApiTokenRecord, TokenStore
+from .tokens import (
+    AuthError,
+    Caller,
+    ForbiddenError,
+    Role,
+    TokenNotFoundError,
+    create_token,
+    hash_token,
+)
 
 __all__ = ["AuthPolicy", "require"]
 
 
 @dataclass(frozen=True, slots=True)
 class AuthPolicy:
-    """Whether requests need a token, and the store the tokens are looked up in."""
+    """Whether requests need a token, the store the tokens are looked up in, and the
+    operations on them the API offers (each off the event loop)."""
 
     required: bool
     store: TokenStore
+
+    async def list_tokens(self) -> list[ApiTokenRecord]:
+        """Every token, revoked ones included."""
+        return await asyncio.to_thread(self.store.list_api_tokens)
+
+    async def create_token(self, role: str, name: str | None) -> tuple[str, ApiTokenRecord]:
+        """A new token: its secret (shown once) and its record."""
+        return await asyncio.to_thread(create_token, self.store, role, name)
+
+    async def revoke_token(self, token_id: str) -> None:
+        """Revoke a valid token; `TokenNotFoundError` when there is none with that id."""
+        if not await asyncio.to_thread(self.store.revoke_api_token, token_id):
+            raise TokenNotFoundError(f"no valid token with id {token_id!r}")
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `taskloom token create`.")

@@ -68,12 +68,11 @@ async def ready(engine: EngineDep) -> ReadyOut | JSONResponse:
 
 async def _not_ready(engine: Engine) -> tuple[str, str] | None:
     """What keeps the server from being ready (a reason and a message), or None."""
-    store = engine.store
-    if not engine.accepting or store is None:
+    if not engine.accepting or engine.store is None:
         return "engine", "the engine is not running: it is starting or shutting down"
     try:
         async with asyncio.timeout(READY_TIMEOUT):
-            revision = await asyncio.to_thread(store.schema_revision)
+            revision = await engine.schema_revision()
     except TimeoutError:
         return "database", f"the database did not answer within {READY_TIMEOUT:g} s"
     except StoreError as exc:
