@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from taskloom.engine.writer import _attempt_change
@@ -10,8 +10,14 @@ from taskloom.runs import Attempt
 
 
 def test_an_attempt_started_and_ended_in_one_batch_keeps_what_its_start_recorded() -> None:
+    # Every field of the start set to something of its own, whatever fields it has.
+    values: dict[str, Any] = {"run_id": "run-1", "number": 1, "started_at": 1.0}
     start = Attempt(
-        "run-1", 1, 1.0, worker_id="w1", executor="dask tcp://h:8786", dashboard="http://h/s"
+        **{
+            f.name: values.get(f.name, f"{f.name} of the start")
+            for f in fields(Attempt)
+            if f.name not in ("finished_at", "error")
+        }
     )
     new = {("run-1", 1): start}
     updates: dict[tuple[str, int], dict[str, Any]] = {}
