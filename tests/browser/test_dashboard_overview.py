@@ -164,8 +164,9 @@ def test_the_overview_counts_the_runs_and_follows_new_ones_live(dashboard: Dashb
     expect(page.locator('#overview-durations tr[data-task="adder"] .runs')).to_have_text("17")
     assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
     asked: list[float] = page.evaluate(STATS_ASKED, since)
-    # One read on the first event and at least one for the events after it.
-    assert len(asked) >= 2, asked
+    # Read again for those events (the totals above came from such reads): once, when
+    # they all came within one throttle period, more often when they took longer.
+    assert len(asked) >= 1, asked
     gaps = [later - earlier for earlier, later in itertools.pairwise(sorted(asked))]
     assert min(gaps, default=SHORTEST_GAP_MS) >= SHORTEST_GAP_MS, gaps
 
