@@ -273,7 +273,12 @@ class Claims:
         future: asyncio.Future[Run] = loop.create_future()
         self._remote.setdefault(run_id, []).append(future)
         try:
-            if not unfinished:
+            if unfinished:
+                # It did not end before this engine submitted it, but it may have ended
+                # since, its notice heard before this wait began: the remote loop looks at
+                # once (one read for every wait that begins meanwhile).
+                self._remote_wake.set()
+            else:
                 store = engine.store
                 assert store is not None
                 run = await engine._in_thread(store.get_run, run_id)
