@@ -133,13 +133,15 @@ def deploy_command(
                     pipeline, name=name, bus=bus, stages=stage, status_interval=status_interval
                 )
                 stages = ", ".join(r.spec.name for r in deployment.runners)
-                typer.echo(
-                    f"deployed {deployment.name!r} (pipeline {pipeline.name!r}) on "
-                    f"{deployment.bus.url}: {stages}",
-                    err=True,
-                )
                 signalled = asyncio.Event()
                 with _on_signals(asyncio.get_running_loop(), signalled.set):
+                    # Said once the signals are ours: a Ctrl-C right after this line
+                    # stops the deployment as any other does (exit 0).
+                    typer.echo(
+                        f"deployed {deployment.name!r} (pipeline {pipeline.name!r}) on "
+                        f"{deployment.bus.url}: {stages}",
+                        err=True,
+                    )
                     waiters = [
                         asyncio.ensure_future(signalled.wait()),
                         asyncio.ensure_future(deployment.wait()),
