@@ -117,17 +117,20 @@ class LiveRun:
         self.context = context
         return context
 
-    def function_kwargs(self, context: Context) -> dict[str, Any]:
+    def function_kwargs(self, context: Context, *, here: bool = True) -> dict[str, Any]:
+        """The call's keyword arguments, its special parameters included. With `here`
+        False, those of values only (config, timestamp), for a call made in another
+        process, which supplies its own context and state."""
         task = self.task
         specials = task.specials
         if not specials.any:
             return self.call
         kwargs = dict(self.call)
-        if specials.context:
+        if specials.context and here:
             kwargs[specials.context] = context
         if specials.config:
             kwargs["config"] = self.config
-        if specials.state:
+        if specials.state and here:
             kwargs["state"] = self.runner.state_of(task)
         if specials.timestamp:
             kwargs["timestamp"] = context.timestamp

@@ -372,11 +372,7 @@ class DaskExecutor:
         client = await self._connected()
         run = live.run
         specials = task.specials
-        kwargs = dict(live.call)
-        if specials.config:
-            kwargs["config"] = live.config
-        if specials.timestamp:
-            kwargs["timestamp"] = context.timestamp
+        kwargs = live.function_kwargs(context, here=False)
         call = RemoteCall(
             run_id=run.id,
             task=task.name,
