@@ -3,6 +3,7 @@ a closed store, and a write that may not wait."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from conformance.records import T0, SpawnWorker, make_run
 
+from support import wait_until
 from taskloom.exceptions import StoreError
 from taskloom.store import (
     MemoryStore,
@@ -21,6 +23,7 @@ from taskloom.store import (
     resolve_database_url,
 )
 from taskloom.store.base import StoreBusyError
+from taskloom.store.checkpoint import Checkpointer
 
 
 def test_resolve_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,16 +65,52 @@ def test_sqlite_file_settings(tmp_path: Path) -> None:
         with engine.connect() as conn:
             pragmas = {
                 name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+                for name in (
+                    "journal_mode",
+                    "synchronous",
+                    "busy_timeout",
+                    "foreign_keys",
+                    "wal_autocheckpoint",
+                )
             }
         assert pragmas == {
             "journal_mode": "wal",
             "synchronous": 1,
             "busy_timeout": 30000,
             "foreign_keys": 0,
+            "wal_autocheckpoint": 0,  # no commit checkpoints: the store's thread does
         }
     finally:
         store.close()
+
+
+def checkpointed(checkpointer: Checkpointer, done: int) -> bool:
+    return checkpointer.checkpoints > done
+
+
+def test_the_write_ahead_log_of_a_file_stays_bounded(tmp_path: Path) -> None:
+    """No commit checkpoints, yet the log does not grow with what is written: the store's
+    checkpoints copy it into the database while it changes, and SQLite starts it over."""
+    path = tmp_path / "runs.db"
+    wal = path.with_name("runs.db-wal")
+    chunk, rounds = 4 << 20, 12  # 48 MiB in all, in rounds of 4 MiB
+    with SqlStore(str(path)) as store:
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        largest = 0
+        for _ in range(rounds):
+            runs = [make_run(inputs={"text": "x" * 8_000}) for _ in range(chunk // 8_000)]
+            for start in range(0, len(runs), 100):
+                store.write(WriteBatch(new_runs=runs[start : start + 100]))
+            largest = max(largest, wal.stat().st_size)
+            # The next round writes after a checkpoint of this one's pages.
+            wait_until(functools.partial(checkpointed, checkpointer, checkpointer.checkpoints))
+    with sqlite3.connect(path) as check:
+        (count,) = check.execute("SELECT count(*) FROM runs").fetchone()
+    assert count == rounds * (chunk // 8_000)
+    # A round and a half at most (a checkpoint may come in the middle of a round), where
+    # without checkpoints the log would hold all 48 MiB.
+    assert largest < 2.5 * chunk, largest
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])

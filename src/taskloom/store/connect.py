@@ -89,8 +89,14 @@ def _use_wal(cursor: Any) -> None:
 IDLE_IN_TRANSACTION = 2.0
 
 
-def create_store_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
-    """An engine with the store's connection settings (SQLite pragmas, transactions)."""
+def create_store_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int = 10, checkpoints_elsewhere: bool = False
+) -> Engine:
+    """An engine with the store's connection settings (SQLite pragmas, transactions).
+
+    `checkpoints_elsewhere`: a SQLite file's connections leave its WAL checkpoints to a
+    `Checkpointer` the caller runs (see `checkpoint.py`) instead of making them in a commit.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         server = create_engine(
@@ -150,6 +156,8 @@ def create_store_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10)
                 # process crashes (only a power loss may drop the last commits).
                 _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
+            if file_db and checkpoints_elsewhere:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
             # The store keeps no foreign keys: their checks would cost on every write.
             cursor.execute("PRAGMA foreign_keys=OFF")
         finally:

@@ -55,6 +55,7 @@ from .base import (
     WriteBatch,
     WriteResult,
 )
+from .checkpoint import Checkpointer
 from .connect import BUSY_TIMEOUT, create_store_engine, resolve_database_url, sqlite_file
 from .feed import ChangeFeed, Notice, PostgresFeed, SqliteFeed
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
@@ -159,6 +160,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         self._uncertain = False
         self._workers: WorkerLocks | None = None
         self._raw_writer: Any = None  # the pooled connection `write` keeps (see there)
+        self._checkpointer: Checkpointer | None = None  # a SQLite file's WAL checkpoints
         self._sqlite = False
         # A SQLite file another engine uses: each commit journals the runs it changed.
         self._journal = False
@@ -191,7 +193,10 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             return
         shown = make_url(self.url).render_as_string(hide_password=True)
         engine = create_store_engine(
-            self.url, pool_size=self._pool_size, max_overflow=self._max_overflow
+            self.url,
+            pool_size=self._pool_size,
+            max_overflow=self._max_overflow,
+            checkpoints_elsewhere=self._file is not None,
         )
         try:
             with engine.connect() as conn:
@@ -219,6 +224,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             self._workers = AdvisoryLocks(engine)
         elif self._file is not None:
             self._workers = LockFiles(self._file.with_name(self._file.name + ".workers"))
+            self._checkpointer = Checkpointer(self._file).start()
         else:
             self._workers = LocalWorkers()
 
@@ -227,6 +233,9 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
             if self._workers is not None:
                 self._workers.release_all()
                 self._workers = None
