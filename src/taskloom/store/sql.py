@@ -334,7 +334,19 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                     if rejected:
                         plan = plan_batch(self._statements, batch, skip=rejected, fences=fences)
                     prior = self._rollup().read_prior(cursor, unread) if unread else {}
-                    if self._apply(cursor, plan, counted=unchecked is not fences):
+                    rollup = rollup_of(batch, ends, prior, rejected, trusted) if ends else None
+                    counted = unchecked is not fences
+                    if self._sqlite:
+                        applied = self._apply(cursor, plan, counted=counted)
+                        if applied:
+                            if rollup is not None:
+                                self._rollup().write(cursor, rollup)
+                            queue.notify(cursor, sent)
+                    else:
+                        applied = self._apply_pipelined(
+                            connection, cursor, plan, rollup, sent, counted=counted
+                        )
+                    if applied:
                         break
                     # A fenced UPDATE changed fewer rows than it had: some run is no longer
                     # held as the batch says. Start again, every fenced run looked at first.
@@ -342,9 +354,6 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                     unchecked = fences
                 if rejected:
                     result = WriteResult(rejected=rejected)
-                if ends:
-                    rollup = rollup_of(batch, ends, prior, rejected, trusted)
-                    self._rollup().write(cursor, rollup)
                 if batch.claim is not None:
                     claimed = queue.claim(cursor, batch.claim)
                     due = None
@@ -352,7 +361,6 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                         due = queue.next_due(cursor, batch.claim)
                     if claimed or due is not None:
                         result = WriteResult(result.rejected, claimed, due)
-                queue.notify(cursor, sent)
                 committing = True
                 # Before: a feed that reads the file meanwhile knows it may be ours.
                 self.last_commit = time.monotonic()
@@ -390,6 +398,43 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         finally:
             if not wait:
                 cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+
+    def _apply_pipelined(
+        self,
+        connection: Any,
+        cursor: Any,
+        plan: list[Any],
+        rollup: Rollup | None,
+        sent: Collection[tuple[str, str]],
+        *,
+        counted: bool,
+    ) -> bool:
+        """PostgreSQL: the plan, the rollup and the notices sent in one pipeline (one round
+        trip for them all, where each statement waited for the one before); then, with
+        `counted`, False when a fenced UPDATE changed fewer rows than it had (the caller
+        rolls back what the pipeline did)."""
+        checks: list[tuple[Any, int]] = []
+        try:
+            with connection.pipeline():
+                for sql, rows, fenced in plan:
+                    if counted and fenced:
+                        own = connection.cursor()  # its row count is read after the sync
+                        checks.append((own, fenced))
+                        own.executemany(sql, rows)
+                    else:
+                        cursor.executemany(sql, rows)
+                if rollup is not None:
+                    self._rollup().write(cursor, rollup)
+                self._queue_sql().notify(cursor, sent)
+            return all(own.rowcount == fenced for own, fenced in checks)
+        finally:
+            for own, _ in checks:
+                with contextlib.suppress(Exception):
+                    own.close()
+
+    def _queue_sql(self) -> QueueSql:
+        assert self._queue is not None
+        return self._queue
 
     @staticmethod
     def _apply(cursor: Any, plan: list[Any], *, counted: bool) -> bool:
