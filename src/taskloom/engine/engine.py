@@ -737,7 +737,9 @@ class Engine:
             if idempotency_key is not None:
                 return await self._submit_idempotent(live, idempotency_key)
             committed: asyncio.Future[None] = loop.create_future()
-            self._writer.submit_run(run, functools.partial(self._on_inserted, live, committed))
+            inserted = functools.partial(self._on_inserted, live, committed)
+            if not (held and self._execution.start_at_insert(live, inserted)):
+                self._writer.submit_run(run, inserted)
             await committed
         except BaseException as exc:
             if span is not None:
@@ -959,6 +961,10 @@ class Engine:
         if held and committed is not None:
             self._reserved -= 1
         if error is not None:
+            if live.dispatched:  # started with its insert (which was refused): let it go
+                live.settled = live.dropped = True
+                self._execution.end_span(live, "not recorded", error)
+                self._execution.release(live)
             if committed is not None:
                 settle(committed, error)
             return
@@ -972,7 +978,7 @@ class Engine:
                 self._claims.wake()
         if self._listeners:
             self._execution.emit(RunEventKind.SUBMITTED, run)
-        if held:
+        if held and not live.dispatched:  # (one started with its insert is under way)
             self._queue.push(live)
         if committed is not None and not committed.done():
             committed.set_result(None)

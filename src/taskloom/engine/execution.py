@@ -199,6 +199,42 @@ class RunExecution:
         else:
             self._execute_in_thread(live, context)
 
+    def start_at_insert(
+        self, live: LiveRun, inserted: Callable[[BaseException | None], None]
+    ) -> bool:
+        """Start a submitted run with its insert, when it would start at once anyway: its
+        task's code runs on the loop and a slot is free with nothing queued before it. The
+        run is then inserted already started, with its attempt, in one commit; `inserted`
+        is told once that is committed (or why not), before the code may run. False: the
+        run is to be inserted as usual."""
+        task = live.task
+        elsewhere = task.options.executor
+        on_loop = task.is_async or task.is_async_generator or not isinstance(task, FunctionTask)
+        if not on_loop or (elsewhere is not None and elsewhere in _REMOTE):
+            return False
+        if not self.queue.would_start(live):
+            return False
+        live.inserted = inserted
+        self.queue.push(live)  # starts it now: `_begin` sends the insert with the start
+        return True
+
+    def _inserted_started(
+        self,
+        live: LiveRun,
+        inserted: Callable[[BaseException | None], None],
+        committed: Callable[[BaseException | None], None],
+        error: BaseException | None,
+    ) -> None:
+        """The insert of a run started with it is committed (or refused): the submit
+        hears first, then the attempt (whose code runs only now)."""
+        inserted(error)
+        if error is None:
+            if self._listeners:
+                self._emit_threadsafe(RunEventKind.STARTED, live.run)
+            committed(None)
+        else:  # nothing of the run is stored: the submitter was told, the code never runs
+            committed(error if isinstance(error, StoreError) else StoreError(str(error)))
+
     def _remote_executor(self, task: TaskDefinition, name: str) -> RemoteExecutor | None:
         """The executor of calls elsewhere `task` names; None for the engine's own, and
         for one this engine was not given (its calls are made here, as for any task,
@@ -298,6 +334,22 @@ class RunExecution:
             live.span = tracing.start_attempt(self.tracer, run)
         writer = self._writer
         assert writer is not None
+        executor = self.executor_of(live)
+        attempt = Attempt(
+            run.id,
+            run.attempts,
+            now,
+            worker_id=self.engine.worker_id,
+            executor=executor[0],
+            dashboard=executor[1],
+        )
+        inserted = live.inserted
+        if inserted is not None:  # not inserted yet: it is, as started (see start_at_insert)
+            live.inserted = None
+            writer.submit_started(
+                run, attempt, functools.partial(self._inserted_started, live, inserted, committed)
+            )
+            return
         writer.start(
             run.id,
             {
@@ -306,14 +358,7 @@ class RunExecution:
                 "started_at": run.started_at,
                 "scheduled_at": None,
             },
-            Attempt(
-                run.id,
-                run.attempts,
-                now,
-                worker_id=self.engine.worker_id,
-                executor=(executor := self.executor_of(live))[0],
-                dashboard=executor[1],
-            ),
+            attempt,
             committed,
         )
         if self._listeners:

@@ -42,6 +42,7 @@ class LiveRun:
         "dispatched",
         "dropped",
         "execution",
+        "inserted",
         "instance",
         "interrupting",
         "on_finish",
@@ -78,6 +79,9 @@ class LiveRun:
         self.settled = True  # the current attempt has an outcome (or none has started)
         self.attempt_open = False
         self.dispatched = False  # holds a slot of the ReadyQueue
+        #: Set while a run is inserted already started (`RunExecution.start_at_insert`):
+        #: told once its insert, with its start, is committed.
+        self.inserted: Callable[[BaseException | None], None] | None = None
         self.began = False  # the current attempt's call has begun (see RunExecution._begin)
         self.token = 0  # the attempt number the current dispatch is for
         self.cancelling = False

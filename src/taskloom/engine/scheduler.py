@@ -42,11 +42,15 @@ class ReadyQueue:
 
     def push(self, item: Schedulable) -> None:
         """Queue a run, or start it at once when a slot is free and nothing waits before it."""
-        if not self._heap and self.active < self.concurrency and self._fits(item):
+        if self.would_start(item):
             self._begin(item)
             return
         heapq.heappush(self._heap, (-item.priority, next(self._seq), item))
         self.dispatch()
+
+    def would_start(self, item: Schedulable) -> bool:
+        """Whether `push(item)` would start it at once."""
+        return not self._heap and self.active < self.concurrency and self._fits(item)
 
     def release(self, item: Schedulable) -> None:
         """A started run ended (or gave up its slot): let the next ones in."""
