@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from pathlib import Path
+
+from .feed import StoreThread
 
 __all__ = ["CHECKPOINT_EVERY", "Checkpointer"]
 
@@ -30,25 +31,15 @@ logger = logging.getLogger("taskloom.store")
 CHECKPOINT_EVERY = 0.25
 
 
-class Checkpointer:
+class Checkpointer(StoreThread):
     """A thread that checkpoints a SQLite file's write-ahead log while it changes."""
 
     def __init__(self, path: Path, every: float = CHECKPOINT_EVERY) -> None:
+        super().__init__("taskloom-checkpoint")
         self._path = path
         self._every = every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="taskloom-checkpoint", daemon=True)
         #: Checkpoints made so far (for tests and diagnostics).
         self.checkpoints = 0
-
-    def start(self) -> Checkpointer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
 
     def _main(self) -> None:
         try:

@@ -22,11 +22,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, RUNS_CHANNEL
 
-__all__ = ["ChangeFeed", "Notice", "PostgresFeed", "SqliteFeed"]
+__all__ = ["ChangeFeed", "Notice", "PostgresFeed", "SqliteFeed", "StoreThread"]
 
 logger = logging.getLogger("taskloom.store")
 
@@ -47,15 +47,14 @@ JOURNAL_PAGE = 500
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0
 
 
-class ChangeFeed:
-    """A thread that hands notices of other processes' commits to a callback."""
+class StoreThread:
+    """A daemon thread of a store's own (`_main`), told to end by `stop`."""
 
-    def __init__(self, name: str, callback: Notice) -> None:
-        self._callback = callback
+    def __init__(self, name: str) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
-    def start(self) -> ChangeFeed:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -64,14 +63,22 @@ class ChangeFeed:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
+    def _main(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class ChangeFeed(StoreThread):
+    """A thread that hands notices of other processes' commits to a callback."""
+
+    def __init__(self, name: str, callback: Notice) -> None:
+        super().__init__(name)
+        self._callback = callback
+
     def _tell(self, channel: str, payload: str) -> None:
         try:
             self._callback(channel, payload)
         except Exception:
             logger.exception("taskloom: a change feed listener failed")
-
-    def _main(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
 
 
 class SqliteFeed(ChangeFeed):

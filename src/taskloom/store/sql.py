@@ -344,7 +344,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                             queue.notify(cursor, sent)
                     else:
                         applied = self._apply_pipelined(
-                            connection, cursor, plan, rollup, sent, counted=counted
+                            connection, cursor, plan, rollup, queue, sent, counted=counted
                         )
                     if applied:
                         break
@@ -405,6 +405,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         cursor: Any,
         plan: list[Any],
         rollup: Rollup | None,
+        queue: QueueSql,
         sent: Collection[tuple[str, str]],
         *,
         counted: bool,
@@ -425,16 +426,12 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                         cursor.executemany(sql, rows)
                 if rollup is not None:
                     self._rollup().write(cursor, rollup)
-                self._queue_sql().notify(cursor, sent)
+                queue.notify(cursor, sent)
             return all(own.rowcount == fenced for own, fenced in checks)
         finally:
             for own, _ in checks:
                 with contextlib.suppress(Exception):
                     own.close()
-
-    def _queue_sql(self) -> QueueSql:
-        assert self._queue is not None
-        return self._queue
 
     @staticmethod
     def _apply(cursor: Any, plan: list[Any], *, counted: bool) -> bool:
