@@ -44,6 +44,9 @@ REMOTE_POLL = 1.0
 CHANGED_GAP = 0.015
 #: The least time between two claims woken by changes that may be this engine's own.
 OWN_CHANGES_CLAIM = 0.25
+#: How long a closing engine waits for a claim it sent to be committed (a store that is
+#: away keeps it longer: nothing is claimed then, or the reaper gives it back).
+CLAIM_WAIT_ON_STOP = 10.0
 
 
 class Claims:
@@ -72,6 +75,7 @@ class Claims:
         self._claimed_at = 0.0  # when the last claim was asked for (time.monotonic())
         #: When the next run waiting for its backoff is due (the claim wakes for it).
         self._next_due: float | None = None
+        self._in_flight: asyncio.Future[WriteResult] | None = None  # a claim not committed
 
     # lifecycle ------------------------------------------------------------------------------
     def start(self, *, claim: bool) -> None:
@@ -89,6 +93,11 @@ class Claims:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        in_flight = self._in_flight
+        if in_flight is not None:
+            # A claim sent is waited for: what it claimed is held (and what it started
+            # runs) before the engine counts what it must finish or give back.
+            await asyncio.wait([in_flight], timeout=CLAIM_WAIT_ON_STOP)
         closed = EngineClosedError("the engine closed before the run finished")
         for waiters in self._remote.values():
             for future in waiters:
@@ -250,18 +259,35 @@ class Claims:
             limit=limit,
             now=time.time(),
             limits=limits,
+            start=engine._starts_at_claim(tasks),
         )
         loop = asyncio.get_running_loop()
         done: asyncio.Future[WriteResult] = loop.create_future()
-        engine._writer_claim(request, lambda value: settle(done, value))
-        result = await done
-        claimed = result.claimed
-        self._next_due = result.next_due
-        self.productive = bool(claimed)
-        self.claimed += len(claimed)
-        for run in claimed:
-            engine._adopt_claimed(run)
+        # The slots asked for are kept for the claim until it is committed, so that the
+        # runs it starts find them free.
+        engine._claiming += limit
+        self._in_flight = done
+        engine._writer_claim(request, functools.partial(self._claimed, limit, done))
+        claimed = (await asyncio.shield(done)).claimed
         return len(claimed) >= limit
+
+    def _claimed(
+        self, limit: int, done: asyncio.Future[WriteResult], value: WriteResult | BaseException
+    ) -> None:
+        """The claim's commit (or why not): its runs are held from here, whether or not
+        the claim loop still waits (they are started, or queued to start)."""
+        engine = self._engine
+        engine._claiming -= limit
+        if self._in_flight is done:
+            self._in_flight = None
+        if isinstance(value, WriteResult):
+            claimed = value.claimed
+            self._next_due = value.next_due
+            self.productive = bool(claimed)
+            self.claimed += len(claimed)
+            for run in claimed:
+                engine._adopt_claimed(run)
+        settle(done, value)
 
     # waiting for runs executed elsewhere ------------------------------------------------------
     async def wait_remote(self, run_id: str, *, unfinished: bool = False) -> Run:

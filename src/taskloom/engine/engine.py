@@ -183,6 +183,7 @@ class Engine:
         self.lease_ttl = lease_ttl
         self._poll_interval = poll_interval
         self._reserved = 0  # runs taken at submit whose insert is not committed yet
+        self._claiming = 0  # slots kept for a claim that is not committed yet
         # Runs this engine submitted unclaimed, validated already: claimed back, they are
         # not validated again. Bounded; another worker may take them.
         self._unclaimed: OrderedDict[str, LiveRun] = OrderedDict()
@@ -780,7 +781,7 @@ class Engine:
             return False
         if definition.options.concurrency is not None:
             return False  # claimed under the task's limit, counted across workers
-        if queue in self._peer_queues and len(self._live) + self._reserved >= self.concurrency:
+        if queue in self._peer_queues and self._free_slots() <= 0:
             return False  # no free slot: it waits in the database for either worker
         self._reserved += 1
         return True
@@ -1346,7 +1347,18 @@ class Engine:
         return names, limits
 
     def _free_slots(self) -> int:
-        return self.concurrency - len(self._live) - self._reserved
+        return self.concurrency - len(self._live) - self._reserved - self._claiming
+
+    def _starts_at_claim(self, names: list[str]) -> dict[str, str]:
+        """The tasks among `names` whose claimed runs the claim starts, with the executor
+        their attempts name (see `RunExecution.starts_at_claim`)."""
+        starts: dict[str, str] = {}
+        for name in names:
+            definition = self.registry.find(name)
+            executor = None if definition is None else self._execution.starts_at_claim(definition)
+            if executor is not None:
+                starts[name] = executor
+        return starts
 
     def _holds_running_runs(self) -> bool:
         return bool(self._live)
@@ -1359,11 +1371,16 @@ class Engine:
         """A run this engine claimed: queue it to start (it is held, with a new lease)."""
         if run.id in self._live:
             return
+        started = run.status == RunStatus.RUNNING  # by its claim (see _starts_at_claim)
         kept = self._unclaimed.pop(run.id, None)
         if kept is not None:
             live = kept
-            live.run.worker_id, live.run.lease = run.worker_id, run.lease
-            live.run.cancel_requested = run.cancel_requested
+            held = live.run
+            held.worker_id, held.lease = run.worker_id, run.lease
+            held.cancel_requested = run.cancel_requested
+            if started:
+                held.status, held.attempts = run.status, run.attempts
+                held.started_at, held.scheduled_at = run.started_at, run.scheduled_at
         else:
             try:
                 definition = self.registry.get(run.task)
@@ -1375,6 +1392,7 @@ class Engine:
                     self._give_back(run)
                     return
                 live = LiveRun(self._execution, run, known, {}, None)
+                live.attempt_open = started
                 self._hold(live)
                 error = ErrorInfo.from_exception(exc)
                 self._execution.finish(live, RunStatus.FAILED, error=error)
@@ -1385,6 +1403,13 @@ class Engine:
         waiters = self._claims.take_waiters(run.id)
         if waiters:
             live.waiters = [*(live.waiters or ()), *waiters]
+        if started:
+            live.attempt_open = True
+            if live.run.cancel_requested:
+                self._control.cancel(live)
+            else:
+                self._execution.started_by_claim(live)
+            return
         if live.run.cancel_requested:
             self._control.cancel(live)
             return
@@ -1393,7 +1418,16 @@ class Engine:
     def _give_back(self, run: Run) -> None:
         assert self._writer is not None
         self._writer.fences[run.id] = (self.worker_id, run.lease)
-        self._writer.update_run(run.id, {"worker_id": None})
+        fields: dict[str, Any] = {"worker_id": None}
+        if run.status == RunStatus.RUNNING:  # started by its claim: its attempt never ran
+            error = ErrorInfo("Interrupted", f"the engine {self.worker_id} gave the run back")
+            self._writer.update_attempt(
+                run.id,
+                run.attempts,
+                {"finished_at": time.time(), "status": "interrupted", "error": error},
+            )
+            fields.update(status=RunStatus.PENDING, max_attempts=run.max_attempts + 1)
+        self._writer.update_run(run.id, fields)
         self._writer.barrier(lambda _: self._writer_forget(run.id))
 
     def _writer_forget(self, run_id: str) -> None:

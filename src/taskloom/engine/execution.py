@@ -174,7 +174,8 @@ class RunExecution:
     # executing -----------------------------------------------------------------------------
     def _dispatch(self, live: LiveRun) -> None:
         """Hand a run to its executor (it holds a slot of the ReadyQueue from now on)."""
-        live.token = live.run.attempts + 1
+        # A run started by its claim has its attempt counted already.
+        live.token = live.run.attempts + (0 if live.claim_started else 1)
         live.settled = False
         live.began = False
         live.dispatched = True
@@ -217,6 +218,25 @@ class RunExecution:
         live.inserted = inserted
         self.queue.push(live)  # starts it now: `_begin` sends the insert with the start
         return True
+
+    def starts_at_claim(self, task: TaskDefinition) -> str | None:
+        """The executor named in the attempts of `task`'s runs when a claim may start them
+        (`ClaimRequest.start`): those whose calls are made on the loop, with no limit of
+        their own in this engine, so that a claim sized to the free slots starts them all
+        at once. None: a claimed run of `task` is started after its claim, as it comes up."""
+        options = task.options
+        if options.executor in _REMOTE or self.task_limit(task) is not None:
+            return None
+        if task.is_async or task.is_async_generator or not isinstance(task, FunctionTask):
+            return "loop"
+        return "inline" if options.inline else None
+
+    def started_by_claim(self, live: LiveRun) -> None:
+        """A run its claim started (`running`, its attempt open in the store): it starts
+        here without writing its start again."""
+        live.claim_started = True
+        live.attempt_open = True  # a cancel or a refused input ends it
+        self.queue.push(live)
 
     def _inserted_started(
         self,
@@ -332,6 +352,12 @@ class RunExecution:
         live.attempt_open = True
         if self.tracer is not None:
             live.span = tracing.start_attempt(self.tracer, run)
+        if live.claim_started:  # its claim recorded the start (see started_by_claim)
+            live.claim_started = False
+            if self._listeners:
+                self._emit_threadsafe(RunEventKind.STARTED, run)
+            committed(None)
+            return
         writer = self._writer
         assert writer is not None
         executor = self.executor_of(live)
@@ -620,6 +646,9 @@ class RunExecution:
         if live.settled:
             return
         live.settled = True
+        if not live.dispatched:  # started by its claim and still queued: it never runs here
+            live.dropped = True
+            live.claim_started = False
         run = live.run
         now = time.time()
         run.status = _PENDING

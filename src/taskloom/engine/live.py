@@ -37,6 +37,7 @@ class LiveRun:
         "began",
         "call",
         "cancelling",
+        "claim_started",
         "config",
         "context",
         "dispatched",
@@ -82,6 +83,9 @@ class LiveRun:
         #: Set while a run is inserted already started (`RunExecution.start_at_insert`):
         #: told once its insert, with its start, is committed.
         self.inserted: Callable[[BaseException | None], None] | None = None
+        #: Started by its claim (`RunExecution.started_by_claim`): its attempt is in the
+        #: store already, so the next `_begin` records nothing.
+        self.claim_started = False
         self.began = False  # the current attempt's call has begun (see RunExecution._begin)
         self.token = 0  # the attempt number the current dispatch is for
         self.cancelling = False

@@ -119,6 +119,12 @@ class ClaimRequest:
     unset or not after `now`). Higher priority first, then older first. A task named in
     `limits` has at most that many runs held by all workers together (a run held counts
     from its claim to its end).
+
+    A run of a task in `start` is started by its claim, in the same transaction: it is
+    `running` with its next attempt open from `now`, recorded as made by the executor
+    `start` names for the task (the worker begins the call once the claim is committed, as
+    it would after a start of its own: one write fewer). Runs of other tasks are claimed
+    `pending`.
     """
 
     worker_id: str
@@ -127,6 +133,7 @@ class ClaimRequest:
     limit: int
     now: float
     limits: dict[str, int] = field(default_factory=dict)
+    start: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

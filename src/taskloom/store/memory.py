@@ -292,6 +292,21 @@ class MemoryStore(
                 held[run.task] = held.get(run.task, 0) + 1
             run.worker_id = request.worker_id
             run.lease += 1
+            executor = request.start.get(run.task)
+            if executor is not None:  # started by its claim, its next attempt open
+                run.status = RunStatus.RUNNING
+                run.attempts += 1
+                run.scheduled_at = None
+                if run.started_at is None:
+                    run.started_at = request.now
+                number = (run.id, run.attempts)
+                self._attempts[number] = Attempt(
+                    run.id,
+                    run.attempts,
+                    request.now,
+                    worker_id=request.worker_id,
+                    executor=executor,
+                )
             claimed.append(copy.deepcopy(run))
         return claimed
 

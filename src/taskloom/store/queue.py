@@ -241,12 +241,78 @@ class QueueSql:
         # With one queue the order above is the index's; with several, priority comes first.
         if len(queues) > 1:
             pick = pick.replace("ORDER BY queue, ", "ORDER BY ")
+        sets, set_params = self._starts(request, tasks)
         sql = (
-            f"UPDATE runs SET worker_id = {m}, lease = lease + 1 WHERE id IN ({pick}) "
+            f"UPDATE runs SET worker_id = {m}, lease = lease + 1{sets} WHERE id IN ({pick}) "
             f"RETURNING {_RUN_COLUMNS}"
         )
-        cursor.execute(sql, [request.worker_id, *queue_params, *task_params, request.now, limit])
-        return [run_from_row(row) for row in cursor.fetchall()]
+        params = [request.worker_id, *set_params, *queue_params, *task_params, request.now, limit]
+        if sets and self.postgres:
+            # The attempts of the runs it started are opened by the same statement.
+            opened, opened_params = self._opened_attempts(request, "claimed", "")
+            sql = f"WITH claimed AS ({sql}), opened AS ({opened}) SELECT * FROM claimed"
+            params.extend(opened_params)
+        cursor.execute(sql, params)
+        claimed = [run_from_row(row) for row in cursor.fetchall()]
+        if sets and not self.postgres:
+            ids = [run.id for run in claimed if run.status == "running"]
+            for start in range(0, len(ids), CHUNK):
+                where, where_params = self._in("id", ids[start : start + CHUNK])
+                opened, opened_params = self._opened_attempts(
+                    request, "runs", f" AND worker_id = {m} AND {where}"
+                )
+                cursor.execute(opened, [*opened_params, request.worker_id, *where_params])
+        return claimed
+
+    def _starts(self, request: ClaimRequest, tasks: Sequence[str]) -> tuple[str, list[Any]]:
+        """The claim's SET clauses that start the runs of `request.start`'s tasks among
+        `tasks`: for all of them plain, for some under a CASE on the task."""
+        starting = [t for t in tasks if t in request.start]
+        if not starting:
+            return "", []
+        m = self._mark
+        columns = (
+            ("status", "'running'"),
+            ("attempts", "attempts + 1"),
+            ("started_at", f"coalesce(started_at, {m})"),
+            ("scheduled_at", "NULL"),
+        )
+        if len(starting) == len(tasks):
+            sets = "".join(f", {column} = {value}" for column, value in columns)
+            return sets, [request.now]
+        where, where_params = self._in("task", starting)
+        sets = "".join(
+            f", {column} = CASE WHEN {where} THEN {value} ELSE {column} END"
+            for column, value in columns
+        )
+        params: list[Any] = []
+        for _, value in columns:
+            params.extend(where_params)
+            if m in value:
+                params.append(request.now)
+        return sets, params
+
+    def _opened_attempts(
+        self, request: ClaimRequest, source: str, narrow: str
+    ) -> tuple[str, list[Any]]:
+        """The INSERT of the attempts a claim opened, read from `source` (the claim's
+        RETURNING, or on SQLite the runs table, with `narrow` added to the WHERE clause;
+        its parameters come after those returned): the runs there that are `running`
+        were `pending` before the claim."""
+        m = self._mark
+        executors = sorted(set(request.start.values()))
+        if len(executors) == 1:
+            executor, executor_params = m, executors
+        else:
+            cases = " ".join(f"WHEN {m} THEN {m}" for _ in request.start)
+            executor = f"CASE task {cases} END"
+            executor_params = [v for pair in sorted(request.start.items()) for v in pair]
+        sql = (
+            "INSERT INTO attempts (run_id, number, started_at, status, worker_id, executor) "
+            f"SELECT id, attempts, {m}, 'running', {m}, {executor} FROM {source} "
+            f"WHERE status = 'running'{narrow} ON CONFLICT (run_id, number) DO NOTHING"
+        )
+        return sql, [request.now, request.worker_id, *executor_params]
 
     # the reaper -------------------------------------------------------------------------
     def take_reaper_lock(self, cursor: Any) -> bool:

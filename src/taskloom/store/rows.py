@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Table
+from sqlalchemy import String, Table
 from sqlalchemy.engine import Dialect
 
 from ..exceptions import StoreError
@@ -243,7 +243,10 @@ class Statements:
         else:  # pragma: no cover - only sqlite3 and psycopg are supported
             raise StoreError(f"unsupported database driver paramstyle {dialect.paramstyle!r}")
         self._quote = dialect.identifier_preparer.quote
+        self._dialect = dialect
         self._updates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+        #: PostgreSQL: updates of many rows are one statement over arrays (`update_set`).
+        self.set_updates = dialect.name == "postgresql"
         # A run or attempt already there is left alone, so a batch whose commit was cut off
         # (it may have committed) can be written again.
         self.insert_run = self._insert(runs, [c.name for c in runs.c], conflict=("id",))
@@ -280,6 +283,52 @@ class Statements:
             self._updates[(table.name, columns, keys)] = sql
         return sql
 
+    def update_set(self, table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> str:
+        """PostgreSQL: `update(...)` for many rows in one statement, its one parameter the
+        rows as a JSON array of arrays (`UPDATE ... FROM jsonb_array_elements(...)`): the
+        rows are one statement's work, where `executemany` makes each its own, and a JSON
+        text is cheaper to send than an array per column (which the driver encodes value
+        by value). Text values are assigned as text, so a value too long for its column
+        is refused as in a plain UPDATE (a cast to it would cut it short)."""
+        cache = (f"{table.name} set", columns, keys)
+        sql = self._updates.get(cache)
+        if sql is None:
+            q = self._quote
+            names = [*columns, *keys]
+            fields = []
+            for i, name in enumerate(names):
+                column_type = table.c[name].type
+                value = f"e->>{i}"
+                if not isinstance(column_type, String):
+                    value = f"({value})::{column_type.compile(self._dialect)}"
+                fields.append(f"{value} AS c{i}")
+            sets = ", ".join(f"{q(c)} = u.c{i}" for i, c in enumerate(columns))
+            where = " AND ".join(f"t.{q(k)} = u.c{len(columns) + i}" for i, k in enumerate(keys))
+            sql = (
+                f"UPDATE {q(table.name)} AS t SET {sets} FROM (SELECT {', '.join(fields)} "
+                f"FROM jsonb_array_elements({self._mark}::jsonb) AS e) AS u WHERE {where}"
+            )
+            self._updates[cache] = sql
+        return sql
+
+    def updates(
+        self,
+        table: Table,
+        columns: tuple[str, ...],
+        keys: tuple[str, ...],
+        rows: list[Any],
+        fenced: int = 0,
+    ) -> PlanItem:
+        """The plan item of `rows` updates: on PostgreSQL, when there are several, one
+        set-based statement with the rows as arrays, executed once."""
+        if self.set_updates and len(rows) >= SET_UPDATE_MIN:
+            return self.update_set(table, columns, keys), [(to_json(rows).decode(),)], fenced, True
+        return self.update(table, columns, keys), rows, fenced, False
+
+
+#: The fewest rows a PostgreSQL update takes as one set-based statement.
+SET_UPDATE_MIN = 4
+
 
 def _group_updates(
     kind: str,
@@ -308,7 +357,13 @@ def _group_updates(
 #: The keys of a fenced run update: the run, its holder and its lease.
 _FENCED_KEYS = ("id", "worker_id", "lease")
 
-PlanItem = tuple[str, list[tuple[Any, ...]], int]
+#: A statement of a batch's plan: its SQL, its parameter rows, how many rows it must
+#: change when it is fenced (else 0), and whether it is one set-based statement
+#: (`Statements.update_set`) taking the first row once. Such a statement is planned
+#: for each batch, not prepared: its best plan depends on how many rows it updates and on
+#: how big the table has grown, and a plan kept from when the table was small would scan
+#: the whole table for every batch once it is not.
+PlanItem = tuple[str, list[Any], int, bool]
 
 
 def plan_batch(
@@ -326,7 +381,7 @@ def plan_batch(
     """
     plan: list[PlanItem] = []
     if batch.new_runs:
-        plan.append((statements.insert_run, [run_row(r) for r in batch.new_runs], 0))
+        plan.append((statements.insert_run, [run_row(r) for r in batch.new_runs], 0, False))
     run_updates = batch.run_updates
     new_attempts = batch.new_attempts
     attempt_updates = batch.attempt_updates
@@ -345,17 +400,17 @@ def plan_batch(
             )
             rows = [row for row in rows if row[-1] not in fences]
             if fenced:
-                plan.append((statements.update(runs, columns, _FENCED_KEYS), fenced, len(fenced)))
+                plan.append(statements.updates(runs, columns, _FENCED_KEYS, fenced, len(fenced)))
         if rows:
-            plan.append((statements.update(runs, columns, ("id",)), rows, 0))
+            plan.append(statements.updates(runs, columns, ("id",), rows))
     if new_attempts:
-        plan.append((statements.insert_attempt, [attempt_row(a) for a in new_attempts], 0))
+        plan.append((statements.insert_attempt, [attempt_row(a) for a in new_attempts], 0, False))
     attempt_groups = _group_updates("an attempt update", attempt_updates, _ATTEMPT_ENCODERS)
     for columns, rows in attempt_groups.items():
-        plan.append((statements.update(attempts, columns, ("run_id", "number")), rows, 0))
+        plan.append(statements.updates(attempts, columns, ("run_id", "number"), rows))
     if logs:
         rows = [(g.run_id, g.attempt, g.created_at, g.level, g.message) for g in logs]
-        plan.append((statements.insert_log, rows, 0))
+        plan.append((statements.insert_log, rows, 0, False))
     return plan
 
 

@@ -417,13 +417,15 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         checks: list[tuple[Any, int]] = []
         try:
             with connection.pipeline():
-                for sql, rows, fenced in plan:
+                for sql, rows, fenced, once in plan:
+                    on = cursor
                     if counted and fenced:
-                        own = connection.cursor()  # its row count is read after the sync
-                        checks.append((own, fenced))
-                        own.executemany(sql, rows)
+                        on = connection.cursor()  # its row count is read after the sync
+                        checks.append((on, fenced))
+                    if once:
+                        on.execute(sql, rows[0], prepare=False)
                     else:
-                        cursor.executemany(sql, rows)
+                        on.executemany(sql, rows)
                 if rollup is not None:
                     self._rollup().write(cursor, rollup)
                 queue.notify(cursor, sent)
@@ -437,7 +439,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
     def _apply(cursor: Any, plan: list[Any], *, counted: bool) -> bool:
         """Execute the plan; with `counted`, False as soon as a fenced UPDATE changes fewer
         rows than it has (the caller rolls back)."""
-        for sql, rows, fenced in plan:
+        for sql, rows, fenced, _ in plan:  # (never set-based on SQLite)
             cursor.executemany(sql, rows)
             if counted and fenced and cursor.rowcount != fenced:
                 return False

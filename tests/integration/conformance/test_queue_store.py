@@ -46,6 +46,7 @@ def claim(store: QueueStore, worker: str, limit: int = 10, **fields: Any) -> lis
         limit=limit,
         now=fields.pop("now", time.time()),
         limits=fields.pop("limits", {}),
+        start=fields.pop("start", {}),
     )
     return store.write(WriteBatch(claim=request)).claimed
 
@@ -86,6 +87,47 @@ def test_a_claim_takes_only_its_tasks_queues_and_due_runs(store: QueueStore) -> 
     assert [r.id for r in claim(store, "w1", now=now)] == [wanted.id]
     assert [r.id for r in claim(store, "w1", queues=["gpu"], now=now)] == [other_queue.id]
     assert [r.id for r in claim(store, "w1", now=now + 61)] == [later.id]
+
+
+@pytest.mark.parametrize("mode", ["one task", "with a task not started", "two executors"])
+def test_a_claim_starts_the_runs_of_the_tasks_it_is_told_to(store: QueueStore, mode: str) -> None:
+    now = time.time()
+    first = unclaimed(created_at=now - 3)
+    retried = unclaimed(created_at=now - 2, attempts=1, started_at=now - 100, scheduled_at=now - 1)
+    other = unclaimed(task="demo.mul", created_at=now - 1)
+    store.write(
+        WriteBatch(
+            new_runs=[first, retried, other],
+            new_attempts=[Attempt(retried.id, 1, now - 100, now - 99, "failed")],
+        )
+    )
+    mixed = mode != "one task"
+    tasks = ["demo.add", "demo.mul"] if mixed else ["demo.add"]
+    start = {"demo.add": "loop"}
+    if mode == "two executors":
+        start["demo.mul"] = "inline"
+    got = claim(store, "w1", tasks=tasks, now=now, start=start)
+    assert [r.id for r in got] == [first.id, retried.id, *([other.id] if mixed else [])]
+    by_id = {r.id: r for r in got}
+    for run, attempts, started_at in ((first, 1, now), (retried, 2, now - 100)):
+        claimed = by_id[run.id]
+        assert (claimed.status, claimed.attempts, claimed.worker_id) == ("running", attempts, "w1")
+        assert claimed.started_at == pytest.approx(started_at)
+        assert claimed.scheduled_at is None
+        stored = store.get_run(run.id)
+        assert stored is not None
+        assert stored.status is RunStatus.RUNNING
+        opened = store.get_attempts(run.id)[-1]
+        assert (opened.number, opened.status, opened.worker_id) == (attempts, "running", "w1")
+        assert (opened.executor, opened.finished_at) == ("loop", None)
+        assert opened.started_at == pytest.approx(now)
+    if mode == "with a task not started":  # claimed as it was, to be started by the worker
+        assert (by_id[other.id].status, by_id[other.id].attempts) == ("pending", 0)
+        assert store.get_attempts(other.id) == []
+    elif mode == "two executors":
+        assert (by_id[other.id].status, by_id[other.id].attempts) == ("running", 1)
+        assert [(a.number, a.executor) for a in store.get_attempts(other.id)] == [(1, "inline")]
+    assert len(store.get_attempts(retried.id)) == 2
 
 
 def test_a_claim_that_finds_none_due_says_when_the_next_is(store: QueueStore) -> None:

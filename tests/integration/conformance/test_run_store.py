@@ -212,6 +212,67 @@ def test_run_updates_with_different_column_sets(store: RunStore) -> None:
     assert (fourth.progress, fourth.progress_message) == (1.0, None)
 
 
+#: Values a many-row update must store exactly (on PostgreSQL it is one statement over a
+#: JSON document): quotes, backslashes, escapes, other scripts, an emoji, control
+#: characters, the widest floats and integers.
+AWKWARD: list[Any] = [
+    'say "hi"',
+    "back\\slash \\u0041 \\n",
+    "ünïcødé 漢字 🎉",
+    "tab\tnew\nline\rreturn \x01\x1f",
+    {"nested": ["[1, 2]", "{}", None, True, -0.0, 1e308, 5e-324, 2**62]},
+    "x" * 20_000,
+]
+
+
+@pytest.mark.parametrize("fenced", [False, True], ids=["plain", "fenced"])
+def test_updates_of_many_runs_store_every_value_exactly(store: RunStore, fenced: bool) -> None:
+    held = {"worker_id": "w1", "lease": 3} if fenced else {}
+    runs = add_runs(store, *(make_run(created_at=T0 + i, **held) for i in range(len(AWKWARD))))
+    ends = {
+        run.id: {
+            "status": RunStatus.COMPLETED,
+            "result": value,
+            "error": ErrorInfo("E", str(value)[:100]),
+            "finished_at": T0 + 100 + i / 7,
+        }
+        for i, (run, value) in enumerate(zip(runs, AWKWARD, strict=True))
+    }
+    for i, run in enumerate(runs):
+        store.write(WriteBatch(new_attempts=[Attempt(run.id, 1, T0 + i)]))
+    attempt_ends = {
+        (run.id, 1): {"status": "completed", "finished_at": T0 + 200 + i / 3}
+        for i, run in enumerate(runs)
+    }
+    fences = {run.id: ("w1", 3) for run in runs} if fenced else {}
+    result = store.write(WriteBatch(run_updates=ends, attempt_updates=attempt_ends, fences=fences))
+    assert not result.rejected
+    for i, (run, value) in enumerate(zip(runs, AWKWARD, strict=True)):
+        got = store.get_run(run.id)
+        assert got is not None
+        assert (got.status, got.result) == (RunStatus.COMPLETED, value)
+        assert got.error == ErrorInfo("E", str(value)[:100])
+        assert got.finished_at == T0 + 100 + i / 7
+        (attempt,) = store.get_attempts(run.id)
+        assert (attempt.status, attempt.finished_at) == ("completed", T0 + 200 + i / 3)
+
+
+def test_an_update_of_many_runs_under_a_stale_fence_is_refused_for_those_runs_alone(
+    store: RunStore,
+) -> None:
+    held = [make_run(created_at=T0 + i, worker_id="w1", lease=1) for i in range(8)]
+    runs = add_runs(store, *held)
+    fences = {run.id: ("w1", 1 if i % 3 else 2) for i, run in enumerate(runs)}
+    ends = {run.id: {"status": RunStatus.COMPLETED, "finished_at": T0 + 9} for run in runs}
+    result = store.write(WriteBatch(run_updates=ends, fences=fences))
+    stale = {run.id for i, run in enumerate(runs) if i % 3 == 0}
+    assert result.rejected == stale
+    for run in runs:
+        got = store.get_run(run.id)
+        assert got is not None
+        assert got.status is (RunStatus.PENDING if run.id in stale else RunStatus.COMPLETED)
+
+
 def test_updates_apply_after_the_new_runs_of_their_batch(store: RunStore) -> None:
     run = make_run()
     store.write(WriteBatch(new_runs=[run], run_updates={run.id: {"status": "running"}}))
