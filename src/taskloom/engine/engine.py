@@ -1404,7 +1404,7 @@ class Engine:
         if waiters:
             live.waiters = [*(live.waiters or ()), *waiters]
         if started:
-            live.attempt_open = True
+            live.attempt_open = True  # a cancel ends it with the run
             if live.run.cancel_requested:
                 self._control.cancel(live)
             else:

@@ -232,10 +232,9 @@ class RunExecution:
         return "inline" if options.inline else None
 
     def started_by_claim(self, live: LiveRun) -> None:
-        """A run its claim started (`running`, its attempt open in the store): it starts
-        here without writing its start again."""
+        """A run its claim started (`running`, its attempt open in the store and in
+        `live.attempt_open`): it starts here without writing its start again."""
         live.claim_started = True
-        live.attempt_open = True  # a cancel or a refused input ends it
         self.queue.push(live)
 
     def _inserted_started(

@@ -299,8 +299,7 @@ class MemoryStore(
                 run.scheduled_at = None
                 if run.started_at is None:
                     run.started_at = request.now
-                number = (run.id, run.attempts)
-                self._attempts[number] = Attempt(
+                self._attempts[run.id, run.attempts] = Attempt(
                     run.id,
                     run.attempts,
                     request.now,
