@@ -52,6 +52,8 @@ SERIAL_WINDOW = 64
 _ENDS = frozenset({RunEventKind.RETRYING, RunEventKind.FINISHED})
 #: The `executor=` names of executors of calls elsewhere (`taskloom.executors`).
 _REMOTE = frozenset({"dask"})
+#: The built-in executors that make their calls on the loop (see `executor_of_task`).
+_ON_LOOP = frozenset({"loop", "inline"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,12 +226,10 @@ class RunExecution:
         (`ClaimRequest.start`): those whose calls are made on the loop, with no limit of
         their own in this engine, so that a claim sized to the free slots starts them all
         at once. None: a claimed run of `task` is started after its claim, as it comes up."""
-        options = task.options
-        if options.executor in _REMOTE or self.task_limit(task) is not None:
+        if task.options.executor in _REMOTE or self.task_limit(task) is not None:
             return None
-        if task.is_async or task.is_async_generator or not isinstance(task, FunctionTask):
-            return "loop"
-        return "inline" if options.inline else None
+        name, _ = self.executor_of_task(task)
+        return name if name in _ON_LOOP else None
 
     def started_by_claim(self, live: LiveRun) -> None:
         """A run its claim started (`running`, its attempt open in the store and in
@@ -274,11 +274,15 @@ class RunExecution:
         return remote
 
     def executor_of(self, live: LiveRun) -> tuple[str, str | None]:
-        """What makes the calls of `live`'s task, as its attempts record it: `dask` and
-        the scheduler's address with the Dask dashboard's address when it serves one, or
-        the built-in executor's name (`loop`, `inline`, `thread`, `serial`), as
-        `_dispatch` chooses. Worked out once per task: every attempt asks."""
-        task = live.task
+        """What makes the calls of `live`'s task, as its attempts record it (see
+        `executor_of_task`)."""
+        return self.executor_of_task(live.task)
+
+    def executor_of_task(self, task: TaskDefinition) -> tuple[str, str | None]:
+        """What makes the calls of `task`, as its attempts record it: `dask` and the
+        scheduler's address with the Dask dashboard's address when it serves one, or the
+        built-in executor's name (`loop`, `inline`, `thread`, `serial`), as `_dispatch`
+        chooses. Worked out once per task: every attempt asks."""
         known = self._executors.get(task.name)
         if known is not None and known[0] is task:
             return known[1], known[2]

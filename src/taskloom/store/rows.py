@@ -228,6 +228,18 @@ def _check_columns(kind: str, names: Collection[str], allowed: Collection[str]) 
 # --- prepared SQL --------------------------------------------------------------------------
 
 
+#: A statement of a batch's plan: its SQL, its parameter rows, how many rows it must
+#: change when it is fenced (else 0), and whether it is one set-based statement
+#: (`Statements.update_set`) taking the first row once. Such a statement is planned
+#: for each batch, not prepared: its best plan depends on how many rows it updates and on
+#: how big the table has grown, and a plan kept from when the table was small would scan
+#: the whole table for every batch once it is not.
+PlanItem = tuple[str, list[Any], int, bool]
+
+#: The fewest rows a PostgreSQL update takes as one set-based statement.
+SET_UPDATE_MIN = 4
+
+
 class Statements:
     """Driver-level SQL for the hot path, built once per store from the tables.
 
@@ -245,7 +257,7 @@ class Statements:
         self._quote = dialect.identifier_preparer.quote
         self._dialect = dialect
         self._updates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
-        #: PostgreSQL: updates of many rows are one statement over arrays (`update_set`).
+        #: PostgreSQL: updates of many rows are one statement over JSON (`update_set`).
         self.set_updates = dialect.name == "postgresql"
         # A run or attempt already there is left alone, so a batch whose commit was cut off
         # (it may have committed) can be written again.
@@ -320,14 +332,10 @@ class Statements:
         fenced: int = 0,
     ) -> PlanItem:
         """The plan item of `rows` updates: on PostgreSQL, when there are several, one
-        set-based statement with the rows as arrays, executed once."""
+        set-based statement with the rows as one JSON document, executed once."""
         if self.set_updates and len(rows) >= SET_UPDATE_MIN:
             return self.update_set(table, columns, keys), [(to_json(rows).decode(),)], fenced, True
         return self.update(table, columns, keys), rows, fenced, False
-
-
-#: The fewest rows a PostgreSQL update takes as one set-based statement.
-SET_UPDATE_MIN = 4
 
 
 def _group_updates(
@@ -356,14 +364,6 @@ def _group_updates(
 
 #: The keys of a fenced run update: the run, its holder and its lease.
 _FENCED_KEYS = ("id", "worker_id", "lease")
-
-#: A statement of a batch's plan: its SQL, its parameter rows, how many rows it must
-#: change when it is fenced (else 0), and whether it is one set-based statement
-#: (`Statements.update_set`) taking the first row once. Such a statement is planned
-#: for each batch, not prepared: its best plan depends on how many rows it updates and on
-#: how big the table has grown, and a plan kept from when the table was small would scan
-#: the whole table for every batch once it is not.
-PlanItem = tuple[str, list[Any], int, bool]
 
 
 def plan_batch(
