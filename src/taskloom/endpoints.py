@@ -40,7 +40,7 @@ from .exceptions import (
     WorkflowValidationError,
 )
 from .packages.errors import PackageError, UnknownPackageError
-from .runs import Attempt, ErrorInfo, LogLine, Run, RunStatus
+from .runs import Attempt, ErrorInfo, LogLine, Run
 from .schedules.errors import ScheduleError, ScheduleNotFoundError
 from .services.errors import AttributeValidationError, ServiceRunningError, UnknownServiceError
 from .store.base import WorkerRecord
@@ -105,9 +105,7 @@ def _with_error(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(data: dict[str, Any]) -> Run:
-    fields = _with_error(data)
-    fields["status"] = RunStatus(fields["status"])
-    return Run(**fields)
+    return Run.from_dict(data)
 
 
 def _runs(data: Any) -> list[Run]:

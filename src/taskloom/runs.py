@@ -204,6 +204,18 @@ class Run:
         data["error"] = self.error.as_dict() if self.error else None
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Run:
+        """The run `as_dict` (then JSON) gave."""
+        error = data.get("error")
+        return cls(
+            **{
+                **data,
+                "status": RunStatus(data["status"]),
+                "error": ErrorInfo.from_dict(error) if error else None,
+            }
+        )
+
 
 RUN_FIELDS: tuple[str, ...] = tuple(Run.__dataclass_fields__)
 _new_run = object.__new__

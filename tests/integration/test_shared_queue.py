@@ -22,7 +22,7 @@ from queue_workers import queue_tasks
 from queue_workers.workers import Worker, query
 
 from support import until
-from taskloom import Engine
+from taskloom import Engine, RunEvent
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -358,6 +358,43 @@ async def test_an_engine_that_executes_nothing_hears_of_runs_a_worker_executes(
     assert ("started", None) in mine
     assert [line for kind, line in mine if kind == "log"] == [f"line {i}" for i in range(5)]
     assert mine[-1] == ("finished", None)
+
+
+async def test_an_engine_that_executes_nothing_hears_a_claimed_run_start_before_its_end(
+    database_url: str,
+) -> None:
+    # `tick` is async: the worker's claim starts it. Its end is told from the record its
+    # notice carries (on PostgreSQL); that record is the run as stored.
+    heard: list[tuple[str, str, float]] = []
+    ends = []
+    async with Engine(database_url, worker=False, tasks=[queue_tasks]) as engine:
+
+        def listen(event: RunEvent) -> None:
+            heard.append((event.kind, event.run.id, time.time()))
+            if event.kind == "finished":
+                ends.append(event.run)
+
+        engine.add_listener(listen)
+        worker = Worker(database_url, concurrency=4, name="elsewhere")
+        try:
+            await worker.ready()
+            run = await engine.submit("tick", {"index": 0, "pause": 3.0})
+            done = await engine.wait(run.id, timeout=30)
+            assert done.status == "completed"
+
+            async def end_heard() -> bool:
+                return bool(ends)
+
+            await until(end_heard, timeout=10)
+            stored = await engine.get_run(run.id)
+            assert await worker.stop() == 0, worker.output()
+        finally:
+            worker.kill()
+    started = [at for kind, rid, at in heard if kind == "started" and rid == run.id]
+    assert len(started) == 1
+    assert stored.finished_at is not None
+    assert started[0] < stored.finished_at  # told while it ran, not with its end
+    assert [r.as_dict() for r in ends] == [stored.as_dict()]
 
 
 async def test_an_engine_that_executes_nothing_tells_each_end_of_another_s_runs_once(

@@ -708,6 +708,7 @@ class RunExecution:
             live.on_final_commit,
             task=run.task,
             started_at=run.started_at,
+            record=run,
         )
         if live.timer is not None:
             live.timer.cancel()

@@ -6,20 +6,24 @@ other processes change too: `RemoteEvents` turns the store's change feed into th
 `RunEvent`s. Each commit's notice names the runs it changed (`id status`, `id log`):
 NOTIFY on PostgreSQL, the `run_changes` journal on a SQLite file (written while the
 writer knows of another engine on the file); on SQLite the runs executing are also
-compared with the last look, for commits made before a writer knew. Either way the runs
-are read back in one query, and log lines by their id (every line after the last one
-seen), at most every `GAP` seconds. A run told finished is remembered (the last
-`REMEMBERED` of them), so a later notice of the same end is not told again; what a look
-tells goes out in slices of `SLICE`, the loop let run between them, so a stream sends a
-burst as it is told.
+compared with the last look, for commits made before a writer knew. On PostgreSQL the
+notice of a submit, of a start by a claim and of an end carries the run as stored when
+it is small (`id status {json}`, see `queue.notices`): it is told as it came, unread.
+The other runs named are read back in one query, and log lines (when a notice named
+some) by their id, every line after the last one seen, at most every `GAP` seconds. A
+run told finished is remembered (the last `REMEMBERED` of them), so a later notice of
+the same end is not told again; what a look tells goes out in slices of `SLICE`, the
+loop let run between them, so a stream sends a burst as it is told.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..runs import LogLine, Run, RunEventKind, RunStatus
@@ -37,6 +41,11 @@ GAP = 0.05
 BACKSTOP = 1.0
 #: How many runs told finished are remembered, not to be told again.
 REMEMBERED = 50_000
+#: How long a run said submitted or started waits before it is read back: a short run's
+#: end (whose notice carries its record) comes first, and it is told once, unread.
+HOLD = 0.25
+#: Statuses whose notices are held (`HOLD`).
+_HELD = frozenset({"pending", "running"})
 #: Events told between two turns of the loop.
 SLICE = 256
 _KINDS = {
@@ -46,14 +55,25 @@ _KINDS = {
 
 
 class RemoteEvents:
-    """Reads back what other processes changed and tells the engine's listeners."""
+    """Reads back what other processes changed and tells the engine's listeners.
+
+    Two tasks: a reader that reads what the notices name (at most every `GAP` seconds), and
+    a teller that tells each read in order. The next read is made while the last is told,
+    so a burst's events wait for one read, not for a read and the telling of the one before.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._ids: set[str] = set()
+        self._ids: set[str] = set()  # runs to read back
+        self._records: dict[str, str] = {}  # ends a notice carried whole: their JSON
+        # Runs said submitted or started, and when first: read back once `HOLD` old.
+        self._held: OrderedDict[str, float] = OrderedDict()
+        self._logs = False  # a notice named log lines
         self._look_all = False
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # A read waiting to be told: at most one, so the reader stays one read ahead.
+        self._read: asyncio.Queue[_Read] = asyncio.Queue(maxsize=1)
+        self._tasks: list[asyncio.Task[None]] = []
         self._last_log = 0
         self._running: set[str] = set()  # runs of others seen executing at the last look
         self._seen: dict[str, tuple[str, int]] = {}  # (status, attempts) last told
@@ -64,13 +84,16 @@ class RemoteEvents:
         store = self._engine.store
         assert store is not None
         self._last_log = await self._engine._in_thread(store.last_log_id)
-        self._task = asyncio.ensure_future(self._loop())
+        self._tasks = [
+            asyncio.ensure_future(self._reader()),
+            asyncio.ensure_future(self._teller()),
+        ]
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def heard(self, lines: list[str] | None) -> None:
         """A notice: these `id status` lines, or None for "something changed"."""
@@ -78,19 +101,44 @@ class RemoteEvents:
             self._look_all = True
         else:
             live = self._engine._live
+            ended = self._ended
+            ids, records, held = self._ids, self._records, self._held
+            now = time.monotonic()
             for line in lines:
-                run_id = line.partition(" ")[0]
-                if run_id not in live:
-                    self._ids.add(run_id)
+                run_id, _, rest = line.partition(" ")
+                # A run told finished does not change again: its later notices need no read.
+                if run_id in live or run_id in ended:
+                    continue
+                status, _, record = rest.partition(" ")
+                if record:  # its end, as this commit stored it: newer than any read
+                    records[run_id] = record
+                    ids.discard(run_id)
+                    held.pop(run_id, None)
+                elif status in _HELD:
+                    if run_id not in held and run_id not in ids:
+                        held[run_id] = now
+                else:
+                    if status == "log":
+                        self._logs = True
+                    if run_id not in records:
+                        ids.add(run_id)
+                        held.pop(run_id, None)
         self._wake.set()
 
-    async def _loop(self) -> None:
+    async def _reader(self) -> None:
         while True:
-            try:
-                async with asyncio.timeout(BACKSTOP if self._running else None):
-                    await self._wake.wait()
-            except TimeoutError:
-                self._look_all = True
+            wait = BACKSTOP if self._running else None
+            held = self._held
+            if held:
+                due = next(iter(held.values())) + HOLD - time.monotonic()
+                wait = due if wait is None else min(wait, due)
+            if wait is None or wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                except TimeoutError:
+                    if not held:
+                        self._look_all = True
             self._wake.clear()
             started = time.monotonic()
             if not self._engine._listeners:
@@ -98,35 +146,70 @@ class RemoteEvents:
                 self._look_all = False
                 continue
             try:
-                await self._look()
+                read = await self._look()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning("taskloom: reading other processes' runs failed: %s", exc)
+            else:
+                await self._read.put(read)
             await asyncio.sleep(max(0.0, GAP - (time.monotonic() - started)))
 
-    async def _look(self) -> None:
+    async def _teller(self) -> None:
+        while True:
+            read = await self._read.get()
+            try:
+                await self._tell_read(read)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("taskloom: telling other processes' runs failed")
+
+    async def _look(self) -> _Read:
         engine = self._engine
         store = engine.store
         assert store is not None
         ids, self._ids = self._ids, set()
+        records, self._records = self._records, {}
+        held, now = self._held, time.monotonic()
+        while held:
+            run_id, heard_at = next(iter(held.items()))
+            if heard_at + HOLD > now:
+                break
+            del held[run_id]
+            ids.add(run_id)
+        logs, self._logs = self._logs, False
         if self._look_all:
             self._look_all = False
+            logs = True
             running = await engine._in_thread(
                 lambda: {r.id for r in store.list_runs(status="running", limit=10_000)}
             )
             ids |= running ^ self._running  # started, or no longer running
             self._running = running
-        # What this engine holds, or held until it ended it, its listeners heard already.
+        # What this engine holds, or held until it ended it, its listeners heard already;
+        # what was told finished since its notice came needs no read either.
         mine = engine._live.keys() | engine._finished.keys()
-        ids -= mine
+        ended = self._ended
+        ids = {run_id for run_id in ids if run_id not in mine and run_id not in ended}
+        runs = {
+            run_id: Run.from_dict(json.loads(record))
+            for run_id, record in records.items()
+            if run_id not in mine and run_id not in ended
+        }
+        ids -= runs.keys()
         # Runs first, then lines: a run read as ended has all its lines committed, so they
-        # are read too and told before its end.
-        runs = {r.id: r for r in await engine._in_thread(store.get_runs, ids)} if ids else {}
-        lines = await engine._in_thread(lambda: store.logs_after(self._last_log, limit=1000))
+        # are read too and told before its end (a run's log lines are named by the notice
+        # of their commit, which comes before the notice of its end).
+        if ids:
+            runs.update((r.id, r) for r in await engine._in_thread(store.get_runs, ids))
+        lines: list[LogLine] = []
+        if logs:
+            lines = await engine._in_thread(lambda: store.logs_after(self._last_log, limit=1000))
         if lines:
             self._last_log = lines[-1].id or self._last_log
             if len(lines) == 1000:
+                self._logs = True
                 self._wake.set()  # more to read
         mine = engine._live.keys() | engine._finished.keys()
         lines = [g for g in lines if g.run_id not in mine]
@@ -140,17 +223,22 @@ class RemoteEvents:
                     self._wake.set()
                     run = _as_running(run)
                 runs[run.id] = run
+        return _Read(runs, lines)
+
+    async def _tell_read(self, read: _Read) -> None:
+        live = self._engine._live
+        runs = read.runs
         for run in runs.values():
-            if run.id not in engine._live and not run.is_finished:
+            if run.id not in live and not run.is_finished:
                 self._tell(run)
                 await self._turn()
-        for line in lines:
+        for line in read.lines:
             found = runs.get(line.run_id)
-            if found is not None and line.run_id not in engine._live:
+            if found is not None and line.run_id not in live:
                 self._tell_line(found, line)
                 await self._turn()
         for run in runs.values():
-            if run.id not in engine._live and run.is_finished:
+            if run.id not in live and run.is_finished:
                 self._tell(run)
                 await self._turn()
 
@@ -190,6 +278,14 @@ class RemoteEvents:
     def _tell_line(self, run: Run, line: LogLine) -> None:
         self._told += 1
         self._engine._execution.emit(RunEventKind.LOG, run, line, remote=True)
+
+
+@dataclass(slots=True)
+class _Read:
+    """One look's runs (by id) and log lines, in the order they are told."""
+
+    runs: dict[str, Run]
+    lines: list[LogLine]
 
 
 def _as_running(run: Run) -> Run:

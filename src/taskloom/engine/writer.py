@@ -188,12 +188,14 @@ class BatchWriter:
         *,
         task: str | None = None,
         started_at: float | None = None,
+        record: Run | None = None,
     ) -> None:
         """A run (or an attempt of it) ended: update both (one queue entry). `task` names
         the run's task in the error recorded if the database refuses the outcome; with it
         and the run's `started_at`, the store counts the end without reading the run
-        (`WriteBatch.ended`)."""
-        payload = (fields, attempt, attempt_fields, task, started_at)
+        (`WriteBatch.ended`). `record` is the engine's whole record of the run, which the
+        notice of its end may carry (`WriteBatch.records`)."""
+        payload = (fields, attempt, attempt_fields, task, started_at, record)
         self._push((_FINISH, run_id, payload, callback))
 
     def insert_idempotent(self, run: Run, callback: Callable[[Run | BaseException], None]) -> None:
@@ -485,7 +487,7 @@ class BatchWriter:
         if kind == _FINISH and not isinstance(callback, _Replaced):
             # The outcome cannot be stored: the run fails, saying so (once; should even
             # that be refused, the change is dropped below).
-            fields, number, attempt_fields, task, started_at = payload
+            fields, number, attempt_fields, task, started_at, record = payload
             where = f"task {task!r}: run {key}" if task else f"run {key}"
             error = ErrorInfo("UnstorableValueError", f"{where}: result could not be stored: {exc}")
             failed = {**fields, "status": RunStatus.FAILED, "result": None, "error": error}
@@ -493,7 +495,8 @@ class BatchWriter:
             if attempt_fields is not None:
                 attempt_failed = {**attempt_fields, "status": "failed", "error": error}
             replaced = _Replaced(callback, error)
-            return (_FINISH, key, (failed, number, attempt_failed, task, started_at), replaced)
+            payload = (failed, number, attempt_failed, task, started_at, record)
+            return (_FINISH, key, payload, replaced)
         logger.error("taskloom: the store refused a change of run %s, dropped: %s", key, exc)
         if callback is not None:
             outcomes.append((callback, exc))
@@ -542,11 +545,13 @@ def _merge(
             run_updates[key] = fields if existing is None else {**existing, **fields}
             new_attempts[(key, attempt.number)] = attempt
         elif kind == _FINISH:
-            fields, number, attempt_fields, task, started_at = payload
+            fields, number, attempt_fields, task, started_at, record = payload
             existing = run_updates.get(key)
             run_updates[key] = fields if existing is None else {**existing, **fields}
             if task is not None:
                 batch.ended[key] = (task, started_at)
+            if record is not None:
+                batch.records[key] = record
             if number is not None:
                 _attempt_change(new_attempts, attempt_updates, (key, number), attempt_fields)
         elif kind == _UPDATE_RUN:

@@ -153,6 +153,11 @@ class WriteBatch:
     knows (the engine's own): a fenced one is counted in the store's rollup from that
     alone, since its fence holding means nobody ended it first; any other end is counted
     from how the store held the run before the batch.
+
+    `records` is `{run_id: run}` for runs the batch ends whose whole record the writer
+    holds (the engine's own): that record with the batch's `run_updates` laid over it is
+    the run as stored, so a notice of the end can carry it (see `queue.notices`). (A
+    cancel another process asked for just before the end may be missing from it.)
     """
 
     new_runs: list[Run] = field(default_factory=list)
@@ -163,6 +168,7 @@ class WriteBatch:
     fences: dict[str, tuple[str, int]] = field(default_factory=dict)
     claim: ClaimRequest | None = None
     ended: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+    records: dict[str, Run] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(

@@ -22,10 +22,11 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
+from pydantic_core import PydanticSerializationError, to_json
 from sqlalchemy.engine import Dialect
 
 from ..exceptions import WorkerLostError
-from ..runs import ErrorInfo, Run
+from ..runs import ErrorInfo, Run, RunStatus
 from .base import ClaimRequest, WriteBatch
 from .rollup import Rollup, RollupSql
 from .rows import RUN_READ, UNFINISHED, run_from_row
@@ -35,17 +36,21 @@ __all__ = [
     "QUEUE_CHANNEL",
     "RUNS_CHANNEL",
     "QueueSql",
+    "claim_notices",
     "lost_error",
     "notices",
 ]
 
-#: NOTIFY channels: runs became claimable (payload: their queues), runs ended (payload:
-#: `id status` lines), a cancel was asked of a worker (payload: the worker's id).
+#: NOTIFY channels: runs became claimable (payload: their queues), runs were recorded or
+#: changed (payload: `id status` lines, some with the run's record), a cancel was asked
+#: of a worker (payload: the worker's id).
 QUEUE_CHANNEL = "taskloom_queue"
 RUNS_CHANNEL = "taskloom_runs"
 CANCEL_CHANNEL = "taskloom_cancel"
 #: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more: longer ones are split.
 PAYLOAD_MAX = 7_800
+#: The longest run record (JSON, in bytes) a notice carries; a longer one is read back.
+RECORD_MAX = 2_000
 #: Ids per statement on SQLite (well under its limit of bound parameters).
 CHUNK = 500
 
@@ -73,20 +78,33 @@ def lost_error(run_id: str, task: str, attempt: int, retryable: bool) -> ErrorIn
     return error
 
 
-def notices(batch: WriteBatch) -> list[tuple[str, str]]:
+def notices(
+    batch: WriteBatch, *, records: bool = False, skip: Collection[str] = ()
+) -> list[tuple[str, str]]:
     """The NOTIFYs a batch's commit sends: the queues where runs became claimable, and one
     `id status` line per run recorded or changing status (`id log` for a run that got
-    log lines), so other processes can follow runs they do not execute."""
+    log lines), so other processes can follow runs they do not execute. With `records`,
+    the line of a run the batch ends whose record the writer holds (`WriteBatch.records`)
+    carries the run as stored, `id status {json}`, when that is at most `RECORD_MAX`
+    bytes: a server told of the end needs no read. The runs in `skip` (whose changes were
+    refused) are left out.
+    """
     queues = {run.queue for run in batch.new_runs if run.worker_id is None}
-    lines = [f"{run.id} {run.status}" for run in batch.new_runs]
+    lines = [f"{run.id} {run.status}" for run in batch.new_runs if run.id not in skip]
+    whole = batch.records if records else {}
     for run_id, fields in batch.run_updates.items():
+        if run_id in skip:
+            continue
         status = fields.get("status")
         if status is not None:
-            lines.append(f"{run_id} {status}")
+            record = whole.get(run_id)
+            line = _with_record(_laid_over(record, fields)) if record is not None else None
+            lines.append(line or f"{run_id} {status}")
         if "worker_id" in fields and fields["worker_id"] is None:
             queues.add("")  # given back: a queue the writer did not say, wake everyone
     if batch.logs:
-        lines.extend(f"{run_id} log" for run_id in dict.fromkeys(g.run_id for g in batch.logs))
+        logged = dict.fromkeys(g.run_id for g in batch.logs if g.run_id not in skip)
+        lines.extend(f"{run_id} log" for run_id in logged)
     sent: list[tuple[str, str]] = []
     if queues:
         sent.append((QUEUE_CHANNEL, ",".join(sorted(queues))))
@@ -94,15 +112,46 @@ def notices(batch: WriteBatch) -> list[tuple[str, str]]:
     return sent
 
 
+def claim_notices(claimed: Sequence[Run]) -> list[tuple[str, str]]:
+    """The NOTIFYs of a claim's commit: an `id running` line for each run it started (see
+    `ClaimRequest.start`), as `notices` tells any other start."""
+    lines = [f"{run.id} running" for run in claimed if run.status is RunStatus.RUNNING]
+    return [(RUNS_CHANNEL, payload) for payload in _chunks(lines)]
+
+
+def _with_record(run: Run) -> str | None:
+    """`id status {json}` for a run whose record is at most `RECORD_MAX` bytes."""
+    try:
+        encoded = to_json(run.as_dict())
+    except (PydanticSerializationError, ValueError):
+        return None  # not for a notice: told by id, and read where it is stored
+    if len(encoded) > RECORD_MAX:
+        return None
+    return f"{run.id} {run.status.value} {encoded.decode()}"
+
+
+def _laid_over(record: Run, fields: dict[str, Any]) -> Run:
+    """The engine's record of a run with a batch's changes to it: the run as stored."""
+    run = record.copy()
+    for name, value in fields.items():
+        setattr(run, name, value)
+    run.status = RunStatus(run.status)
+    if isinstance(run.error, dict):
+        run.error = ErrorInfo.from_dict(run.error)
+    run.cancel_requested = bool(run.cancel_requested)
+    return run
+
+
 def _chunks(lines: Sequence[str]) -> Iterable[str]:
     chunk: list[str] = []
     size = 0
     for line in lines:
-        if chunk and size + len(line) + 1 > PAYLOAD_MAX:
+        length = len(line) if line.isascii() else len(line.encode())
+        if chunk and size + length + 1 > PAYLOAD_MAX:
             yield "\n".join(chunk)
             chunk, size = [], 0
         chunk.append(line)
-        size += len(line) + 1
+        size += length + 1
     if chunk:
         yield "\n".join(chunk)
 

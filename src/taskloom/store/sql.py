@@ -61,7 +61,7 @@ from .feed import ChangeFeed, Notice, PostgresFeed, SqliteFeed
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
 from .pipelines import SqlPipelines
-from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, QueueSql, notices
+from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, QueueSql, claim_notices, notices
 from .retention import SqlRetention
 from .rollup import Rollup, ends_of, rollup_of, trusted_ends
 from .rows import (
@@ -309,7 +309,10 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             # A fenced run updated by the batch is checked by its UPDATE's row count; only
             # the others (log lines or attempts alone) need a look first.
             unchecked = {k: v for k, v in fences.items() if k not in batch.run_updates}
-            sent = notices(batch) if queue.postgres or self._journal else ()
+            # Records ride on PostgreSQL's notices (a SQLite file's journal keeps lines
+            # only); not after a commit that was cut off, whose batch may be stale now.
+            records = queue.postgres and not self._uncertain
+            sent = notices(batch, records=records) if queue.postgres or self._journal else ()
             ends = ends_of(batch)  # counted in the rollup, in this transaction
             # After a commit that was cut off, every end is looked at: it may be stored.
             trusted = trusted_ends(batch, ends) if ends and not self._uncertain else set()
@@ -333,6 +336,8 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                     rejected = queue.fenced_out(cursor, unchecked) if unchecked else frozenset()
                     if rejected:
                         plan = plan_batch(self._statements, batch, skip=rejected, fences=fences)
+                        if sent:  # nothing is told of the refused runs' changes
+                            sent = notices(batch, records=records, skip=rejected)
                     prior = self._rollup().read_prior(cursor, unread) if unread else {}
                     rollup = rollup_of(batch, ends, prior, rejected, trusted) if ends else None
                     counted = unchecked is not fences
@@ -356,6 +361,8 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                     result = WriteResult(rejected=rejected)
                 if batch.claim is not None:
                     claimed = queue.claim(cursor, batch.claim)
+                    if queue.postgres and batch.claim.start:
+                        queue.notify(cursor, claim_notices(claimed))
                     due = None
                     if len(claimed) < batch.claim.limit:
                         due = queue.next_due(cursor, batch.claim)
