@@ -64,13 +64,15 @@ class RunEvent:
     from the store (`remote.py`): a listener that
     counts what this process did skips those. `attempt_ended` is set on `retrying` and
     `finished` when an attempt this engine executed ended with the change (a `finished`
-    run cancelled before it ran, or between attempts, ended none)."""
+    run cancelled before it ran, or between attempts, ended none). `record` is the run as
+    JSON text when the change came with it (a remote end whose notice carried it)."""
 
     kind: RunEventKind
     run: Run
     line: LogLine | None = None
     remote: bool = False
     attempt_ended: bool = False
+    record: str | None = None
 
 
 Listener = Callable[[RunEvent], None]
@@ -801,9 +803,12 @@ class RunExecution:
         *,
         remote: bool = False,
         attempt_ended: bool = False,
+        record: str | None = None,
     ) -> None:
         if self._listeners:
-            event = RunEvent(kind, run.copy(), line, remote, attempt_ended)
+            # A run read from the store is the reader's own: only the engine's are copied.
+            told = run if remote else run.copy()
+            event = RunEvent(kind, told, line, remote, attempt_ended, record)
             for listener in list(self._listeners):
                 try:
                     listener(event)

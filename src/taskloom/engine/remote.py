@@ -192,11 +192,12 @@ class RemoteEvents:
         mine = engine._live.keys() | engine._finished.keys()
         ended = self._ended
         ids = {run_id for run_id in ids if run_id not in mine and run_id not in ended}
-        runs = {
-            run_id: Run.from_dict(json.loads(record))
+        records = {
+            run_id: record
             for run_id, record in records.items()
             if run_id not in mine and run_id not in ended
         }
+        runs = {run_id: Run.from_dict(json.loads(record)) for run_id, record in records.items()}
         ids -= runs.keys()
         # Runs first, then lines: a run read as ended has all its lines committed, so they
         # are read too and told before its end (a run's log lines are named by the notice
@@ -223,7 +224,7 @@ class RemoteEvents:
                     self._wake.set()
                     run = _as_running(run)
                 runs[run.id] = run
-        return _Read(runs, lines)
+        return _Read(runs, lines, records)
 
     async def _tell_read(self, read: _Read) -> None:
         live = self._engine._live
@@ -237,9 +238,10 @@ class RemoteEvents:
             if found is not None and line.run_id not in live:
                 self._tell_line(found, line)
                 await self._turn()
+        records = read.records
         for run in runs.values():
             if run.id not in live and run.is_finished:
-                self._tell(run)
+                self._tell(run, records.get(run.id))
                 await self._turn()
 
     async def _turn(self) -> None:
@@ -248,7 +250,7 @@ class RemoteEvents:
             self._told = 0
             await asyncio.sleep(0)
 
-    def _tell(self, run: Run) -> None:
+    def _tell(self, run: Run, record: str | None = None) -> None:
         run_id = run.id
         if run_id in self._ended:
             return
@@ -273,7 +275,7 @@ class RemoteEvents:
             else:
                 kind = _KINDS.get(run.status, RunEventKind.PROGRESS)
         self._told += 1
-        self._engine._execution.emit(kind, run, remote=True)
+        self._engine._execution.emit(kind, run, remote=True, record=record)
 
     def _tell_line(self, run: Run, line: LogLine) -> None:
         self._told += 1
@@ -282,10 +284,12 @@ class RemoteEvents:
 
 @dataclass(slots=True)
 class _Read:
-    """One look's runs (by id) and log lines, in the order they are told."""
+    """One look's runs (by id) and log lines, in the order they are told; the JSON of
+    those a notice carried."""
 
     runs: dict[str, Run]
     lines: list[LogLine]
+    records: dict[str, str]
 
 
 def _as_running(run: Run) -> Run:

@@ -13,9 +13,12 @@ one each.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic_core import to_json
 
 from ..engine import Engine, RunEvent
 from ..services.status import AttributeChange, ServiceStatus
@@ -34,14 +37,22 @@ BATCH_SIZE = 500
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event: `type` is `run`, `log`, `service`, `service_log`, `service_attribute` or
-    `lagged`; `data` is JSON-ready."""
+    `lagged`; `data` is JSON-ready, or None when `text` holds it already encoded (a run's
+    event is encoded once, whatever the number of subscribers)."""
 
     type: str
-    data: dict[str, Any]
+    data: dict[str, Any] | None
     run_id: str | None = None
     task: str | None = None
     service: str | None = None
     parent_id: str | None = None
+    text: str | None = None
+
+    def json(self) -> str:
+        """`data` as JSON text."""
+        if self.text is not None:
+            return self.text
+        return json.dumps(self.data, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,8 +163,11 @@ class EventHub:
             }
             self.publish(Event("log", data, run.id, run.task, parent_id=run.parent_id))
         else:
-            data = {"kind": event.kind, "run": jsonable(run.as_dict())}
-            self.publish(Event("run", data, run.id, run.task, parent_id=run.parent_id))
+            record = event.record
+            if record is None:
+                record = to_json(run.as_dict(), fallback=repr).decode()
+            text = f'{{"kind":"{event.kind}","run":{record}}}'
+            self.publish(Event("run", None, run.id, run.task, parent_id=run.parent_id, text=text))
 
     def _on_service(self, status: ServiceStatus) -> None:
         if self._subscriptions:

@@ -9,7 +9,6 @@ values of a service class's attributes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -68,4 +67,4 @@ async def events(
 
 
 def _sse(event: Event) -> ServerSentEvent:
-    return ServerSentEvent(data=json.dumps(event.data, separators=(",", ":")), event=event.type)
+    return ServerSentEvent(data=event.json(), event=event.type)
