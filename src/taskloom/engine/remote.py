@@ -126,23 +126,34 @@ class RemoteEvents:
         self._wake.set()
 
     async def _reader(self) -> None:
+        # While runs of others execute, all of them are looked at once no notice has come
+        # for `BACKSTOP` seconds.
+        backstop = time.monotonic() + BACKSTOP
         while True:
-            wait = BACKSTOP if self._running else None
+            now = time.monotonic()
+            wait = backstop - now if self._running else None
             held = self._held
             if held:
-                due = next(iter(held.values())) + HOLD - time.monotonic()
+                due = next(iter(held.values())) + HOLD - now
                 wait = due if wait is None else min(wait, due)
+            woken = True
             if wait is None or wait > 0:
                 try:
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
                 except TimeoutError:
-                    if not held:
-                        self._look_all = True
+                    woken = False
             self._wake.clear()
             started = time.monotonic()
+            if woken:
+                backstop = started + BACKSTOP
+            elif self._running and started >= backstop:
+                self._look_all = True
+                backstop = started + BACKSTOP
             if not self._engine._listeners:
                 self._ids.clear()
+                self._records.clear()
+                self._held.clear()
                 self._look_all = False
                 continue
             try:
