@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from json import loads as json_loads
 from pathlib import Path
 from typing import Any
 
@@ -366,8 +367,9 @@ async def test_events_follow_one_workflow_by_parent_id(
         while not any(rid == run["id"] and kind == "finished" for rid, kind in seen):
             event = await asyncio.wait_for(subscription.queue.get(), 10)
             assert event.type == "run"
-            assert run["id"] in (event.run_id, event.data["run"]["parent_id"])
-            seen.append((event.run_id, event.data["kind"]))
+            data = json_loads(event.json())
+            assert run["id"] in (event.run_id, data["run"]["parent_id"])
+            seen.append((event.run_id, data["kind"]))
         step_events = [rid for rid, _ in seen if rid != run["id"]]
         assert step_events, "no event of a step"
         # The plain run's events reached the other subscriber, and only it.
