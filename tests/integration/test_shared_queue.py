@@ -363,8 +363,10 @@ async def test_an_engine_that_executes_nothing_hears_of_runs_a_worker_executes(
 async def test_an_engine_that_executes_nothing_hears_a_claimed_run_start_before_its_end(
     database_url: str,
 ) -> None:
-    # `tick` is async: the worker's claim starts it. Its end is told from the record its
-    # notice carries (on PostgreSQL); that record is the run as stored.
+    # `tick` is async: the worker's claim starts it. Its start is heard from the claim's
+    # notice or read once its submit's hold is over (the claim's notice itself is checked
+    # in test_run_notices.py); its end is told from the record its notice carries (on
+    # PostgreSQL), which is the run as stored.
     heard: list[tuple[str, str, float]] = []
     ends = []
     async with Engine(database_url, worker=False, tasks=[queue_tasks]) as engine:

@@ -7,10 +7,11 @@ other processes change too: `RemoteEvents` turns the store's change feed into th
 NOTIFY on PostgreSQL, the `run_changes` journal on a SQLite file (written while the
 writer knows of another engine on the file); on SQLite the runs executing are also
 compared with the last look, for commits made before a writer knew. On PostgreSQL the
-notice of a submit, of a start by a claim and of an end carries the run as stored when
-it is small (`id status {json}`, see `queue.notices`): it is told as it came, unread.
-The other runs named are read back in one query, and log lines (when a notice named
-some) by their id, every line after the last one seen, at most every `GAP` seconds. A
+notice of an end the writer knew whole carries the run as stored when it is small (`id
+status {json}`, see `queue.notices`): it is told as it came, unread. A run said
+submitted or started is held `HOLD` seconds first (a short run's end soon follows). The
+other runs named are read back in one query, and log lines (when a notice named some)
+by their id, every line after the last one seen, at most every `GAP` seconds. A
 run told finished is remembered (the last `REMEMBERED` of them), so a later notice of
 the same end is not told again; what a look tells goes out in slices of `SLICE`, the
 loop let run between them, so a stream sends a burst as it is told.

@@ -309,8 +309,8 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             # A fenced run updated by the batch is checked by its UPDATE's row count; only
             # the others (log lines or attempts alone) need a look first.
             unchecked = {k: v for k, v in fences.items() if k not in batch.run_updates}
-            # Records ride on PostgreSQL's notices (a SQLite file's journal keeps lines
-            # only); not after a commit that was cut off, whose batch may be stale now.
+            # Records of ends ride on PostgreSQL's notices (a SQLite file's journal keeps
+            # lines only); not after a commit that was cut off, whose batch may be stale.
             records = queue.postgres and not self._uncertain
             sent = notices(batch, records=records) if queue.postgres or self._journal else ()
             ends = ends_of(batch)  # counted in the rollup, in this transaction
