@@ -179,8 +179,11 @@ async def test_four_workers_drain_while_one_is_killed_and_one_paused(
         for worker in workers:
             worker.kill()
     attempts = await asyncio.to_thread(check_drained, url, count)
-    # The paused worker's late writes were refused, and it said how many.
-    assert paused.refused() > 0, paused.output()
+    # The paused worker's late writes were refused, and it said how many. Once resumed,
+    # its runs' ends are written (and refused) before its next heartbeat finds the lease
+    # gone, as a rule; when the heartbeat comes first, it lets those runs go unwritten
+    # and says so. Either way it wrote nothing of them that counted.
+    assert paused.refused() > 0 or paused.let_go() > 0, paused.output()
     # What the two lost workers held was shared among the others.
     lost_by = {ids[0], ids[1]}
     orphans = {rid: a for rid, a in attempts.items() if a[0][2] in lost_by and len(a) > 1}

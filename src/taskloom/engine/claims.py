@@ -44,6 +44,11 @@ REMOTE_POLL = 1.0
 CHANGED_GAP = 0.015
 #: The least time between two claims woken by changes that may be this engine's own.
 OWN_CHANGES_CLAIM = 0.25
+#: The least time between two reads of cancel requests woken by such changes. A change
+#: surely another process's is read at once; while this engine commits all the time (and
+#: the feed cannot tell another's commit from its own) a request made elsewhere is read
+#: at most this much later, well within the 100 ms a cancel may take.
+OWN_CHANGES_CANCELS = 0.05
 #: How long a closing engine waits for a claim it sent to be committed (a store that is
 #: away keeps it longer: nothing is claimed then, or the reaper gives it back).
 CLAIM_WAIT_ON_STOP = 10.0
@@ -73,6 +78,8 @@ class Claims:
         self._small_since: float | None = None  # since when few slots wait to be claimed
         self._delayed = False
         self._claimed_at = 0.0  # when the last claim was asked for (time.monotonic())
+        self._cancels_read_at = 0.0  # when a change last asked for cancel requests
+        self._cancels_deferred = False  # a read of them is due once the gap is up
         #: When the next run waiting for its backoff is due (the claim wakes for it).
         self._next_due: float | None = None
         self._in_flight: asyncio.Future[WriteResult] | None = None  # a claim not committed
@@ -175,7 +182,25 @@ class Claims:
             if self._remote:
                 self._remote_wake.set()
             if engine._holds_running_runs():
-                self._check_cancels()
+                self._cancels_changed(payload != "own?", now)
+
+    def _cancels_changed(self, foreign: bool, now: float) -> None:
+        """The file changed: read the cancel requests now, or (a change that may be this
+        engine's own, soon after the last read) once `OWN_CHANGES_CANCELS` is up, so that
+        a request made elsewhere meanwhile is read all the same."""
+        wait = self._cancels_read_at + OWN_CHANGES_CANCELS - now
+        if foreign or wait <= 0:
+            self._cancels_read_at = now
+            self._check_cancels()
+        elif not self._cancels_deferred:
+            self._cancels_deferred = True
+            asyncio.get_running_loop().call_later(wait, self._deferred_cancels)
+
+    def _deferred_cancels(self) -> None:
+        self._cancels_deferred = False
+        if self._engine._holds_running_runs():
+            self._cancels_read_at = time.monotonic()
+            self._check_cancels()
 
     def _changed_later(self, channel: str) -> None:
         self._changed_pending = False

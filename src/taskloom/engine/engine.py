@@ -132,8 +132,8 @@ class Engine:
     - `lost_worker_retention`: seconds the record of a lost worker (its process gone,
       holding no unfinished run) is kept before it is pruned (default: a week).
     - `gc_threshold`: while the engine runs, the first threshold of Python's cyclic garbage
-      collector is at least this (see `engine/gc_tuning.py` for why and what it costs);
-      None leaves the collector alone.
+      collector is at least this, and the middle one at least `gc_tuning.MIDDLE` (see
+      `engine/gc_tuning.py` for why and what it costs); None leaves the collector alone.
     - `services`: services to supervise (see `register_service`); the engine's `Supervisor`
       keeps their state in the engine's store and stops them when the engine closes.
     - `workflow_limits`: the most steps in one workflow and items in one map it accepts

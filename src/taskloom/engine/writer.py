@@ -524,6 +524,9 @@ def _merge(
     Payloads are never changed in place (a merge makes a new dict or attempt), so the same
     changes can be merged again when a batch is split or written again. Callbacks come
     with the run they are of, except a claim's (told with the runs it claimed).
+
+    Called for every commit with every change in it: the run a change is of is found
+    once per change, in its branch (the same as `_run_of`).
     """
     batch = WriteBatch()
     callbacks: list[tuple[str | None, Callback]] = []
@@ -531,20 +534,17 @@ def _merge(
     run_updates = batch.run_updates
     attempt_updates = batch.attempt_updates
     fenced = batch.fences
-    for op in ops:
-        kind, key, payload, callback = op
-        if fences:
-            run_id = _run_of(op)
-            if run_id is not None:
-                fence = fences.get(run_id)
-                if fence is not None:
-                    fenced[run_id] = fence
+    fence_of = fences.get
+    for kind, key, payload, callback in ops:
+        run_id: str | None = None
         if kind == _START:
+            run_id = key
             fields, attempt = payload
             existing = run_updates.get(key)
             run_updates[key] = fields if existing is None else {**existing, **fields}
             new_attempts[(key, attempt.number)] = attempt
         elif kind == _FINISH:
+            run_id = key
             fields, number, attempt_fields, task, started_at, record = payload
             existing = run_updates.get(key)
             run_updates[key] = fields if existing is None else {**existing, **fields}
@@ -554,11 +554,15 @@ def _merge(
                 batch.records[key] = record
             if number is not None:
                 _attempt_change(new_attempts, attempt_updates, (key, number), attempt_fields)
-        elif kind == _UPDATE_RUN:
-            existing = run_updates.get(key)
-            run_updates[key] = payload if existing is None else {**existing, **payload}
+        elif kind == _LOG:
+            run_id = payload.run_id
+            batch.logs.append(payload)
         elif kind in (_SUBMIT, _NEW_RUN):
             batch.new_runs.append(payload)
+        elif kind == _UPDATE_RUN:
+            run_id = key
+            existing = run_updates.get(key)
+            run_updates[key] = payload if existing is None else {**existing, **payload}
         elif kind == _SUBMIT_STARTED:
             run, attempt = payload
             batch.new_runs.append(run)
@@ -566,14 +570,17 @@ def _merge(
         elif kind in (_SUBMIT_MANY, _NEW_RUNS):
             batch.new_runs.extend(payload)
         elif kind == _UPDATE_ATTEMPT:
+            run_id = key[0]
             _attempt_change(new_attempts, attempt_updates, key, payload)
-        elif kind == _LOG:
-            batch.logs.append(payload)
         elif kind == _CLAIM:
             batch.claim = payload
             continue  # told with what it claimed (see `_commit_unit`)
+        if run_id is not None and fences:
+            fence = fence_of(run_id)
+            if fence is not None:
+                fenced[run_id] = fence
         if callback is not None:
-            callbacks.append((_run_of(op), callback))
+            callbacks.append((run_id, callback))
     batch.new_attempts = list(new_attempts.values())
     return batch, callbacks
 

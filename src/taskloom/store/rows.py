@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Sequence
+from operator import itemgetter
 from typing import Any
 
 from pydantic_core import to_json
@@ -258,7 +259,8 @@ class Statements:
         self._dialect = dialect
         self._updates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
         #: PostgreSQL: updates of many rows are one statement over JSON (`update_set`).
-        self.set_updates = dialect.name == "postgresql"
+        self.postgres = dialect.name == "postgresql"
+        self.set_updates = self.postgres
         # A run or attempt already there is left alone, so a batch whose commit was cut off
         # (it may have committed) can be written again.
         self.insert_run = self._insert(runs, [c.name for c in runs.c], conflict=("id",))
@@ -364,6 +366,28 @@ def _group_updates(
 
 #: The keys of a fenced run update: the run, its holder and its lease.
 _FENCED_KEYS = ("id", "worker_id", "lease")
+_FENCED_ID = itemgetter(-3)
+
+
+def _split_fenced(
+    rows: list[tuple[Any, ...]], fences: dict[str, tuple[str, int]], in_order: bool
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Rows of run updates (each ending with its run's id) split in one pass: those of
+    fenced runs, extended with the run's holder and lease, and the others. With
+    `in_order` (PostgreSQL, where two transactions may lock the same runs) the fenced rows
+    are in id order, so that they lock shared runs alike; SQLite's one writer needs none."""
+    fenced: list[tuple[Any, ...]] = []
+    plain: list[tuple[Any, ...]] = []
+    fence_of = fences.get
+    for row in rows:
+        fence = fence_of(row[-1])
+        if fence is None:
+            plain.append(row)
+        else:
+            fenced.append((*row, *fence))
+    if in_order:
+        fenced.sort(key=_FENCED_ID)
+    return fenced, plain
 
 
 def plan_batch(
@@ -394,11 +418,7 @@ def plan_batch(
     run_groups = _group_updates("a run update", run_updates, _RUN_ENCODERS)
     for columns, rows in run_groups.items():
         if fences:
-            fenced = sorted(
-                ((*row, *fences[row[-1]]) for row in rows if row[-1] in fences),
-                key=lambda row: row[-3],
-            )
-            rows = [row for row in rows if row[-1] not in fences]
+            fenced, rows = _split_fenced(rows, fences, statements.postgres)
             if fenced:
                 plan.append(statements.updates(runs, columns, _FENCED_KEYS, fenced, len(fenced)))
         if rows:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 TASKS = Path(__file__).resolve().parent / "queue_tasks.py"
 READY = re.compile(r"worker (\S+) ready")
 REFUSED = re.compile(r"(\d+) late changes were refused")
+LET_GO = re.compile(r"lost its lease .*letting go of (\d+) runs")
 
 
 class Worker:
@@ -111,6 +112,10 @@ class Worker:
     def refused(self) -> int:
         """Late changes the worker said (when it stopped) its fences refused."""
         return sum(int(m.group(1)) for line in self.lines if (m := REFUSED.search(line)))
+
+    def let_go(self) -> int:
+        """Runs the worker said it let go, unwritten, when it found its lease lost."""
+        return sum(int(m.group(1)) for line in self.lines if (m := LET_GO.search(line)))
 
 
 def query(url: str, sql: str, **params: object) -> list[sa.Row[*tuple[Any, ...]]]:
