@@ -160,6 +160,9 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         self._uncertain = False
         self._workers: WorkerLocks | None = None
         self._raw_writer: Any = None  # the pooled connection `write` keeps (see there)
+        #: The busy timeout `_raw_writer` has now (SQLite): BUSY_TIMEOUT, as every
+        #: connection is made, or 0 after a write that must not wait (see `_begin_write`).
+        self._writer_waits = True
         self._checkpointer: Checkpointer | None = None  # a SQLite file's WAL checkpoints
         self._sqlite = False
         # A SQLite file another engine uses: each commit journals the runs it changed.
@@ -240,6 +243,9 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                 self._workers.release_all()
                 self._workers = None
             if self._raw_writer is not None:
+                if not self._writer_waits:  # back to the pool as every connection is
+                    with contextlib.suppress(Exception):
+                        self._set_busy_wait(self._raw_writer.driver_connection, wait=True)
                 self._raw_writer.close()
                 self._raw_writer = None
             if self._engine is not None:
@@ -396,15 +402,21 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             return result
 
     def _begin_write(self, cursor: Any, *, wait: bool) -> None:
+        """SQLite: take the write lock, waiting up to BUSY_TIMEOUT for another connection
+        with `wait`, failing at once without. The connection keeps the timeout of its last
+        write, so writes of one kind in a row set none: a PRAGMA costs about as much as
+        one of a run's statements. Once the lock is held, nothing in the transaction waits
+        for another connection (in WAL mode readers never block the writer, and only
+        PASSIVE checkpoints run: `checkpoint.py`)."""
         if not self._sqlite:
             return  # psycopg opens the transaction with the first statement
-        if not wait:
-            cursor.execute("PRAGMA busy_timeout=0")
-        try:
-            cursor.execute("BEGIN IMMEDIATE")
-        finally:
-            if not wait:
-                cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+        if wait != self._writer_waits:
+            self._set_busy_wait(cursor, wait=wait)
+        cursor.execute("BEGIN IMMEDIATE")
+
+    def _set_busy_wait(self, on: Any, *, wait: bool) -> None:
+        on.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000) if wait else 0}")
+        self._writer_waits = wait
 
     def _apply_pipelined(
         self,
@@ -481,6 +493,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
 
     def _drop_write_connection(self) -> None:
         raw, self._raw_writer = self._raw_writer, None
+        self._writer_waits = True  # the next connection is made with the timeout
         if raw is not None:
             try:
                 raw.invalidate()
