@@ -182,6 +182,25 @@ def test_a_write_that_may_not_wait_is_refused_at_once_while_another_connection_w
         assert store.get_run(run.id) == run
 
 
+def test_a_write_that_may_wait_waits_again_after_writes_that_may_not(tmp_path: Path) -> None:
+    # The write connection keeps the timeout of its last write: a waiting write after
+    # inline ones must set it back, and so wait for a lock that is let go meanwhile.
+    path = tmp_path / "runs.db"
+    first, second = make_run(), make_run()
+    with SqlStore(str(path)) as store:
+        store.write(WriteBatch(new_runs=[first]), wait=False)
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            release = threading.Timer(0.3, lambda: other.execute("ROLLBACK"))
+            release.start()
+            store.write(WriteBatch(new_runs=[second]))  # waits for the ROLLBACK
+            release.join(timeout=10)
+        finally:
+            other.close()
+        assert store.get_run(second.id) == second
+
+
 def test_a_sqlite_file_journals_changed_runs_while_another_engine_uses_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
