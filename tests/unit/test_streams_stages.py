@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
 
 import taskloom
 from support import WAIT, load_helper, until
 from taskloom.policies import RestartPolicy
+from taskloom.store import DeploymentStore
 from taskloom.streams import (
     Message,
     PortValidationError,
@@ -348,3 +351,51 @@ async def test_closing_the_engine_stops_its_deployments() -> None:
         deployment = await engine.deploy(p)
     assert deployment.stopped
     assert deployment.status().stage("running_total").state is StageState.STOPPED
+
+
+class HeldSaves:
+    """The engine's store, with a status save that waits, once asked to, for a release."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self.hold = False
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.done = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def save_deployment_part(self, part: Any) -> None:
+        if self.hold:
+            self.held.set()
+            assert self.release.wait(WAIT)
+            self._store.save_deployment_part(part)  # type: ignore[attr-defined]
+            self.hold = False
+            self.done.set()
+            return
+        self._store.save_deployment_part(part)  # type: ignore[attr-defined]
+
+
+async def test_a_status_save_in_flight_at_a_stop_does_not_mark_the_part_running_again(
+    engine: taskloom.Engine,
+) -> None:
+    p = taskloom.Pipeline("late")
+    p.stage(stages.running_total, inputs={"value": "in"}, outputs=["out"])
+    store = HeldSaves(engine.store)
+    deployment = await taskloom.streams.deploy(
+        p, store=cast(DeploymentStore, store), status_interval=0.01
+    )
+    store.hold = True
+    assert await asyncio.to_thread(store.held.wait, WAIT)
+    # The stop cancels the status task, but not the thread its save runs in.
+    stopping = asyncio.create_task(deployment.stop())
+    # Without the store lock the stop ends well within this while the save is held.
+    await asyncio.wait({stopping}, timeout=0.5)
+    store.release.set()
+    await asyncio.wait_for(stopping, WAIT)
+    assert await asyncio.to_thread(store.done.wait, WAIT)
+    assert engine.store is not None
+    status = taskloom.streams.deployment_status(engine.store, "late")
+    assert [part.state.value for part in status.parts] == ["stopped"]
+    assert status.state.value == "stopped"

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -99,6 +100,11 @@ class Deployment:
         self._on_stop: list[Callable[[Deployment], None]] = []
         self._validators: dict[str, list[tuple[str, str, Any, Callable[[Any], Any]]]] = {}
         self._subscriptions: list[Subscription] = []
+        # A status save runs in a thread that a stop's cancel does not end: under this lock,
+        # one that comes after the part's last record writes nothing, so a late save never
+        # marks a stopped part running again.
+        self._store_lock = threading.Lock()
+        self._left = False
 
     def __repr__(self) -> str:
         return f"<Deployment {self.name!r} of {self.pipeline.name!r} on {self.bus.url}>"
@@ -262,8 +268,11 @@ class Deployment:
         stages = [s.record(self.name) for s in self.stage_statuses()]
 
         def save() -> None:
-            store.save_stage_records(self.name, stages)
-            store.save_deployment_part(part)
+            with self._store_lock:
+                if self._left:
+                    return
+                store.save_stage_records(self.name, stages)
+                store.save_deployment_part(part)
 
         await asyncio.to_thread(save)
 
@@ -321,8 +330,10 @@ class Deployment:
         stopped_at = self.stopped_at or time.time()
 
         def leave() -> None:
-            store.save_stage_records(self.name, stages)
-            store.leave_deployment(self.name, self.part.part, stopped_at=stopped_at)
+            with self._store_lock:
+                self._left = True
+                store.save_stage_records(self.name, stages)
+                store.leave_deployment(self.name, self.part.part, stopped_at=stopped_at)
 
         await asyncio.to_thread(leave)
 
