@@ -113,6 +113,43 @@ def test_the_write_ahead_log_of_a_file_stays_bounded(tmp_path: Path) -> None:
     assert largest < 2.5 * chunk, largest
 
 
+def test_the_write_ahead_log_stays_short_while_writes_never_pause(tmp_path: Path) -> None:
+    """A writer that commits without a break never lets a passive checkpoint copy the
+    whole log, so SQLite would never start it over and the log would hold every commit:
+    the store's checkpoints start it over once it is long."""
+    path = tmp_path / "runs.db"
+    wal = path.with_name("runs.db-wal")
+    with SqlStore(str(path)) as store:
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        runs = [make_run() for _ in range(1_000)]
+        store.write(WriteBatch(new_runs=runs))
+
+        def commit(i: int) -> None:
+            changes = {runs[(i * 10 + k) % 1_000].id: {"progress": i / 1e6} for k in range(10)}
+            store.write(WriteBatch(run_updates=changes))
+
+        # What a commit adds to the log, before a checkpoint may have looked at it (the
+        # first looks only copies: a restart waits for RESTART_FRAMES).
+        before = wal.stat().st_size
+        for i in range(50):
+            commit(i)
+        per_commit = (wal.stat().st_size - before) / 50
+        assert per_commit >= 4096  # a page at least
+        commits, largest = 50, 0
+        writing_until = time.monotonic() + 3
+        # Three seconds at least, and until two restarts (for at most 20 s more).
+        while time.monotonic() < writing_until or (
+            checkpointer.restarts < 2 and time.monotonic() < writing_until + 20
+        ):
+            commit(commits)
+            commits += 1
+            largest = max(largest, wal.stat().st_size)
+        assert checkpointer.restarts >= 2
+    # Without the restarts the log holds all that was written.
+    assert largest < commits * per_commit / 3, (largest, commits, per_commit)
+
+
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
 def test_in_memory_sqlite_is_shared_by_threads(url: str) -> None:
     with SqlStore(url) as store:

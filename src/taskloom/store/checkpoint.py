@@ -5,10 +5,20 @@ past 1,000 pages also copies the log into the database and syncs the file, which
 one commit in about a hundred take milliseconds instead of tens of microseconds (the p99
 of a run's submit-to-result). A store on a file turns that off on its connections
 (`PRAGMA wal_autocheckpoint=0`) and runs a `Checkpointer` instead: a thread with its own
-connection that, while the database changes, makes a PASSIVE checkpoint every
-`CHECKPOINT_EVERY` seconds. A passive checkpoint never takes the write lock and never
-waits, so no commit waits for it; the log is bounded by what is written between two
-checkpoints (SQLite starts the log over once a checkpoint has copied all of it).
+connection that looks at the file every `CHECKPOINT_EVERY` seconds and, while it
+changes, makes a PASSIVE checkpoint every `BUSY_EVERY` seconds. A passive checkpoint
+never takes the write lock and never waits, so no commit waits for it.
+
+A passive checkpoint alone does not keep the log short while writes go on: SQLite starts
+the log over only when a write begins after a checkpoint that copied all of it, and a
+busy writer has always added frames since. The log then grows with everything written
+(hundreds of megabytes in a minute of runs), and every commit, appending to a file that
+grows, gets slower. So once the log holds `RESTART_FRAMES` frames, the thread makes a
+RESTART checkpoint right after the passive one: it takes the write lock, copies the few
+frames added meanwhile, and waits for readers to leave the log, so that the next write
+starts it over. Commits wait for it at most `RESTART_WAIT` seconds (its busy timeout;
+one it cannot finish in time returns and is tried at the next look); an inline write,
+which never waits, is handed to the writer thread meanwhile.
 
 Every process on the file runs its own (SQLite lets one checkpoint run at a time; one
 that finds another running returns at once), and the last connection to close a file
@@ -23,12 +33,19 @@ from pathlib import Path
 
 from .feed import StoreThread
 
-__all__ = ["CHECKPOINT_EVERY", "Checkpointer"]
+__all__ = ["BUSY_EVERY", "CHECKPOINT_EVERY", "RESTART_FRAMES", "RESTART_WAIT", "Checkpointer"]
 
 logger = logging.getLogger("taskloom.store")
 
-#: Seconds between two checkpoints of a file that changed meanwhile.
+#: Seconds between two looks at a file that did not change since the last.
 CHECKPOINT_EVERY = 0.25
+#: Frames in the log (4 KiB pages each) from which a checkpoint starts it over; SQLite's
+#: own checkpoints in a commit come at 1,000.
+RESTART_FRAMES = 1000
+#: Seconds between two looks while the file changes.
+BUSY_EVERY = 0.05
+#: Seconds a RESTART checkpoint waits for the write lock and for readers to leave the log.
+RESTART_WAIT = 0.01
 
 
 class Checkpointer(StoreThread):
@@ -40,22 +57,36 @@ class Checkpointer(StoreThread):
         self._every = every
         #: Checkpoints made so far (for tests and diagnostics).
         self.checkpoints = 0
+        #: Of those, the ones that started the log over, and those that could not.
+        self.restarts = 0
+        self.missed = 0
 
     def _main(self) -> None:
         try:
-            connection = sqlite3.connect(self._path, check_same_thread=False, timeout=0)
+            connection = sqlite3.connect(self._path, check_same_thread=False, timeout=RESTART_WAIT)
         except sqlite3.Error as exc:
             logger.warning("taskloom: cannot checkpoint %s: %s", self._path, exc)
             return
         try:
             seen = None
-            while not self._stop.wait(self._every):
+            wait = self._every
+            while not self._stop.wait(wait):
+                wait = self._every
                 try:
                     # Changed by every commit of another connection (all of them, here).
                     (version,) = connection.execute("PRAGMA data_version").fetchone()
                     if version == seen:
                         continue
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    wait = BUSY_EVERY  # changing: looked at again soon
+                    _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames >= RESTART_FRAMES:
+                        (busy, _, _) = connection.execute(
+                            "PRAGMA wal_checkpoint(RESTART)"
+                        ).fetchone()
+                        if busy:
+                            self.missed += 1
+                        else:
+                            self.restarts += 1
                 except sqlite3.Error as exc:
                     # Locked, or a checkpoint of another process running: next time.
                     logger.debug("taskloom: checkpoint of %s skipped: %s", self._path, exc)

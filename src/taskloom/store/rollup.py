@@ -27,6 +27,7 @@ import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from ..runs import Run
@@ -270,12 +271,14 @@ class RollupSql:
             "SELECT g, b, t, s, pg_backend_pid(), r FROM unnest(%s::integer[], "
             "%s::double precision[], %s::text[], %s::text[], %s::bigint[]) AS u(g, b, t, s, r)"
             if self.postgres
-            else f"VALUES ({m}, {m}, {m}, {m}, 0, {m})"
+            else "VALUES {rows}"
         )
-        self.add_counts = (
+        self.add_counts = _Upsert(
             f"INSERT INTO run_counts (grain, bucket_start, task, status, shard, runs) {counts} "
             "ON CONFLICT (grain, bucket_start, task, status, shard) "
-            "DO UPDATE SET runs = run_counts.runs + excluded.runs"
+            "DO UPDATE SET runs = run_counts.runs + excluded.runs",
+            "(?, ?, ?, ?, 0, ?)",
+            self.postgres,
         )
         self.prune_counts = f"DELETE FROM run_counts WHERE grain = {m} AND bucket_start < {m}"
         self.prune_durations = f"DELETE FROM run_durations WHERE grain = {m} AND bucket_start < {m}"
@@ -285,14 +288,16 @@ class RollupSql:
             "%s::double precision[], %s::text[], %s::integer[], %s::bigint[], "
             "%s::double precision[]) AS u(g, b, t, i, r, x)"
             if self.postgres
-            else f"VALUES ({m}, {m}, {m}, {m}, 0, {m}, {m})"
+            else "VALUES {rows}"
         )
-        self.add_durations = (
+        self.add_durations = _Upsert(
             "INSERT INTO run_durations (grain, bucket_start, task, bin, shard, runs, "
             f"max_seconds) {durations} "
             "ON CONFLICT (grain, bucket_start, task, bin, shard) "
             "DO UPDATE SET runs = run_durations.runs + excluded.runs, "
-            f"max_seconds = {longest}(run_durations.max_seconds, excluded.max_seconds)"
+            f"max_seconds = {longest}(run_durations.max_seconds, excluded.max_seconds)",
+            "(?, ?, ?, ?, 0, ?, ?)",
+            self.postgres,
         )
 
     def read_prior(self, cursor: Any, ids: Collection[str]) -> dict[str, Prior]:
@@ -304,19 +309,44 @@ class RollupSql:
         """Add the ends to the rollup, and now and then delete its rows no window reads."""
         if not rollup:
             return
-        self._add(cursor, self.add_counts, rollup.count_rows())
+        self.add_counts.execute(cursor, rollup.count_rows())
         durations = rollup.duration_rows()
         if durations:
-            self._add(cursor, self.add_durations, durations)
+            self.add_durations.execute(cursor, durations)
         dead = self.pruning.cutoffs(rollup)
         if dead:  # through the primary key: (grain, bucket_start) leads it
             for grain, before in dead:  # a statement each, for the reason given above
                 cursor.execute(self.prune_counts, (grain, before))
                 cursor.execute(self.prune_durations, (grain, before))
 
-    def _add(self, cursor: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        if self.postgres:
+
+class _Upsert:
+    """One upsert of rollup rows as a single statement: on PostgreSQL over arrays of its
+    columns, on SQLite with a `VALUES` row per row (its text kept per number of rows; an
+    end usually adds one key at each grain). One statement costs SQLite a step where an
+    `executemany` of the same rows costs one per row."""
+
+    def __init__(self, sql: str, row: str, postgres: bool) -> None:
+        self._sql, self._row, self._postgres = sql, row, postgres
+        self._texts: dict[int, str] = {}
+
+    def execute(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+        if self._postgres:
             # Columns as arrays; the rows stay in key order (see `Rollup`).
-            cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
-        else:
-            cursor.executemany(sql, rows)
+            cursor.execute(self._sql, [list(column) for column in zip(*rows, strict=True)])
+            return
+        for start in range(0, len(rows), _SQLITE_ROWS):
+            chunk = rows[start : start + _SQLITE_ROWS]
+            text = self._texts.get(len(chunk))
+            if text is None:
+                text = self._texts[len(chunk)] = self._sql.replace(
+                    "{rows}", ", ".join([self._row] * len(chunk))
+                )
+            cursor.execute(text, list(_flatten(chunk)))
+
+
+#: Rows per SQLite statement: within its limit of 32,766 parameters at 7 a row, and few
+#: statement texts to keep (an end adds 4 rows; a batch of a thousand ends of one task in
+#: one minute adds 4 as well).
+_SQLITE_ROWS = 64
+_flatten = chain.from_iterable

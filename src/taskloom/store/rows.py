@@ -226,6 +226,12 @@ def _check_columns(kind: str, names: Collection[str], allowed: Collection[str]) 
         raise ValueError(f"{kind} cannot change {', '.join(sorted(unknown))}")
 
 
+#: Column sets of updates already checked, per kind: a batch of one run's end checks its
+#: groups as new, and the engine sends the same few sets again and again.
+_CHECKED: dict[str, set[tuple[str, ...]]] = {}
+_CHECKED_MAX = 256
+
+
 # --- prepared SQL --------------------------------------------------------------------------
 
 
@@ -351,13 +357,17 @@ def _group_updates(
     per row; a group's columns are checked once, when the group is first seen.
     """
     groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    checked = _CHECKED.setdefault(kind, set())
     for key, values in updates.items():
         columns = tuple(values)
         rows = groups.get(columns)
         if rows is None:
             if not columns:
                 continue
-            _check_columns(kind, columns, encoders)
+            if columns not in checked:
+                _check_columns(kind, columns, encoders)
+                if len(checked) < _CHECKED_MAX:
+                    checked.add(columns)
             rows = groups[columns] = []
         keys = key if isinstance(key, tuple) else (key,)
         rows.append((*[encoders[c](v) for c, v in values.items()], *keys))

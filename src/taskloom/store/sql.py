@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import QueuePool
 
 from ..exceptions import StoreError, StoreUnavailableError
 from ..runs import Attempt, LogLine, Run, RunStatus
@@ -126,6 +127,23 @@ _CANCEL_REQUESTS = (
 )
 
 
+#: Seconds `close` waits for connections still checked out by other threads.
+CHECKIN_WAIT = 5.0
+
+
+def _await_checkins(engine: Engine) -> None:
+    """Until the pool has every connection back (for `CHECKIN_WAIT` at most). A read that
+    another thread still makes as the store closes (the thread of a task that was
+    cancelled goes on) would give its connection back to a pool disposed meanwhile, which
+    never closes it: dropped unclosed, the driver's connection warns when collected."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool):
+        return  # one connection for all (in-memory SQLite): nothing checked out apart
+    deadline = time.monotonic() + CHECKIN_WAIT
+    while pool.checkedout() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def _is_busy(exc: Exception) -> bool:
     """Whether a SQLite error says another connection holds the lock."""
     text = str(exc).lower()
@@ -164,6 +182,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         #: connection is made, or 0 after a write that must not wait (see `_begin_write`).
         self._writer_waits = True
         self._checkpointer: Checkpointer | None = None  # a SQLite file's WAL checkpoints
+        self._write_mutex = threading.Lock()  # `write`'s, taken by a checkpoint too
         self._sqlite = False
         # A SQLite file another engine uses: each commit journals the runs it changed.
         self._journal = False
@@ -249,6 +268,7 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
                 self._raw_writer.close()
                 self._raw_writer = None
             if self._engine is not None:
+                _await_checkins(self._engine)
                 self._engine.dispose()
             self._engine = self._write_engine = self._statements = None
 
@@ -300,6 +320,16 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         """
         if not batch:
             return NOTHING_WRITTEN
+        # Held while the file's log is started over (`Checkpointer`): a write that may not
+        # wait is left to one that may.
+        if not self._write_mutex.acquire(wait):
+            raise StoreBusyError("could not write a batch: the write-ahead log is being reset")
+        try:
+            return self._write(batch, wait=wait)
+        finally:
+            self._write_mutex.release()
+
+    def _write(self, batch: WriteBatch, *, wait: bool) -> WriteResult:
         with self._use("write a batch") as engine:
             assert self._statements is not None and self._queue is not None
             queue = self._queue
@@ -404,10 +434,10 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
     def _begin_write(self, cursor: Any, *, wait: bool) -> None:
         """SQLite: take the write lock, waiting up to BUSY_TIMEOUT for another connection
         with `wait`, failing at once without. The connection keeps the timeout of its last
-        write, so writes of one kind in a row set none: a PRAGMA costs about as much as
-        one of a run's statements. Once the lock is held, nothing in the transaction waits
-        for another connection (in WAL mode readers never block the writer, and only
-        PASSIVE checkpoints run: `checkpoint.py`)."""
+        write, so writes of one kind in a row set none. Once the lock is held, nothing in
+        the transaction waits for another connection (in WAL mode readers never block the
+        writer, and a checkpoint that blocks writers takes the write lock first:
+        `checkpoint.py`)."""
         if not self._sqlite:
             return  # psycopg opens the transaction with the first statement
         if wait != self._writer_waits:
