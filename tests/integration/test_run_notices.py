@@ -1,9 +1,10 @@
 """What a commit tells other processes on PostgreSQL: the NOTIFYs of the runs it changed.
 
-A LISTEN connection of the test's own hears them. The notice of an end the writer knows
-whole carries the run's record, which must be the run exactly as it is stored (a server
-tells it without reading it back); a record too long, a change the store refused and a
-run inserted by the batch are told by id alone; a claim that starts runs tells each start.
+A LISTEN connection of the test's own hears them. While some process asks for them
+(`want_records`), the notice of an end the writer knows whole carries the run's record,
+which must be the run exactly as it is stored (a server tells it without reading it
+back); a record too long, a change the store refused, a run inserted by the batch, and
+any end while nobody asks, are told by id alone; a claim that starts runs tells each start.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def test_the_notice_of_an_end_carries_the_run_as_stored(
     fields: dict[str, Any],
 ) -> None:
     run = held()
+    store.want_records()
     store.write(WriteBatch(new_runs=[run]))
     lines = heard(listener, run.id)  # the insert's notice: `id running`, by id alone
     assert record_of(lines, run.id) == ("running", None)
@@ -131,6 +133,7 @@ def test_an_end_whose_record_is_too_long_is_told_by_id(
     store: SqlStore, listener: psycopg.Connection[Any]
 ) -> None:
     run = held(inputs={"text": "x" * RECORD_MAX})
+    store.want_records()
     store.write(WriteBatch(new_runs=[run]))
     heard(listener, run.id)
     record, changes = end(run, RunStatus.COMPLETED, result=1)
@@ -181,3 +184,50 @@ def test_a_claim_that_starts_runs_tells_each_start(
     assert {r.id for r in claimed} == {started.id, claimed_only.id}
     lines = heard(listener, started.id)
     assert lines == [f"{started.id} running"]
+
+
+def test_ends_carry_records_only_while_another_process_asks(
+    store: SqlStore, listener: psycopg.Connection[Any], migrated_postgres_database: str
+) -> None:
+    heard_by_store: list[str] = []
+    feed = store.watch(lambda channel, payload: heard_by_store.append(channel))
+    assert feed is not None
+    try:
+        run = held()
+        store.write(WriteBatch(new_runs=[run]))
+        heard(listener, run.id)
+        record, changes = end(run, RunStatus.COMPLETED, result=1)
+        store.write(
+            WriteBatch(
+                run_updates={run.id: changes}, fences={run.id: ("w1", 1)}, records={run.id: record}
+            )
+        )
+        assert record_of(heard(listener, run.id), run.id) == ("completed", None)  # nobody asks
+
+        # The server with listeners asks again and again (the store's feed may not listen
+        # yet at first); each end is tried until one carries its record.
+        other = open_store(migrated_postgres_database)
+        deadline = time.monotonic() + 20
+        told = None
+        try:
+            while told is None:
+                assert time.monotonic() < deadline, "no end carried its record within 20 s"
+                other.want_records()
+                run = held()
+                record, changes = end(run, RunStatus.COMPLETED, result=2)
+                store.write(WriteBatch(new_runs=[run]))
+                heard(listener, run.id)  # the insert's notice
+                store.write(
+                    WriteBatch(
+                        run_updates={run.id: changes},
+                        fences={run.id: ("w1", 1)},
+                        records={run.id: record},
+                    )
+                )
+                _, told = record_of(heard(listener, run.id), run.id)
+        finally:
+            other.close()
+        assert told["result"] == 2
+        assert "taskloom_listening" not in heard_by_store  # the store's own, not the caller's
+    finally:
+        feed.stop()

@@ -478,6 +478,8 @@ class Engine:
         not read other processes' runs from the store for it)."""
         listeners = self._execution.end_listeners if ends_only else self._listeners
         listeners.append(listener)
+        if not ends_only and self._remote_events is not None:
+            self._remote_events.listening()
         return lambda: listeners.remove(listener) if listener in listeners else None
 
     @property

@@ -8,7 +8,8 @@ NOTIFY on PostgreSQL, the `run_changes` journal on a SQLite file (written while 
 writer knows of another engine on the file); on SQLite the runs executing are also
 compared with the last look, for commits made before a writer knew. On PostgreSQL the
 notice of an end the writer knew whole carries the run as stored when it is small (`id
-status {json}`, see `queue.notices`): it is told as it came, unread. A run said
+status {json}`, see `queue.notices`) while some process asks for that (this one does,
+every `ASK_EVERY` seconds while it has listeners): it is told as it came, unread. A run said
 submitted or started is held `HOLD` seconds first (a short run's end soon follows). The
 other runs named are read back in one query, and log lines (when a notice named some)
 by their id, every line after the last one seen, at most every `GAP` seconds. A
@@ -20,6 +21,7 @@ loop let run between them, so a stream sends a burst as it is told.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -27,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..exceptions import StoreError
 from ..runs import LogLine, Run, RunEventKind, RunStatus
 
 if TYPE_CHECKING:
@@ -45,6 +48,10 @@ REMEMBERED = 50_000
 #: How long a run said submitted or started waits before it is read back: a short run's
 #: end (whose notice carries its record) comes first, and it is told once, unread.
 HOLD = 0.25
+#: Seconds between two asks, while this engine has listeners, that the other processes
+#: put the records of their ends in their notices (`Store.want_records`; they do for
+#: `store.queue.RECORDS_FOR` seconds after each).
+ASK_EVERY = 1.0
 #: Statuses whose notices are held (`HOLD`).
 _HELD = frozenset({"pending", "running"})
 #: Events told between two turns of the loop.
@@ -80,15 +87,41 @@ class RemoteEvents:
         self._seen: dict[str, tuple[str, int]] = {}  # (status, attempts) last told
         self._ended: OrderedDict[str, None] = OrderedDict()  # told finished, oldest first
         self._told = 0  # events told since the loop last ran
+        self._listening = asyncio.Event()  # a first listener came: ask for records now
 
     async def start(self) -> None:
         store = self._engine.store
         assert store is not None
         self._last_log = await self._engine._in_thread(store.last_log_id)
+        if self._engine._listeners:
+            self._listening.set()
         self._tasks = [
             asyncio.ensure_future(self._reader()),
             asyncio.ensure_future(self._teller()),
+            asyncio.ensure_future(self._asker()),
         ]
+
+    def listening(self) -> None:
+        """A listener was added: the other processes are asked for records at once."""
+        self._listening.set()
+
+    async def _asker(self) -> None:
+        """While this engine has listeners, ask every `ASK_EVERY` seconds that the ends
+        other processes write come with their records, which are told unread."""
+        engine = self._engine
+        store = engine.store
+        assert store is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ASK_EVERY):
+                    await self._listening.wait()
+            self._listening.clear()
+            if not engine._listeners:
+                continue
+            try:
+                await engine._in_thread(store.want_records)
+            except StoreError as exc:  # read back meanwhile: slower, nothing missed
+                logger.debug("taskloom: could not ask for the records of ends: %s", exc)
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []

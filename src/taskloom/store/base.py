@@ -775,6 +775,11 @@ class QueueStore(RunStore, Protocol):
         `callback(channel, payload)` from its thread; None when no other process can reach
         the database. The caller stops it."""
 
+    def want_records(self) -> None:
+        """Ask every process on the database to tell the ends it writes whole, with their
+        records, for a few seconds (a process that tells others' runs to listeners asks
+        while it has any); nothing where no other process can reach the database."""
+
 
 class ServiceAttributeStore(Protocol):
     """The live attributes of service classes (`Service` subclasses with loops): their

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
-from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, RUNS_CHANNEL
+from .queue import CANCEL_CHANNEL, LISTENING_CHANNEL, QUEUE_CHANNEL, RUNS_CHANNEL
 
 __all__ = ["ChangeFeed", "Notice", "PostgresFeed", "SqliteFeed", "StoreThread"]
 
@@ -182,7 +182,7 @@ class PostgresFeed(ChangeFeed):
             backoff = RECONNECT_FIRST
             try:
                 connection.autocommit = True
-                for channel in (QUEUE_CHANNEL, RUNS_CHANNEL, CANCEL_CHANNEL):
+                for channel in (QUEUE_CHANNEL, RUNS_CHANNEL, CANCEL_CHANNEL, LISTENING_CHANNEL):
                     connection.execute(f"LISTEN {channel}")
                 if not first:
                     self._tell("resync", "")

@@ -500,6 +500,9 @@ class MemoryStore(
     def watch(self, callback: Callable[[str, str], None]) -> None:
         return None  # only this process reaches it: nothing to hear from others
 
+    def want_records(self) -> None:
+        return None  # no other process to tell
+
     def peer_queues(self, worker_id: str) -> frozenset[str]:
         now = time.time()
         with self._lock:

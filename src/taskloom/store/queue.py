@@ -33,7 +33,9 @@ from .rows import RUN_READ, UNFINISHED, run_from_row
 
 __all__ = [
     "CANCEL_CHANNEL",
+    "LISTENING_CHANNEL",
     "QUEUE_CHANNEL",
+    "RECORDS_FOR",
     "RUNS_CHANNEL",
     "QueueSql",
     "claim_notices",
@@ -43,10 +45,17 @@ __all__ = [
 
 #: NOTIFY channels: runs became claimable (payload: their queues), runs were recorded or
 #: changed (payload: `id status` lines, some with the run's record), a cancel was asked
-#: of a worker (payload: the worker's id).
+#: of a worker (payload: the worker's id), a process tells the events of others' runs
+#: to listeners (no payload: see `RECORDS_FOR`).
 QUEUE_CHANNEL = "taskloom_queue"
 RUNS_CHANNEL = "taskloom_runs"
 CANCEL_CHANNEL = "taskloom_cancel"
+LISTENING_CHANNEL = "taskloom_listening"
+#: Seconds a store puts the records of ends in its notices after it last heard that a
+#: process tells others' runs to listeners (one says so every heartbeat while it has
+#: any). Nobody listening, the notices name runs only: each record costs the writer an
+#: encoding and every process on the channel a longer payload, for nobody.
+RECORDS_FOR = 5.0
 #: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more: longer ones are split.
 PAYLOAD_MAX = 7_800
 #: The longest run record (JSON, in bytes) a notice carries; a longer one is read back.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -62,7 +63,15 @@ from .feed import ChangeFeed, Notice, PostgresFeed, SqliteFeed
 from .liveness import AdvisoryLocks, LocalWorkers, LockFiles, WorkerLocks
 from .migrate import HEAD_REVISION, current_revision, upgrade
 from .pipelines import SqlPipelines
-from .queue import CANCEL_CHANNEL, QUEUE_CHANNEL, QueueSql, claim_notices, notices
+from .queue import (
+    CANCEL_CHANNEL,
+    LISTENING_CHANNEL,
+    QUEUE_CHANNEL,
+    RECORDS_FOR,
+    QueueSql,
+    claim_notices,
+    notices,
+)
 from .retention import SqlRetention
 from .rollup import Rollup, ends_of, rollup_of, trusted_ends
 from .rows import (
@@ -183,6 +192,8 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         self._writer_waits = True
         self._checkpointer: Checkpointer | None = None  # a SQLite file's WAL checkpoints
         self._write_mutex = threading.Lock()  # `write`'s, taken by a checkpoint too
+        # Until when (monotonic) ends carry their records in notices (`want_records`).
+        self._records_until = -math.inf
         self._sqlite = False
         # A SQLite file another engine uses: each commit journals the runs it changed.
         self._journal = False
@@ -346,8 +357,11 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             # the others (log lines or attempts alone) need a look first.
             unchecked = {k: v for k, v in fences.items() if k not in batch.run_updates}
             # Records of ends ride on PostgreSQL's notices (a SQLite file's journal keeps
-            # lines only); not after a commit that was cut off, whose batch may be stale.
-            records = queue.postgres and not self._uncertain
+            # lines only) while a process asks for them (`want_records`); not after a
+            # commit that was cut off, whose batch may be stale.
+            records = (
+                queue.postgres and not self._uncertain and time.monotonic() < self._records_until
+            )
             sent = notices(batch, records=records) if queue.postgres or self._journal else ()
             ends = ends_of(batch)  # counted in the rollup, in this transaction
             # After a commit that was cut off, every end is looked at: it may be stored.
@@ -816,10 +830,26 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             conninfo = url.render_as_string(hide_password=False)
             import psycopg
 
-            return PostgresFeed(lambda: psycopg.connect(conninfo), callback).start()
+            def heard(channel: str, payload: str) -> None:
+                if channel == LISTENING_CHANNEL:  # for this store's writes, not the caller
+                    self._records_until = time.monotonic() + RECORDS_FOR
+                else:
+                    callback(channel, payload)
+
+            return PostgresFeed(lambda: psycopg.connect(conninfo), heard).start()
         if self._file is not None:
             return SqliteFeed(self._file, callback, lambda: self.last_commit).start()
         return None
+
+    def want_records(self) -> None:
+        """PostgreSQL: tell every process on the database, this one too, to put the records
+        of the ends it writes in its notices for `RECORDS_FOR` seconds."""
+        self._records_until = time.monotonic() + RECORDS_FOR
+        if self._queue is None or not self._queue.postgres:
+            return
+        with self._use("ask for the records of ends") as engine, engine.connect() as conn:
+            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": LISTENING_CHANNEL})
+            conn.commit()
 
     def finished_among(self, run_ids: Collection[str]) -> list[Run]:
         return self._runs_among(run_ids, finished=True)
