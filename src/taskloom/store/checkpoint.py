@@ -14,11 +14,12 @@ the log over only when a write begins after a checkpoint that copied all of it, 
 busy writer has always added frames since. The log then grows with everything written
 (hundreds of megabytes in a minute of runs), and every commit, appending to a file that
 grows, gets slower. So once the log holds `RESTART_FRAMES` frames, the thread makes a
-RESTART checkpoint right after the passive one: it takes the write lock, copies the few
-frames added meanwhile, and waits for readers to leave the log, so that the next write
-starts it over. Commits wait for it at most `RESTART_WAIT` seconds (its busy timeout;
-one it cannot finish in time returns and is tried at the next look); an inline write,
-which never waits, is handed to the writer thread meanwhile.
+RESTART checkpoint right after the passive one: it takes the file's write lock between
+two commits, copies the few frames added meanwhile, and waits for readers to leave the
+log, so that the next write starts it over. It waits for the lock and the readers at
+most `RESTART_WAIT` seconds (its busy timeout; one it cannot finish in time returns and
+is tried at the next look), and so do commits for it; an inline write, which never
+waits, fails at once with `StoreBusyError` and is left to the writer thread.
 
 Every process on the file runs its own (SQLite lets one checkpoint run at a time; one
 that finds another running returns at once), and the last connection to close a file

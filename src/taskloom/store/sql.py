@@ -191,7 +191,6 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         #: connection is made, or 0 after a write that must not wait (see `_begin_write`).
         self._writer_waits = True
         self._checkpointer: Checkpointer | None = None  # a SQLite file's WAL checkpoints
-        self._write_mutex = threading.Lock()  # `write`'s, taken by a checkpoint too
         # Until when (monotonic) ends carry their records in notices (`want_records`).
         self._records_until = -math.inf
         self._sqlite = False
@@ -331,16 +330,6 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
         """
         if not batch:
             return NOTHING_WRITTEN
-        # Held while the file's log is started over (`Checkpointer`): a write that may not
-        # wait is left to one that may.
-        if not self._write_mutex.acquire(wait):
-            raise StoreBusyError("could not write a batch: the write-ahead log is being reset")
-        try:
-            return self._write(batch, wait=wait)
-        finally:
-            self._write_mutex.release()
-
-    def _write(self, batch: WriteBatch, *, wait: bool) -> WriteResult:
         with self._use("write a batch") as engine:
             assert self._statements is not None and self._queue is not None
             queue = self._queue
