@@ -52,9 +52,9 @@ RUNS_CHANNEL = "taskloom_runs"
 CANCEL_CHANNEL = "taskloom_cancel"
 LISTENING_CHANNEL = "taskloom_listening"
 #: Seconds a store puts the records of ends in its notices after it last heard that a
-#: process tells others' runs to listeners (one says so every heartbeat while it has
-#: any). Nobody listening, the notices name runs only: each record costs the writer an
-#: encoding and every process on the channel a longer payload, for nobody.
+#: process tells others' runs to listeners (`RemoteEvents` asks every second while its
+#: engine has any). Nobody listening, the notices name runs only: each record costs the
+#: writer an encoding and every process on the channel a longer payload, for nobody.
 RECORDS_FOR = 5.0
 #: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more: longer ones are split.
 PAYLOAD_MAX = 7_800
