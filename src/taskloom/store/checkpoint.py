@@ -58,9 +58,8 @@ class Checkpointer(StoreThread):
         self._every = every
         #: Checkpoints made so far (for tests and diagnostics).
         self.checkpoints = 0
-        #: Of those, the ones that started the log over, and those that could not.
+        #: Of those, the ones that started the log over.
         self.restarts = 0
-        self.missed = 0
 
     def _main(self) -> None:
         try:
@@ -84,9 +83,7 @@ class Checkpointer(StoreThread):
                         (busy, _, _) = connection.execute(
                             "PRAGMA wal_checkpoint(RESTART)"
                         ).fetchone()
-                        if busy:
-                            self.missed += 1
-                        else:
+                        if not busy:  # busy: readers or writers took too long, next time
                             self.restarts += 1
                 except sqlite3.Error as exc:
                     # Locked, or a checkpoint of another process running: next time.
