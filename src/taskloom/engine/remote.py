@@ -8,11 +8,11 @@ NOTIFY on PostgreSQL, the `run_changes` journal on a SQLite file (written while 
 writer knows of another engine on the file); on SQLite the runs executing are also
 compared with the last look, for commits made before a writer knew. On PostgreSQL the
 notice of an end the writer knew whole carries the run as stored when it is small (`id
-status {json}`, see `queue.notices`) while some process asks for that (this one does,
-every `ASK_EVERY` seconds while it has listeners): it is told as it came, unread. A run said
-submitted or started is held `HOLD` seconds first (a short run's end soon follows). The
-other runs named are read back in one query, and log lines (when a notice named some)
-by their id, every line after the last one seen, at most every `GAP` seconds. A
+status {json}`, see `queue.notices`) while some process asks for that (this one does
+every `ASK_EVERY` seconds while it has listeners): it is told as it came, unread. A run
+said submitted or started is held `HOLD` seconds first (a short run's end soon follows).
+The other runs named are read back in one query, and log lines (when a notice named
+some) by their id, every line after the last one seen, at most every `GAP` seconds. A
 run told finished is remembered (the last `REMEMBERED` of them), so a later notice of
 the same end is not told again; what a look tells goes out in slices of `SLICE`, the
 loop let run between them, so a stream sends a burst as it is told.
@@ -46,7 +46,7 @@ BACKSTOP = 1.0
 #: How many runs told finished are remembered, not to be told again.
 REMEMBERED = 50_000
 #: How long a run said submitted or started waits before it is read back: a short run's
-#: end (whose notice carries its record) comes first, and it is told once, unread.
+#: end comes first, and it is told once (unread when its notice carries its record).
 HOLD = 0.25
 #: Seconds between two asks, while this engine has listeners, that the other processes
 #: put the records of their ends in their notices (`Store.want_records`; they do for
