@@ -16,6 +16,7 @@ import pytest
 import taskloom
 from support import until
 from taskloom import Engine, RunStatus
+from taskloom.store.base import WriteBatch, WriteResult
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -29,6 +30,17 @@ async def echo(n: int) -> int:
 @taskloom.task(name="claims.double", thread_safe=True)
 def double(n: int) -> int:
     return 2 * n
+
+
+#: What `held` runs wait for (made on the test's loop).
+_release: asyncio.Event | None = None
+
+
+@taskloom.task(name="claims.held")
+async def held(n: int) -> int:
+    assert _release is not None
+    await _release.wait()
+    return n
 
 
 @taskloom.task(name="claims.strict")
@@ -100,3 +112,54 @@ async def test_a_closing_worker_leaves_no_run_started_and_unheld(database_url: s
             left[status.value] = [(r.worker_id, r.attempts) for r in runs]
         assert left["running"] == []
         assert all(worker_id is None for worker_id, _ in left["pending"]), left["pending"][:5]
+
+
+async def test_the_claim_for_the_slots_ends_free_is_committed_with_those_ends(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot is free once its run's end is queued to the writer: the claim that fills it
+    is sent at once and committed with that end (one commit a round, where waiting for the
+    end's commit made an end's commit and then a claim's)."""
+    global _release
+    _release = asyncio.Event()
+    async with Engine(database_url, worker=False, tasks=[held]) as submitter:
+        runs = await submitter.submit_many("claims.held", [{"n": n} for n in range(4)])
+        worker = Engine(database_url, tasks=[held], concurrency=2)
+        async with worker:
+            store, writer = worker.store, worker._writer
+            assert store is not None
+            assert writer is not None
+            batches: list[tuple[set[str], list[str] | None]] = []
+            write = store.write
+
+            def recording(batch: WriteBatch, **options: Any) -> WriteResult:
+                result = write(batch, **options)
+                ends = {i for i, f in batch.run_updates.items() if f.get("status") == "completed"}
+                claimed = None if batch.claim is None else [r.id for r in result.claimed]
+                batches.append((ends, claimed))
+                return result
+
+            monkeypatch.setattr(store, "write", recording)
+
+            async def two_running() -> bool:
+                return len(await submitter.list_runs(status=RunStatus.RUNNING)) == 2
+
+            await until(two_running)
+            first = {r.id for r in await submitter.list_runs(status=RunStatus.RUNNING)}
+            # The writer is kept from committing while the two runs end.
+            await asyncio.to_thread(writer._write_lock.acquire)
+            try:
+                _release.set()
+
+                async def claim_sent() -> bool:
+                    return worker._claiming == 2
+
+                await until(claim_sent)  # before either end is committed
+            finally:
+                writer._write_lock.release()
+            ended = [await submitter.wait(run.id, timeout=30) for run in runs]
+    assert [run.status for run in ended] == [RunStatus.COMPLETED] * 4
+    [(ends, claimed)] = [(e, c) for e, c in batches if e & first]
+    assert ends == first
+    assert claimed is not None
+    assert sorted(claimed) == sorted({run.id for run in runs} - first)

@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
 import taskloom.store
 from support import SQL_KINDS, database_for
@@ -300,5 +301,60 @@ def test_the_rollup_keeps_its_counts_through_the_shard_upgrade_and_back(
                 (60, 600.0, "demo.add", "failed", 2),
             ]
             assert conn.execute(text(durations)).all() == [(60, 600.0, "demo.add", 3, 8, 2.5)]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_idempotency_keys_stay_unique_through_the_partial_index_upgrade_and_back(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+
+    url = database_for(kind, tmp_path, request)
+    upgrade(url, "0016")
+    insert = text(
+        "INSERT INTO runs (id, task, status, priority, inputs, attempts, max_attempts, "
+        "idempotency_key, created_at, cancel_requested) VALUES "
+        "(:id, 'demo.add', 'pending', 0, '{}', 0, 1, :key, 1.0, false)"
+    )
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for run_id, key in (("keyed", "order-1"), ("plain-1", None), ("plain-2", None)):
+                conn.execute(insert, {"id": run_id, "key": key})
+        upgrade(url)
+        assert_matches_schema(url)
+        with engine.begin() as conn:
+            rows = conn.execute(text("SELECT id, idempotency_key FROM runs ORDER BY id")).all()
+            assert rows == [("keyed", "order-1"), ("plain-1", None), ("plain-2", None)]
+            conn.execute(insert, {"id": "plain-3", "key": None})  # many runs without a key
+        with pytest.raises(IntegrityError, match=r"(?i)unique"), engine.begin() as conn:
+            conn.execute(insert, {"id": "again", "key": "order-1"})
+        if kind == "postgresql":
+            with engine.connect() as conn:
+                options = conn.execute(
+                    text("SELECT reloptions FROM pg_class WHERE relname = 'attempts'")
+                ).scalar_one()
+            assert options == ["fillfactor=50"]
+        with engine.connect() as conn:
+            command.downgrade(alembic_config(conn, url), "0016")
+            conn.commit()
+        with pytest.raises(IntegrityError, match=r"(?i)unique"), engine.begin() as conn:
+            conn.execute(insert, {"id": "again", "key": "order-1"})
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM runs")).scalar_one() == 4
+            if kind == "postgresql":
+                options = conn.execute(
+                    text("SELECT reloptions FROM pg_class WHERE relname = 'attempts'")
+                ).scalar_one()
+                assert options is None
+            else:
+                [claimable] = conn.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = 'ix_runs_claimable'")
+                ).scalars()
+                assert "priority DESC" in claimable
+        upgrade(url)
+        assert_matches_schema(url)
     finally:
         engine.dispose()

@@ -210,6 +210,9 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: BatchWriter | None = None
         self._live: dict[str, LiveRun] = {}
+        # Runs held whose end is queued to the writer and not committed yet: they execute
+        # no more, so their slots are free (a claim sent now rides in their end's commit).
+        self._ending: set[str] = set()
         self._keys: dict[str, LiveRun] = {}
         self._resolved: dict[Any, TaskDefinition] = {}
         # Runs that finished lately, as committed: `wait` right after the end of a run
@@ -228,6 +231,7 @@ class Engine:
             self,
             concurrency=concurrency,
             live=self._live,
+            ending=self._ending,
             finished=self._finished,
             listeners=self._listeners,
         )
@@ -394,6 +398,7 @@ class Engine:
             for waiter in live.waiters or ():
                 settle(waiter, EngineClosedError("the engine closed before the run finished"))
         self._live.clear()
+        self._ending.clear()
         self._started = False
 
     # registration --------------------------------------------------------------------------
@@ -825,6 +830,7 @@ class Engine:
                 continue
             live.dropped = True  # skipped when it comes up in the ready queue
             del self._live[run.id]
+            self._ending.discard(run.id)
             self._writer.update_run(run.id, {"worker_id": None})  # fenced: still ours
             self._writer.barrier(functools.partial(self._forget_shared, run.id))
             run.worker_id = None
@@ -1349,7 +1355,8 @@ class Engine:
         return names, limits
 
     def _free_slots(self) -> int:
-        return self.concurrency - len(self._live) - self._reserved - self._claiming
+        held = len(self._live) - len(self._ending)
+        return self.concurrency - held - self._reserved - self._claiming
 
     def _starts_at_claim(self, names: list[str]) -> dict[str, str]:
         """The tasks among `names` whose claimed runs the claim starts, with the executor
@@ -1463,6 +1470,7 @@ class Engine:
             execution.cancel()
         self._execution.release(live)
         self._live.pop(run_id, None)
+        self._ending.discard(run_id)
         # Its fence stays: changes of it still queued are written only if it is ours.
         if live.waiters and self._claims is not None:
             self._claims.add_waiters(run_id, live.waiters)

@@ -93,6 +93,7 @@ class RunExecution:
         *,
         concurrency: int,
         live: dict[str, LiveRun],
+        ending: set[str],
         finished: OrderedDict[str, Run],
         listeners: list[Listener],
     ) -> None:
@@ -102,6 +103,7 @@ class RunExecution:
         #: Which run starts next: a run handed over holds one of its slots until it ends.
         self.queue = ReadyQueue(concurrency, self._dispatch)  # type: ignore[arg-type]
         self._live = live  # the runs the engine holds, by id (a run is dropped as it ends)
+        self._ending = ending  # those of them whose end is queued, not committed yet
         self._finished = finished  # the runs that ended lately, as committed
         self._listeners = listeners
         #: Listeners of the ends this engine records only (`add_listener(ends_only=True)`).
@@ -716,6 +718,13 @@ class RunExecution:
             live.timer.cancel()
             live.timer = None
         self.release(live)
+        if self._live.get(run.id) is live:
+            # Its slot is free from here: a claim asked for now is committed with this
+            # end (one commit for both, where waiting for the end's commit made two).
+            self._ending.add(run.id)
+            claims = self._claims
+            if claims is not None and claims.productive:
+                claims.wake()
         if live.on_finish is not None:
             # A workflow step: its dependents may start now. Their inserts queue behind
             # this end, so no write that depends on this result commits before it.
@@ -744,12 +753,10 @@ class RunExecution:
             run.status, run.result, run.error = RunStatus.FAILED, None, error.error
             error = None
         self._live.pop(run_id, None)
+        self._ending.discard(run_id)
         writer = self._writer
         if writer is not None:
             writer.fences.pop(run_id, None)
-        claims = self._claims
-        if claims is not None and claims.productive:
-            claims.wake()  # a slot is free and runs may be waiting for one
         if error is None:
             finished = self._finished
             finished[run_id] = live.run

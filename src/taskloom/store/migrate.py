@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "alembic_config", "current_revision", "upgrade"]
 
 #: The newest revision in `migrations/versions`; a test checks it is Alembic's head.
-HEAD_REVISION = "0016"
+HEAD_REVISION = "0017"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

@@ -12,7 +12,8 @@ The revisions in `migrations/versions` create exactly these tables (0001 runs, a
 log lines and workers; 0002 services and their starts; 0003 service requests and
 service log lines; 0004 pipeline deployments and their stages; 0005 packages; 0006 API
 tokens; ... 0014 the processes running a deployment; 0015 the rollup's rows per writing
-session; 0016 what made each attempt's call); a test compares the two with Alembic's
+session; 0016 what made each attempt's call; 0017 the idempotency key's index of keyed
+runs only, and free room on PostgreSQL's `attempts` pages); a test compares the two with Alembic's
 autogenerate, so change both together (with a new revision).
 """
 
@@ -74,6 +75,9 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 #: the cheapest key SQLite has (a `BIGINT` key would add a separate index).
 LogId = BigInteger().with_variant(Integer(), "sqlite")
 
+#: The share of each `attempts` page PostgreSQL fills with new rows (see `attempts`).
+ATTEMPTS_FILLFACTOR = 50
+
 runs = Table(
     "runs",
     metadata,
@@ -103,7 +107,16 @@ runs = Table(
     # run, as JSON: an attempt's span is its child in whichever process executes it.
     Column("trace_context", Text, nullable=True),
     PrimaryKeyConstraint("id"),
-    UniqueConstraint("idempotency_key"),
+    # Unique among the runs that have a key, and only those in the index: most runs have
+    # none, and a NULL entry would be written with every insert and (on PostgreSQL) every
+    # update of a run.
+    Index(
+        "uq_runs_idempotency_key",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
     # Listing is newest first, optionally filtered by task or status.
     Index(None, "task", "created_at"),
     Index(None, "status", "created_at"),
@@ -160,6 +173,10 @@ attempts = Table(
     Column("executor", String(200), nullable=True),
     Column("dashboard", Text, nullable=True),
     PrimaryKeyConstraint("run_id", "number"),
+    # Half of each page is left free on PostgreSQL: an attempt's end then fits beside its
+    # start and is a HOT update (no index entry written), as no column it changes is
+    # indexed.
+    postgresql_with={"fillfactor": ATTEMPTS_FILLFACTOR},
 )
 
 log_lines = Table(

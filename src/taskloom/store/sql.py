@@ -555,7 +555,10 @@ class SqlStore(SqlPipelines, SqlSchedules, SqlStats, SqlRetention, SqlServiceAtt
             values = dict(zip((c.name for c in runs.c), run_row(run), strict=True))
             dialect = pg_dialect if engine.dialect.name == "postgresql" else sqlite_dialect
             stmt = dialect.insert(runs).values(values)
-            stmt = stmt.on_conflict_do_nothing(index_elements=[runs.c.idempotency_key])
+            stmt = stmt.on_conflict_do_nothing(
+                index_elements=[runs.c.idempotency_key],
+                index_where=runs.c.idempotency_key.is_not(None),
+            )
             with self._writer().begin() as conn:
                 conn.execute(stmt)
                 row = conn.execute(
