@@ -59,6 +59,23 @@ def test_ends_are_grouped_at_every_grain_with_plain_status_names() -> None:
     assert durations[0][4:] == (1, 62.0)  # one run, its duration the longest
 
 
+def test_the_rows_of_an_end_alone_are_those_it_has_among_other_ends() -> None:
+    """One end (the shortcut for a key alone) makes the rows, in order, that the grouping
+    of many ends gives for its key."""
+    rng = random.Random(12)
+    for _ in range(2_000):
+        finished = rng.uniform(0, 2e9)
+        started = None if rng.random() < 0.1 else finished - rng.expovariate(1.0)
+        alone = Rollup()
+        alone.add("adder", "failed", started, finished)
+        among = Rollup()
+        among.add("adder", "failed", started, finished)
+        among.add("other", "completed", finished - 1.0, finished)
+        assert alone.count_rows() == [r for r in among.count_rows() if r[2] == "adder"]
+        assert alone.duration_rows() == [r for r in among.duration_rows() if r[2] == "adder"]
+    assert len(alone.count_rows()) == len(GRAINS)
+
+
 def test_a_windows_chart_is_read_from_the_largest_grain_of_its_buckets() -> None:
     now = 1_800_000_123.0
     grains = [grain_for(*window_span(w, now)) for w in ("15m", "1h", "6h", "1d", "7d")]

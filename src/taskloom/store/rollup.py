@@ -128,6 +128,9 @@ class Rollup:
 
     def count_rows(self) -> list[tuple[int, float, str, str, int]]:
         """`(grain, bucket_start, task, status, runs)` rows."""
+        if len(self.counts) == 1:  # one key (an end alone): its rows are in order already
+            [((minute, task, status), runs)] = self.counts.items()
+            return [(grain, minute - minute % grain, task, status, runs) for grain in GRAINS]
         rows: dict[tuple[int, float, str, str], int] = {}
         for (minute, task, status), runs in self.counts.items():
             for grain in GRAINS:
@@ -137,6 +140,12 @@ class Rollup:
 
     def duration_rows(self) -> list[tuple[int, float, str, int, int, float]]:
         """`(grain, bucket_start, task, bin, runs, max_seconds)` rows."""
+        if len(self.durations) == 1:
+            [((minute, task, index), (runs, longest))] = self.durations.items()
+            return [
+                (grain, minute - minute % grain, task, index, int(runs), longest)
+                for grain in GRAINS
+            ]
         rows: dict[tuple[int, float, str, int], list[float]] = {}
         for (minute, task, index), (runs, longest) in self.durations.items():
             for grain in GRAINS:
