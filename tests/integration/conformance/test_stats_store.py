@@ -303,3 +303,53 @@ def test_a_late_end_of_a_run_the_reaper_failed_is_refused_and_not_counted(store:
     since, bucket = window_span("15m", now)
     stats = store.run_stats(since=since, until=now, bucket_seconds=bucket)
     assert stats.totals == {"completed": 0, "failed": 1, "cancelled": 0, "finished": 1}
+
+
+def test_ends_written_as_they_come_over_hours_are_counted_once_in_every_window(
+    store: Store,
+) -> None:
+    """Ends in the order they come, a few per batch, over nine hours, some of them late
+    (a minute, two, or an hour behind the latest one): every window ending at the last end
+    counts each end once, in its bucket and for its task, however the backend keeps its
+    grains (SQLite adds its minutes to the coarser grains once the ends have moved on)."""
+    rng = random.Random(9)
+    first = NOW - 9 * 3600
+    ends: list[tuple[str, str, float, float]] = []  # task, status, started, finished
+    latest = first
+    while latest < NOW - 300:
+        latest += rng.uniform(5, 240)
+        runs: list[Run] = []
+        updates: dict[str, dict[str, object]] = {}
+        for _ in range(rng.randint(1, 3)):
+            late = rng.choice([0.0] * 6 + [40.0, 130.0, 3700.0])
+            finished = max(first, latest - late)
+            started = finished - rng.uniform(0.001, 30.0)
+            task, status = rng.choice(["fast", "slow"]), rng.choice(COUNTED)
+            run = make_run(task=task, status=RunStatus.RUNNING, started_at=started)
+            runs.append(run)
+            updates[run.id] = {"status": RunStatus(status), "finished_at": finished}
+            ends.append((task, status, started, finished))
+        store.write(WriteBatch(new_runs=runs))
+        store.write(WriteBatch(run_updates=updates))
+    until = max(finished for *_, finished in ends) + 1
+    for window in ("15m", "1h", "6h", "1d", "7d"):
+        since, bucket = window_span(window, until)
+        stats = store.run_stats(since=since, until=until, bucket_seconds=bucket)
+        seen = [end for end in ends if end[3] >= since]
+        chart = [dict.fromkeys(COUNTED, 0) for _ in stats.buckets]
+        for _, status, _, finished in seen:
+            chart[int((finished - since) // bucket)][status] += 1
+        found = [{s: getattr(b, s) for s in COUNTED} for b in stats.buckets]
+        assert found == chart, window
+        by_task = {t.task: (t.finished, t.max_seconds) for t in stats.tasks}
+        exact = {
+            task: (
+                sum(1 for end in seen if end[0] == task),
+                max(end[3] - end[2] for end in seen if end[0] == task),
+            )
+            for task in {end[0] for end in seen}
+        }
+        assert by_task.keys() == exact.keys(), window
+        for task, (finished, longest) in exact.items():
+            assert by_task[task][0] == finished, (window, task)
+            assert by_task[task][1] == pytest.approx(longest, rel=1e-9), (window, task)
