@@ -202,9 +202,9 @@ async def test_two_workers_and_a_server_fire_a_one_second_schedule_once_a_tick(
         async def fired(count: int) -> bool:
             return await asyncio.to_thread(fired_since, began) >= count
 
-        await until(lambda: fired(10), timeout=60)
+        await until(lambda: fired(6), timeout=60)
         workers[0].kill()
-        await until(lambda: fired(20), timeout=60)
+        await until(lambda: fired(12), timeout=60)
         assert await workers[1].stop() == 0, workers[1].output()
         assert await server.stop() == 0
     finally:
@@ -215,7 +215,7 @@ async def test_two_workers_and_a_server_fire_a_one_second_schedule_once_a_tick(
     assert len(ticks) == len(set(ticks))  # one run a tick
     gaps = [b - a for a, b in itertools.pairwise(ticks) if b - a != 1.0]
     assert gaps == []  # no tick missed, from the first fired to the last
-    assert sum(1 for tick in ticks if tick > began) >= 20
+    assert sum(1 for tick in ticks if tick > began) >= 12
     # Every run completed, or is still to run, but for the ones the killed worker was
     # executing at that moment (`beat` has no retries): those failed as lost, and said so.
     others = query(
