@@ -516,6 +516,42 @@ async def test_concurrent_submits_with_one_key_make_one_run(engine: Engine) -> N
     assert len(await engine.list_runs()) == 1
 
 
+async def test_a_listing_read_while_a_run_ends_shows_the_end_once_it_is_committed(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing reads the store without waiting for the writer, then lays the engine's
+    own records over what it read. A run whose end was committed while the read went on
+    shows that end, not the row read before it (it is no longer held by then)."""
+    release = asyncio.Event()
+
+    @taskloom.task
+    async def held(n: int) -> int:
+        await release.wait()
+        return n
+
+    run = await engine.submit(held, {"n": 3})
+    assert engine.store is not None
+    read, read_done, go_on = engine.store.list_runs, threading.Event(), threading.Event()
+
+    def slow_read(**options: Any) -> list[taskloom.Run]:
+        rows = read(**options)
+        read_done.set()
+        go_on.wait(WAIT)  # the run ends, and its end is committed, meanwhile
+        return rows
+
+    running = await engine.list_runs()
+    assert [r.status for r in running] == [RunStatus.RUNNING]
+    monkeypatch.setattr(engine.store, "list_runs", slow_read)
+    listing = asyncio.ensure_future(engine.list_runs())
+    assert await asyncio.to_thread(read_done.wait, WAIT)
+    release.set()
+    ended = await engine.wait(run.id, timeout=WAIT)  # returns once the end is committed
+    assert ended.status == RunStatus.COMPLETED
+    go_on.set()
+    [found] = await listing
+    assert (found.id, found.status, found.result) == (run.id, RunStatus.COMPLETED, 3)
+
+
 async def test_the_key_holds_across_engines_on_one_database(database_url: str) -> None:
     async with Engine(database_url) as first_engine:
         first = await first_engine.run(adder, {"a": 1, "b": 1}, idempotency_key="k")

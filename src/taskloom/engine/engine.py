@@ -1155,10 +1155,15 @@ class Engine:
             )
         )
         if status is None:  # (a newer status could fall outside a status filter)
+            finished = self._finished
             for index, run in enumerate(found):
                 live = self._live.get(run.id)
                 if live is not None:
                     found[index] = live.run.copy()
+                elif not run.is_finished and run.id in finished:
+                    # Read before its end was committed, which happened while the read
+                    # was going on: the end this engine committed is the newer record.
+                    found[index] = finished[run.id].copy()
         return found
 
     async def get_attempts(self, run_id: str) -> list[Attempt]:
