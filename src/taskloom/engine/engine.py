@@ -1139,7 +1139,8 @@ class Engine:
 
         Read from the store without waiting for the changes queued to it: a listing stays
         quick however busy the engine is. Without a status filter, runs this engine holds
-        show its own newer record.
+        show its own newer record, and so does a run whose end it committed while the store
+        was being read.
         Every change a caller awaited (a submit, a run's end that `wait` returned) is in it.
         """
         self._check_started()
