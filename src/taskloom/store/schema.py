@@ -13,8 +13,8 @@ log lines and workers; 0002 services and their starts; 0003 service requests and
 service log lines; 0004 pipeline deployments and their stages; 0005 packages; 0006 API
 tokens; ... 0014 the processes running a deployment; 0015 the rollup's rows per writing
 session; 0016 what made each attempt's call; 0017 the idempotency key's index of keyed
-runs only, and free room on PostgreSQL's `attempts` pages); a test compares the two with Alembic's
-autogenerate, so change both together (with a new revision).
+runs only, and free room on PostgreSQL's `attempts` pages); a test compares the two with
+Alembic's autogenerate, so change both together (with a new revision).
 """
 
 from __future__ import annotations
